@@ -1,0 +1,102 @@
+"""Benchmarks that print figures for this machine: ``python -m aminet.bench [eval] [--repeats N]``.
+
+``eval``: ranking time of the SYSU-MM01 10-trial protocol (3,803 queries x 301 gallery images, both
+modes use the same shapes) and of one RegDB direction (2,060 x 2,060), on random features of the real
+sizes, with the distance matrix computed from 2048-d L2-normalised features as the protocol does.
+Figures are medians over repeats; the first (warm-up) run is discarded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _features(n: int, dim: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=gen).to(device), dim=1)
+
+
+def bench_eval(repeats: int, device: torch.device, sizes: dict[str, int]) -> list[tuple[str, float, str]]:
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    nq, ng, n_ids, dim = sizes["sysu_query"], sizes["sysu_gallery"], sizes["sysu_ids"], sizes["dim"]
+    q_pids = torch.as_tensor(rng.integers(0, n_ids, nq), device=device)
+    q_cams = torch.as_tensor(rng.choice([3, 6], nq), device=device)
+    g_sets = []
+    for _ in range(10):
+        g_pids = torch.as_tensor(np.sort(rng.integers(0, n_ids, ng)), device=device)
+        g_cams = torch.as_tensor(rng.choice([1, 2, 4, 5], ng), device=device)
+        g_sets.append((g_pids, g_cams))
+    q = _features(nq, dim, device, gen)
+    gs = [_features(ng, dim, device, gen) for _ in range(10)]
+    dists = [-(q @ g.T) for g in gs]
+
+    def sysu_rank() -> None:
+        for d, (gp, gc) in zip(dists, g_sets):
+            sysu_metrics(d, q_pids, gp, q_cams, gc)
+
+    def sysu_full() -> None:
+        for g, (gp, gc) in zip(gs, g_sets):
+            sysu_metrics(-(q @ g.T), q_pids, gp, q_cams, gc)
+
+    nr = sizes["regdb"]
+    r_pids = torch.as_tensor(np.repeat(np.arange(nr // 10), 10), device=device)
+    rv, rt = _features(nr, dim, device, gen), _features(nr, dim, device, gen)
+    r_dist = -(rv @ rt.T)
+
+    out = [
+        (f"SYSU 10-trial ranking ({nq}x{ng}, distances given)", _median_time(sysu_rank, repeats), "s"),
+        (f"SYSU 10-trial distances + ranking ({dim}-d)", _median_time(sysu_full, repeats), "s"),
+        (f"RegDB one direction ranking ({nr}x{nr})", _median_time(lambda: regdb_metrics(r_dist, r_pids, r_pids),
+                                                                 repeats), "s"),
+    ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="eval", choices=["eval"], help="which benchmark to run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device on this machine")
+    device = torch.device(args.device)
+    sizes = {"sysu_query": 3803, "sysu_gallery": 301, "sysu_ids": 96, "dim": 2048, "regdb": 2060}
+    if args.tiny:
+        sizes = {"sysu_query": 60, "sysu_gallery": 24, "sysu_ids": 12, "dim": 16, "regdb": 40}
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}")
+    for name, value, unit in bench_eval(args.repeats, device, sizes):
+        print(f"{name:<60s} {value:8.4f} {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

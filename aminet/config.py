@@ -1,0 +1,433 @@
+"""One typed configuration tree for data, model, losses, optimisation, training and evaluation.
+
+A config is built from nested dictionaries (YAML through ``yaml.safe_load``), patched with dotted
+``key=value`` overrides, type-checked field by field and validated once. Every error names the
+field (``loss.mmd_intra_weight``), the offending value and what is allowed. ``to_yaml`` writes a
+resolved config that ``from_yaml`` reads back to an equal object, so a run's logged YAML is the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is wrong. The message names it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The tree
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["sysu", "regdb"] = "sysu"
+    # Dataset root in the official layout. None means the project's synthetic benchmark.
+    root: str | None = None
+    # "search": validation identities held out (SYSU val_id / a share of RegDB's training ids);
+    # "final": the full training set of the protocol, evaluated on the test protocol.
+    purpose: Literal["search", "final"] = "search"
+    regdb_trial: int = 1
+    regdb_val_share: float = 0.2
+    height: int = 288
+    width: int = 144
+    # Size of the upper-body view fed to the upper-body branch (the paper: half the height).
+    upper_height: int = 144
+    cache_dir: str | None = None
+    ids_per_batch: int = 8  # P
+    instances: int = 4  # K visible + K infrared per identity
+    # Iterations per epoch; None = visible training images / (P * K), as the common code counts.
+    iters_per_epoch: int | None = None
+    pad: int = 10
+    flip_p: float = 0.5
+    erase_p: float = 0.5
+    channel_aug_p: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
+    # "imagenet" (torchvision weights from the local cache), "none", or a path to a state dict.
+    weights: str = "imagenet"
+    last_stride: Literal[1, 2] = 1
+    non_local: bool = True
+    upper_body: bool = True  # UBF: the upper-body branch of HMG-DBNet
+    upper_body_ratio: float = 0.5  # top share of the image that forms the upper-body view
+    share_branches: bool = True
+    iffs: bool = True
+    pesam: bool = True
+    gem_p: float = 3.0
+    gem_learnable: bool = False
+
+
+@dataclass
+class LossConfig:
+    id_weight: float = 1.0
+    label_smoothing: float = 0.0
+    triplet_weight: float = 1.0
+    triplet: Literal["weighted", "hard"] = "weighted"
+    triplet_margin: float = 0.3  # only for "hard"
+    mmd_intra_weight: float = 0.4  # IMDAL
+    mmd_inter_weight: float = 0.6  # IDAL
+    mmd_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    mmd_kernel_weights: Literal["adversarial", "fixed"] = "adversarial"
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = 0.1  # peak lr of the BN neck and classifier
+    backbone_lr_mult: float = 0.1  # backbone lr = lr * this
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["step", "cosine"] = "step"
+    warmup_epochs: int = 10
+    warmup_start_factor: float = 0.1  # the paper: 0.01 -> 0.1 peak
+    milestones: list[int] = field(default_factory=lambda: [20, 50])
+    gamma: float = 0.1  # applied at each milestone: 0.1 -> 0.01 -> 0.001
+    min_lr_factor: float = 0.01  # cosine floor, as a share of the peak
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 80
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    channels_last: bool = True  # used on GPU only
+    compile: bool = False
+    eval_every: int = 10
+    checkpoint_every: int = 1
+
+
+@dataclass
+class EvalConfig:
+    sysu_modes: list[str] = field(default_factory=lambda: ["all", "indoor"])
+    trials: int = 10
+    regdb_directions: list[str] = field(default_factory=lambda: ["v2t", "t2v"])
+    feature: Literal["bn", "pool"] = "bn"  # headline feature; both are always reported
+    flip: bool = False
+    rerank: bool = False
+    batch_size: int = 256
+    max_rank: int = 20
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> "Config":
+        raw = _deepcopy_plain(data or {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+        apply_overrides(raw, overrides)
+        cfg = _build(cls, raw, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, text: str, overrides: Sequence[str] = (), source: str = "<string>") -> "Config":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {_one_line(exc)}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data, overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return cls.from_yaml(path.read_text(encoding="utf-8"), overrides, source=str(path))
+
+    # ---- output -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view (``{"loss.mmd_intra_weight": 0.4, ...}``), e.g. for MLflow params."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+    def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> "Config":
+        """A new validated config with dotted overrides applied (``["a.b=1"]`` or ``{"a.b": 1}``)."""
+        if isinstance(overrides, Mapping):
+            raw = self.to_dict()
+            for key, value in overrides.items():
+                _set_dotted(raw, key, value)
+            return Config.from_dict(raw)
+        return Config.from_dict(self.to_dict(), overrides)
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        d, m, lo, o, t, e = self.data, self.model, self.loss, self.optim, self.train, self.eval
+        _check(d.regdb_trial in range(1, 11), "data.regdb_trial", d.regdb_trial, "an integer in 1..10")
+        _check(0.0 < d.regdb_val_share < 1.0, "data.regdb_val_share", d.regdb_val_share, "in (0, 1)")
+        for name in ("height", "width", "upper_height"):
+            v = getattr(d, name)
+            _check(16 <= v <= 2048, f"data.{name}", v, "an integer in 16..2048")
+        _check(d.upper_height <= d.height, "data.upper_height", d.upper_height, f"<= data.height ({d.height})")
+        _check(d.ids_per_batch >= 2, "data.ids_per_batch", d.ids_per_batch, ">= 2 (triplets need negatives)")
+        _check(d.instances >= 1, "data.instances", d.instances, ">= 1")
+        _check(d.iters_per_epoch is None or d.iters_per_epoch >= 1, "data.iters_per_epoch",
+               d.iters_per_epoch, "null or >= 1")
+        _check(0 <= d.pad <= 64, "data.pad", d.pad, "an integer in 0..64")
+        for name in ("flip_p", "erase_p", "channel_aug_p"):
+            v = getattr(d, name)
+            _check(0.0 <= v <= 1.0, f"data.{name}", v, "a probability in [0, 1]")
+
+        _check(m.weights.strip() != "", "model.weights", m.weights, '"imagenet", "none" or a file path')
+        _check(0.0 < m.upper_body_ratio <= 1.0, "model.upper_body_ratio", m.upper_body_ratio, "in (0, 1]")
+        _check(1.0 <= m.gem_p <= 20.0, "model.gem_p", m.gem_p, "in [1, 20]")
+
+        for name in ("id_weight", "triplet_weight", "mmd_intra_weight", "mmd_inter_weight"):
+            v = getattr(lo, name)
+            _check(v >= 0.0, f"loss.{name}", v, ">= 0")
+        _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
+        _check(lo.triplet_margin >= 0.0, "loss.triplet_margin", lo.triplet_margin, ">= 0")
+        _check(len(lo.mmd_multipliers) > 0, "loss.mmd_multipliers", lo.mmd_multipliers,
+               "a non-empty list of positive bandwidth multipliers")
+        for i, v in enumerate(lo.mmd_multipliers):
+            _check(v > 0.0, f"loss.mmd_multipliers[{i}]", v, "> 0")
+        _check(len(set(lo.mmd_multipliers)) == len(lo.mmd_multipliers), "loss.mmd_multipliers",
+               lo.mmd_multipliers, "distinct values")
+
+        _check(o.lr > 0.0, "optim.lr", o.lr, "> 0")
+        _check(0.0 < o.backbone_lr_mult <= 10.0, "optim.backbone_lr_mult", o.backbone_lr_mult, "in (0, 10]")
+        _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "in [0, 1)")
+        _check(not (o.nesterov and o.momentum == 0.0), "optim.nesterov", o.nesterov,
+               "false when optim.momentum is 0")
+        _check(o.weight_decay >= 0.0, "optim.weight_decay", o.weight_decay, ">= 0")
+        _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
+               f"in 0..{t.epochs - 1} (less than train.epochs)")
+        _check(0.0 < o.warmup_start_factor <= 1.0, "optim.warmup_start_factor", o.warmup_start_factor,
+               "in (0, 1]")
+        _check(all(b > a for a, b in zip(o.milestones, o.milestones[1:])), "optim.milestones",
+               o.milestones, "strictly increasing epochs")
+        for i, v in enumerate(o.milestones):
+            _check(o.warmup_epochs <= v < t.epochs, f"optim.milestones[{i}]", v,
+                   f"in {o.warmup_epochs}..{t.epochs - 1} (after warm-up, before the last epoch)")
+        _check(0.0 < o.gamma < 1.0, "optim.gamma", o.gamma, "in (0, 1)")
+        _check(0.0 <= o.min_lr_factor < 1.0, "optim.min_lr_factor", o.min_lr_factor, "in [0, 1)")
+
+        _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
+        _check(t.seed >= 0, "train.seed", t.seed, ">= 0")
+        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda")
+               or t.device == "mps", "train.device", t.device, '"auto", "cpu", "cuda[:N]" or "mps"')
+        _check(t.eval_every >= 1, "train.eval_every", t.eval_every, ">= 1")
+        _check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every, ">= 1")
+
+        _check(len(e.sysu_modes) > 0, "eval.sysu_modes", e.sysu_modes, 'a non-empty subset of ["all", "indoor"]')
+        for i, v in enumerate(e.sysu_modes):
+            _check(v in ("all", "indoor"), f"eval.sysu_modes[{i}]", v, '"all" or "indoor"')
+        _check(len(e.regdb_directions) > 0, "eval.regdb_directions", e.regdb_directions,
+               'a non-empty subset of ["v2t", "t2v"]')
+        for i, v in enumerate(e.regdb_directions):
+            _check(v in ("v2t", "t2v"), f"eval.regdb_directions[{i}]", v, '"v2t" or "t2v"')
+        _check(1 <= e.trials <= 10, "eval.trials", e.trials, "an integer in 1..10")
+        _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
+        _check(e.max_rank >= 1, "eval.max_rank", e.max_rank, ">= 1")
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The defaults (``path=None``) or a YAML file, with dotted overrides, validated."""
+    if path is None:
+        return Config.from_dict({}, overrides)
+    return Config.load(path, overrides)
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------------
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a plain dict in place. Values are read as YAML scalars
+    or flow lists (``loss.mmd_multipliers=[0.5,1,2]``, ``data.root=null``)."""
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(f"override {item!r}: expected the form section.key=value")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r}: empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot read value {text!r}: {_one_line(exc)}") from None
+        _set_dotted(raw, key, value)
+    return raw
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed construction
+# --------------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        raise ConfigError(f"{prefix}{key}: unknown key{hint}; known keys of {where}: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        allowed = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{path}: expected {allowed}, got {_show(value)}")
+    if origin is Literal:
+        for a in args:
+            if value == a and type(value) is type(a):
+                return a
+        allowed = ", ".join(repr(a) for a in args)
+        raise ConfigError(f"{path}: {_show(value)} is not allowed; choose one of {allowed}")
+    if origin is list:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list of {_type_name(args[0])}, got {_show(value)}")
+        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        if isinstance(value, (int, float)):
+            out = float(value)
+        elif isinstance(value, str):
+            # PyYAML reads "1e-3" (no dot) as a string; accept any spelling float() accepts.
+            try:
+                out = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {_show(value)}") from None
+        else:
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        if not math.isfinite(out):
+            raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
+        return out
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+    raise TypeError(f"{path}: unsupported config type {tp!r}")  # a bug in this module, not in input
+
+
+def _check(ok: bool, path: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {_show(value)} is out of range; allowed: {allowed}")
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _deepcopy_plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deepcopy_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_deepcopy_plain(v) for v in value]
+    return value

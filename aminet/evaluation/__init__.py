@@ -1,0 +1,23 @@
+"""Rank-k, mAP and mINP under the SYSU-MM01 and RegDB rules, and the full test protocols."""
+
+from aminet.evaluation.metrics import rank_metrics, regdb_metrics, sysu_metrics
+from aminet.evaluation.protocol import (
+    ProtocolResult,
+    extract_features,
+    format_summary,
+    regdb_protocol,
+    run_protocol,
+    sysu_protocol,
+)
+
+__all__ = [
+    "sysu_metrics",
+    "regdb_metrics",
+    "rank_metrics",
+    "ProtocolResult",
+    "extract_features",
+    "format_summary",
+    "sysu_protocol",
+    "regdb_protocol",
+    "run_protocol",
+]

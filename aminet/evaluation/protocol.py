@@ -1,0 +1,264 @@
+"""The full SYSU-MM01 and RegDB test protocols around any feature extractor.
+
+An *extractor* is a callable ``f(images, modality) -> features`` where ``images`` is a float tensor
+(B, 3, H, W) normalised with the ImageNet statistics, ``modality`` is ``"visible"`` or ``"infrared"``,
+and ``features`` is either one (B, D) tensor or a mapping of named (B, D) tensors (the AMINet model
+returns ``{"pool": ..., "bn": ...}``). A ``torch.nn.Module`` with an ``extract(images, modality)``
+method is accepted as well; it is put in eval mode and run without gradients.
+
+Features are L2-normalised (after averaging with the horizontally flipped image when ``flip`` is on)
+and the distance is the negative inner product, as in the public code. Query features are extracted
+once; SYSU gallery features once for the union of the trials' galleries.
+
+Results are fractions in [0, 1] (``format_summary`` prints percentages), one row per
+(benchmark, setting, feature, trial) in ``per_trial`` and mean / std over trials in ``summary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from aminet.data import regdb as regdb_data
+from aminet.data import sysu as sysu_data
+from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD, load_images
+from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
+
+__all__ = [
+    "ProtocolResult",
+    "extract_features",
+    "sysu_protocol",
+    "regdb_protocol",
+    "run_protocol",
+    "format_summary",
+    "METRIC_COLUMNS",
+]
+
+Extractor = Callable[[torch.Tensor, str], Any]
+Loader = Callable[[Sequence[str]], np.ndarray]
+METRIC_COLUMNS = ["R1", "R5", "R10", "R20", "mAP", "mINP"]
+_KEYS = ["benchmark", "setting", "feature"]
+
+
+@dataclass
+class ProtocolResult:
+    per_trial: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return summarise(self.per_trial)
+
+    def headline(self, setting: str, feature: str = "bn") -> dict[str, float]:
+        """Mean metrics over trials for one setting (``all``, ``indoor``, ``v2t``, ``t2v``)."""
+        rows = self.per_trial[(self.per_trial.setting == setting) & (self.per_trial.feature == feature)]
+        if rows.empty:
+            raise KeyError(f"no result for setting={setting!r}, feature={feature!r}")
+        return {k: float(rows[k].mean()) for k in METRIC_COLUMNS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"meta": self.meta, "per_trial": self.per_trial.to_dict(orient="records"),
+                "summary": self.summary.to_dict(orient="records")}
+
+
+def summarise(per_trial: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1; 0 for a single trial) over trials."""
+    grouped = per_trial.groupby(_KEYS, sort=False)[METRIC_COLUMNS]
+    mean = grouped.mean().add_suffix("_mean")
+    std = grouped.std(ddof=1).fillna(0.0).add_suffix("_std")
+    count = grouped.size().rename("trials")
+    return pd.concat([mean, std, count], axis=1).reset_index()
+
+
+def format_summary(result: ProtocolResult | pd.DataFrame) -> str:
+    """Plain-text table in percent, mean +- std over trials."""
+    summary = result.summary if isinstance(result, ProtocolResult) else summarise(result)
+    header = ["benchmark", "setting", "feature", "trials"] + METRIC_COLUMNS
+    rows = []
+    for _, r in summary.iterrows():
+        cells = [str(r.benchmark), str(r.setting), str(r.feature), str(int(r.trials))]
+        cells += [f"{100 * r[f'{m}_mean']:.2f}+-{100 * r[f'{m}_std']:.2f}" for m in METRIC_COLUMNS]
+        rows.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature extraction
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_callable(extractor: Any) -> tuple[Extractor, torch.nn.Module | None]:
+    if isinstance(extractor, torch.nn.Module) and hasattr(extractor, "extract"):
+        return extractor.extract, extractor
+    if callable(extractor):
+        return extractor, extractor if isinstance(extractor, torch.nn.Module) else None
+    raise TypeError(f"extractor: expected a callable f(images, modality) or a model with .extract, "
+                    f"got {type(extractor).__name__}")
+
+
+def _named(out: Any) -> dict[str, torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return {"feat": out}
+    if isinstance(out, Mapping):
+        return dict(out)
+    raise TypeError(f"extractor returned {type(out).__name__}; expected a tensor or a mapping of tensors")
+
+
+@torch.no_grad()
+def extract_features(extractor: Any, images: np.ndarray, modality: str, *, batch_size: int = 256,
+                     device: torch.device | str | None = None, flip: bool = False) -> dict[str, torch.Tensor]:
+    """L2-normalised features of uint8 images (N, H, W, 3), each name a (N, D) float32 tensor."""
+    if modality not in ("visible", "infrared"):
+        raise ValueError(f"modality {modality!r}: choose visible or infrared")
+    fn, module = _as_callable(extractor)
+    if device is None:
+        device = next(module.parameters()).device if module is not None and any(
+            True for _ in module.parameters()) else torch.device("cpu")
+    device = torch.device(device)
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    chunks: dict[str, list[torch.Tensor]] = {}
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            x = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            feats = {k: F.normalize(v.float(), dim=1) for k, v in _named(fn(x, modality)).items()}
+            if flip:
+                flipped = _named(fn(torch.flip(x, dims=[3]), modality))
+                feats = {k: F.normalize(v + F.normalize(flipped[k].float(), dim=1), dim=1)
+                         for k, v in feats.items()}
+            for k, v in feats.items():
+                if v.dim() != 2 or v.shape[0] != x.shape[0]:
+                    raise ValueError(f"extractor feature {k!r}: expected shape ({x.shape[0]}, D), "
+                                     f"got {tuple(v.shape)}")
+                chunks.setdefault(k, []).append(v)
+    finally:
+        if module is not None and was_training:
+            module.train()
+    if not chunks:
+        raise ValueError(f"no {modality} images to extract features from")
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+def _distance(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return -(q @ g.T)
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocols
+# --------------------------------------------------------------------------------------------------
+
+
+def _row(benchmark: str, setting: str, feature: str, trial: int, cmc: np.ndarray, mAP: float,
+         mINP: float) -> dict[str, Any]:
+    def at(k: int) -> float:
+        return float(cmc[k - 1]) if k <= len(cmc) else float("nan")
+
+    return {"benchmark": benchmark, "setting": setting, "feature": feature, "trial": trial,
+            "R1": at(1), "R5": at(5), "R10": at(10), "R20": at(20), "mAP": mAP, "mINP": mINP}
+
+
+def sysu_protocol(extractor: Any, root: str | Path, modes: Iterable[str] = ("all", "indoor"),
+                  trials: int | Iterable[int] = 10, *, height: int = 288, width: int = 144,
+                  batch_size: int = 256, device: torch.device | str | None = None, flip: bool = False,
+                  shots: int = 1, max_rank: int = 20, loader: Loader | None = None) -> ProtocolResult:
+    """SYSU-MM01 single-shot (or 10-shot) test protocol: infrared queries against visible galleries,
+    trials ``0..trials-1`` (or the given trial numbers), for each mode."""
+    trial_ids = list(range(trials)) if isinstance(trials, int) else list(trials)
+    modes = list(modes)
+    for mode in modes:
+        if mode not in sysu_data.MODES:
+            raise ValueError(f"SYSU-MM01 mode {mode!r}: choose one of {', '.join(sysu_data.MODES)}")
+    if not trial_ids:
+        raise ValueError("trials: at least one trial is needed")
+    load = loader or (lambda paths: load_images(paths, height, width))
+
+    q_paths, q_pids, q_cams = sysu_data.query_set(root)
+    galleries = {(m, t): sysu_data.gallery_set(root, m, t, shots=shots) for m in modes for t in trial_ids}
+    g_union = sorted({p for paths, _, _ in galleries.values() for p in paths})
+    g_index = {p: i for i, p in enumerate(g_union)}
+
+    q_feat = extract_features(extractor, load(q_paths), "infrared", batch_size=batch_size, device=device,
+                              flip=flip)
+    g_feat = extract_features(extractor, load(g_union), "visible", batch_size=batch_size, device=device,
+                              flip=flip)
+    rows = []
+    for (mode, trial), (g_paths, g_pids, g_cams) in galleries.items():
+        idx = torch.as_tensor([g_index[p] for p in g_paths], device=next(iter(g_feat.values())).device)
+        for name in q_feat:
+            dist = _distance(q_feat[name], g_feat[name][idx])
+            cmc, mAP, mINP = sysu_metrics(dist, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
+            rows.append(_row("sysu", mode, name, trial, cmc, mAP, mINP))
+    meta = {"benchmark": "sysu", "root": str(root), "modes": modes, "trials": trial_ids, "shots": shots,
+            "flip": flip, "num_query": len(q_paths),
+            "num_gallery": {f"{m}/{t}": len(g[0]) for (m, t), g in galleries.items()}}
+    return ProtocolResult(pd.DataFrame(rows), meta)
+
+
+def regdb_protocol(extractor: Any | Mapping[int, Any], root: str | Path, trials: Iterable[int] = (1,),
+                   directions: Iterable[str] = ("v2t", "t2v"), *, height: int = 288, width: int = 144,
+                   batch_size: int = 256, device: torch.device | str | None = None, flip: bool = False,
+                   max_rank: int = 20, loader: Loader | None = None) -> ProtocolResult:
+    """RegDB test protocol for each trial (its own test files) and direction.
+
+    ``extractor`` is either one extractor or a mapping ``{trial: extractor}``: the protocol trains one
+    model per trial, so a mapping is the normal case for a trained model."""
+    trial_ids = list(trials)
+    directions = list(directions)
+    for d in directions:
+        if d not in regdb_data.DIRECTIONS:
+            raise ValueError(f"RegDB direction {d!r}: choose one of {', '.join(regdb_data.DIRECTIONS)}")
+    if not trial_ids:
+        raise ValueError("trials: at least one trial is needed")
+    if isinstance(extractor, Mapping):
+        missing = [t for t in trial_ids if t not in extractor]
+        if missing:
+            raise ValueError(f"no extractor given for RegDB trial(s) {missing}")
+    load = loader or (lambda paths: load_images(paths, height, width))
+    rows = []
+    sizes = {}
+    for trial in trial_ids:
+        part = regdb_data.split(root, trial, "test")
+        ext = extractor[trial] if isinstance(extractor, Mapping) else extractor
+        feats = {
+            "visible": extract_features(ext, load(part.visible[0]), "visible", batch_size=batch_size,
+                                        device=device, flip=flip),
+            "thermal": extract_features(ext, load(part.thermal[0]), "infrared", batch_size=batch_size,
+                                        device=device, flip=flip),
+        }
+        sizes[trial] = {"visible": len(part.visible[0]), "thermal": len(part.thermal[0])}
+        for d in directions:
+            q_mod, g_mod = regdb_data.DIRECTIONS[d]
+            q_pids, g_pids = part.modality(q_mod)[1], part.modality(g_mod)[1]
+            for name in feats[q_mod]:
+                dist = _distance(feats[q_mod][name], feats[g_mod][name])
+                cmc, mAP, mINP = regdb_metrics(dist, q_pids, g_pids, max_rank=max_rank)
+                rows.append(_row("regdb", d, name, trial, cmc, mAP, mINP))
+    meta = {"benchmark": "regdb", "root": str(root), "trials": trial_ids, "directions": directions,
+            "flip": flip, "sizes": sizes}
+    return ProtocolResult(pd.DataFrame(rows), meta)
+
+
+def run_protocol(extractor: Any, root: str | Path, benchmark: str, settings: Iterable[str] | None = None,
+                 trials: Any = None, **kwargs: Any) -> ProtocolResult:
+    """Dispatch: ``benchmark="sysu"`` (settings = modes, trials = count or list, default 10) or
+    ``benchmark="regdb"`` (settings = directions, trials = trial numbers, default 1..10)."""
+    if benchmark == "sysu":
+        return sysu_protocol(extractor, root, settings or ("all", "indoor"), 10 if trials is None else trials,
+                             **kwargs)
+    if benchmark == "regdb":
+        return regdb_protocol(extractor, root, regdb_data.TRIALS if trials is None else trials,
+                              settings or ("v2t", "t2v"), **kwargs)
+    raise ValueError(f"benchmark {benchmark!r}: choose sysu or regdb")

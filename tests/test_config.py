@@ -1,0 +1,115 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from aminet.config import Config, ConfigError, load_config
+
+
+def test_defaults_are_valid_and_follow_the_paper():
+    cfg = load_config()
+    assert cfg.loss.mmd_intra_weight == 0.4 and cfg.loss.mmd_inter_weight == 0.6
+    assert cfg.optim.lr * cfg.optim.warmup_start_factor == pytest.approx(0.01)
+    assert cfg.optim.lr * cfg.optim.gamma ** len(cfg.optim.milestones) == pytest.approx(0.001)
+    assert (cfg.data.height, cfg.data.width) == (288, 144)
+    assert cfg.train.epochs == 80
+
+
+def test_yaml_round_trip_is_exact():
+    cfg = load_config(None, ["loss.mmd_multipliers=[0.5, 1, 2]", "optim.weight_decay=1e-3",
+                             "data.root=/data/sysu", "model.upper_body_ratio=0.6"])
+    text = cfg.to_yaml()
+    again = Config.from_yaml(text)
+    assert again == cfg
+    assert again.to_yaml() == text
+    assert cfg.loss.mmd_multipliers == [0.5, 1.0, 2.0] and all(type(v) is float for v in cfg.loss.mmd_multipliers)
+    assert cfg.optim.weight_decay == 1e-3  # "1e-3" is a string to PyYAML; read as a number
+    assert yaml.safe_load(text)["data"]["root"] == "/data/sysu"
+
+
+def test_load_file_with_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  dataset: regdb\n  regdb_trial: 3\nloss:\n  mmd_intra_weight: 0.2\n")
+    cfg = load_config(path, ["loss.mmd_inter_weight=0.8", "train.epochs=5", "optim.warmup_epochs=1",
+                             "optim.milestones=[2,4]"])
+    assert cfg.data.dataset == "regdb" and cfg.data.regdb_trial == 3
+    assert (cfg.loss.mmd_intra_weight, cfg.loss.mmd_inter_weight) == (0.2, 0.8)
+    assert cfg.train.epochs == 5
+    flat = cfg.flat()
+    assert flat["loss.mmd_intra_weight"] == 0.2 and flat["optim.milestones"] == [2, 4]
+
+
+def test_replace_with_mapping_and_strings():
+    cfg = load_config()
+    a = cfg.replace({"loss.mmd_intra_weight": 0.1, "model.upper_body_ratio": 0.55})
+    b = cfg.replace(["loss.mmd_intra_weight=0.1", "model.upper_body_ratio=0.55"])
+    assert a == b and a != cfg and cfg.loss.mmd_intra_weight == 0.4
+
+
+@pytest.mark.parametrize(
+    "override, field, allowed",
+    [
+        ("loss.mmd_intra_weight=-0.1", "loss.mmd_intra_weight", ">= 0"),
+        ("loss.mmd_inter_weight=-1", "loss.mmd_inter_weight", ">= 0"),
+        ("model.upper_body_ratio=0", "model.upper_body_ratio", r"\(0, 1\]"),
+        ("model.upper_body_ratio=1.2", "model.upper_body_ratio", r"\(0, 1\]"),
+        ("loss.mmd_multipliers=[]", "loss.mmd_multipliers", "non-empty"),
+        ("loss.mmd_multipliers=[1, -2]", r"loss.mmd_multipliers\[1\]", "> 0"),
+        ("data.regdb_trial=0", "data.regdb_trial", "1..10"),
+        ("optim.milestones=[50, 20]", "optim.milestones", "increasing"),
+        ("optim.milestones=[20, 90]", r"optim.milestones\[1\]", "before the last epoch"),
+        ("eval.sysu_modes=[all, outdoor]", r"eval.sysu_modes\[1\]", "indoor"),
+        ("data.flip_p=1.5", "data.flip_p", r"\[0, 1\]"),
+    ],
+)
+def test_out_of_range_values_name_field_and_range(override, field, allowed):
+    with pytest.raises(ConfigError, match=field) as err:
+        load_config(None, [override])
+    assert "out of range" in str(err.value)
+    assert pytest.importorskip("re").search(allowed, str(err.value))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.mmd_intra_weight=abc", "loss.mmd_intra_weight: expected a number, got 'abc'"),
+        ("train.epochs=2.5", "train.epochs: expected an integer"),
+        ("model.non_local=maybe", "model.non_local: expected true or false"),
+        ("model.arch=resnet101", "model.arch: 'resnet101' is not allowed; choose one of"),
+        ("loss.mmd_multipliers=1", "loss.mmd_multipliers: expected a list"),
+        ("loss.mmd_intra_wieght=0.3", "unknown key.*did you mean loss.mmd_intra_weight"),
+        ("nonsense.key=1", "nonsense: unknown key"),
+        ("loss=3", "loss: expected a mapping"),
+        ("no_equals_sign", "expected the form section.key=value"),
+        ("train.epochs=[1", "train.epochs: cannot read value"),
+        ("loss.mmd_intra_weight=.nan", "finite"),
+    ],
+)
+def test_wrong_types_and_keys(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+        load_config(listy)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("loss:\n  mmd_intra_weight: -2\n")
+    with pytest.raises(ConfigError, match="wrong.yaml: loss.mmd_intra_weight"):
+        load_config(wrong)
+
+
+def test_every_field_is_reachable_by_override():
+    cfg = load_config()
+    for key, value in cfg.flat().items():
+        again = cfg.replace({key: value})
+        assert again == cfg, key
+    assert all(dataclasses.is_dataclass(getattr(cfg, s)) for s in ("data", "model", "loss", "optim", "train", "eval"))
