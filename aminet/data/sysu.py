@@ -31,6 +31,7 @@ __all__ = [
     "gallery_set",
     "parse_path",
     "camera_images",
+    "images_of",
 ]
 
 VISIBLE_CAMS = (1, 2, 4, 5)
@@ -97,20 +98,21 @@ def _pack(paths: list[Path], what: str, root: Path) -> Sample:
     return [str(p) for p in paths], pids, cams
 
 
-def query_set(root: str | Path) -> Sample:
-    """Infrared queries of the test identities: ``(paths, pids, cams)``."""
+def query_set(root: str | Path, split: str = "test") -> Sample:
+    """Infrared queries of the ``split`` identities (test; val for validation): ``(paths, pids, cams)``."""
     root = _check_root(root)
     paths: list[Path] = []
-    for pid in read_ids(root, "test"):
+    for pid in read_ids(root, split):
         for cam in QUERY_CAMS:
             files = camera_images(root, cam, pid)
             if files:
                 paths.extend(files)
-    return _pack(paths, "query set", root)
+    return _pack(paths, f"query set ({split} ids)", root)
 
 
-def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int = 1) -> Sample:
-    """Visible gallery of the test identities for one trial: ``(paths, pids, cams)``."""
+def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int = 1,
+                split: str = "test") -> Sample:
+    """Visible gallery of the ``split`` identities for one trial: ``(paths, pids, cams)``."""
     if mode not in MODES:
         raise ValueError(f"SYSU-MM01 mode {mode!r}: choose one of {', '.join(MODES)}")
     if not isinstance(trial, int) or isinstance(trial, bool) or trial < 0:
@@ -120,7 +122,7 @@ def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int 
     root = _check_root(root)
     rng = random.Random(trial)  # same stream as random.seed(trial), without touching global state
     paths: list[Path] = []
-    for pid in read_ids(root, "test"):
+    for pid in read_ids(root, split):
         for cam in MODES[mode]:
             files = camera_images(root, cam, pid)
             if not files:
@@ -129,4 +131,14 @@ def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int 
                 paths.append(rng.choice(files))
             else:
                 paths.extend(rng.sample(files, min(shots, len(files))))
-    return _pack(paths, f"{mode}-search gallery (trial {trial})", root)
+    return _pack(paths, f"{mode}-search gallery (trial {trial}, {split} ids)", root)
+
+
+def images_of(root: str | Path, ids: list[int], cams: tuple[int, ...]) -> Sample:
+    """Every image of ``ids`` in ``cams``: ids sorted, cameras in order, files sorted."""
+    root = _check_root(root)
+    paths: list[Path] = []
+    for pid in sorted(ids):
+        for cam in cams:
+            paths.extend(camera_images(root, cam, pid) or [])
+    return _pack(paths, f"image set of {len(ids)} ids in cams {list(cams)}", root)

@@ -26,13 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from aminet.data import regdb as regdb_data
-from aminet.data import sysu as sysu_data
+from aminet.data import splits
+from aminet.data.splits import EvalSet
 from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD, load_images
 from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 
 __all__ = [
     "ProtocolResult",
     "extract_features",
+    "evaluate_set",
     "sysu_protocol",
     "regdb_protocol",
     "run_protocol",
@@ -170,41 +172,53 @@ def _row(benchmark: str, setting: str, feature: str, trial: int, cmc: np.ndarray
             "R1": at(1), "R5": at(5), "R10": at(10), "R20": at(20), "mAP": mAP, "mINP": mINP}
 
 
+def evaluate_set(extractor: Any, evalset: EvalSet, load: Loader, *, batch_size: int = 256,
+                 device: torch.device | str | None = None, flip: bool = False, max_rank: int = 20) -> pd.DataFrame:
+    """Metrics of every probe of ``evalset``; each distinct (image, modality) is embedded once."""
+    wanted: dict[str, dict[str, int]] = {"visible": {}, "infrared": {}}
+    for probe in evalset.probes:
+        for images, modality in ((probe.query, probe.query_modality), (probe.gallery, probe.gallery_modality)):
+            table = wanted[modality]
+            for path in images.paths:
+                table.setdefault(path, len(table))
+    feats = {}
+    for modality, table in wanted.items():
+        if table:
+            feats[modality] = extract_features(extractor, load(list(table)), modality, batch_size=batch_size,
+                                               device=device, flip=flip)
+    metric = sysu_metrics if evalset.benchmark == "sysu" else regdb_metrics
+    rows = []
+    for probe in evalset.probes:
+        q_feats, g_feats = feats[probe.query_modality], feats[probe.gallery_modality]
+        dev = next(iter(q_feats.values())).device
+        qi = torch.as_tensor([wanted[probe.query_modality][p] for p in probe.query.paths], device=dev)
+        gi = torch.as_tensor([wanted[probe.gallery_modality][p] for p in probe.gallery.paths], device=dev)
+        for name in q_feats:
+            dist = _distance(q_feats[name][qi], g_feats[name][gi])
+            if evalset.benchmark == "sysu":
+                cmc, mAP, mINP = metric(dist, probe.query.pids, probe.gallery.pids, probe.query.cams,
+                                        probe.gallery.cams, max_rank=max_rank)
+            else:
+                cmc, mAP, mINP = metric(dist, probe.query.pids, probe.gallery.pids, max_rank=max_rank)
+            rows.append(_row(evalset.benchmark, probe.setting, name, probe.trial, cmc, mAP, mINP))
+    return pd.DataFrame(rows)
+
+
 def sysu_protocol(extractor: Any, root: str | Path, modes: Iterable[str] = ("all", "indoor"),
                   trials: int | Iterable[int] = 10, *, height: int = 288, width: int = 144,
                   batch_size: int = 256, device: torch.device | str | None = None, flip: bool = False,
                   shots: int = 1, max_rank: int = 20, loader: Loader | None = None) -> ProtocolResult:
     """SYSU-MM01 single-shot (or 10-shot) test protocol: infrared queries against visible galleries,
     trials ``0..trials-1`` (or the given trial numbers), for each mode."""
-    trial_ids = list(range(trials)) if isinstance(trials, int) else list(trials)
-    modes = list(modes)
-    for mode in modes:
-        if mode not in sysu_data.MODES:
-            raise ValueError(f"SYSU-MM01 mode {mode!r}: choose one of {', '.join(sysu_data.MODES)}")
-    if not trial_ids:
-        raise ValueError("trials: at least one trial is needed")
+    evalset = splits.sysu_eval(root, "final", modes, trials, shots=shots)
     load = loader or (lambda paths: load_images(paths, height, width))
-
-    q_paths, q_pids, q_cams = sysu_data.query_set(root)
-    galleries = {(m, t): sysu_data.gallery_set(root, m, t, shots=shots) for m in modes for t in trial_ids}
-    g_union = sorted({p for paths, _, _ in galleries.values() for p in paths})
-    g_index = {p: i for i, p in enumerate(g_union)}
-
-    q_feat = extract_features(extractor, load(q_paths), "infrared", batch_size=batch_size, device=device,
-                              flip=flip)
-    g_feat = extract_features(extractor, load(g_union), "visible", batch_size=batch_size, device=device,
-                              flip=flip)
-    rows = []
-    for (mode, trial), (g_paths, g_pids, g_cams) in galleries.items():
-        idx = torch.as_tensor([g_index[p] for p in g_paths], device=next(iter(g_feat.values())).device)
-        for name in q_feat:
-            dist = _distance(q_feat[name], g_feat[name][idx])
-            cmc, mAP, mINP = sysu_metrics(dist, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
-            rows.append(_row("sysu", mode, name, trial, cmc, mAP, mINP))
-    meta = {"benchmark": "sysu", "root": str(root), "modes": modes, "trials": trial_ids, "shots": shots,
-            "flip": flip, "num_query": len(q_paths),
-            "num_gallery": {f"{m}/{t}": len(g[0]) for (m, t), g in galleries.items()}}
-    return ProtocolResult(pd.DataFrame(rows), meta)
+    df = evaluate_set(extractor, evalset, load, batch_size=batch_size, device=device, flip=flip,
+                      max_rank=max_rank)
+    probes = evalset.probes
+    meta = {"benchmark": "sysu", "root": str(root), "modes": sorted({p.setting for p in probes}),
+            "trials": sorted({p.trial for p in probes}), "shots": shots, "flip": flip,
+            "num_query": len(probes[0].query), "num_gallery": {f"{p.setting}/{p.trial}": len(p.gallery) for p in probes}}
+    return ProtocolResult(df, meta)
 
 
 def regdb_protocol(extractor: Any | Mapping[int, Any], root: str | Path, trials: Iterable[int] = (1,),
@@ -217,38 +231,26 @@ def regdb_protocol(extractor: Any | Mapping[int, Any], root: str | Path, trials:
     model per trial, so a mapping is the normal case for a trained model."""
     trial_ids = list(trials)
     directions = list(directions)
+    if not trial_ids:
+        raise ValueError("trials: at least one trial is needed")
     for d in directions:
         if d not in regdb_data.DIRECTIONS:
             raise ValueError(f"RegDB direction {d!r}: choose one of {', '.join(regdb_data.DIRECTIONS)}")
-    if not trial_ids:
-        raise ValueError("trials: at least one trial is needed")
     if isinstance(extractor, Mapping):
         missing = [t for t in trial_ids if t not in extractor]
         if missing:
             raise ValueError(f"no extractor given for RegDB trial(s) {missing}")
     load = loader or (lambda paths: load_images(paths, height, width))
-    rows = []
-    sizes = {}
+    frames, sizes = [], {}
     for trial in trial_ids:
-        part = regdb_data.split(root, trial, "test")
+        evalset = splits.regdb_eval(root, trial, "final", directions)
         ext = extractor[trial] if isinstance(extractor, Mapping) else extractor
-        feats = {
-            "visible": extract_features(ext, load(part.visible[0]), "visible", batch_size=batch_size,
-                                        device=device, flip=flip),
-            "thermal": extract_features(ext, load(part.thermal[0]), "infrared", batch_size=batch_size,
-                                        device=device, flip=flip),
-        }
-        sizes[trial] = {"visible": len(part.visible[0]), "thermal": len(part.thermal[0])}
-        for d in directions:
-            q_mod, g_mod = regdb_data.DIRECTIONS[d]
-            q_pids, g_pids = part.modality(q_mod)[1], part.modality(g_mod)[1]
-            for name in feats[q_mod]:
-                dist = _distance(feats[q_mod][name], feats[g_mod][name])
-                cmc, mAP, mINP = regdb_metrics(dist, q_pids, g_pids, max_rank=max_rank)
-                rows.append(_row("regdb", d, name, trial, cmc, mAP, mINP))
+        frames.append(evaluate_set(ext, evalset, load, batch_size=batch_size, device=device, flip=flip,
+                                   max_rank=max_rank))
+        sizes[trial] = {p.setting: (len(p.query), len(p.gallery)) for p in evalset.probes}
     meta = {"benchmark": "regdb", "root": str(root), "trials": trial_ids, "directions": directions,
             "flip": flip, "sizes": sizes}
-    return ProtocolResult(pd.DataFrame(rows), meta)
+    return ProtocolResult(pd.concat(frames, ignore_index=True), meta)
 
 
 def run_protocol(extractor: Any, root: str | Path, benchmark: str, settings: Iterable[str] | None = None,

@@ -1,0 +1,530 @@
+"""A synthetic VI-ReID benchmark: procedurally rendered people in the SYSU-MM01 and RegDB layouts.
+
+    python -m aminet.data.synthetic --layout sysu --out DIR --ids 60 --seed 0
+    python -m aminet.data.synthetic --layout regdb --out DIR --ids 40 --seed 0
+
+An *identity* fixes body shape and proportions, head and hair, clothing (colour, material, texture:
+plain, stripes or a logo; trousers or shorts), and accessories (bag, backpack, hat). Each *image*
+draws a pose (walking phase, arm swing), viewpoint (front, back, side), scale, translation,
+illumination, background clutter and an occluder.
+
+Visible cameras render colour under a camera-specific white balance. Infrared cameras render a
+thermal-looking image: skin is hot, hair warm, clothing by *material* (independent of its colour),
+accessories and background cool, with sensor blur, noise and automatic gain; stored as three identical
+channels, as the real IR images are. Identity is thus shared across modalities through shape,
+proportions, materials, textures and accessories, but not through colour: colour statistics alone
+cannot match infrared to visible.
+
+SYSU layout: ``cam1..cam6/<pid:04d>/<nnnn>.jpg`` (1, 2, 4, 5 visible; 3, 6 infrared; 1-3 indoor),
+not every identity in every camera (at least one of each modality), and ``exp/{train,val,test}_id.txt``
+in the official proportions (296 / 99 / 96 of 491). RegDB layout: ``Visible/<id>/*.bmp``,
+``Thermal/<id>/*.bmp`` with 10 + 10 images per identity and ``idx/{train,test}_{visible,thermal}_{t}.txt``
+for the 10 trials (half of the identities each).
+
+Generation is deterministic in (layout, ids, seed, size, images) and written to a temporary folder
+renamed into place, so an interrupted run never leaves a layout that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
+
+GENERATOR_VERSION = 1
+DEFAULTS = {
+    "sysu": {"ids": 60, "images": 6, "height": 128, "width": 64},
+    "regdb": {"ids": 40, "images": 10, "height": 128, "width": 64},
+}
+SYSU_VISIBLE = (1, 2, 4, 5)
+SYSU_INFRARED = (3, 6)
+INDOOR = (1, 2, 3)
+
+# ------------------------------------------------------------------------------------------------
+# Identity and image parameters
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    height: float  # share of the image height at scale 1
+    shoulder: float  # half-widths, as shares of the person's height
+    hip: float
+    leg_ratio: float  # share of the height below the hips
+    head: float
+    skin: np.ndarray
+    skin_temp: float
+    hair: np.ndarray
+    long_hair: bool
+    top: np.ndarray
+    top_temp: float
+    texture: str  # plain | hstripes | vstripes | logo
+    tex_colour: np.ndarray
+    tex_temp: float
+    stripe_period: float
+    logo_shape: int
+    bottom: np.ndarray
+    bottom_temp: float
+    shorts: bool
+    shoes: np.ndarray
+    hat: np.ndarray | None
+    bag: np.ndarray | None
+    bag_side: int
+    backpack: np.ndarray | None
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    # Saturated or muted colours, spread over the whole cube so colour is a strong visible cue.
+    c = rng.random(3)
+    if rng.random() < 0.3:
+        c = c * 0.35 + rng.random() * 0.3  # dark / muted
+    return c
+
+
+def make_person(rng: np.random.Generator) -> Person:
+    texture = rng.choice(["plain", "hstripes", "vstripes", "logo"], p=[0.35, 0.25, 0.15, 0.25])
+    return Person(
+        height=rng.uniform(0.78, 0.95),
+        shoulder=rng.uniform(0.09, 0.15),
+        hip=rng.uniform(0.07, 0.12),
+        leg_ratio=rng.uniform(0.42, 0.52),
+        head=rng.uniform(0.055, 0.075),
+        skin=np.array([0.95, 0.76, 0.62]) * rng.uniform(0.45, 1.0) + rng.normal(0, 0.03, 3),
+        skin_temp=rng.uniform(0.86, 0.97),
+        hair=_colour(rng) * 0.4 if rng.random() < 0.8 else _colour(rng),
+        long_hair=bool(rng.random() < 0.35),
+        top=_colour(rng),
+        top_temp=rng.uniform(0.38, 0.78),
+        texture=str(texture),
+        tex_colour=_colour(rng),
+        tex_temp=float(np.clip(rng.uniform(0.38, 0.78) + rng.choice([-0.18, 0.18]), 0.2, 0.95)),
+        stripe_period=rng.uniform(0.03, 0.07),
+        logo_shape=int(rng.integers(0, 3)),
+        bottom=_colour(rng),
+        bottom_temp=rng.uniform(0.3, 0.7),
+        shorts=bool(rng.random() < 0.25),
+        shoes=_colour(rng) * 0.5,
+        hat=_colour(rng) if rng.random() < 0.2 else None,
+        bag=_colour(rng) if rng.random() < 0.3 else None,
+        bag_side=int(rng.choice([-1, 1])),
+        backpack=_colour(rng) if rng.random() < 0.3 else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Soft-edged primitives on a pixel grid
+# ------------------------------------------------------------------------------------------------
+
+
+class Canvas:
+    def __init__(self, h: int, w: int):
+        self.h, self.w = h, w
+        self.y, self.x = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    @staticmethod
+    def soft(d: np.ndarray) -> np.ndarray:
+        return np.clip(0.5 - d, 0.0, 1.0)  # signed distance (pixels) -> coverage
+
+    def ellipse(self, cx, cy, rx, ry):
+        rx, ry = max(rx, 0.5), max(ry, 0.5)
+        r = np.sqrt(((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2)
+        return self.soft((r - 1.0) * min(rx, ry))
+
+    def capsule(self, x0, y0, x1, y1, radius):
+        px, py = self.x - x0, self.y - y0
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip((px * dx + py * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+        d = np.sqrt((px - t * dx) ** 2 + (py - t * dy) ** 2) - radius
+        return self.soft(d)
+
+    def rect(self, x0, y0, x1, y1):
+        d = np.maximum(np.maximum(x0 - self.x, self.x - x1), np.maximum(y0 - self.y, self.y - y1))
+        return self.soft(d)
+
+    def trapezoid(self, cx, y0, y1, w0, w1):
+        t = np.clip((self.y - y0) / max(y1 - y0, 1e-6), 0, 1)
+        half = w0 + (w1 - w0) * t
+        d = np.maximum(np.abs(self.x - cx) - half, np.maximum(y0 - self.y, self.y - y1))
+        return self.soft(d)
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, value) -> None:
+    """Alpha-composite a colour (3,) or a per-pixel map (H, W[, C]) onto img (H, W, C) in place."""
+    m = mask[..., None]
+    img *= 1.0 - m
+    img += m * value
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering one image
+# ------------------------------------------------------------------------------------------------
+
+
+def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int) -> np.ndarray:
+    cv = Canvas(h, w)
+    indoor = cam in INDOOR
+    # Background: camera base, floor, clutter.
+    if infrared:
+        img = np.full((h, w, 1), rng.uniform(0.12, 0.28), np.float32)
+        img += (cv.y / h)[..., None] * rng.uniform(-0.05, 0.08)
+        shade = lambda: np.array([rng.uniform(0.05, 0.45) if rng.random() < 0.8 else rng.uniform(0.5, 0.75)])
+    else:
+        base = np.array([0.62, 0.6, 0.55]) if indoor else np.array([0.45, 0.55, 0.42])
+        base = np.clip(base + rng.normal(0, 0.08, 3), 0, 1)
+        img = np.broadcast_to(base, (h, w, 3)).astype(np.float32).copy()
+        floor = np.clip(base * rng.uniform(0.5, 0.9), 0, 1)
+        _paint(img, cv.rect(-5, h * rng.uniform(0.75, 0.9), w + 5, h + 5), floor)
+        shade = lambda: rng.random(3)
+    for _ in range(int(rng.integers(2, 7))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        sx, sy = rng.uniform(3, w * 0.35), rng.uniform(3, h * 0.3)
+        m = cv.rect(cx - sx, cy - sy, cx + sx, cy + sy) if rng.random() < 0.6 else cv.ellipse(cx, cy, sx, sy)
+        _paint(img, m, shade())
+
+    # Geometry of this view.
+    scale = rng.uniform(0.85, 1.05)
+    ph = person.height * h * scale
+    cx = w / 2 + rng.normal(0, w * 0.05)
+    top = (h - ph) / 2 + rng.normal(0, h * 0.03)
+    view = rng.choice(["front", "back", "side"], p=[0.4, 0.35, 0.25])
+    narrow = 0.6 if view == "side" else 1.0
+    phase = rng.uniform(-1, 1)  # walking phase
+    head_r = person.head * ph
+    head_cy = top + head_r * 1.1
+    sh_y = top + 0.17 * ph
+    hip_y = top + (1.0 - person.leg_ratio) * ph
+    foot_y = top + ph
+    sh_w = person.shoulder * ph * narrow
+    hip_w = person.hip * ph * narrow
+    limb = max(1.0, 0.035 * ph)
+
+    def col(rgb: np.ndarray, temp: float) -> np.ndarray:
+        return np.array([temp], np.float32) if infrared else np.clip(rgb, 0, 1).astype(np.float32)
+
+    skin = col(person.skin, person.skin_temp)
+    top_c = col(person.top, person.top_temp)
+    bottom_c = col(person.bottom, person.bottom_temp)
+
+    # Backpack behind the body when seen from the front.
+    if person.backpack is not None and view == "front":
+        _paint(img, cv.rect(cx - sh_w * 0.8, sh_y, cx + sh_w * 0.8, hip_y - 0.05 * ph), col(person.backpack, 0.3))
+    # Legs (trousers, or shorts over skin).
+    for side in (-1, 1):
+        hx = cx + side * hip_w * 0.5
+        fx = hx + side * phase * 0.12 * ph * (0.4 if view != "side" else 1.0)
+        leg = cv.capsule(hx, hip_y, fx, foot_y - limb, limb * 1.25)
+        if person.shorts:
+            knee_y = hip_y + (foot_y - hip_y) * 0.45
+            _paint(img, leg, skin)
+            _paint(img, leg * (cv.y < knee_y), bottom_c)
+        else:
+            _paint(img, leg, bottom_c)
+        _paint(img, cv.ellipse(fx + side * limb * 0.3, foot_y - limb * 0.6, limb * 1.5, limb * 0.8),
+               col(person.shoes, 0.35))
+    # Torso with texture.
+    torso = cv.trapezoid(cx, sh_y, hip_y + 0.04 * ph, sh_w, hip_w)
+    if person.texture in ("hstripes", "vstripes"):
+        coord = (cv.y - sh_y) if person.texture == "hstripes" else (cv.x - cx)
+        stripe = (np.sin(2 * np.pi * coord / (person.stripe_period * ph)) > 0).astype(np.float32)
+        tex_c = col(person.tex_colour, person.tex_temp)
+        pattern = top_c * (1 - stripe[..., None]) + tex_c * stripe[..., None]
+        _paint(img, torso, pattern)
+    else:
+        _paint(img, torso, top_c)
+        if person.texture == "logo" and view == "front":
+            ly, lr = sh_y + 0.12 * ph, 0.045 * ph
+            shape = [cv.ellipse(cx, ly, lr, lr), cv.rect(cx - lr, ly - lr, cx + lr, ly + lr),
+                     cv.trapezoid(cx, ly - lr, ly + lr, 0.1, lr)][person.logo_shape]
+            _paint(img, shape, col(person.tex_colour, person.tex_temp))
+    # Backpack on the back / side.
+    if person.backpack is not None and view != "front":
+        if view == "back":
+            m = cv.rect(cx - sh_w * 0.75, sh_y + 0.02 * ph, cx + sh_w * 0.75, hip_y - 0.03 * ph)
+        else:
+            m = cv.rect(cx - sh_w - 0.08 * ph, sh_y + 0.02 * ph, cx - sh_w * 0.7, hip_y - 0.05 * ph)
+        _paint(img, m, col(person.backpack, 0.3))
+    # Arms.
+    for side in (-1, 1):
+        sx = cx + side * sh_w * 0.92
+        hx = sx + side * 0.02 * ph - side * phase * 0.08 * ph * (1.0 if view == "side" else 0.3)
+        hy = hip_y + 0.02 * ph
+        _paint(img, cv.capsule(sx, sh_y + limb, hx, hy, limb), top_c)
+        _paint(img, cv.ellipse(hx, hy + limb, limb * 0.9, limb * 1.1), skin)
+    # Bag hanging at the hip.
+    if person.bag is not None:
+        bx = cx + person.bag_side * (hip_w + 0.04 * ph)
+        _paint(img, cv.capsule(cx - person.bag_side * sh_w * 0.6, sh_y, bx, hip_y - 0.02 * ph, 0.6),
+               col(person.bag * 0.6, 0.28))
+        _paint(img, cv.rect(bx - 0.05 * ph, hip_y - 0.03 * ph, bx + 0.05 * ph, hip_y + 0.07 * ph),
+               col(person.bag, 0.28))
+    # Head, hair, hat.
+    _paint(img, cv.ellipse(cx, head_cy, head_r * 0.85, head_r), skin)
+    hair_c = col(person.hair, 0.6)
+    if view == "back":
+        _paint(img, cv.ellipse(cx, head_cy, head_r * 0.88, head_r * 1.02), hair_c)
+    else:
+        _paint(img, cv.ellipse(cx, head_cy - head_r * 0.45, head_r * 0.9, head_r * 0.6), hair_c)
+    if person.long_hair:
+        _paint(img, cv.rect(cx - head_r * 0.9, head_cy, cx + head_r * 0.9, head_cy + head_r * 2.2)
+               * (1.0 if view != "front" else 0.0), hair_c)
+        if view == "front":
+            for side in (-1, 1):
+                _paint(img, cv.rect(cx + side * head_r * 0.6 - 1.2, head_cy - head_r * 0.2,
+                                    cx + side * head_r * 0.6 + 1.2, head_cy + head_r * 1.8), hair_c)
+    if person.hat is not None:
+        _paint(img, cv.ellipse(cx, head_cy - head_r * 0.7, head_r * 1.05, head_r * 0.45), col(person.hat, 0.45))
+    # Occluder in front (a box, a railing, another object), in both modalities.
+    if rng.random() < 0.2:
+        oy = rng.uniform(0.55, 0.85) * h
+        ox = rng.uniform(-0.3, 0.6) * w
+        _paint(img, cv.rect(ox, oy, ox + rng.uniform(0.3, 0.8) * w, h + 5), shade())
+    return img
+
+
+def _box_blur(img: np.ndarray, r: int) -> np.ndarray:
+    if r <= 0:
+        return img
+    k = 2 * r + 1
+    pad = np.pad(img, ((r, r), (r, r), (0, 0)), mode="edge")
+    c = np.cumsum(np.cumsum(pad, 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0), (0, 0)))
+    return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
+
+
+def render(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int) -> np.ndarray:
+    """One (h, w, 3) uint8 image of ``person`` seen by camera ``cam``."""
+    img = _scene(person, rng, h, w, infrared, cam)
+    if infrared:
+        img = _box_blur(img, int(rng.integers(0, 2)))
+        img = img + rng.normal(0, rng.uniform(0.01, 0.04), img.shape).astype(np.float32)
+        lo, hi = np.percentile(img, [1, 99.5])  # automatic gain control
+        img = (img - lo) / max(hi - lo, 1e-3) * rng.uniform(0.75, 1.0)
+        img = np.repeat(img, 3, axis=2)
+    else:
+        balance = {1: (1.05, 1.0, 0.9), 2: (0.95, 1.0, 1.08), 4: (1.08, 1.04, 0.92), 5: (0.92, 1.0, 1.05)}
+        gain = rng.uniform(0.55, 1.25) * np.array(balance.get(cam, (1.0, 1.0, 1.0)), np.float32)
+        grad = 1.0 + rng.uniform(-0.25, 0.25) * (np.linspace(-1, 1, w, dtype=np.float32))[None, :, None]
+        img = img * gain * grad + rng.normal(0, 0.015, img.shape).astype(np.float32)
+        img = _box_blur(img, int(rng.random() < 0.3))
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Layouts
+# ------------------------------------------------------------------------------------------------
+
+
+def _person_rng(seed: int, pid: int) -> np.random.Generator:
+    return np.random.default_rng([seed, pid, 7919])
+
+
+def _image_rng(seed: int, pid: int, cam: int, k: int) -> np.random.Generator:
+    return np.random.default_rng([seed, pid, cam, k, 104729])
+
+
+def _split_counts(n: int) -> tuple[int, int, int]:
+    test = max(2, round(n * 96 / 491))
+    val = max(2, round(n * 99 / 491))
+    train = n - test - val
+    if train < 2:
+        raise ValueError(f"--ids {n}: too few identities for a SYSU layout (need at least 6)")
+    return train, val, test
+
+
+def _sysu_plan(ids: int, seed: int, images: int) -> tuple[dict[str, list[int]], list[tuple[int, int, int]]]:
+    rng = np.random.default_rng([seed, 1])
+    pids = sorted(int(p) for p in rng.choice(np.arange(1, max(ids * 2, 10) + 1), ids, replace=False))
+    n_train, n_val, _ = _split_counts(ids)
+    order = rng.permutation(pids)
+    splits = {"train": sorted(int(p) for p in order[:n_train]),
+              "val": sorted(int(p) for p in order[n_train:n_train + n_val]),
+              "test": sorted(int(p) for p in order[n_train + n_val:])}
+    jobs = []
+    for pid in pids:
+        vis = [c for c in SYSU_VISIBLE if rng.random() < 0.75] or [int(rng.choice(SYSU_VISIBLE))]
+        ir = [c for c in SYSU_INFRARED if rng.random() < 0.8] or [int(rng.choice(SYSU_INFRARED))]
+        for cam in sorted(vis + ir):
+            n = int(max(1, images + rng.integers(-1, 2)))
+            jobs += [(pid, cam, k) for k in range(1, n + 1)]
+    return splits, jobs
+
+
+def _render_sysu(args: tuple) -> None:
+    out, seed, h, w, batch = args
+    for pid, cam, k in batch:
+        person = make_person(_person_rng(seed, pid))
+        img = render(person, _image_rng(seed, pid, cam, k), h, w, cam in SYSU_INFRARED, cam)
+        path = Path(out) / f"cam{cam}" / f"{pid:04d}" / f"{k:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, "JPEG", quality=92)
+
+
+def _render_regdb(args: tuple) -> None:
+    out, seed, h, w, batch = args
+    for pid, modality, k in batch:
+        person = make_person(_person_rng(seed, pid))
+        infrared = modality == "Thermal"
+        cam = 3 if infrared else 1
+        img = render(person, _image_rng(seed, pid, cam, k), h, w, infrared, cam)
+        kind = "thermal" if infrared else "visible"
+        path = Path(out) / modality / str(pid) / f"{kind}_{pid:04d}_{k:02d}.bmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, "BMP")
+
+
+def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int) -> None:
+    chunks = [jobs[i::max(1, workers * 4)] for i in range(max(1, workers * 4))]
+    tasks = [(str(out), seed, h, w, c) for c in chunks if c]
+    if workers <= 1:
+        for t in tasks:
+            fn(t)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fn, tasks))
+
+
+def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0, images: int | None = None,
+             height: int | None = None, width: int | None = None, workers: int | None = None,
+             overwrite: bool = False) -> Path:
+    """Write a synthetic benchmark in the ``layout`` ("sysu" or "regdb") layout to ``out``."""
+    if layout not in DEFAULTS:
+        raise ValueError(f"layout {layout!r}: choose sysu or regdb")
+    d = DEFAULTS[layout]
+    ids = d["ids"] if ids is None else ids
+    images = d["images"] if images is None else images
+    h = d["height"] if height is None else height
+    w = d["width"] if width is None else width
+    if not isinstance(ids, int) or ids < (6 if layout == "sysu" else 2):
+        raise ValueError(f"ids {ids!r}: need at least {6 if layout == 'sysu' else 2} identities")
+    if layout == "regdb" and ids % 2:
+        raise ValueError(f"ids {ids}: RegDB splits the identities in halves; give an even number")
+    if images < 1:
+        raise ValueError(f"images {images!r}: need at least 1 image per camera")
+    if not (16 <= h <= 1024 and 8 <= w <= 1024):
+        raise ValueError(f"image size {h}x{w}: height must be in 16..1024 and width in 8..1024")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output folder {out} exists and is not empty (pass overwrite=True / --overwrite)")
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        if layout == "sysu":
+            splits, jobs = _sysu_plan(ids, seed, images)
+            _run_jobs(_render_sysu, tmp, seed, h, w, jobs, workers)
+            (tmp / "exp").mkdir()
+            for name, members in splits.items():
+                (tmp / "exp" / f"{name}_id.txt").write_text(",".join(str(p) for p in members) + "\n")
+        else:
+            pids = list(range(1, ids + 1))
+            jobs = [(pid, mod, k) for pid in pids for mod in ("Visible", "Thermal") for k in range(1, images + 1)]
+            _run_jobs(_render_regdb, tmp, seed, h, w, jobs, workers)
+            (tmp / "idx").mkdir()
+            for trial in range(1, 11):
+                perm = np.random.default_rng([seed, trial, 31]).permutation(pids)
+                half = {"train": sorted(perm[: ids // 2].tolist()), "test": sorted(perm[ids // 2:].tolist())}
+                for part, members in half.items():
+                    for folder, kind in (("Visible", "visible"), ("Thermal", "thermal")):
+                        lines = [f"{folder}/{pid}/{kind}_{pid:04d}_{k:02d}.bmp {pid - 1}"
+                                 for pid in members for k in range(1, images + 1)]
+                        (tmp / "idx" / f"{part}_{kind}_{trial}.txt").write_text("\n".join(lines) + "\n")
+        manifest = {"generator": "aminet.data.synthetic", "version": GENERATOR_VERSION, "layout": layout,
+                    "ids": ids, "seed": seed, "images": images, "height": h, "width": w}
+        (tmp / "SYNTHETIC.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The embedded default
+# ------------------------------------------------------------------------------------------------
+
+
+def cache_home() -> Path:
+    """``$AMINET_CACHE``, else ``$XDG_CACHE_HOME/aminet``, else ``~/.cache/aminet``."""
+    if os.environ.get("AMINET_CACHE"):
+        return Path(os.environ["AMINET_CACHE"]).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(base) / "aminet").resolve()
+
+
+def default_root(layout: str, ids: int | None = None, seed: int = 0) -> Path:
+    d = DEFAULTS[layout]
+    key = f"{layout}-ids{ids or d['ids']}-seed{seed}-v{GENERATOR_VERSION}"
+    return cache_home() / "synthetic" / key
+
+
+def ensure_default(layout: str, ids: int | None = None, seed: int = 0, quiet: bool = False) -> Path:
+    """The synthetic benchmark used when no data root is given: generated once, then reused."""
+    root = default_root(layout, ids, seed)
+    if (root / "SYNTHETIC.json").is_file():
+        if not quiet:
+            print(f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
+                  f"Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+                  file=sys.stderr)
+        return root
+    print(f"[aminet] no --data-root given: GENERATING the SYNTHETIC {layout} benchmark into {root} "
+          f"(once). Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+          file=sys.stderr)
+    try:
+        generate(layout, root, ids=ids, seed=seed, overwrite=True)
+    except OSError:
+        if (root / "SYNTHETIC.json").is_file():  # another process finished it first
+            return root
+        raise
+    return root
+
+
+def fingerprint(root: str | Path) -> str | None:
+    """A stable id of a synthetic layout (from its manifest), or None for other data."""
+    path = Path(root) / "SYNTHETIC.json"
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aminet.data.synthetic",
+                                     description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.")
+    parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu or regdb")
+    parser.add_argument("--out", required=True, help="output folder (must be empty or absent)")
+    parser.add_argument("--ids", type=int, default=None, help="number of identities (default: sysu 60, regdb 40)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=None,
+                        help="images per camera (sysu, +-1) or per modality (regdb); default sysu 6, regdb 10")
+    parser.add_argument("--height", type=int, default=None, help="rendered height (default 128)")
+    parser.add_argument("--width", type=int, default=None, help="rendered width (default 64)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    args = parser.parse_args(argv)
+    try:
+        out = generate(args.layout, args.out, ids=args.ids, seed=args.seed, images=args.images, height=args.height,
+                       width=args.width, workers=args.workers, overwrite=args.overwrite)
+    except (ValueError, FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = sum(1 for p in out.rglob("*") if p.suffix in (".jpg", ".bmp"))
+    print(f"wrote {n} images in the {args.layout} layout to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
