@@ -1,0 +1,135 @@
+"""Batched augmentation on whatever device the batch lives on, with per-sample randomness.
+
+Input: uint8 images (B, H, W, 3) as they come from the cache. Per sample, in order:
+    1. zero-pad by ``pad`` and crop back to H x W at a random offset, and flip horizontally with
+       probability ``flip_p`` (both done by one gather, in uint8);
+    2. visible images only, with probability ``channel_aug_p``: replace all three channels by one random
+       channel (R, G or B) or by the grayscale image (each 1/4), the channel augmentation of VI-ReID
+       (computed on [0, 1] values, before normalisation);
+    3. ImageNet normalisation;
+    4. random erasing with probability ``erase_p``: a rectangle of 2-40 % of the area, aspect ratio
+       log-uniform in [0.3, 3.3], set to 0 (the normalised mean);
+    5. the upper-body view: the top ``upper_body_ratio`` of the augmented image, resized (bilinear) to
+       ``upper_height x W``, so both branches see the same augmented person.
+
+All random parameters are drawn on the CPU from a ``torch.Generator``, so a seed gives the same
+augmentation on every device. Outputs are float32 (B, 3, H, W) in the channels-last memory layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["DeviceAugment", "normalize", "upper_view"]
+
+_GRAY = (0.299, 0.587, 0.114)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) normalised with the ImageNet statistics."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def upper_view(x: torch.Tensor, ratio: float, out_height: int) -> torch.Tensor:
+    """The top ``ratio`` of each image (B, C, H, W), resized to ``out_height`` x W."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"upper_body_ratio {ratio!r}: must be in (0, 1]")
+    rows = max(1, min(x.shape[2], int(round(ratio * x.shape[2]))))
+    top = x[:, :, :rows]
+    if rows == out_height:
+        return top.contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(top, size=(out_height, x.shape[3]), mode="bilinear", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+class DeviceAugment:
+    def __init__(self, upper_body_ratio: float = 0.5, upper_height: int = 144, pad: int = 10, flip_p: float = 0.5,
+                 erase_p: float = 0.5, channel_aug_p: float = 0.5):
+        self.upper_body_ratio = upper_body_ratio
+        self.upper_height = upper_height
+        self.pad, self.flip_p, self.erase_p, self.channel_aug_p = pad, flip_p, erase_p, channel_aug_p
+
+    @classmethod
+    def from_config(cls, cfg) -> "DeviceAugment":
+        d = cfg.data
+        return cls(cfg.model.upper_body_ratio, d.upper_height, d.pad, d.flip_p, d.erase_p, d.channel_aug_p)
+
+    def __call__(self, images: torch.Tensor, visible: torch.Tensor | bool,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment uint8 (B, H, W, 3); ``visible`` is a bool per sample (or one bool for the batch).
+        Returns (full view, upper-body view), both float32 channels-last."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
+            raise ValueError(f"images: expected uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+        b, h, w, _ = images.shape
+        dev = images.device
+        g = generator
+        if isinstance(visible, bool):
+            visible = torch.full((b,), visible, dtype=torch.bool)
+        visible = visible.to("cpu", torch.bool)
+
+        # Random parameters, drawn on the CPU.
+        p = self.pad
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        flip = torch.rand(b, generator=g) < self.flip_p
+        chan_apply = (torch.rand(b, generator=g) < self.channel_aug_p) & visible
+        chan_kind = torch.randint(0, 4, (b,), generator=g)
+        erase_apply = torch.rand(b, generator=g) < self.erase_p
+        area = torch.empty(b).uniform_(0.02, 0.4, generator=g) * (h * w)
+        log_r = torch.empty(b).uniform_(math.log(0.3), math.log(1 / 0.3), generator=g)
+        aspect = torch.exp(log_r)
+        eh = torch.sqrt(area * aspect).round().clamp(1, h).long()
+        ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
+        ey = (torch.rand(b, generator=g) * (h - eh + 1).float()).long()
+        ex = (torch.rand(b, generator=g) * (w - ew + 1).float()).long()
+
+        # 1. pad + crop + flip as one gather on the uint8 images.
+        ar_h = torch.arange(h)
+        ar_w = torch.arange(w)
+        rows = oy[:, None] + ar_h[None, :]
+        cols = torch.where(flip[:, None], ox[:, None] + (w - 1 - ar_w)[None, :], ox[:, None] + ar_w[None, :])
+        padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1) if p else images
+        bidx = torch.arange(b, device=dev)[:, None, None]
+        crop = padded[bidx, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]  # (B, H, W, 3)
+
+        # 2. channel augmentation on [0, 1] values (visible images only).
+        x = crop.permute(0, 3, 1, 2).float().div_(255.0)
+        if bool(chan_apply.any()):
+            weights = torch.zeros(b, 3)
+            eye = torch.eye(3)
+            gray = torch.tensor(_GRAY)
+            for k in range(3):
+                weights[chan_kind == k] = eye[k]
+            weights[chan_kind == 3] = gray
+            mixed = torch.einsum("bc,bchw->bhw", weights.to(dev), x)[:, None].expand(-1, 3, -1, -1)
+            x = torch.where(chan_apply.to(dev)[:, None, None, None], mixed, x)
+
+        # 3. normalisation.
+        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+        x = (x - mean) / std
+
+        # 4. random erasing.
+        if bool(erase_apply.any()):
+            yy = ar_h[None, :, None]
+            xx = ar_w[None, None, :]
+            box = ((yy >= ey[:, None, None]) & (yy < (ey + eh)[:, None, None])
+                   & (xx >= ex[:, None, None]) & (xx < (ex + ew)[:, None, None]) & erase_apply[:, None, None])
+            x = x.masked_fill(box.to(dev)[:, None], 0.0)
+
+        x = x.contiguous(memory_format=torch.channels_last)
+        # 5. the upper-body view of the same augmented image.
+        return x, upper_view(x, self.upper_body_ratio, self.upper_height)
+
+    def eval_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """No randomness: normalised full view and its upper-body view."""
+        x = normalize(images).contiguous(memory_format=torch.channels_last)
+        return x, upper_view(x, self.upper_body_ratio, self.upper_height)

@@ -1,0 +1,201 @@
+"""A decoded, resized image cache per dataset, memory-mapped by every process on a machine.
+
+Every image of a dataset root (SYSU-MM01: ``cam*/<pid>/*``; RegDB: ``Visible/**``, ``Thermal/**``) is
+decoded once, resized with LANCZOS to the configured size and stored as one uint8 array
+``images.npy`` (N, H, W, 3) next to ``index.json`` (relative paths, sizes, the key). Processes open it
+with ``np.load(mmap_mode="r")``: the pages live once in the OS page cache and are shared by all trials,
+however many run on the machine.
+
+The cache folder name carries a key over the source files (relative names, byte sizes, mtimes) and the
+resize settings, so a changed dataset or size gets a new cache. It is built in a temporary folder and
+renamed into place: an interrupted build leaves nothing that looks valid. Opening checks the array's
+shape and file size against the index, and a truncated or damaged cache is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from aminet.data.images import load_image
+from aminet.data.sysu import IMAGE_SUFFIXES
+
+__all__ = ["ImageCache", "dataset_files", "cache_key", "CACHE_VERSION", "CacheError"]
+
+CACHE_VERSION = 1
+RESAMPLE = "LANCZOS"
+
+
+class CacheError(RuntimeError):
+    """A cache could not be built or read; the message names the folder or file."""
+
+
+def dataset_files(root: str | Path) -> list[Path]:
+    """Every image file of a SYSU-MM01 or RegDB root, sorted by relative path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    tops = [p for p in sorted(root.iterdir()) if p.is_dir() and (
+        (p.name.startswith("cam") and p.name[3:].isdigit()) or p.name in ("Visible", "Thermal"))]
+    if not tops:
+        raise ValueError(f"{root}: neither a SYSU-MM01 layout (cam1..cam6/) nor a RegDB layout (Visible/, Thermal/)")
+    files = [p for top in tops for p in top.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"{root}: no images found under {', '.join(t.name for t in tops)}")
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def cache_key(root: Path, files: Sequence[Path], height: int, width: int) -> str:
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION} {height}x{width} {RESAMPLE}\n".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class ImageCache:
+    root: Path
+    folder: Path
+    images: np.ndarray  # (N, H, W, 3) uint8, memory-mapped read-only
+    rel_paths: list[str]
+
+    def __post_init__(self) -> None:
+        self._index = {p: i for i, p in enumerate(self.rel_paths)}
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    def __len__(self) -> int:
+        return len(self.rel_paths)
+
+    def indices(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Row of each path (absolute, or relative to the root) in the cache."""
+        out = np.empty(len(paths), dtype=np.int64)
+        for i, p in enumerate(paths):
+            p = Path(p)
+            rel = p.relative_to(self.root).as_posix() if p.is_absolute() else p.as_posix()
+            try:
+                out[i] = self._index[rel]
+            except KeyError:
+                raise KeyError(f"{p} is not in the image cache of {self.root}") from None
+        return out
+
+    def load(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """A copy of the cached images of ``paths`` (N, H, W, 3) uint8."""
+        return self.take(self.indices(paths))
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """A copy of rows ``idx`` as a plain in-memory array."""
+        return np.asarray(self.images[np.asarray(idx, dtype=np.int64)])
+
+    # --------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, height: int, width: int, cache_dir: str | Path | None = None,
+             workers: int | None = None, progress: bool = True) -> "ImageCache":
+        """Open the cache of ``root`` at ``height x width``, building it first if needed."""
+        root = Path(root).resolve()
+        files = dataset_files(root)
+        key = cache_key(root, files, height, width)
+        base = Path(cache_dir).expanduser().resolve() if cache_dir else _default_cache_dir()
+        folder = base / f"{root.name}-{height}x{width}-{key}"
+        if folder.is_dir():
+            try:
+                return cls._read(root, folder, len(files), height, width)
+            except CacheError as exc:
+                print(f"[aminet] image cache {folder} is damaged ({exc}); rebuilding it", file=sys.stderr)
+                _remove(folder)
+        _build(root, folder, files, height, width, key, workers, progress)
+        return cls._read(root, folder, len(files), height, width)
+
+    @classmethod
+    def _read(cls, root: Path, folder: Path, n: int, height: int, width: int) -> "ImageCache":
+        index_path, array_path = folder / "index.json", folder / "images.npy"
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            paths = index["paths"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(f"unreadable index {index_path}: {exc}") from None
+        try:
+            images = np.load(array_path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"unreadable array {array_path}: {exc}") from None
+        expected = (n, height, width, 3)
+        if images.shape != expected or images.dtype != np.uint8 or len(paths) != n:
+            raise CacheError(f"{array_path} holds {images.shape} {images.dtype}, expected {expected} uint8")
+        if images.offset + images.nbytes > array_path.stat().st_size:  # defensive: numpy checks this too
+            raise CacheError(f"{array_path} is truncated")
+        return cls(root, folder, images, paths)
+
+
+def _default_cache_dir() -> Path:
+    from aminet.data.synthetic import cache_home
+
+    return cache_home() / "images"
+
+
+def _remove(folder: Path) -> None:
+    # Move aside first so no other process sees a half-deleted cache under the valid name.
+    trash = folder.with_name(f".{folder.name}.trash-{os.getpid()}-{threading.get_ident()}")
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _build(root: Path, folder: Path, files: list[Path], height: int, width: int, key: str,
+           workers: int | None, progress: bool) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                        shape=(len(files), height, width, 3))
+        workers = workers or min(8, os.cpu_count() or 1)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), desc=f"caching {root.name} at {height}x{width}", unit="img",
+                       file=sys.stderr, mininterval=1.0)
+
+        def one(i: int) -> None:
+            arr[i] = load_image(files[i], height, width)  # ImageDecodeError names the file
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(one, range(len(files))):
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        arr.flush()
+        del arr
+        index = {"version": CACHE_VERSION, "key": key, "root": str(root), "height": height, "width": width,
+                 "resample": RESAMPLE, "paths": [p.relative_to(root).as_posix() for p in files]}
+        (tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not folder.is_dir():  # a concurrent builder may have won the race: theirs is as good
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
