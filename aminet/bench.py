@@ -1,4 +1,9 @@
-"""Benchmarks that print figures for this machine: ``python -m aminet.bench [eval] [--repeats N]``.
+"""Benchmarks that print figures for this machine: ``python -m aminet.bench [eval|data] [--repeats N]``.
+
+``data``: batches/s of the training input pipeline: cross-modal sampling (P x K visible + K infrared),
+gathering the uint8 rows from the memory-mapped cache, the host-to-device copy and the device-side
+augmentation of both halves (with the upper-body views), at 288x144 and 64 + 64 images per batch, on
+the CPU and, when there is one, on the GPU. The data is the synthetic SYSU-layout benchmark.
 
 ``eval``: ranking time of the SYSU-MM01 10-trial protocol (3,803 queries x 301 gallery images, both
 modes use the same shapes) and of one RegDB direction (2,060 x 2,060), on random features of the real
@@ -74,10 +79,49 @@ def bench_eval(repeats: int, device: torch.device, sizes: dict[str, int]) -> lis
     return out
 
 
+def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tuple[str, float, str]]:
+    import tempfile
+
+    from aminet.data import synthetic
+    from aminet.data.augment import DeviceAugment
+    from aminet.data.cache import ImageCache
+    from aminet.data.sampler import BatchLoader, CrossModalSampler
+    from aminet.data.splits import sysu_train
+
+    h, w, p, k, steps = (288, 144, 8, 8, 20) if not tiny else (32, 16, 2, 2, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        if tiny:
+            root = synthetic.generate("sysu", f"{tmp}/sysu", ids=8, images=1, height=32, width=16, workers=1)
+        else:
+            root = synthetic.ensure_default("sysu", quiet=True)
+        cache = ImageCache.open(root, h, w, cache_dir=f"{tmp}/cache" if tiny else None, progress=False)
+        train = sysu_train(root, "final")
+        rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
+        sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, p, k, seed=0,
+                                    iters_per_epoch=steps)
+        aug = DeviceAugment(upper_height=h // 2)
+        out = []
+        for device in devices:
+            loader = BatchLoader(cache.images, rows_v, rows_i, sampler, device)
+            gen = torch.Generator().manual_seed(0)
+
+            def run_once() -> None:
+                for batch in loader.run(0, 0, 1):
+                    aug(batch.visible, True, gen)
+                    aug(batch.infrared, False, gen)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+
+            t = _median_time(run_once, repeats)
+            out.append((f"sampling+gather+augment, {h}x{w}, {p * k}+{p * k} per batch, {device.type}",
+                        steps / t, "batches/s"))
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="eval", choices=["eval"], help="which benchmark to run")
+    parser.add_argument("what", nargs="?", default="eval", choices=["eval", "data"], help="which benchmark to run")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
@@ -93,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}")
-    for name, value, unit in bench_eval(args.repeats, device, sizes):
+    if args.what == "eval":
+        figures = bench_eval(args.repeats, device, sizes)
+    else:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        figures = bench_data(args.repeats, devices, args.tiny)
+    for name, value, unit in figures:
         print(f"{name:<60s} {value:8.4f} {unit}")
     return 0
 

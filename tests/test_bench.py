@@ -15,3 +15,10 @@ def test_bench_rejects_bad_arguments():
     out = subprocess.run([sys.executable, "-m", "aminet.bench", "eval", "--repeats", "0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--repeats must be >= 1" in out.stderr
+
+
+def test_data_bench_runs_tiny():
+    out = subprocess.run([sys.executable, "-m", "aminet.bench", "data", "--tiny", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "sampling+gather+augment" in out.stdout and "batches/s" in out.stdout

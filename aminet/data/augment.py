@@ -100,30 +100,27 @@ class DeviceAugment:
         bidx = torch.arange(b, device=dev)[:, None, None]
         crop = padded[bidx, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]  # (B, H, W, 3)
 
-        # 2. channel augmentation on [0, 1] values (visible images only).
-        x = crop.permute(0, 3, 1, 2).float().div_(255.0)
-        if bool(chan_apply.any()):
-            weights = torch.zeros(b, 3)
-            eye = torch.eye(3)
-            gray = torch.tensor(_GRAY)
-            for k in range(3):
-                weights[chan_kind == k] = eye[k]
-            weights[chan_kind == 3] = gray
-            mixed = torch.einsum("bc,bchw->bhw", weights.to(dev), x)[:, None].expand(-1, 3, -1, -1)
-            x = torch.where(chan_apply.to(dev)[:, None, None, None], mixed, x)
+        # 2. channel augmentation on [0, 1] values (visible images only), on the chosen samples.
+        x = crop.permute(0, 3, 1, 2).float()  # 0..255; channels-last memory already
+        chosen = torch.nonzero(chan_apply).squeeze(1)
+        if chosen.numel():
+            weights = torch.eye(3)[chan_kind[chosen].clamp(max=2)]
+            weights[chan_kind[chosen] == 3] = torch.tensor(_GRAY)
+            idx = chosen.to(dev)
+            mixed = torch.einsum("bc,bchw->bhw", weights.to(dev), x[idx])[:, None].expand(-1, 3, -1, -1)
+            x[idx] = mixed
 
-        # 3. normalisation.
-        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        # 3. normalisation, one multiply-add: (x / 255 - mean) / std.
+        scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], device=dev).view(1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=dev).view(1, 3, 1, 1)
+        x = torch.addcmul(shift, x, scale)
 
-        # 4. random erasing.
+        # 4. random erasing: the rectangle is the outer product of a row band and a column band.
         if bool(erase_apply.any()):
-            yy = ar_h[None, :, None]
-            xx = ar_w[None, None, :]
-            box = ((yy >= ey[:, None, None]) & (yy < (ey + eh)[:, None, None])
-                   & (xx >= ex[:, None, None]) & (xx < (ex + ew)[:, None, None]) & erase_apply[:, None, None])
-            x = x.masked_fill(box.to(dev)[:, None], 0.0)
+            row_in = (ar_h[None, :] >= ey[:, None]) & (ar_h[None, :] < (ey + eh)[:, None]) & erase_apply[:, None]
+            col_in = (ar_w[None, :] >= ex[:, None]) & (ar_w[None, :] < (ex + ew)[:, None])
+            box = row_in.to(dev)[:, None, :, None] & col_in.to(dev)[:, None, None, :]
+            x = x.masked_fill(box, 0.0)
 
         x = x.contiguous(memory_format=torch.channels_last)
         # 5. the upper-body view of the same augmented image.
