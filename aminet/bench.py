@@ -1,4 +1,4 @@
-"""Benchmarks that print figures for this machine: ``python -m aminet.bench [eval|data] [--repeats N]``.
+"""Benchmarks that print figures for this machine: ``python -m aminet.bench [all|eval|data] [--repeats N]``.
 
 ``data``: batches/s of the training input pipeline: cross-modal sampling (P x K visible + K infrared),
 gathering the uint8 rows from the memory-mapped cache, the host-to-device copy and the device-side
@@ -121,7 +121,8 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="eval", choices=["eval", "data"], help="which benchmark to run")
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "eval", "data"],
+                        help="which benchmark to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
@@ -137,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}")
-    if args.what == "eval":
-        figures = bench_eval(args.repeats, device, sizes)
-    else:
+    figures = []
+    if args.what in ("all", "eval"):
+        figures += bench_eval(args.repeats, device, sizes)
+    if args.what in ("all", "data"):
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-        figures = bench_data(args.repeats, devices, args.tiny)
+        figures += bench_data(args.repeats, devices, args.tiny)
     for name, value, unit in figures:
         print(f"{name:<60s} {value:8.4f} {unit}")
     return 0
