@@ -94,6 +94,8 @@ class LossConfig:
     mmd_inter_weight: float = 0.6  # IDAL
     mmd_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     mmd_kernel_weights: Literal["adversarial", "fixed"] = "adversarial"
+    # Entropy bonus in the kernel weights' (maximising) objective: keeps them off the simplex corners.
+    mmd_weight_entropy: float = 0.05
 
 
 @dataclass
@@ -227,6 +229,7 @@ class Config:
             _check(v >= 0.0, f"loss.{name}", v, ">= 0")
         _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
         _check(lo.triplet_margin >= 0.0, "loss.triplet_margin", lo.triplet_margin, ">= 0")
+        _check(lo.mmd_weight_entropy >= 0.0, "loss.mmd_weight_entropy", lo.mmd_weight_entropy, ">= 0")
         _check(len(lo.mmd_multipliers) > 0, "loss.mmd_multipliers", lo.mmd_multipliers,
                "a non-empty list of positive bandwidth multipliers")
         for i, v in enumerate(lo.mmd_multipliers):

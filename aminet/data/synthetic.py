@@ -43,7 +43,7 @@ from PIL import Image
 
 __all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULTS = {
     "sysu": {"ids": 60, "images": 6, "height": 128, "width": 64},
     "regdb": {"ids": 40, "images": 10, "height": 128, "width": 64},
@@ -55,6 +55,16 @@ INDOOR = (1, 2, 3)
 # ------------------------------------------------------------------------------------------------
 # Identity and image parameters
 # ------------------------------------------------------------------------------------------------
+
+# Clothing materials: each has a surface texture seen by visible cameras (whatever the dye) and a
+# thermal signature seen by infrared ones (thin fabrics pass body heat, insulating or coated ones stay
+# cool). Material is what links the two modalities; colour links nothing.
+#            name        temp  texture      amplitude  period (share of person height)
+MATERIALS = (("cotton", 0.64, "plain", 0.00, 0.00),
+             ("denim", 0.46, "diagonal", 0.16, 0.035),
+             ("knit", 0.31, "checker", 0.18, 0.045),
+             ("sport", 0.80, "ribs", 0.14, 0.03),
+             ("leather", 0.20, "gloss", 0.30, 0.00))
 
 
 @dataclass
@@ -69,13 +79,16 @@ class Person:
     hair: np.ndarray
     long_hair: bool
     top: np.ndarray
+    top_material: int
     top_temp: float
     texture: str  # plain | hstripes | vstripes | logo
     tex_colour: np.ndarray
+    tex_material: int
     tex_temp: float
     stripe_period: float
     logo_shape: int
     bottom: np.ndarray
+    bottom_material: int
     bottom_temp: float
     shorts: bool
     shoes: np.ndarray
@@ -93,8 +106,15 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return c
 
 
+def _temp(material: int, rng: np.random.Generator) -> float:
+    return float(MATERIALS[material][1] + rng.normal(0, 0.03))
+
+
 def make_person(rng: np.random.Generator) -> Person:
     texture = rng.choice(["plain", "hstripes", "vstripes", "logo"], p=[0.35, 0.25, 0.15, 0.25])
+    top_m = int(rng.integers(0, len(MATERIALS)))
+    tex_m = int((top_m + rng.integers(1, len(MATERIALS))) % len(MATERIALS))  # a different material
+    bottom_m = int(rng.choice([0, 1, 1, 2, 3, 4]))  # denim is common for trousers
     return Person(
         height=rng.uniform(0.78, 0.95),
         shoulder=rng.uniform(0.09, 0.15),
@@ -106,14 +126,17 @@ def make_person(rng: np.random.Generator) -> Person:
         hair=_colour(rng) * 0.4 if rng.random() < 0.8 else _colour(rng),
         long_hair=bool(rng.random() < 0.35),
         top=_colour(rng),
-        top_temp=rng.uniform(0.38, 0.78),
+        top_material=top_m,
+        top_temp=_temp(top_m, rng),
         texture=str(texture),
         tex_colour=_colour(rng),
-        tex_temp=float(np.clip(rng.uniform(0.38, 0.78) + rng.choice([-0.18, 0.18]), 0.2, 0.95)),
+        tex_material=tex_m,
+        tex_temp=_temp(tex_m, rng),
         stripe_period=rng.uniform(0.03, 0.07),
         logo_shape=int(rng.integers(0, 3)),
         bottom=_colour(rng),
-        bottom_temp=rng.uniform(0.3, 0.7),
+        bottom_material=bottom_m,
+        bottom_temp=_temp(bottom_m, rng),
         shorts=bool(rng.random() < 0.25),
         shoes=_colour(rng) * 0.5,
         hat=_colour(rng) if rng.random() < 0.2 else None,
@@ -213,9 +236,27 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
     def col(rgb: np.ndarray, temp: float) -> np.ndarray:
         return np.array([temp], np.float32) if infrared else np.clip(rgb, 0, 1).astype(np.float32)
 
+    def material(rgb: np.ndarray, temp: float, m: int) -> np.ndarray:
+        """A fabric: its thermal value in infrared; its dye plus its surface texture in visible."""
+        if infrared:
+            return np.array([temp], np.float32)
+        _, _, kind, amp, period = MATERIALS[m]
+        per = max(2.5, period * ph)
+        if kind == "plain":
+            return np.clip(rgb, 0, 1).astype(np.float32)
+        if kind == "diagonal":
+            pat = np.sign(np.sin(2 * np.pi * (cv.x + cv.y) / per))
+        elif kind == "checker":
+            pat = np.sign(np.sin(2 * np.pi * cv.x / per) * np.sin(2 * np.pi * cv.y / per))
+        elif kind == "ribs":
+            pat = np.sign(np.sin(2 * np.pi * cv.y / per))
+        else:  # gloss: a specular highlight band down the right of the body
+            pat = 2.0 * np.exp(-(((cv.x - cx - 0.35 * sh_w) / (0.25 * sh_w + 1e-3)) ** 2)) - 0.5
+        return np.clip(rgb[None, None, :] + amp * pat[..., None], 0, 1).astype(np.float32)
+
     skin = col(person.skin, person.skin_temp)
-    top_c = col(person.top, person.top_temp)
-    bottom_c = col(person.bottom, person.bottom_temp)
+    top_c = material(person.top, person.top_temp, person.top_material)
+    bottom_c = material(person.bottom, person.bottom_temp, person.bottom_material)
 
     # Backpack behind the body when seen from the front.
     if person.backpack is not None and view == "front":
@@ -238,7 +279,7 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
     if person.texture in ("hstripes", "vstripes"):
         coord = (cv.y - sh_y) if person.texture == "hstripes" else (cv.x - cx)
         stripe = (np.sin(2 * np.pi * coord / (person.stripe_period * ph)) > 0).astype(np.float32)
-        tex_c = col(person.tex_colour, person.tex_temp)
+        tex_c = material(person.tex_colour, person.tex_temp, person.tex_material)
         pattern = top_c * (1 - stripe[..., None]) + tex_c * stripe[..., None]
         _paint(img, torso, pattern)
     else:
@@ -247,7 +288,7 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
             ly, lr = sh_y + 0.12 * ph, 0.045 * ph
             shape = [cv.ellipse(cx, ly, lr, lr), cv.rect(cx - lr, ly - lr, cx + lr, ly + lr),
                      cv.trapezoid(cx, ly - lr, ly + lr, 0.1, lr)][person.logo_shape]
-            _paint(img, shape, col(person.tex_colour, person.tex_temp))
+            _paint(img, shape, material(person.tex_colour, person.tex_temp, person.tex_material))
     # Backpack on the back / side.
     if person.backpack is not None and view != "front":
         if view == "back":

@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from aminet.config import load_config
+from aminet.losses import AMINetCriterion
+from aminet.model.aminet import AMINet, GeM, NonLocal, WeightsUnavailable, build_model, imagenet_weights_path
+from aminet.presets import PRESETS, preset_overrides
+
+SMALL = ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32", "data.upper_height=32",
+         "data.ids_per_batch=2", "data.instances=2"]
+
+
+def _cfg(*presets, extra=()):
+    cfg = load_config(None, SMALL + list(extra))
+    return cfg.replace(preset_overrides(presets)) if presets else cfg
+
+
+def _batch(b=4, h=64, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, h, w, generator=g), torch.randn(b, 3, h, w, generator=g), torch.tensor([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("rows", [["M0"], ["M1"], ["M2"], ["M3"], ["M4"], ["M4", "pesam_off"], ["M0", "pesam_on"]])
+def test_every_preset_trains_a_step_on_cpu(rows):
+    cfg = _cfg(*rows)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=3)
+    crit = AMINetCriterion(cfg, instances=2)
+    v, i, labels = _batch()
+    out = model(v, i)
+    n_sets = 2 if not cfg.model.upper_body else (4 if cfg.model.iffs else 2)
+    assert out.features.shape == (n_sets * 4, model.dim) and out.logits.shape == (n_sets * 4, 3)
+    total, terms = crit(out, labels)
+    assert set(terms) == {"id", "triplet", "imdal", "idal"}
+    assert (terms["imdal"] != 0) == (cfg.loss.mmd_intra_weight > 0)
+    assert (terms["idal"] != 0) == (cfg.loss.mmd_inter_weight > 0)
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert (model.pesam is not None) == cfg.model.pesam
+    if cfg.model.pesam:
+        assert model.pesam.logits.grad is not None
+    model.eval()
+    emb = model.extract(v, "visible")
+    assert set(emb) == {"pool", "bn"} and emb["bn"].shape == (4, model.dim)
+
+
+def test_embedding_is_per_image():
+    torch.manual_seed(0)
+    model = build_model(_cfg("M4"), 3).eval()
+    v, _, _ = _batch()
+    alone = model.extract(v[:1], "infrared")["bn"]
+    batched = model.extract(v, "infrared")["bn"][:1]
+    torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-4)
+    # The stems start as copies (as two copies of one pretrained stem would); once they differ,
+    # the modality chosen for extraction matters.
+    torch.testing.assert_close(model.extract(v, "visible")["bn"], model.extract(v, "infrared")["bn"])
+    with torch.no_grad():
+        model.backbone.stems["infrared"][0].weight.mul_(1.5)
+    assert not torch.allclose(model.extract(v, "visible")["bn"], model.extract(v, "infrared")["bn"])
+
+
+def test_resnet50_shapes_and_last_stride():
+    torch.manual_seed(0)
+    model = AMINet(4, arch="resnet50", upper_height=32, pesam=False)
+    x = torch.randn(2, 3, 64, 32)
+    f = model.backbone.body(model.backbone.stem(x, "visible"))
+    assert f.shape == (2, 2048, 4, 2)  # stride 16 with last stride 1 (288x144 -> 18x9)
+    n_nl = sum(isinstance(m, NonLocal) for m in model.backbone.body.modules())
+    assert n_nl == 5  # last 2 blocks of layer2, last 3 of layer3
+    assert model.extract(x, "visible")["pool"].shape == (2, 2048)
+
+
+def test_non_local_blocks_start_as_identity():
+    nl = NonLocal(16)
+    x = torch.randn(2, 16, 5, 4)
+    torch.testing.assert_close(nl(x), x)
+
+
+def test_gem_pooling():
+    x = torch.rand(2, 3, 4, 4) + 0.1
+    torch.testing.assert_close(GeM(1.0)(x), x.mean(dim=(2, 3)))
+    assert (GeM(3.0)(x) >= x.mean(dim=(2, 3)) - 1e-6).all()  # power mean >= arithmetic mean
+    assert not GeM(3.0).p.requires_grad and GeM(3.0, learnable=True).p.requires_grad
+
+
+def test_branch_sharing_and_param_groups():
+    shared = build_model(_cfg("M4"), 3)
+    separate = build_model(_cfg("M4", extra=["model.share_branches=false"]), 3)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert separate.part_backbone is not None and shared.part_backbone is None
+    assert n(separate) > 1.8 * n(shared) - 2 * n(shared.fusion)
+    groups = shared.param_groups()
+    assert {id(p) for p in groups["backbone"]} == {id(p) for p in shared.backbone.parameters() if p.requires_grad}
+    head_ids = {id(p) for p in groups["head"]}
+    assert id(shared.classifier.weight) in head_ids and id(shared.pesam.logits) in head_ids
+    assert not shared.neck.bn.bias.requires_grad  # frozen BN-neck bias
+
+
+def test_missing_imagenet_weights_give_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailable, match="not on this machine.*model.weights=none"):
+        AMINet(3, arch="resnet18", weights="imagenet")
+    with pytest.raises(WeightsUnavailable, match="file not found"):
+        AMINet(3, arch="resnet18", weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailable, match="cannot read"):
+        AMINet(3, arch="resnet18", weights=str(tmp_path / "bad.pth"))
+
+
+def test_local_weights_file_is_loaded(tmp_path, monkeypatch):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    model = AMINet(3, arch="resnet18", weights=str(path), pesam=False, upper_height=32)
+    torch.testing.assert_close(model.backbone.stems["visible"][0].weight, ref.conv1.weight)
+    torch.testing.assert_close(model.backbone.stems["infrared"][0].weight, ref.conv1.weight)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = imagenet_weights_path("resnet18")
+    cached.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), cached)
+    AMINet(3, arch="resnet18", weights="imagenet", pesam=False, upper_height=32)
+
+
+def test_presets_are_valid_configs():
+    for name in PRESETS:
+        load_config(None, SMALL).replace(PRESETS[name])
+    with pytest.raises(ValueError, match="unknown preset 'M9'"):
+        preset_overrides(["M9"])
