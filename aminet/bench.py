@@ -1,5 +1,9 @@
 """Benchmarks that print figures for this machine: ``python -m aminet.bench [all|eval|data] [--repeats N]``.
 
+``model``: forward+backward time of one training step (model + all losses) for each ablation preset,
+at 288x144 with ResNet-50 (CPU: fp32, 8 + 8 images by default; GPU: bf16 autocast, channels-last,
+64 + 64), and the share of the step spent in PESAM and in AMK-MMD.
+
 ``data``: batches/s of the training input pipeline: cross-modal sampling (P x K visible + K infrared),
 gathering the uint8 rows from the memory-mapped cache, the host-to-device copy and the device-side
 augmentation of both halves (with the upper-body views), at 288x144 and 64 + 64 images per batch, on
@@ -118,17 +122,78 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
         return out
 
 
+def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | None) -> list[tuple[str, float, str]]:
+    from aminet.config import load_config
+    from aminet.losses import AMINetCriterion, kernel_mmd_terms
+    from aminet.model.aminet import build_model
+    from aminet.presets import preset_overrides
+
+    if tiny:
+        size, arch, b = ["data.height=64", "data.width=32", "data.upper_height=32"], "resnet18", batch or 4
+    else:
+        size, arch, b = [], "resnet50", batch or (64 if device.type == "cuda" else 8)
+    base = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.instances={min(4, b)}", *size])
+    h, w, uh = base.data.height, base.data.width, base.data.upper_height
+    gen = torch.Generator().manual_seed(0)
+    vis = torch.randn(b, 3, h, w, generator=gen).to(device)
+    ir = torch.randn(b, 3, h, w, generator=gen).to(device)
+    labels = (torch.arange(b) // min(4, b)).to(device)
+    use_amp = device.type == "cuda"
+    if use_amp:
+        vis, ir = vis.contiguous(memory_format=torch.channels_last), ir.contiguous(memory_format=torch.channels_last)
+    out: list[tuple[str, float, str]] = []
+    times: dict[str, float] = {}
+    for name in ("M0", "M1", "M2", "M3", "M4", "M4+pesam_off"):
+        cfg = base.replace(preset_overrides(name.split("+")))
+        torch.manual_seed(0)
+        model = build_model(cfg, num_classes=max(2, b)).to(device).train()
+        crit = AMINetCriterion(cfg, instances=min(4, b)).to(device)
+        if use_amp:
+            model = model.to(memory_format=torch.channels_last)
+
+        def step() -> None:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, _ = crit(model(vis, ir), labels)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        times[name] = _median_time(step, repeats)
+        out.append((f"{name} forward+backward, {arch} {h}x{w}, {b}+{b} images, {device.type}"
+                    + (" bf16" if use_amp else " fp32"), times[name], "s/step"))
+        del model
+    out.append(("PESAM share of the M4 step (M4 vs M4 without PESAM)",
+                100 * (times["M4"] - times["M4+pesam_off"]) / times["M4"], "%"))
+    dim = 512 if arch == "resnet18" else 2048
+    fv = torch.randn(b, dim, device=device, requires_grad=True)
+    fi = torch.randn(b, dim, device=device, requires_grad=True)
+    mult = base.loss.mmd_multipliers
+
+    def mmd_step() -> None:
+        half = b // 2
+        loss = kernel_mmd_terms(fv, fi, mult).sum() + 0.5 * (kernel_mmd_terms(fv[:half], fv[half:], mult).sum()
+                                                         + kernel_mmd_terms(fi[:half], fi[half:], mult).sum())
+        loss.backward()
+
+    t_mmd = _median_time(mmd_step, repeats)
+    out.append(("AMK-MMD (IDAL + IMDAL, forward+backward) share of the M4 step", 100 * t_mmd / times["M4"], "%"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "eval", "data"],
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "eval", "data", "model"],
                         help="which benchmark to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="model bench: images per modality (default 8 on CPU, 64 on GPU)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.batch is not None and args.batch < 4:
+        parser.error(f"--batch must be >= 4 (IMDAL splits each identity's images in two), got {args.batch}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device on this machine")
     device = torch.device(args.device)
@@ -144,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "data"):
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
         figures += bench_data(args.repeats, devices, args.tiny)
+    if args.what in ("all", "model"):
+        figures += bench_model(args.repeats, device, args.tiny, args.batch)
     for name, value, unit in figures:
         print(f"{name:<60s} {value:8.4f} {unit}")
     return 0

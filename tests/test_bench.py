@@ -22,3 +22,25 @@ def test_data_bench_runs_tiny():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "sampling+gather+augment" in out.stdout and "batches/s" in out.stdout
+
+
+def test_model_bench_runs_tiny():
+    out = subprocess.run([sys.executable, "-m", "aminet.bench", "model", "--tiny", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for preset in ("M0 ", "M1 ", "M2 ", "M3 ", "M4 ", "M4+pesam_off"):
+        assert preset in out.stdout
+    assert "PESAM share" in out.stdout and "AMK-MMD" in out.stdout
+
+
+def test_model_summary_cli():
+    out = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.arch=resnet18", "--set",
+                          "data.height=64", "--set", "data.width=32", "--set", "data.upper_height=32"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [l for l in out.stdout.splitlines() if l.startswith("M")]
+    assert [r.split()[0] for r in rows] == ["M0", "M1", "M2", "M3", "M4"]
+    assert "GFLOPs" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.upper_body_ratio=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "model.upper_body_ratio" in bad.stderr and "Traceback" not in bad.stderr
