@@ -78,6 +78,8 @@ class ModelConfig:
     upper_body_ratio: float = 0.5  # top share of the image that forms the upper-body view
     share_branches: bool = True
     iffs: bool = True
+    # phi_shared of IFFS: "residual" = g + BN(W [g; p]) (BN weight 0 at start), "mlp" = ReLU(BN(W [g; p])).
+    fusion: Literal["residual", "mlp"] = "residual"
     pesam: bool = True
     gem_p: float = 3.0
     gem_learnable: bool = False
@@ -100,7 +102,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: Literal["sgd"] = "sgd"
+    # SGD is the paper's; Adam trains from scratch faster (the synthetic smoke runs, no ImageNet weights).
+    optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.1  # peak lr of the BN neck and classifier
     backbone_lr_mult: float = 0.1  # backbone lr = lr * this
     momentum: float = 0.9

@@ -43,9 +43,9 @@ from PIL import Image
 
 __all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULTS = {
-    "sysu": {"ids": 60, "images": 6, "height": 128, "width": 64},
+    "sysu": {"ids": 100, "images": 6, "height": 128, "width": 64},
     "regdb": {"ids": 40, "images": 10, "height": 128, "width": 64},
 }
 SYSU_VISIBLE = (1, 2, 4, 5)
@@ -61,9 +61,9 @@ INDOOR = (1, 2, 3)
 # cool). Material is what links the two modalities; colour links nothing.
 #            name        temp  texture      amplitude  period (share of person height)
 MATERIALS = (("cotton", 0.64, "plain", 0.00, 0.00),
-             ("denim", 0.46, "diagonal", 0.16, 0.035),
-             ("knit", 0.31, "checker", 0.18, 0.045),
-             ("sport", 0.80, "ribs", 0.14, 0.03),
+             ("denim", 0.46, "diagonal", 0.18, 0.06),
+             ("knit", 0.31, "checker", 0.20, 0.07),
+             ("sport", 0.80, "ribs", 0.16, 0.05),
              ("leather", 0.20, "gloss", 0.30, 0.00))
 
 
@@ -132,7 +132,7 @@ def make_person(rng: np.random.Generator) -> Person:
         tex_colour=_colour(rng),
         tex_material=tex_m,
         tex_temp=_temp(tex_m, rng),
-        stripe_period=rng.uniform(0.03, 0.07),
+        stripe_period=rng.uniform(0.05, 0.09),
         logo_shape=int(rng.integers(0, 3)),
         bottom=_colour(rng),
         bottom_material=bottom_m,
@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.")
     parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu or regdb")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent)")
-    parser.add_argument("--ids", type=int, default=None, help="number of identities (default: sysu 60, regdb 40)")
+    parser.add_argument("--ids", type=int, default=None, help="number of identities (default: sysu 100, regdb 40)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=None,
                         help="images per camera (sysu, +-1) or per modality (regdb); default sysu 6, regdb 10")

@@ -169,7 +169,8 @@ def _row(benchmark: str, setting: str, feature: str, trial: int, cmc: np.ndarray
         return float(cmc[k - 1]) if k <= len(cmc) else float("nan")
 
     return {"benchmark": benchmark, "setting": setting, "feature": feature, "trial": trial,
-            "R1": at(1), "R5": at(5), "R10": at(10), "R20": at(20), "mAP": mAP, "mINP": mINP}
+            "R1": at(1), "R5": at(5), "R10": at(10), "R20": at(20), "mAP": mAP, "mINP": mINP,
+            "cmc": [float(v) for v in cmc]}
 
 
 def evaluate_set(extractor: Any, evalset: EvalSet, load: Loader, *, batch_size: int = 256,

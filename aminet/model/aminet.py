@@ -44,6 +44,7 @@ from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
 from aminet.model.phase import phase_congruency
 
 __all__ = ["AMINet", "NonLocal", "GeM", "PESAM", "DualStemResNet", "WeightsUnavailable", "imagenet_weights_path",
+           "check_weights",
            "build_model", "ModelOutput"]
 
 MODALITIES = ("visible", "infrared")
@@ -149,10 +150,10 @@ def imagenet_weights_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def _load_resnet(arch: str, weights: str) -> nn.Module:
-    net = getattr(torchvision.models, arch)(weights=None)
+def check_weights(arch: str, weights: str) -> Path | None:
+    """The weights file a model would load (None for ``none``); ``WeightsUnavailable`` if it is missing."""
     if weights == "none":
-        return net
+        return None
     if weights == "imagenet":
         path = imagenet_weights_path(arch)
         if not path.is_file():
@@ -164,6 +165,14 @@ def _load_resnet(arch: str, weights: str) -> nn.Module:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailable(f"model.weights: file not found: {path}")
+    return path
+
+
+def _load_resnet(arch: str, weights: str) -> nn.Module:
+    net = getattr(torchvision.models, arch)(weights=None)
+    path = check_weights(arch, weights)
+    if path is None:
+        return net
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
@@ -243,7 +252,7 @@ class AMINet(nn.Module):
     def __init__(self, num_classes: int, arch: str = "resnet50", weights: str = "none", last_stride: int = 1,
                  non_local: bool = True, upper_body: bool = True, upper_body_ratio: float = 0.5,
                  upper_height: int = 144, share_branches: bool = True, iffs: bool = True, pesam: bool = True,
-                 gem_p: float = 3.0, gem_learnable: bool = False, pc_eps: float = 1e-4):
+                 gem_p: float = 3.0, gem_learnable: bool = False, fusion: str = "residual", pc_eps: float = 1e-4):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes {num_classes}: need at least 2 identities")
@@ -260,8 +269,17 @@ class AMINet(nn.Module):
         self.pool_global = GeM(gem_p, gem_learnable)
         self.pool_part = GeM(gem_p, gem_learnable) if upper_body else None
         self.fusion = None
+        if fusion not in ("residual", "mlp"):
+            raise ValueError(f"fusion {fusion!r}: choose residual or mlp")
+        self.fusion_kind = fusion
         if upper_body:
-            self.fusion = nn.Sequential(nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
+            if fusion == "residual":
+                # g + BN(W [g; p]) with the BN weight at zero: the global feature at initialisation.
+                self.fusion = nn.Sequential(nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim))
+                nn.init.zeros_(self.fusion[1].weight)
+            else:
+                self.fusion = nn.Sequential(nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim),
+                                            nn.ReLU(inplace=True))
         self.neck = BNNeck(dim)
         self.classifier = nn.Linear(dim, num_classes, bias=False)
         nn.init.normal_(self.classifier.weight, 0.0, 0.001)
@@ -285,7 +303,8 @@ class AMINet(nn.Module):
         return (self.pool_part if part else self.pool_global)(f)
 
     def _fuse(self, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return self.fusion(torch.cat([g, p], dim=1))
+        refined = self.fusion(torch.cat([g, p], dim=1))
+        return g + refined if self.fusion_kind == "residual" else refined
 
     def embed(self, x: torch.Tensor, modality: str, upper: torch.Tensor | None = None) -> torch.Tensor:
         """The pre-neck embedding of images of one modality (intra-modality fusion)."""
@@ -349,4 +368,4 @@ def build_model(cfg, num_classes: int) -> AMINet:
     return AMINet(num_classes, arch=m.arch, weights=m.weights, last_stride=m.last_stride, non_local=m.non_local,
                   upper_body=m.upper_body, upper_body_ratio=m.upper_body_ratio, upper_height=cfg.data.upper_height,
                   share_branches=m.share_branches, iffs=m.iffs, pesam=m.pesam, gem_p=m.gem_p,
-                  gem_learnable=m.gem_learnable)
+                  gem_learnable=m.gem_learnable, fusion=m.fusion)

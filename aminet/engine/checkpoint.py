@@ -1,0 +1,80 @@
+"""Checkpoints: written atomically, read safely, and the newest readable one found on resume.
+
+A checkpoint is a folder ``epoch-NNNN/`` holding ``state.pt`` (``torch.save`` of plain containers and
+tensors only, so ``torch.load(weights_only=True)`` reads it) and ``config.yaml``. The folder is written
+under a temporary name and renamed; ``state.pt`` is fsynced first. On resume the newest folder whose
+state loads is used, and a damaged one (truncated, unreadable) is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError"]
+
+_NAME = re.compile(r"^epoch-(\d{4,})$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(directory: str | Path, epoch: int, state: dict[str, Any], config_yaml: str,
+                    keep: int = 2) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"epoch-{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=directory))
+    try:
+        with open(tmp / "state.pt", "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint folders, oldest first (temporary folders are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    file = path / "state.pt" if path.is_dir() else path
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {file}") from None
+    except Exception as exc:  # truncated zip, bad pickle, wrong format
+        raise CheckpointError(f"checkpoint {file} is unreadable: {' '.join(str(exc).split())[:200]}") from None
+
+
+def latest_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, with its state; damaged ones are reported and skipped."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            print(f"[aminet] skipping damaged checkpoint: {exc}", file=sys.stderr)
+    return None

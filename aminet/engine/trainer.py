@@ -1,0 +1,276 @@
+"""``train(config, reporter) -> TrainResult``: the one training loop of every trial and every final run.
+
+Per step: the sampler's P x K visible + K infrared indices -> uint8 rows from the memory-mapped cache
+(a background thread) -> device-side augmentation with the upper-body views -> AMINet -> ID + triplet +
+IMDAL + IDAL -> SGD (or Adam). Per epoch: the lr of the schedule, a progress line, ``log_epoch``.
+Every ``train.eval_every`` epochs and at the last one: evaluation on the validation identities
+(``data.purpose=search``) or the test protocol (``final``), a checkpoint, and ``report``.
+
+GPU: bf16 autocast (fp16 with a gradient scaler where bf16 is missing) and channels-last; CPU: fp32.
+A non-finite loss stops the run with ``NonFiniteLossError`` naming the epoch, step and loss terms.
+Checkpoints hold model, optimiser, loss (kernel weights), scaler, augmentation RNG and the epoch; the
+sampler is keyed by (seed, epoch, step), so a resumed run repeats exactly what it would have done.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aminet.config import Config
+from aminet.data import splits, synthetic
+from aminet.data.augment import DeviceAugment
+from aminet.data.cache import ImageCache
+from aminet.data.sampler import BatchLoader, CrossModalSampler
+from aminet.engine.checkpoint import latest_checkpoint, save_checkpoint
+from aminet.engine.reporting import NullReporter
+from aminet.engine.schedule import lr_factor
+from aminet.evaluation.protocol import evaluate_set
+from aminet.losses import AMINetCriterion
+from aminet.model.aminet import AMINet, build_model
+
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "resolve_device", "resolve_root", "build_training_data",
+           "evaluation_set", "metrics_from_frame", "FAULT_NAN_ENV"]
+
+# Fault injection for tests (and the reliability suite): make the loss NaN at this global step.
+FAULT_NAN_ENV = "AMINET_FAULT_NAN_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]  # the last evaluation
+    history: list[dict[str, float]]  # every evaluation
+    epochs: list[dict[str, float]]  # every epoch's training figures
+    model: AMINet
+    root: Path
+    cache: ImageCache
+    train_set: splits.TrainSet
+    checkpoint: Path | None
+    frame: pd.DataFrame | None = None  # per-trial metrics of the last evaluation (with CMC curves)
+    evalset: splits.EvalSet | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name}: no CUDA device on this machine")
+    return dev
+
+
+def resolve_root(cfg: Config, quiet: bool = False) -> Path:
+    """``data.root`` (must exist) or the synthetic benchmark of the layout, generated once."""
+    if cfg.data.root is None:
+        return synthetic.ensure_default(cfg.data.dataset, quiet=quiet)
+    root = Path(cfg.data.root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: dataset folder not found: {root}")
+    return root
+
+
+def build_training_data(cfg: Config, root: Path) -> splits.TrainSet:
+    d = cfg.data
+    if d.dataset == "sysu":
+        return splits.sysu_train(root, d.purpose)
+    return splits.regdb_train(root, d.regdb_trial, d.purpose, d.regdb_val_share)
+
+
+def evaluation_set(cfg: Config, root: Path, trials: int | None = None) -> splits.EvalSet:
+    """Validation probes (search) or test probes (final) of the configured benchmark."""
+    d, e = cfg.data, cfg.eval
+    if d.dataset == "sysu":
+        return splits.sysu_eval(root, d.purpose, e.sysu_modes, e.trials if trials is None else trials)
+    return splits.regdb_eval(root, d.regdb_trial, d.purpose, e.regdb_directions, d.regdb_val_share)
+
+
+def metrics_from_frame(df: pd.DataFrame, cfg: Config) -> dict[str, float]:
+    """Means over trials of the headline feature: the primary setting unprefixed (R1, mAP, mINP,
+    score = (R1 + mAP) / 2), every setting as ``<setting>/<metric>``."""
+    rows = df[df.feature == cfg.eval.feature]
+    primary = cfg.eval.sysu_modes[0] if cfg.data.dataset == "sysu" else cfg.eval.regdb_directions[0]
+    out: dict[str, float] = {}
+    for setting, group in rows.groupby("setting", sort=False):
+        for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
+            out[f"{setting}/{m}"] = float(group[m].mean())
+    for m in ("R1", "mAP", "mINP"):
+        out[m] = out[f"{primary}/{m}"]
+    out["score"] = (out["R1"] + out["mAP"]) / 2.0
+    return out
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
+    p = cfg.train.precision
+    if device.type != "cuda":
+        return None if p in ("auto", "fp32") else (torch.bfloat16 if p == "bf16" else torch.float16)
+    if p == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+
+
+def _optimizer(cfg: Config, model: AMINet, criterion: AMINetCriterion) -> torch.optim.Optimizer:
+    o = cfg.optim
+    groups = model.param_groups()
+    params = [{"params": groups["backbone"], "lr_mult": o.backbone_lr_mult, "weight_decay": o.weight_decay},
+              {"params": groups["head"], "lr_mult": 1.0, "weight_decay": o.weight_decay}]
+    kernel = [p for p in criterion.parameters() if p.requires_grad]
+    if kernel:  # the MMD kernel-weight logits: no weight decay (it would pull them to uniform)
+        params.append({"params": kernel, "lr_mult": 1.0, "weight_decay": 0.0})
+    for g in params:
+        g["lr"] = o.lr * g["lr_mult"]
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    return torch.optim.Adam(params, lr=o.lr)
+
+
+def _evaluate(model: AMINet, evalset: splits.EvalSet, cache: ImageCache, cfg: Config,
+              device: torch.device, dtype: torch.dtype | None) -> pd.DataFrame:
+    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return evaluate_set(model, evalset, cache.load, batch_size=cfg.eval.batch_size, device=device,
+                            flip=cfg.eval.flip, max_rank=cfg.eval.max_rank)
+
+
+def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, *, resume: bool = True,
+          quiet: bool = False, log: Callable[[str], None] | None = None,
+          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train ``cfg``; checkpoints go to ``run_dir/checkpoints`` (resumed from when ``resume``)."""
+    reporter = reporter or NullReporter()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (lambda msg: None) if quiet else log
+    _seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    dtype = _precision(cfg, device)
+    root = resolve_root(cfg, quiet=quiet)
+    train_set = build_training_data(cfg, root)
+    evalset = evaluation_set(cfg, root)
+    cache = ImageCache.open(root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
+    sampler = CrossModalSampler(train_set.labels_visible, train_set.labels_infrared, cfg.data.ids_per_batch,
+                                cfg.data.instances, cfg.train.seed, cfg.data.iters_per_epoch)
+    loader = BatchLoader(cache.images, cache.indices(train_set.visible.paths), cache.indices(train_set.infrared.paths),
+                         sampler, device)
+    augment = DeviceAugment.from_config(cfg)
+    model = build_model(cfg, train_set.num_classes).to(device)
+    criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
+    if device.type == "cuda" and cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(cfg, model, criterion)
+    scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    forward = torch.compile(model) if cfg.train.compile else model
+
+    ckpt_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
+    start_epoch, history, epoch_log, last_ckpt = 0, [], [], None
+    if resume and ckpt_dir is not None:
+        found = latest_checkpoint(ckpt_dir, map_location=device)
+        if found is not None:
+            last_ckpt, state = found
+            model.load_state_dict(state["model"])
+            criterion.load_state_dict(state["criterion"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            gen.set_state(state["aug_rng"].cpu())
+            torch.set_rng_state(state["torch_rng"].cpu())
+            start_epoch, history, epoch_log = int(state["epoch"]), list(state["history"]), list(state["epochs"])
+            say(f"[aminet] resuming from {last_ckpt} (epoch {start_epoch} done)")
+
+    fault_step = int(os.environ.get(FAULT_NAN_ENV, "-1"))
+    epochs = cfg.train.epochs
+    iters = sampler.iters_per_epoch
+    batch_images = 2 * sampler.batch_size
+    say(f"[aminet] {train_set.describe()}; {evalset.name}: {len(evalset.probes)} probes; device {device}"
+        f"{' ' + str(dtype).replace('torch.', '') if dtype else ' fp32'}; {epochs} epochs x {iters} steps")
+
+    def set_lr(epoch: int) -> float:
+        factor = lr_factor(epoch, cfg.optim, epochs)
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
+        return cfg.optim.lr * factor
+
+    metrics: dict[str, float] = history[-1] if history else {}
+    frame: pd.DataFrame | None = None
+    sums: dict[str, float] = {}
+    t_epoch = time.perf_counter()
+    lr = set_lr(start_epoch) if start_epoch < epochs else 0.0
+    model.train()
+    for batch in loader.run(start_epoch, 0, epochs):
+        epoch, it = batch.epoch, batch.it
+        if it == 0 and epoch != start_epoch:
+            lr = set_lr(epoch)
+        if on_step is not None:
+            on_step(epoch, it)
+        vis, vis_up = augment(batch.visible, True, gen)
+        ir, ir_up = augment(batch.infrared, False, gen)
+        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = forward(vis, ir, vis_up, ir_up)
+            loss, terms = criterion(out, batch.labels)
+        if epoch * iters + it == fault_step:
+            loss = loss * float("nan")
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
+            raise NonFiniteLossError(f"non-finite loss {float(loss)} at epoch {epoch + 1}, step {it + 1} "
+                                     f"({detail}); lr {lr:.3g}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+
+        if it + 1 < iters:
+            continue
+        # ---- end of epoch -------------------------------------------------------------------------
+        done = epoch + 1
+        seconds = time.perf_counter() - t_epoch
+        ep = {k: v / iters for k, v in sums.items()}
+        ep.update(lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds)
+        epoch_log.append({"epoch": done, **ep})
+        say(f"epoch {done:3d}/{epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
+            f"imdal {ep['imdal']:.4f} idal {ep['idal']:.4f}) | lr {lr:.2e} | {ep['images_per_s']:.0f} img/s | "
+            f"{seconds:.1f} s")
+        if hasattr(reporter, "log_epoch"):
+            reporter.log_epoch(done, ep)
+        evaluate_now = done % cfg.train.eval_every == 0 or done == epochs
+        if evaluate_now:
+            df = _evaluate(model, evalset, cache, cfg, device, dtype)
+            frame = df
+            metrics = {"epoch": done, **metrics_from_frame(df, cfg)}
+            history.append(metrics)
+            say(f"  eval {evalset.name} ({cfg.eval.feature}): R1 {100 * metrics['R1']:.2f}  mAP "
+                f"{100 * metrics['mAP']:.2f}  mINP {100 * metrics['mINP']:.2f}  score {100 * metrics['score']:.2f}")
+            model.train()
+        if ckpt_dir is not None and (evaluate_now or done % cfg.train.checkpoint_every == 0):
+            state = {"model": model.state_dict(), "criterion": criterion.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "aug_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": done,
+                     "history": history, "epochs": epoch_log}
+            last_ckpt = save_checkpoint(ckpt_dir, done, state, cfg.to_yaml())
+        if evaluate_now:
+            reporter.report(done, dict(metrics), last_ckpt)
+        sums = {}
+        t_epoch = time.perf_counter()
+
+    if frame is None and history:  # resumed after the last epoch: evaluate the restored model once
+        frame = _evaluate(model, evalset, cache, cfg, device, dtype)
+    return TrainResult(metrics, history, epoch_log, model, root, cache, train_set, last_ckpt, frame, evalset,
+                       {"device": str(device), "dtype": str(dtype) if dtype else "fp32"})

@@ -1,0 +1,184 @@
+"""Reporting: the paper-format result tables, the plots of a trained model, and an MLflow reporter.
+
+Plots (matplotlib, Agg): the CMC curve of the final test protocol; a t-SNE of visible and infrared
+embeddings of a few test identities (circles visible, triangles infrared, one colour per identity, the
+paper's Fig. 4 a-c); and the histograms of cross-modal intra-class and inter-class Euclidean distances
+between L2-normalised embeddings with their mean gap (Fig. 4 d-f).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["paper_table", "seed_summary", "cmc_figure", "tsne_figure", "distance_figure", "MLflowReporter",
+           "distance_gap"]
+
+_SYSU_COLS = [("all", "R1"), ("all", "R10"), ("all", "R20"), ("all", "mAP"), ("all", "mINP"),
+              ("indoor", "R1"), ("indoor", "R10"), ("indoor", "R20"), ("indoor", "mAP"), ("indoor", "mINP")]
+_REGDB_COLS = [("t2v", "R1"), ("t2v", "R10"), ("t2v", "mAP"), ("t2v", "mINP"),
+               ("v2t", "R1"), ("v2t", "R10"), ("v2t", "mAP"), ("v2t", "mINP")]
+_SETTING_NAMES = {"all": "All Search", "indoor": "Indoor Search", "t2v": "Thermal to Visible",
+                  "v2t": "Visible to Thermal"}
+
+
+def seed_summary(per_trial: pd.DataFrame, feature: str = "bn") -> pd.DataFrame:
+    """Per seed: metrics averaged over the protocol's trials; then mean and std over seeds.
+
+    ``per_trial`` has the columns of ``aminet.evaluation`` frames plus ``seed`` (and ``label``)."""
+    df = per_trial[per_trial.feature == feature]
+    keys = ["label", "benchmark", "setting"] if "label" in df.columns else ["benchmark", "setting"]
+    metrics = ["R1", "R5", "R10", "R20", "mAP", "mINP"]
+    per_seed = df.groupby(keys + ["seed"], sort=False)[metrics].mean().reset_index()
+    g = per_seed.groupby(keys, sort=False)[metrics]
+    out = pd.concat([g.mean().add_suffix("_mean"), g.std(ddof=1).fillna(0.0).add_suffix("_std"),
+                     g.size().rename("seeds")], axis=1).reset_index()
+    return out
+
+
+def paper_table(summary: pd.DataFrame) -> str:
+    """The paper's layout (Tables 1, 3, 4): percent, mean +- std over seeds, one line per label."""
+    if summary.empty:
+        return "(no results)"
+    benchmark = summary.benchmark.iloc[0]
+    cols = _SYSU_COLS if benchmark == "sysu" else _REGDB_COLS
+    present = [c for c in cols if c[0] in set(summary.setting)]
+    labels = list(dict.fromkeys(summary["label"])) if "label" in summary.columns else [""]
+    head1 = f"{'':<24s}" + "".join(f"{_SETTING_NAMES[s]:<{17 * sum(1 for c in present if c[0] == s)}s}"
+                                     for s in dict.fromkeys(c[0] for c in present))
+    head2 = f"{'':<24s}" + "".join(f"{m.replace('R', 'R-'):<17s}" for _, m in present)
+    lines = [head1.rstrip(), head2.rstrip()]
+    for label in labels:
+        rows = summary[summary["label"] == label] if "label" in summary.columns else summary
+        cells = []
+        for setting, metric in present:
+            r = rows[rows.setting == setting]
+            if r.empty:
+                cells.append(f"{'-':<17s}")
+                continue
+            mean, std = 100 * float(r[f"{metric}_mean"].iloc[0]), 100 * float(r[f"{metric}_std"].iloc[0])
+            cells.append(f"{mean:6.2f} +- {std:<6.2f}".ljust(17))
+        seeds = int(rows["seeds"].iloc[0]) if len(rows) else 0
+        lines.append(f"{(label or 'result')[:18] + f' (n={seeds})':<24s}" + "".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cmc_figure(frame: pd.DataFrame, feature: str = "bn"):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    rows = frame[frame.feature == feature]
+    for setting, group in rows.groupby("setting", sort=False):
+        curve = 100 * np.mean(np.stack([np.asarray(c) for c in group["cmc"]]), axis=0)
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3,
+                label=f"{_SETTING_NAMES.get(setting, setting)} (R1 {curve[0]:.1f})")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"CMC ({feature} feature, mean over trials)")
+    fig.tight_layout()
+    return fig
+
+
+def tsne_figure(vis: np.ndarray, vis_pids: np.ndarray, ir: np.ndarray, ir_pids: np.ndarray, max_ids: int = 10,
+                seed: int = 0):
+    """t-SNE of visible (circles) and infrared (triangles) embeddings of up to ``max_ids`` identities."""
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    ids = [p for p in np.unique(vis_pids) if p in set(ir_pids.tolist())][:max_ids]
+    mv, mi = np.isin(vis_pids, ids), np.isin(ir_pids, ids)
+    x = np.concatenate([vis[mv], ir[mi]])
+    perplexity = float(max(2, min(30, (len(x) - 1) // 3)))
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    ev, ei = emb[: mv.sum()], emb[mv.sum():]
+    cmap = plt.get_cmap("tab10" if len(ids) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k, pid in enumerate(ids):
+        c = cmap(k % cmap.N)
+        ax.scatter(*ev[vis_pids[mv] == pid].T, marker="o", s=18, color=c)
+        ax.scatter(*ei[ir_pids[mi] == pid].T, marker="^", s=22, color=c)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE: visible (o) vs infrared (^), {len(ids)} identities")
+    fig.tight_layout()
+    return fig
+
+
+def distance_gap(query: np.ndarray, q_pids: np.ndarray, gallery: np.ndarray, g_pids: np.ndarray) -> dict[str, Any]:
+    """Cross-modal Euclidean distances of L2-normalised embeddings, split into same / different identity."""
+    q = query / (np.linalg.norm(query, axis=1, keepdims=True) + 1e-12)
+    g = gallery / (np.linalg.norm(gallery, axis=1, keepdims=True) + 1e-12)
+    d = np.sqrt(np.clip(2.0 - 2.0 * q @ g.T, 0.0, None))
+    same = q_pids[:, None] == g_pids[None, :]
+    intra, inter = d[same], d[~same]
+    return {"intra": intra, "inter": inter, "gap": float(inter.mean() - intra.mean()) if len(intra) else math.nan}
+
+
+def distance_figure(gap: dict[str, Any]):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    bins = np.linspace(0, 2, 61)
+    ax.hist(gap["intra"], bins=bins, density=True, histtype="step", color="tab:blue", lw=1.5, label="intra-class")
+    ax.hist(gap["inter"], bins=bins, density=True, histtype="step", color="tab:green", lw=1.5, label="inter-class")
+    ax.set_xlabel("Euclidean distance (infrared query to visible gallery)")
+    ax.set_ylabel("frequency (density)")
+    ax.set_title(f"mean gap {gap['gap']:.2f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow
+# --------------------------------------------------------------------------------------------------
+
+
+class MLflowReporter:
+    """The engine's reporter for fixed-config runs: per-epoch training figures and every evaluation as
+    MLflow metrics of the active run (``prefix`` e.g. ``val/`` or ``test/``)."""
+
+    def __init__(self, prefix: str = ""):
+        import mlflow
+
+        self._mlflow = mlflow
+        self.prefix = prefix
+
+    @staticmethod
+    def _clean(metrics: dict[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._mlflow.log_metrics({f"train/{k}": v for k, v in self._clean(metrics).items()}, step=epoch)
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        clean = {k: v for k, v in self._clean(metrics).items() if k != "epoch"}
+        self._mlflow.log_metrics({f"{self.prefix}{k}": v for k, v in clean.items()}, step=epoch)
+
+
+def flatten_config(flat: dict[str, Any]) -> dict[str, str]:
+    """MLflow params: every dotted config key, values as text."""
+    return {k: ("null" if v is None else str(v)) for k, v in flat.items()}
+
+
+def iter_settings(frame: pd.DataFrame) -> Iterable[str]:
+    return list(dict.fromkeys(frame.setting))

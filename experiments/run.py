@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""Fixed-config training runs for reporting, logged to MLflow.
+
+    python experiments/run.py CONFIG [--data-root DIR] [--seeds 0 1 2] [--set key=value ...]
+                                     [--preset M4 ...] [--mlflow-uri URI] [--experiment NAME]
+
+CONFIG is a YAML file with the config sections (data, model, loss, optim, train, eval) and optional
+keys: ``extends`` (a base YAML, relative to this file), ``presets`` (ablation rows, see
+``aminet.presets``), ``sweep`` (a list of ``{dotted.key: value, label: name}`` points, each its own
+configuration: the loss-weight grid, the upper-body sweep) and ``name``.
+
+For every configuration: one MLflow parent run (the whole resolved config as params, the config YAML,
+the per-trial results, the summary over seeds in the paper's layout) and one child run per seed (and
+per RegDB trial: the protocol trains one model per trial) with per-epoch metrics, the final test
+metrics, the model weights, and plots (CMC, t-SNE of visible vs infrared embeddings, intra/inter-class
+distance histograms). Test numbers are those of the final epoch, averaged over the protocol's trials,
+then mean +- std over seeds; nothing is selected on the test set.
+
+Everything is checked before the first MLflow run starts: a bad config, data root, layout or weights
+file exits with a one-line message and leaves no run behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from aminet.config import Config, ConfigError, _set_dotted, apply_overrides
+from aminet.presets import preset_overrides
+
+RESERVED = ("extends", "presets", "sweep", "name")
+REPO = Path(__file__).resolve().parents[1]
+
+
+class UsageError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Experiment files
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    if path in seen:
+        raise UsageError(f"{path}: 'extends' forms a cycle")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping at the top level")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    merged = _read_yaml((path.parent / base).resolve(), seen + (path,))
+    merged.pop("name", None)
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str], presets: list[str]) -> list[tuple[str, Config]]:
+    path = Path(path).resolve()
+    raw = _read_yaml(path)
+    name = str(raw.pop("name", path.stem))
+    file_presets = raw.pop("presets", []) or []
+    if not isinstance(file_presets, list):
+        raise UsageError(f"{path}: 'presets' must be a list of preset names")
+    sweep = raw.pop("sweep", None) or [{}]
+    if not isinstance(sweep, list) or not all(isinstance(p, dict) for p in sweep):
+        raise UsageError(f"{path}: 'sweep' must be a list of mappings of dotted keys to values")
+    out = []
+    for i, point in enumerate(sweep):
+        point = dict(point)
+        label = str(point.pop("label", f"{name}-{i}" if len(sweep) > 1 else name))
+        d = copy.deepcopy(raw)
+        try:
+            for key, value in preset_overrides(file_presets + presets).items():
+                _set_dotted(d, key, value)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for key, value in point.items():
+            _set_dotted(d, key, value)
+        apply_overrides(d, overrides)
+        try:
+            cfg = Config.from_dict(d)
+        except ConfigError as exc:
+            raise UsageError(f"{path}{f' (sweep point {label})' if len(sweep) > 1 else ''}: {exc}") from None
+        out.append((label, cfg))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks before anything is written
+# ------------------------------------------------------------------------------------------------
+
+
+def preflight(configs: list[tuple[str, Config]], trials: list[int], quiet: bool) -> None:
+    from aminet.engine.trainer import build_training_data, evaluation_set, resolve_root
+    from aminet.model.aminet import check_weights
+
+    for label, cfg in configs:
+        root = resolve_root(cfg, quiet=quiet)
+        for t in (trials if cfg.data.dataset == "regdb" else [cfg.data.regdb_trial]):
+            c = cfg.replace({"data.regdb_trial": t})
+            build_training_data(c, root)
+            evaluation_set(c, root)
+        check_weights(cfg.model.arch, cfg.model.weights)
+
+
+# ------------------------------------------------------------------------------------------------
+# MLflow
+# ------------------------------------------------------------------------------------------------
+
+
+def setup_mlflow(uri: str | None, experiment: str) -> tuple[str, str]:
+    import mlflow
+
+    if uri is None:
+        base = (Path.cwd() / "mlruns").resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{base / 'mlflow.db'}"
+        artifacts = (base / "artifacts").as_uri()
+    else:
+        artifacts = None
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        exp_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
+    else:
+        exp_id = exp.experiment_id
+    return uri, exp_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
+    """Final metrics, tables, weights and plots of one trained model, on the active run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    import torch
+
+    from aminet.engine.trainer import metrics_from_frame
+    from aminet.evaluation.protocol import extract_features
+    from aminet.reporting import cmc_figure, distance_figure, distance_gap, tsne_figure
+
+    frame = result.frame
+    final = metrics_from_frame(frame, cfg)
+    mlflow.log_metrics({f"{prefix}{k}": v for k, v in final.items()})
+    mlflow.log_text(frame.drop(columns=["cmc"]).to_csv(index=False), "results/per_trial.csv")
+    mlflow.log_text(cfg.to_yaml(), "config.yaml")
+    weights = Path(result.checkpoint) / "model.pt" if result.checkpoint else None
+    if weights is not None:
+        torch.save(result.model.state_dict(), weights)
+        mlflow.log_artifact(str(weights), "checkpoint")
+        mlflow.log_artifact(str(Path(result.checkpoint) / "config.yaml"), "checkpoint")
+    fig = cmc_figure(frame, cfg.eval.feature)
+    mlflow.log_figure(fig, "plots/cmc.png")
+    plt.close(fig)
+    probe = result.evalset.probes[0]
+    device = next(result.model.parameters()).device
+    q = extract_features(result.model, result.cache.load(probe.query.paths), probe.query_modality,
+                         device=device)[cfg.eval.feature].cpu().numpy()
+    g = extract_features(result.model, result.cache.load(probe.gallery.paths), probe.gallery_modality,
+                         device=device)[cfg.eval.feature].cpu().numpy()
+    gap = distance_gap(q, probe.query.pids, g, probe.gallery.pids)
+    mlflow.log_metric(f"{prefix}distance_gap", gap["gap"])
+    fig = distance_figure(gap)
+    mlflow.log_figure(fig, "plots/distances.png")
+    plt.close(fig)
+    vis, vis_p = (g, probe.gallery.pids) if probe.gallery_modality == "visible" else (q, probe.query.pids)
+    ir, ir_p = (q, probe.query.pids) if probe.query_modality == "infrared" else (g, probe.gallery.pids)
+    fig = tsne_figure(vis, vis_p, ir, ir_p, seed=cfg.train.seed)
+    mlflow.log_figure(fig, "plots/tsne.png")
+    plt.close(fig)
+    return final
+
+
+def run_configuration(label: str, cfg: Config, seeds: list[int], trials: list[int], exp_id: str, run_root: Path,
+                      quiet: bool, tags: dict[str, str]) -> pd.DataFrame:
+    import mlflow
+
+    from aminet.engine.trainer import train
+    from aminet.reporting import MLflowReporter, flatten_config, paper_table, seed_summary
+
+    prefix = "test/" if cfg.data.purpose == "final" else "val/"
+    frames = []
+    with mlflow.start_run(experiment_id=exp_id, run_name=label,
+                          tags={**tags, "aminet.role": "summary", "aminet.label": label}):
+        mlflow.log_params(flatten_config(cfg.flat()))
+        mlflow.log_params({"run.seeds": " ".join(map(str, seeds)),
+                           "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-"})
+        mlflow.log_text(cfg.to_yaml(), "config.yaml")
+        for seed in seeds:
+            for trial in (trials if cfg.data.dataset == "regdb" else [None]):
+                over = {"train.seed": seed} | ({"data.regdb_trial": trial} if trial is not None else {})
+                c = cfg.replace(over)
+                name = f"{label}-seed{seed}" + (f"-trial{trial}" if trial is not None else "")
+                with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True,
+                                      tags={**tags, "aminet.role": "model", "aminet.label": label,
+                                            "aminet.seed": str(seed), "aminet.trial": str(trial or "-")}):
+                    mlflow.log_params(flatten_config(c.flat()))
+                    if not quiet:
+                        print(f"\n=== {name} ===", file=sys.stderr, flush=True)
+                    result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet)
+                    mlflow.set_tag("aminet.dataset_fingerprint", result.cache.folder.name)
+                    log_child_artifacts(result, c, prefix)
+                    frames.append(result.frame.assign(seed=seed, label=label))
+        per_trial = pd.concat(frames, ignore_index=True)
+        summary = seed_summary(per_trial, cfg.eval.feature)
+        for _, r in summary.iterrows():
+            for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
+                mlflow.log_metric(f"{prefix}{r.setting}/{m}_mean", float(r[f"{m}_mean"]))
+                mlflow.log_metric(f"{prefix}{r.setting}/{m}_std", float(r[f"{m}_std"]))
+        table = paper_table(summary)
+        mlflow.log_text(per_trial.drop(columns=["cmc"]).to_csv(index=False), "results/per_trial.csv")
+        mlflow.log_text(summary.to_csv(index=False), "results/summary.csv")
+        mlflow.log_text(table + "\n", "results/summary.txt")
+    return per_trial
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python experiments/run.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="experiment YAML (e.g. experiments/smoke.yaml)")
+    parser.add_argument("--data-root", default=None, help="dataset root in the official layout (default: "
+                                                          "the config's data.root, else the synthetic benchmark)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the config's train.seed)")
+    parser.add_argument("--trials", type=int, nargs="+", default=list(range(1, 11)),
+                        help="RegDB trials, one model each (default 1..10)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, repeatable")
+    parser.add_argument("--preset", action="append", default=[], help="ablation preset (M0..M4, pesam_on/off)")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment name (default: the config's name)")
+    parser.add_argument("--run-dir", default=None, help="checkpoints folder (default: <cwd>/runs/<experiment>)")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier checkpoints instead of resuming")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+
+    try:
+        overrides = list(args.overrides)
+        if args.data_root is not None:
+            root = Path(args.data_root).expanduser().resolve()
+            if not root.is_dir():
+                raise UsageError(f"--data-root: folder not found: {root}")
+            overrides.append(f"data.root={root}")
+        if any(s < 0 for s in args.seeds or []):
+            raise UsageError(f"--seeds: seeds must be >= 0, got {args.seeds}")
+        bad = [t for t in args.trials if not 1 <= t <= 10]
+        if bad:
+            raise UsageError(f"--trials: RegDB trials are 1..10, got {bad}")
+        configs = load_experiment(args.config, overrides, args.preset)
+        experiment = args.experiment or Path(args.config).stem
+        seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]
+        preflight(configs, args.trials, args.quiet)
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+    from aminet.reporting import paper_table, seed_summary
+
+    run_root = Path(args.run_dir).resolve() if args.run_dir else (Path.cwd() / "runs" / experiment).resolve()
+    if args.fresh and run_root.exists():
+        shutil.rmtree(run_root)
+    uri, exp_id = setup_mlflow(args.mlflow_uri, experiment)
+    tags = {"aminet.config_file": str(Path(args.config).resolve()), "aminet.git_commit": git_commit(),
+            "aminet.presets": " ".join(args.preset)}
+    results = []
+    try:
+        for label, cfg in configs:
+            results.append(run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags))
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow runs are marked FAILED; re-run the same command to resume from the "
+              "last checkpoints", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the MLflow runs were ended as FAILED by their context managers
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    per_trial = pd.concat(results, ignore_index=True)
+    summary = seed_summary(per_trial, configs[0][1].eval.feature)
+    purpose = configs[0][1].data.purpose
+    print(f"\n{'TEST' if purpose == 'final' else 'VALIDATION'} results, {configs[0][1].eval.feature} feature, "
+          f"final epoch, mean +- std over seeds {seeds} (each seed: mean over the protocol's trials)")
+    print(paper_table(summary))
+    print(f"\nMLflow: {uri} (experiment '{experiment}'); browse with: mlflow ui --backend-store-uri {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

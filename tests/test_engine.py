@@ -1,0 +1,107 @@
+import math
+
+import pytest
+import torch
+
+from aminet.config import load_config
+from aminet.data import synthetic
+from aminet.engine import NonFiniteLossError, RecordingReporter, latest_checkpoint, save_checkpoint, train
+from aminet.engine.checkpoint import list_checkpoints, load_checkpoint, CheckpointError
+from aminet.engine.schedule import lr_factor
+from aminet.engine.trainer import FAULT_NAN_ENV
+
+
+def test_step_schedule_is_the_papers_staged_lr():
+    o = load_config().optim
+    lrs = {e: o.lr * lr_factor(e, o, 80) for e in (0, 5, 10, 19, 20, 49, 50, 79)}
+    assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.055)
+    assert lrs[10] == pytest.approx(0.1) and lrs[19] == pytest.approx(0.1)
+    assert lrs[20] == pytest.approx(0.01) and lrs[49] == pytest.approx(0.01)
+    assert lrs[50] == pytest.approx(0.001) and lrs[79] == pytest.approx(0.001)
+
+
+def test_cosine_schedule_endpoints():
+    o = load_config(None, ["optim.schedule=cosine", "optim.min_lr_factor=0.01"]).optim
+    assert lr_factor(10, o, 80) == pytest.approx(1.0)
+    assert lr_factor(79, o, 80) == pytest.approx(0.01)
+    mids = [lr_factor(e, o, 80) for e in range(10, 80)]
+    assert all(b <= a for a, b in zip(mids, mids[1:]))
+
+
+def test_checkpoints_are_atomic_rotated_and_damage_is_skipped(tmp_path):
+    for epoch in (1, 2, 3):
+        save_checkpoint(tmp_path, epoch, {"epoch": epoch, "w": torch.full((3,), float(epoch))}, "x: 1\n", keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0002", "epoch-0003"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    path, state = latest_checkpoint(tmp_path)
+    assert path.name == "epoch-0003" and state["epoch"] == 3
+    newest = tmp_path / "epoch-0003" / "state.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(tmp_path / "epoch-0003")
+    path, state = latest_checkpoint(tmp_path)
+    assert path.name == "epoch-0002" and torch.equal(state["w"], torch.full((3,), 2.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return synthetic.generate("sysu", tmp_path_factory.mktemp("d") / "SYSU", ids=10, images=2, height=64,
+                              width=32, seed=0, workers=1)
+
+
+def _tiny_cfg(root, cache, *extra):
+    return load_config(None, [
+        f"data.root={root}", f"data.cache_dir={cache}", "data.purpose=search", "data.height=32", "data.width=16",
+        "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2", "data.instances=2", "data.iters_per_epoch=3",
+        "model.arch=resnet18", "model.weights=none", "model.last_stride=2", "optim.optimizer=adam", "optim.lr=0.001",
+        "optim.backbone_lr_mult=1.0", "optim.warmup_epochs=1", "optim.milestones=[2]", "train.epochs=3",
+        "train.eval_every=2", "eval.trials=2", *extra])
+
+
+def test_train_reports_evaluations_and_checkpoints(tiny_root, tmp_path):
+    rep = RecordingReporter()
+    result = train(_tiny_cfg(tiny_root, tmp_path / "cache"), rep, tmp_path / "run", quiet=True)
+    assert [e for e, _, _ in rep.reports] == [2, 3]  # every eval_every epochs and at the end
+    for _, metrics, ckpt in rep.reports:
+        assert {"R1", "mAP", "mINP", "score"} <= set(metrics)
+        assert metrics["score"] == pytest.approx((metrics["R1"] + metrics["mAP"]) / 2)
+        assert ckpt is not None and (ckpt / "state.pt").is_file()
+    assert [e for e, _ in rep.epochs] == [1, 2, 3]
+    assert {"loss", "id", "triplet", "imdal", "idal", "lr", "images_per_s"} <= set(rep.epochs[0][1])
+    assert rep.epochs[0][1]["lr"] == pytest.approx(1e-4) and rep.epochs[1][1]["lr"] == pytest.approx(1e-3)
+    assert result.evalset.name == "sysu-val" and result.frame is not None
+    assert result.metrics == rep.reports[-1][1]
+
+
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tiny_root, tmp_path):
+    cfg = _tiny_cfg(tiny_root, tmp_path / "cache", "train.checkpoint_every=1")
+    full = train(cfg, None, tmp_path / "a", quiet=True)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, it):
+        if (epoch, it) == (2, 1):
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, None, tmp_path / "b", quiet=True, on_step=kill)
+    assert [p.name for p in list_checkpoints(tmp_path / "b" / "checkpoints")] == ["epoch-0001", "epoch-0002"]
+    resumed = train(cfg, None, tmp_path / "b", quiet=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.metrics["R1"] == full.metrics["R1"] and resumed.metrics["mAP"] == full.metrics["mAP"]
+
+
+def test_nan_loss_stops_the_run_with_a_clear_error(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_NAN_ENV, "4")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 2"):
+        train(_tiny_cfg(tiny_root, tmp_path / "cache"), None, tmp_path / "run", quiet=True)
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+    cfg = load_config(None, [f"data.root={tmp_path / 'nope'}"])
+    with pytest.raises(FileNotFoundError, match="data.root: dataset folder not found"):
+        train(cfg, None, None, quiet=True)
