@@ -133,7 +133,7 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
     else:
         size, arch, b = [], "resnet50", batch or (64 if device.type == "cuda" else 8)
     base = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.instances={min(4, b)}", *size])
-    h, w, uh = base.data.height, base.data.width, base.data.upper_height
+    h, w = base.data.height, base.data.width
     gen = torch.Generator().manual_seed(0)
     vis = torch.randn(b, 3, h, w, generator=gen).to(device)
     ir = torch.randn(b, 3, h, w, generator=gen).to(device)
@@ -160,7 +160,6 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
         times[name] = _median_time(step, repeats)
         out.append((f"{name} forward+backward, {arch} {h}x{w}, {b}+{b} images, {device.type}"
                     + (" bf16" if use_amp else " fp32"), times[name], "s/step"))
-        del model
     out.append(("PESAM share of the M4 step (M4 vs M4 without PESAM)",
                 100 * (times["M4"] - times["M4+pesam_off"]) / times["M4"], "%"))
     dim = 512 if arch == "resnet18" else 2048

@@ -24,7 +24,7 @@ eval: {trials: 2}
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
     root = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    (tmp / "tiny.yaml").write_text(TINY + f"\n")
+    (tmp / "tiny.yaml").write_text(TINY)
     return tmp, root
 
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from aminet.data import regdb, splits, sysu, synthetic

@@ -2,7 +2,6 @@ import os
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from aminet.data import sysu

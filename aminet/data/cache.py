@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from aminet.atomic import atomic_directory
 from aminet.data.images import load_image
 from aminet.data.sysu import IMAGE_SUFFIXES
 
@@ -163,9 +163,8 @@ def _remove(folder: Path) -> None:
 
 def _build(root: Path, folder: Path, files: list[Path], height: int, width: int, key: str,
            workers: int | None, progress: bool) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    # replace=False: if a concurrent builder finished first, its (identical) cache is kept.
+    with atomic_directory(folder, replace=False) as tmp:
         arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
                                         shape=(len(files), height, width, 3))
         workers = workers or min(8, os.cpu_count() or 1)
@@ -186,16 +185,6 @@ def _build(root: Path, folder: Path, files: list[Path], height: int, width: int,
         if bar is not None:
             bar.close()
         arr.flush()
-        del arr
         index = {"version": CACHE_VERSION, "key": key, "root": str(root), "height": height, "width": width,
                  "resample": RESAMPLE, "paths": [p.relative_to(root).as_posix() for p in files]}
         (tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not folder.is_dir():  # a concurrent builder may have won the race: theirs is as good
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

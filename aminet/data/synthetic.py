@@ -31,15 +31,15 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from aminet.atomic import atomic_directory
 
 __all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
 
@@ -460,9 +460,7 @@ def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0
         if not overwrite:
             raise FileExistsError(f"output folder {out} exists and is not empty (pass overwrite=True / --overwrite)")
     workers = workers or max(1, min(4, os.cpu_count() or 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         if layout == "sysu":
             splits, jobs = _sysu_plan(ids, seed, images)
             _run_jobs(_render_sysu, tmp, seed, h, w, jobs, workers)
@@ -485,12 +483,6 @@ def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0
         manifest = {"generator": "aminet.data.synthetic", "version": GENERATOR_VERSION, "layout": layout,
                     "ids": ids, "seed": seed, "images": images, "height": h, "width": w}
         (tmp / "SYNTHETIC.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

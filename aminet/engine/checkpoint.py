@@ -12,11 +12,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from aminet.atomic import atomic_directory
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError"]
 
@@ -30,21 +31,13 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(directory: str | Path, epoch: int, state: dict[str, Any], config_yaml: str,
                     keep: int = 2) -> Path:
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=directory))
-    try:
+    with atomic_directory(final) as tmp:
         with open(tmp / "state.pt", "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -227,7 +227,7 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
             loss = loss * float("nan")
         if not torch.isfinite(loss):
             detail = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
-            raise NonFiniteLossError(f"non-finite loss {float(loss)} at epoch {epoch + 1}, step {it + 1} "
+            raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at epoch {epoch + 1}, step {it + 1} "
                                      f"({detail}); lr {lr:.3g}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
