@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=None, help="checkpoints folder (default: <cwd>/runs/<experiment>)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier checkpoints instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra MLflow tag on every run (e.g. the search parent run), repeatable")
     args = parser.parse_args(argv)
 
     try:
@@ -272,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         bad = [t for t in args.trials if not 1 <= t <= 10]
         if bad:
             raise UsageError(f"--trials: RegDB trials are 1..10, got {bad}")
+        extra_tags = {}
+        for item in args.tag:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
+            extra_tags[key.strip()] = value
         configs = load_experiment(args.config, overrides, args.preset)
         experiment = args.experiment or Path(args.config).stem
         seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_root)
     uri, exp_id = setup_mlflow(args.mlflow_uri, experiment)
     tags = {"aminet.config_file": str(Path(args.config).resolve()), "aminet.git_commit": git_commit(),
-            "aminet.presets": " ".join(args.preset)}
+            "aminet.presets": " ".join(args.preset), **extra_tags}
     results = []
     try:
         for label, cfg in configs:

@@ -38,6 +38,7 @@ def save_checkpoint(directory: str | Path, epoch: int, state: dict[str, Any], co
             fh.flush()
             os.fsync(fh.fileno())
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "epoch.txt").write_text(f"{epoch}\n", encoding="ascii")  # readable without loading state.pt
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -1,0 +1,71 @@
+"""Evaluation separate from training: a saved checkpoint on the test protocols of both benchmarks.
+
+``load_trained(checkpoint_dir)`` rebuilds the model a checkpoint holds (its own ``config.yaml``,
+weights loaded with ``weights_only=True``); ``evaluate_benchmarks`` runs the full test protocols:
+SYSU-MM01 all + indoor search over the gallery trials, RegDB visible->thermal and thermal->visible over
+its trials, with the model's own image size.
+
+RegDB's ten trials are ten random halvings of the same 412 identities, so a model trained on the
+training ids of trial t has seen most test ids of every other trial. A model trained on RegDB is
+therefore evaluated on the test split of its own trial only (one model per trial is the protocol; the
+fixed-config runner trains the ten). A model trained on SYSU-MM01 shares no identity with RegDB and is
+evaluated on all its trials (a cross-dataset figure, labelled as such).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import torch
+
+from aminet.config import Config
+from aminet.data import splits
+from aminet.data.cache import ImageCache
+from aminet.engine.checkpoint import CheckpointError, load_checkpoint
+from aminet.evaluation.protocol import evaluate_set
+from aminet.model.aminet import AMINet, build_model
+
+__all__ = ["load_trained", "evaluate_benchmarks"]
+
+
+def load_trained(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> tuple[AMINet, Config]:
+    """The model and config of an engine checkpoint folder (``state.pt`` + ``config.yaml``)."""
+    folder = Path(checkpoint_dir)
+    cfg_file = folder / "config.yaml"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"checkpoint {folder}: config.yaml is missing")
+    cfg = Config.load(cfg_file)
+    state = load_checkpoint(folder, map_location="cpu")
+    weights = state["model"]
+    num_classes = int(weights["classifier.weight"].shape[0])
+    model = build_model(cfg.replace({"model.weights": "none"}), num_classes)
+    model.load_state_dict(weights)
+    return model.to(device).eval(), cfg
+
+
+def evaluate_benchmarks(model: AMINet, cfg: Config, sysu_root: str | Path | None, regdb_root: str | Path | None,
+                        *, sysu_modes: Iterable[str] = ("all", "indoor"), sysu_trials: int = 10,
+                        regdb_trials: Iterable[int] = range(1, 11), directions: Iterable[str] = ("v2t", "t2v"),
+                        device: str | torch.device = "cpu", quiet: bool = True) -> pd.DataFrame:
+    """Per-trial test metrics (one row per benchmark, setting, feature and trial) with a ``scope`` column:
+    ``in-domain`` or ``cross-dataset``. A root of None skips that benchmark."""
+    trained_on = cfg.data.dataset
+    frames = []
+    kw = dict(batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip, max_rank=cfg.eval.max_rank)
+    if sysu_root is not None:
+        cache = ImageCache.open(sysu_root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
+        evalset = splits.sysu_eval(sysu_root, "final", list(sysu_modes), sysu_trials)
+        df = evaluate_set(model, evalset, cache.load, **kw)
+        frames.append(df.assign(scope="in-domain" if trained_on == "sysu" else "cross-dataset"))
+    if regdb_root is not None:
+        cache = ImageCache.open(regdb_root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
+        trials = [cfg.data.regdb_trial] if trained_on == "regdb" else list(regdb_trials)
+        for t in trials:
+            evalset = splits.regdb_eval(regdb_root, t, "final", list(directions))
+            df = evaluate_set(model, evalset, cache.load, **kw)
+            frames.append(df.assign(scope="in-domain" if trained_on == "regdb" else "cross-dataset"))
+    if not frames:
+        raise ValueError("evaluate_benchmarks: no benchmark root given")
+    return pd.concat(frames, ignore_index=True)

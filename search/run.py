@@ -1,0 +1,594 @@
+#!/usr/bin/env python
+"""Distributed hyperparameter search for AMINet: Ray Tune + Optuna (TPE) + ASHA, tracked in MLflow.
+
+    python search/run.py --space sysu                       # synthetic benchmark, CPU-sized budget
+    python search/run.py --space sysu --data-root /data/SYSU-MM01 --gpus-per-trial 0.5
+    python search/run.py --space sysu --name s1 --resume    # continue an interrupted search
+
+One Ray Tune trial = one training run of ``aminet.engine.train`` on the search split (validation
+identities held out), reporting ``score = (R1 + mAP) / 2`` on them every ``eval_every`` epochs. Optuna's
+multivariate TPE proposes configurations (warm-started from the paper's settings; the study lives in
+SQLite next to the experiment); ASHA stops weak trials after at least a quarter of training and they are
+told to Optuna as PRUNED. MLflow gets one parent run per search and one child run per trial, written by
+this driver only. After the search, the best trial (on validation, at its last report) is evaluated with
+the full test protocols of both benchmarks, logged, registered as ``champion``, and optionally
+re-trained as fixed-config final runs (``--retrain-best``).
+
+Bad input (space, data root, override, cluster address, GPU request) exits with status 2 and one line
+before any trial or MLflow run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # ``python search/run.py`` from a checkout that is not installed
+    sys.path.insert(0, str(REPO))
+
+STATE_FILE = "aminet_search.json"
+METRIC = "score"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line with exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments and checks (nothing is written before these pass)
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="sysu", help="search space: sysu or regdb (default sysu)")
+    p.add_argument("--data-root", default=None, help="dataset root of the space's benchmark in the official "
+                                                     "layout (default: the synthetic benchmark)")
+    p.add_argument("--sysu-root", default=None, help="SYSU-MM01 root for the final evaluation (default: "
+                                                     "--data-root for the sysu space, synthetic without data)")
+    p.add_argument("--regdb-root", default=None, help="RegDB root for the final evaluation (likewise)")
+    p.add_argument("--budget", choices=["auto", "quick", "full"], default="auto",
+                   help="quick: CPU-sized model and budget; full: the paper's; auto: quick on the synthetic "
+                        "benchmark, full on real data")
+    p.add_argument("--quick", action="store_const", const="quick", dest="budget", help="same as --budget quick")
+    p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's budget)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the "
+                                                                    "cluster's CPUs/GPUs hold)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed "
+                                                                      "(default: 1 with GPUs, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: 1 on CPU, "
+                                                                      "CPUs/GPUs (max 8) with GPUs)")
+    p.add_argument("--address", default=None, help="join this Ray cluster (host:port or 'auto')")
+    p.add_argument("--storage", default=None, help="Ray experiment storage: an absolute path or a URI shared by "
+                                                   "the nodes (default: <cwd>/ray_results)")
+    p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
+    p.add_argument("--mlflow-experiment", default="aminet-search", help="MLflow experiment name")
+    p.add_argument("--name", default=None, help="search name (default: <space>-<time>); re-running a name "
+                                                "resumes it")
+    p.add_argument("--resume", action="store_true", help="resume the search --name (error if there is none)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (trials use the config's train.seed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the base config, repeatable (e.g. train.epochs=40)")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA grace period in epochs "
+                                                                  "(default: the space's, >= a quarter)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the test-protocol evaluation of the best")
+    p.add_argument("--no-register", action="store_true", help="do not log/register the best model in MLflow")
+    p.add_argument("--retrain-best", action="store_true", help="then train the best config as fixed-config final "
+                                                               "runs on both benchmarks (experiments/run.py)")
+    p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of --retrain-best")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
+    return p.parse_args(argv)
+
+
+def _abs_dir(value: str | None, flag: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise UsageError(f"{flag}: folder not found: {path}")
+    return path
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast (one line) when a Ray head cannot be reached, instead of ray.init's long retries."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected host:port (e.g. 10.0.0.1:6379), 'auto' or ray://...")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--address {address}: cannot reach a Ray head there ({exc.strerror or exc})") from None
+
+
+@dataclass
+class Plan:
+    space: Any
+    base: Any  # aminet Config
+    budget: Any
+    quick: bool
+    name: str
+    storage: str
+    experiment_path: str
+    state_dir: Path
+    resume: bool
+    sysu_root: Path | None
+    regdb_root: Path | None
+    synthetic: bool
+
+
+def plan_search(args: argparse.Namespace) -> Plan:
+    from aminet.config import ConfigError
+    from aminet.data import synthetic
+    from search.spaces import get_space
+
+    try:
+        space = get_space(args.space)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    data_root = _abs_dir(args.data_root, "--data-root")
+    roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
+    if data_root is not None:
+        if roots[space.dataset] not in (None, data_root):
+            raise UsageError(f"--data-root and --{space.dataset}-root name different folders")
+        roots[space.dataset] = data_root
+    synthetic_run = roots[space.dataset] is None
+    quick = args.budget == "quick" or (args.budget == "auto" and synthetic_run)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+
+    overrides = list(args.overrides)
+    if roots[space.dataset] is not None:
+        overrides.append(f"data.root={roots[space.dataset]}")
+    try:
+        base = space.base(quick=quick, overrides=overrides)
+    except ConfigError as exc:
+        raise UsageError(f"--set: {exc}") from None
+    if base.data.root is None:  # the synthetic benchmark, generated once, passed to trials as an absolute path
+        base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset, quiet=False))})
+    for d in ("sysu", "regdb"):
+        if roots[d] is None and (synthetic_run or d == space.dataset):
+            roots[d] = Path(base.data.root) if d == space.dataset else synthetic.ensure_default(d, quiet=False)
+    if base.data.cache_dir is not None:
+        base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
+
+    budget = space.budget_for(quick)
+    epochs = base.train.epochs
+    grace = args.grace_period if args.grace_period is not None else (
+        budget.grace_period if epochs == budget.epochs else max(1, math.ceil(epochs / 4)))
+    if not 1 <= grace <= epochs:
+        raise UsageError(f"--grace-period {grace}: must be in 1..{epochs} (train.epochs)")
+    if grace < epochs / 4:
+        print(f"warning: ASHA grace period {grace} is under a quarter of {epochs} epochs: early stopping will "
+              f"favour fast-decaying schedules", file=sys.stderr)
+    budget = type(budget)(epochs=epochs, eval_every=base.train.eval_every, grace_period=grace,
+                          num_samples=args.num_samples or budget.num_samples,
+                          reduction_factor=budget.reduction_factor)
+
+    storage = args.storage or str(Path.cwd() / "ray_results")
+    if not _is_uri(storage):  # trials chdir into their own folders: only absolute paths mean the same there
+        storage = str(Path(storage).expanduser().resolve())
+    name = args.name or f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: a plain folder name is needed")
+    experiment_path = f"{storage.rstrip('/')}/{name}"
+    state_dir = (Path(experiment_path) if not _is_uri(storage) else Path.cwd() / "search_state" / name).resolve()
+    existing = (state_dir / STATE_FILE).is_file()
+    if args.resume and not existing:
+        raise UsageError(f"--resume: no search named {name!r} under {storage} (no {STATE_FILE})")
+    if existing:
+        saved = json.loads((state_dir / STATE_FILE).read_text())
+        if saved["space"] != space.name:
+            raise UsageError(f"--name {name}: that search used --space {saved['space']}; a resumed search keeps "
+                             f"its space")
+    return Plan(space, base, budget, quick, name, storage, experiment_path, state_dir, existing,
+                roots["sysu"], roots["regdb"], synthetic_run)
+
+
+def preflight(plan: Plan) -> str:
+    """Readable layout, splits, weights and a built image cache; returns the dataset fingerprint."""
+    from aminet.data.cache import ImageCache
+    from aminet.engine.trainer import build_training_data, evaluation_set
+    from aminet.model.aminet import check_weights
+
+    root = Path(plan.base.data.root)
+    build_training_data(plan.base, root)
+    evaluation_set(plan.base, root)
+    check_weights(plan.base.model.arch, plan.base.model.weights)
+    cache = ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir,
+                            progress=True)
+    return cache.folder.name
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray resources
+# ------------------------------------------------------------------------------------------------
+
+
+def init_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    check_address(args.address)
+    try:
+        if args.address:
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose > 1)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=args.verbose > 1)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
+        raise UsageError(f"ray.init(address={args.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
+
+
+def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[str, float], int]:
+    """Per-trial resources and concurrency from what the cluster has; never a GPU request without GPUs."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
+    gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
+    if gpt > 0 and gpus == 0:
+        raise UsageError(f"--gpus-per-trial {gpt}: the Ray cluster has no GPU (trials would wait forever)")
+    if gpt > gpus:
+        raise UsageError(f"--gpus-per-trial {gpt}: the cluster has {gpus:g} GPUs")
+    if 0 < gpt < 1 and not math.isclose(1 / gpt, round(1 / gpt)):
+        raise UsageError(f"--gpus-per-trial {gpt}: fractions must divide 1 (0.5, 0.25, ...)")
+    if args.cpus_per_trial is not None:
+        cpt = args.cpus_per_trial
+    elif gpt > 0:
+        cpt = float(max(1, min(8, int(cpus // max(1, round(gpus / gpt))))))
+    else:
+        cpt = 1.0
+    if cpt > cpus:
+        raise UsageError(f"--cpus-per-trial {cpt:g}: the cluster has {cpus:g} CPUs")
+    fit = int(cpus // cpt)
+    if gpt > 0:
+        fit = min(fit, int(round(gpus / gpt, 6) // 1))
+    concurrent = args.max_concurrent or max(1, min(fit, num_samples))
+    return {"cpu": cpt, "gpu": gpt}, concurrent
+
+
+# ------------------------------------------------------------------------------------------------
+# MLflow
+# ------------------------------------------------------------------------------------------------
+
+
+def mlflow_target(uri: str | None, experiment: str) -> tuple[str, str]:
+    import mlflow
+
+    if uri is None:
+        base = (Path.cwd() / "mlruns").resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        uri, artifacts = f"sqlite:///{base / 'mlflow.db'}", (base / "artifacts").as_uri()
+    else:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+            uri = f"sqlite:///{path}"
+        artifacts = None
+        if uri.startswith("sqlite:"):
+            artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
+    return uri, exp_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def close_runs(client, exp_id: str, parent_id: str, status: str) -> None:
+    """Mark the parent and any child still RUNNING as ended: nothing is left RUNNING."""
+    try:
+        for run in client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                                f"attributes.status = 'RUNNING'"):
+            client.set_terminated(run.info.run_id, "KILLED" if status != "FINISHED" else "FINISHED")
+        client.set_terminated(parent_id, status)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
+        print(f"warning: could not close MLflow runs: {exc}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# The search
+# ------------------------------------------------------------------------------------------------
+
+
+def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
+                callbacks: list, study_url: str):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.tuning import PrunedAwareOptunaSearch
+    from trainables.aminet_trainable import train_aminet
+
+    trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
+    if plan.resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(plan.experiment_path):
+            raise UsageError(f"--name {plan.name}: {plan.experiment_path} holds no restorable Ray experiment")
+        return Tuner.restore(plan.experiment_path, trainable=trainable, resume_errored=True)
+    b = plan.budget
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, seed=args.seed,
+                                         n_startup_trials=max(2, min(8, b.num_samples // 3)))
+    searcher = PrunedAwareOptunaSearch(
+        plan.space.define_by_run(plan.base), metric=METRIC, mode="max",
+        points_to_evaluate=plan.space.warm_start(plan.base), sampler=sampler, study_name=plan.name,
+        storage=optuna.storages.RDBStorage(study_url), max_epochs=b.epochs)
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period,
+                              reduction_factor=b.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+                                    num_samples=b.num_samples, max_concurrent_trials=concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=plan.storage, callbacks=callbacks, verbose=args.verbose,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3)))
+
+
+def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: str) -> tuple[Any, dict]:
+    """Best config, trials table, Optuna plots and importances on the parent run. Returns (best, params)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from trainables.params import apply_params, to_overrides
+
+    frame = results.get_dataframe()
+    keep = [c for c in frame.columns if c.startswith("config/") or c in (
+        "trial_id", "epoch", "score", "R1", "mAP", "mINP", "resumed_from", "training_iteration", "time_total_s")]
+    client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
+    study = optuna.load_study(study_name=plan.name, storage=study_url)
+    sdf = study.trials_dataframe()
+    client.log_text(parent_id, sdf.to_csv(index=False), "search/optuna_trials.csv")
+    counts = sdf["state"].value_counts().to_dict() if len(sdf) else {}
+    for state, n in counts.items():
+        client.log_metric(parent_id, f"trials/{str(state).lower()}", float(n))
+
+    ok = [r for r in results if r.error is None and r.metrics and METRIC in r.metrics]
+    if not ok:
+        raise RuntimeError("no trial reported a score: nothing to select (see the trials' errors above)")
+    best = results.get_best_result(METRIC, "max", scope="last", filter_nan_and_inf=True)
+    params = dict(best.config)
+    cfg = apply_params(plan.base, params)
+    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
+    client.log_dict(parent_id, {"params": params, "overrides": to_overrides(params, plan.base),
+                                "trial_id": best.metrics.get("trial_id"), "epoch": best.metrics.get("epoch"),
+                                "val_score": best.metrics.get(METRIC)}, "best/selection.json")
+    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
+    client.log_metric(parent_id, "best/val_score", float(best.metrics[METRIC]))
+    for k in ("R1", "mAP", "mINP"):
+        client.log_metric(parent_id, f"best/val_{k}", float(best.metrics[k]))
+    for k, v in params.items():
+        client.set_tag(parent_id, f"best.{k}", str(v))
+
+    from optuna.visualization import matplotlib as ovm
+    import warnings
+
+    plots = {"optimization_history": ovm.plot_optimization_history,
+             "param_importances": ovm.plot_param_importances,
+             "parallel_coordinate": ovm.plot_parallel_coordinate,
+             "intermediate_values": ovm.plot_intermediate_values}
+    for name, fn in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(9, 5)
+            client.log_figure(parent_id, fig, f"plots/{name}.png")
+            plt.close(fig)
+        except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
+            client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp = optuna.importance.get_param_importances(study)
+        for k, v in imp.items():
+            client.log_metric(parent_id, f"importance/{k}", float(v))
+        client.log_dict(parent_id, {k: float(v) for k, v in imp.items()}, "search/importances.json")
+    except Exception as exc:  # noqa: BLE001
+        client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
+    return best, params
+
+
+def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, register: bool) -> "Any":
+    """The best trial's last checkpoint on both benchmarks' test protocols; logged, printed, registered."""
+    import mlflow
+    import torch
+
+    from aminet.engine.evaluate import evaluate_benchmarks, load_trained
+    from aminet.reporting import paper_table, seed_summary
+
+    if best.checkpoint is None:
+        raise RuntimeError("the best trial left no checkpoint")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with best.checkpoint.as_directory() as folder:
+        model, cfg = load_trained(folder, device=device)
+        frame = evaluate_benchmarks(model, cfg, plan.sysu_root, plan.regdb_root,
+                                    sysu_trials=10, regdb_trials=range(1, 11), device=device)
+        config_text = (Path(folder) / "config.yaml").read_text()
+    feature = cfg.eval.feature
+    rows = frame[frame.feature == feature]
+    for (bench, setting, scope), g in rows.groupby(["benchmark", "setting", "scope"], sort=False):
+        for m in ("R1", "R10", "R20", "mAP", "mINP"):
+            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}", float(g[m].mean()))
+        client.set_tag(parent_id, f"test.{bench}.{setting}.scope", f"{scope}, {g.trial.nunique()} trials")
+    client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
+    # One model: mean +- std over the protocol's trials (gallery draws for SYSU, splits for RegDB).
+    tables = []
+    for bench, g in frame.groupby("benchmark", sort=False):
+        label = f"best, {g.scope.iloc[0]}"
+        tables.append(paper_table(seed_summary(g.drop(columns=["scope"]).assign(seed=g.trial, label=label),
+                                               feature)))
+    table = "\n\n".join(tables)
+    client.log_text(parent_id, table + "\n", "best/test_table.txt")
+    print(f"\nBest trial (selected on validation ids, last report): val score {100 * best.metrics[METRIC]:.2f}. "
+          f"TEST protocols, {feature} feature, mean +- std over the protocol's trials (n):")
+    print(table)
+    if register:
+        name = f"aminet-{plan.space.name}"
+        model = model.cpu().eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(config_text)
+            mlflow.set_tracking_uri(uri)
+            with mlflow.start_run(run_id=parent_id):
+                info = mlflow.pytorch.log_model(
+                    model, name="model", serialization_format="pickle", registered_model_name=name,
+                    pip_requirements=["torch", "torchvision", "aminet"], extra_files=[str(Path(tmp) / "config.yaml")],
+                    await_registration_for=60)
+            # log_model ends nothing: the run stays RUNNING until the driver closes it below.
+        version = info.registered_model_version
+        if version is not None:
+            client.set_registered_model_alias(name, "champion", str(version))
+            client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} @champion")
+            print(f"\nRegistered model: models:/{name}@champion (version {version})")
+    return frame
+
+
+def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int]) -> int:
+    """Fixed-config final runs of the best config on both benchmarks, linked to the search's parent run."""
+    import yaml
+
+    best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
+    status = 0
+    for dataset, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)):
+        if root is None:
+            print(f"--retrain-best: no {dataset} root: skipped (pass --{dataset}-root)", file=sys.stderr)
+            continue
+        cfg = dict(best)
+        cfg["data"] = {**best["data"], "dataset": dataset, "purpose": "final", "root": str(root)}
+        cfg["name"] = f"{plan.name}-best-{dataset}"
+        path = plan.state_dir / f"final_{dataset}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cmd = [sys.executable, str(REPO / "experiments" / "run.py"), str(path), "--mlflow-uri", uri,
+               "--experiment", "aminet-final", "--seeds", *map(str, seeds), "--quiet",
+               "--run-dir", str(plan.state_dir / "final_runs" / dataset), "--tag", f"aminet.search_parent={parent_id}",
+               "--tag", f"aminet.search_name={plan.name}"]
+        print(f"\n=== retrain best on {dataset}: {' '.join(cmd[1:])}", flush=True)
+        status = subprocess.run(cmd).returncode or status
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan = plan_search(args)
+        fingerprint = preflight(plan)
+        init_ray(args)
+        resources, concurrent = trial_resources(args, plan.budget.num_samples)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+    from mlflow.tracking import MlflowClient
+
+    from search.tuning import TrialRunLogger
+
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
+    uri, exp_id = mlflow_target(args.mlflow_uri, args.mlflow_experiment)
+    client = MlflowClient(uri)
+    state_path = plan.state_dir / STATE_FILE
+    if plan.resume:
+        state = json.loads(state_path.read_text())
+        parent_id = state["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, "aminet.resumed_at", _dt.datetime.now().isoformat(timespec="seconds"))
+        print(f"resuming search {plan.name} (MLflow parent run {parent_id})", file=sys.stderr)
+    else:
+        b = plan.budget
+        tags = {"aminet.role": "search", "aminet.space": plan.space.name, "aminet.git_commit": git_commit(),
+                "aminet.dataset_fingerprint": fingerprint, "aminet.data_root": str(plan.base.data.root),
+                "aminet.ray_experiment": plan.experiment_path, "aminet.optuna_study": f"{plan.name} @ {study_url}",
+                "aminet.budget": "quick" if plan.quick else "full", "aminet.synthetic": str(plan.synthetic)}
+        parent_id = client.create_run(exp_id, run_name=plan.name, tags=tags).info.run_id
+        try:
+            client.log_text(parent_id, plan.base.to_yaml(), "search/base_config.yaml")
+            for k, v in {"space": plan.space.name, "num_samples": b.num_samples, "epochs": b.epochs,
+                         "eval_every": b.eval_every, "grace_period": b.grace_period,
+                         "reduction_factor": b.reduction_factor, "max_concurrent": concurrent,
+                         "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"],
+                         "sampler": "TPE multivariate", "seed": args.seed}.items():
+                client.log_param(parent_id, f"search.{k}", v)
+            state_path.write_text(json.dumps({"space": plan.space.name, "parent_run_id": parent_id,
+                                               "mlflow_uri": uri, "experiment_id": exp_id, "study": study_url,
+                                               "created": time.time()}, indent=1))
+        except BaseException:
+            close_runs(client, exp_id, parent_id, "FAILED")
+            raise
+    callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs,
+                                tags={"aminet.space": plan.space.name, "aminet.search": plan.name})]
+    status = "FAILED"
+    try:
+        try:
+            tuner = build_tuner(plan, args, resources, concurrent, callbacks, study_url)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"search {plan.name}: {plan.budget.num_samples} trials, {concurrent} at once, {resources} each; "
+              f"{plan.budget.epochs} epochs, eval every {plan.budget.eval_every}, ASHA grace "
+              f"{plan.budget.grace_period}; Ray experiment {plan.experiment_path}", file=sys.stderr, flush=True)
+        results = tuner.fit()
+        if results.num_terminated + results.num_errors < plan.budget.num_samples:
+            # Ray catches Ctrl-C itself, saves the experiment and returns early: this is an interruption.
+            raise KeyboardInterrupt
+        best, params = log_search_summary(client, parent_id, plan, results, study_url)
+        print(f"\nbest trial: score {100 * best.metrics[METRIC]:.2f} (R1 {100 * best.metrics['R1']:.2f}, mAP "
+              f"{100 * best.metrics['mAP']:.2f}) on validation ids at epoch {best.metrics.get('epoch')}; {params}")
+        if not args.no_final_eval:
+            final_evaluation(client, parent_id, plan, best, uri, register=not args.no_register)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print(f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} "
+              f"--resume" + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, FAILED in MLflow, non-zero exit
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 1
+    finally:
+        close_runs(client, exp_id, parent_id, status)
+    print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run "
+          f"{plan.name})")
+    if args.retrain_best:
+        return retrain_best(plan, uri, parent_id, args.retrain_seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

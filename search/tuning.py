@@ -1,0 +1,159 @@
+"""Two small adapters between Ray Tune, Optuna and MLflow.
+
+``PrunedAwareOptunaSearch``: Ray's ``OptunaSearch`` tells every trial that ends without an error as
+COMPLETE, including trials that ASHA stopped after a fraction of the budget; their truncated scores then
+look like finished ones to TPE and to the importance analysis. Here a trial that ends before the last
+epoch is told as PRUNED, with its last score recorded as an intermediate value (Optuna then keeps it as
+the pruned trial's value). Intermediate values are indexed by epoch, not by Ray's report counter.
+
+``TrialRunLogger``: one MLflow child run per trial, written from the driver only (a single writer, so
+SQLite is safe). Unlike Ray's stock ``MLflowLoggerCallback`` it finds a trial's existing run after a
+restore instead of opening a duplicate, logs only the project's metrics (not Ray's bookkeeping keys) at
+step = epoch, tags each run with the parent search run and the trial's outcome, and leaves no run
+RUNNING when a trial ends, fails or is stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ray.tune.logger import LoggerCallback
+from ray.tune.search.optuna import OptunaSearch
+
+__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS"]
+
+# Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
+_SKIP = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
+         "time_since_restore", "iterations_since_restore", "done", "should_checkpoint", "date", "hostname",
+         "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
+REPORTED_KEYS = ("R1", "mAP", "mINP", "score")
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells early-stopped trials as PRUNED (see the module doc)."""
+
+    def __init__(self, *args: Any, max_epochs: int, time_attr: str = "epoch", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = int(max_epochs)
+        self._time_attr = time_attr
+        self._reported: dict[str, set[int]] = {}  # steps already told, per trial (retries repeat them)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = result.get(self.metric)
+        step = result.get(self._time_attr)
+        if value is None or step is None:
+            return
+        seen = self._reported.setdefault(trial_id, set())
+        if int(step) in seen or not math.isfinite(float(value)):
+            return
+        self._ot_trials[trial_id].report(float(value), int(step))
+        seen.add(int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        stopped_early = (not error and result is not None and result.get(self.metric) is not None
+                         and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs)
+        if result and not error:  # Ray hands the last result to on_trial_complete only
+            self.on_trial_result(trial_id, result)
+        if not stopped_early:
+            return super().on_trial_complete(trial_id, result, error)
+        from optuna.trial import TrialState
+
+        self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+class TrialRunLogger(LoggerCallback):
+    """MLflow child run per trial, logged from the driver (see the module doc)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_epochs: int,
+                 tags: dict[str, str] | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.max_epochs = int(max_epochs)
+        self.tags = dict(tags or {})
+        self._client = None
+        self._runs: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:  # the client holds connections: rebuilt after unpickling
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_runs"] = {}
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        """The trial's run: found by tags (after a restore or retry) or created."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+                          f"and tags.`ray.trial_id` = '{trial.trial_id}'",
+            max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "ray.trial_id": trial.trial_id,
+                    "ray.trial_name": str(trial), "aminet.role": "trial"}
+            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
+            self._log_params(run_id, trial.config)
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _log_params(self, run_id: str, config: dict) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(f"search.{k}", str(v)) for k, v in sorted(_flat(config).items())]
+        if params:
+            self.client.log_batch(run_id, params=params)
+
+    def log_trial_start(self, trial) -> None:
+        self.run_id(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        from mlflow.entities import Metric
+
+        step = int(result.get("epoch", iteration))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in _flat(result).items()
+                   if k not in _SKIP and not k.startswith("config") and isinstance(v, (int, float))
+                   and not isinstance(v, bool) and math.isfinite(float(v))]
+        if metrics:
+            self.client.log_batch(self.run_id(trial), metrics=metrics)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        run_id = self.run_id(trial)
+        last = trial.last_result or {}
+        epoch = int(last.get("epoch", 0) or 0)
+        outcome = "failed" if failed else ("completed" if epoch >= self.max_epochs else "stopped_early")
+        self.client.set_tag(run_id, "aminet.outcome", outcome)
+        self.client.set_tag(run_id, "aminet.last_epoch", str(epoch))
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        self._runs.pop(trial.trial_id, None)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "/"))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,307 @@
+"""The search: sample -> config mapping, spaces, the PRUNED-aware searcher, and end-to-end searches with Ray
+Tune, Optuna and MLflow on tiny synthetic data (crash retry, interrupt + resume, a second Ray node)."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from aminet.config import Config
+from aminet.data import synthetic
+from search.spaces import SPACES, get_space, load_base
+from search.tuning import PrunedAwareOptunaSearch
+from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = str(REPO / "search" / "run.py")
+TINY = ["data.height=32", "data.width=16", "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2",
+        "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
+        "optim.milestones=[2,3]", "eval.trials=1"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure parts
+# ------------------------------------------------------------------------------------------------
+
+
+def _x_space(trial):  # module level: Ray checkpoints the searcher (and its space) with plain pickle
+    trial.suggest_float("x", 0.0, 1.0)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_warm_start_reproduces_the_papers_config(name):
+    space = get_space(name)
+    base = space.base(quick=False)
+    paper = Config.from_dict(load_base(REPO / "experiments" / f"{space.dataset}.yaml"))
+    first = apply_params(base, space.warm_start(base)[0])
+    for key in ("loss.mmd_intra_weight", "loss.mmd_inter_weight", "loss.mmd_multipliers", "model.upper_body_ratio",
+                "optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.schedule", "train.epochs"):
+        assert first.flat()[key] == paper.flat()[key], key
+    assert first.data.purpose == "search"  # a search never trains on, or looks at, the test ids
+    expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6)}[name]
+    assert (first.loss.mmd_intra_weight, first.loss.mmd_inter_weight, first.model.upper_body_ratio) == expected
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("quick", [False, True])
+def test_space_budgets_and_points_are_consistent(name, quick):
+    space = get_space(name)
+    base = space.base(quick=quick)
+    b = space.budget_for(quick)
+    assert b.epochs == base.train.epochs and b.grace_period >= b.epochs / 4 - 1e-9
+    fn = pickle.loads(pickle.dumps(space.define_by_run(base)))  # Ray checkpoints the searcher with pickle
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in space.warm_start(base):
+        study.enqueue_trial(point)
+    for _ in range(12):
+        trial = study.ask()
+        fn(trial)
+        for k, v in trial.params.items():  # warm-start points lie inside the distributions
+            assert trial.distributions[k]._contains(trial.distributions[k].to_internal_repr(v)), (k, v)
+        cfg = apply_params(base, trial.params)  # every sample is a valid config
+        assert cfg.loss.mmd_multipliers == BANDWIDTH_SETS[trial.params["bandwidths"]]
+        study.tell(trial, 0.0)
+
+
+def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
+    base = Config.from_dict({"train": {"epochs": 80}})
+    out = to_overrides({"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7, "lr": 0.05,
+                        "cfg.loss.triplet_weight": 0.5}, base)
+    assert out == {"optim.warmup_epochs": 8, "optim.milestones": [24, 56], "optim.lr": 0.05,
+                   "loss.triplet_weight": 0.5}
+    cosine = apply_params(base, {"schedule": "cosine", "warmup_frac": 0.25})
+    assert cosine.optim.warmup_epochs == 20 and cosine.optim.milestones == [20, 50]
+    with pytest.raises(KeyError, match="mmd_intra_w"):
+        to_overrides({"mmd_intra_w": 0.3}, base)
+    with pytest.raises(KeyError, match="bandwidths"):
+        to_overrides({"bandwidths": "huge"}, base)
+
+
+def test_searcher_tells_early_stopped_trials_as_pruned():
+    storage = optuna.storages.InMemoryStorage()
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max",
+                                storage=storage, study_name="u", max_epochs=6)
+    for tid in ("full", "stopped", "crashed"):
+        assert "x" in s.suggest(tid)
+    for e in (2, 4, 6):
+        s.on_trial_result("full", {"score": 0.1 * e, "epoch": e})
+    s.on_trial_complete("full", {"score": 0.6, "epoch": 6})
+    s.on_trial_result("stopped", {"score": 0.3, "epoch": 2})
+    s.on_trial_result("stopped", {"score": 0.3, "epoch": 2})  # a retried trial repeats a step: ignored
+    s.on_trial_complete("stopped", {"score": 0.35, "epoch": 2})
+    s.on_trial_complete("crashed", None, error=True)
+    trials = optuna.load_study(study_name="u", storage=storage).trials
+    states = {t.number: (t.state.name, t.value) for t in trials}
+    assert states == {0: ("COMPLETE", 0.6), 1: ("PRUNED", 0.3), 2: ("FAIL", None)}
+    assert trials[0].intermediate_values == {2: pytest.approx(0.2), 4: pytest.approx(0.4), 6: pytest.approx(0.6)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    return tmp, sysu, regdb
+
+
+def _args(tmp, sysu, regdb, name, *extra):
+    sets = [a for o in TINY + [f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", o)]
+    return [sys.executable, RUN, "--space", "sysu", "--quick", "--data-root", str(sysu), "--regdb-root", str(regdb),
+            "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
+            "--verbose", "0", *sets, *extra]
+
+
+def _env(**extra):
+    env = dict(os.environ, RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def _mlflow(tmp, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
+    exp = client.get_experiment_by_name("aminet-search")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return client, [r for r in runs if r.data.tags.get("aminet.role") == "search"], \
+        [r for r in runs if r.data.tags.get("aminet.role") == "trial"]
+
+
+def _study(tmp, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+
+
+@pytest.mark.parametrize("case, extra, needle", [
+    ("space", ["--space", "market"], "--space 'market'"),
+    ("root", ["--data-root", "/nonexistent/SYSU"], "--data-root: folder not found"),
+    ("override", ["--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
+    ("override-key", ["--set", "loss.mmd_weigth=1"], "mmd_weigth"),
+    ("address", ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot reach"),
+    ("resume", ["--resume"], "--resume: no search named"),
+])
+def test_bad_input_exits_2_with_one_line_before_anything_starts(roots, case, extra, needle):
+    tmp, sysu, regdb = roots
+    name = f"bad-{case}"
+    out = subprocess.run(_args(tmp, sysu, regdb, name) + extra, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
+    assert not (tmp / (name + ".db")).exists() and not (tmp / "ray" / name).exists()
+
+
+@pytest.mark.slow
+def test_asha_stopped_trials_are_pruned_in_optuna_with_the_real_scheduler(tmp_path):
+    """A toy trainable whose score is its parameter: ASHA must stop the weak one at the first rung."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    def toy(config):
+        for epoch in range(1, 7):
+            tune.report({"score": config["x"], "epoch": epoch})
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+        searcher = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max",
+                                           points_to_evaluate=[{"x": 0.9}, {"x": 0.1}], storage=storage,
+                                           study_name="toy", max_epochs=6)
+        tuner = tune.Tuner(toy, tune_config=tune.TuneConfig(
+            metric="score", mode="max", search_alg=searcher, num_samples=2, max_concurrent_trials=1,
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=6, grace_period=2, reduction_factor=2)),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0))
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    trials = optuna.load_study(study_name="toy", storage=f"sqlite:///{tmp_path / 'o.db'}").trials
+    by_x = {round(t.params["x"], 1): t for t in trials}
+    assert by_x[0.9].state.name == "COMPLETE" and max(by_x[0.9].intermediate_values) == 6
+    assert by_x[0.1].state.name == "PRUNED" and by_x[0.1].value == pytest.approx(0.1)
+    assert max(by_x[0.1].intermediate_values) < 6
+
+
+@pytest.mark.slow
+def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(roots):
+    tmp, sysu, regdb = roots
+    name = "e2e"
+    marker = tmp / "crashed.marker"
+    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3"), capture_output=True, text=True,
+                         timeout=900, env=_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2"), cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert marker.is_file()  # the injected crash happened ...
+    assert "Thermal to Visible" in out.stdout and "All Search" in out.stdout and "champion" in out.stdout
+
+    client, parents, trials = _mlflow(tmp, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    # ... and the trial was retried within the same MLflow run: one run per trial, all ended.
+    assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    resumed = [r for r in trials if r.data.metrics.get("resumed_from", 0) >= 2]
+    assert len(resumed) == 1, "the crashed trial continues from its epoch-2 checkpoint"
+    hist = client.get_metric_history(resumed[0].info.run_id, "score")
+    assert sorted({m.step for m in hist}) == list(range(1, int(resumed[0].data.tags["aminet.last_epoch"]) + 1))
+
+    # Optuna: early-stopped trials are PRUNED, full ones COMPLETE; the MLflow outcome agrees.
+    study = _study(tmp, name)
+    assert len(study.trials) == 3
+    outcome = {r.data.tags["ray.trial_id"]: r.data.tags["aminet.outcome"] for r in trials}
+    assert sorted(outcome.values()).count("completed") == sum(t.state.name == "COMPLETE" for t in study.trials)
+    assert sorted(outcome.values()).count("stopped_early") == sum(t.state.name == "PRUNED" for t in study.trials)
+
+    m = parent.data.metrics
+    for key in ("best/val_score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1",
+                "test/regdb/t2v/mINP"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert parent.data.tags["test.regdb.v2t.scope"].startswith("cross-dataset, 10 trials")
+    assert parent.data.tags["test.sysu.all.scope"].startswith("in-domain, 10 trials")
+    arts = {a.path for d in ("", "plots", "best", "search") for a in client.list_artifacts(parent.info.run_id, d)}
+    for path in ("plots/optimization_history.png", "plots/parallel_coordinate.png", "plots/intermediate_values.png",
+                 "best/config.yaml", "search/trials.csv", "search/base_config.yaml"):
+        assert path in arts, path
+    local = client.download_artifacts(parent.info.run_id, "best/config.yaml", str(tmp))
+    best_cfg = Config.from_yaml(Path(local).read_text())
+    assert best_cfg.data.purpose == "search" and best_cfg.model.arch == "resnet18"
+    version = client.get_model_version_by_alias("aminet-sysu", "champion")
+    assert version.version is not None
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
+    tmp, sysu, regdb = roots
+    name = "resume"
+    args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp,
+                            start_new_session=True)
+    deadline = time.time() + 400
+    first_done = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        try:
+            _, _, trials = _mlflow(tmp, name)
+        except Exception:  # noqa: BLE001 - the database is being created
+            continue
+        done = [r for r in trials if "aminet.outcome" in r.data.tags]
+        if done:
+            first_done = done[0].data.tags["ray.trial_id"]
+            break
+    assert first_done is not None, "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    assert proc.wait(timeout=180) == 130
+    client, parents, _ = _mlflow(tmp, name)
+    assert parents[0].info.status == "KILLED"
+    results = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
+               for p in (tmp / "ray" / name).glob("train_aminet_*") if (p / "result.json").is_file()}
+    before = results[first_done]
+
+    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1",
+                               "--no-register", "--resume"), capture_output=True, text=True, timeout=900, env=_env(),
+                         cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parents, trials = _mlflow(tmp, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    after = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
+             for p in (tmp / "ray" / name).glob("train_aminet_*")}
+    assert after[first_done] == before  # the finished trial was not run again
+    assert len(_study(tmp, name).trials) == 3
+    state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
+    assert state["parent_run_id"] == parents[0].info.run_id
+
+
+@pytest.mark.slow
+def test_trials_run_on_a_second_ray_node(roots):
+    """A real two-node Ray cluster on this machine: the head has no CPU for trials, so every trial must be
+    placed on the second node; the driver joins with --address."""
+    from ray.cluster_utils import Cluster
+
+    tmp, sysu, regdb = roots
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        name = "cluster"
+        out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "1", "--no-register", "--no-final-eval",
+                                   "--address", cluster.address), capture_output=True, text=True, timeout=600,
+                             env=_env(), cwd=tmp)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rows = [json.loads(line) for p in (tmp / "ray" / name).glob("train_aminet_*/result.json")
+                for line in open(p)]
+        assert rows and {r["node_id"] for r in rows} == {worker.node_id}
+        assert worker.node_id != cluster.head_node.node_id
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,85 @@
+"""The Ray Tune function trainable: one trial = one ``aminet.engine.train`` run.
+
+    trainable = tune.with_parameters(train_aminet, base_yaml=cfg.to_yaml())
+    tune.Tuner(tune.with_resources(trainable, {"cpu": 1, "gpu": 0}), ...)
+
+The trial's ``config`` holds the sampled values (see ``trainables.params``); the base config arrives
+through ``with_parameters`` with absolute data and cache paths, so every trial on a machine reads the
+same memory-mapped image cache. Resuming: a retried or restored trial copies the checkpoint Ray hands
+back (``tune.get_checkpoint()``) into a fresh local folder and the engine continues from it. Reporting:
+``tune.report`` at every evaluation, with the checkpoint of that epoch and the search metric ``score``.
+Progress lines are off under Ray (``quiet``): Tune's own table shows the trials.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from aminet.config import Config
+from aminet.engine.checkpoint import load_checkpoint
+from aminet.engine.trainer import train
+from trainables.params import apply_params
+
+__all__ = ["train_aminet", "TuneReporter", "FAULT_CRASH_ENV"]
+
+# Fault injection for tests and drills: "<marker file>:<epoch>" makes the trial raise once, right after
+# reporting that epoch (the marker records that it happened, so the retry runs through).
+FAULT_CRASH_ENV = "AMINET_FAULT_CRASH_ONCE"
+
+
+class TuneReporter:
+    """The engine's reporter protocol over ``tune.report``."""
+
+    def __init__(self, resumed_from: int) -> None:
+        import ray
+
+        self.resumed_from = resumed_from
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        values = {k: float(v) for k, v in metrics.items()}
+        values["epoch"] = epoch
+        values["resumed_from"] = self.resumed_from  # > 0: this attempt continued from a checkpoint
+        values["node_id"] = self.node_id  # provenance: which Ray node trained this
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(values, checkpoint=checkpoint)
+        _maybe_crash(epoch)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+
+def _maybe_crash(epoch: int) -> None:
+    spec = os.environ.get(FAULT_CRASH_ENV)
+    if not spec:
+        return
+    marker, _, at = spec.rpartition(":")
+    if epoch >= int(at) and not os.path.exists(marker):
+        Path(marker).write_text(f"crashed after epoch {epoch}\n")
+        raise RuntimeError(f"injected crash after epoch {epoch} ({FAULT_CRASH_ENV})")
+
+
+def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
+    """Ray Tune function trainable (see the module doc)."""
+    cfg = apply_params(Config.from_yaml(base_yaml, source="search base config"), config)
+    run_dir = Path(tempfile.mkdtemp(prefix="aminet-trial-"))
+    try:
+        resumed_from = 0
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as src:
+                src = Path(src)
+                if (src / "epoch.txt").is_file():
+                    resumed_from = int((src / "epoch.txt").read_text().strip())
+                else:
+                    resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
+                shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
+        train(cfg, TuneReporter(resumed_from), run_dir=run_dir, resume=True, quiet=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""Searched values -> dotted config overrides (pure Python: no Ray, no Optuna).
+
+A search space samples a small vocabulary of names; this module turns one sample into overrides of the
+project config, so the trainable, the search driver, the MLflow logs and the ``--retrain-best`` runs
+all agree on what a sample means.
+
+Names (all optional; anything absent keeps the base config's value):
+
+``mmd_intra``, ``mmd_inter``  loss.mmd_intra_weight / loss.mmd_inter_weight (IMDAL / IDAL)
+``bandwidths``               a key of ``BANDWIDTH_SETS`` -> loss.mmd_multipliers
+``upper_body_ratio``         model.upper_body_ratio (the top share of the image in the upper-body branch)
+``lr``                       optim.lr (the peak)
+``warmup_frac``              optim.warmup_epochs = round(warmup_frac * epochs)
+``schedule``                 optim.schedule: "step" or "cosine"
+``milestone1_frac``, ``milestone2_frac``
+                             optim.milestones (step schedule), as shares of training
+``cfg.<section>.<field>``    any config field, verbatim (e.g. ``cfg.loss.triplet_weight``)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from aminet.config import Config
+
+__all__ = ["BANDWIDTH_SETS", "to_overrides", "apply_params"]
+
+# Multipliers of the median pairwise distance (the AMK-MMD bandwidths), by name.
+BANDWIDTH_SETS: dict[str, list[float]] = {
+    "narrow3": [0.5, 1.0, 2.0],
+    "paper5": [0.25, 0.5, 1.0, 2.0, 4.0],
+    "wide7": [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+    "decade3": [0.1, 1.0, 10.0],
+}
+
+_DIRECT = {"mmd_intra": "loss.mmd_intra_weight", "mmd_inter": "loss.mmd_inter_weight",
+           "upper_body_ratio": "model.upper_body_ratio", "lr": "optim.lr", "schedule": "optim.schedule"}
+_KNOWN = set(_DIRECT) | {"bandwidths", "warmup_frac", "milestone1_frac", "milestone2_frac"}
+
+
+def to_overrides(params: Mapping[str, Any], base: Config) -> dict[str, Any]:
+    """Dotted overrides for ``base`` from one sample. Unknown names raise ``KeyError`` naming them."""
+    unknown = [k for k in params if k not in _KNOWN and not k.startswith("cfg.")]
+    if unknown:
+        raise KeyError(f"search parameters not understood: {unknown}; known: {sorted(_KNOWN)} or cfg.<field>")
+    out: dict[str, Any] = {}
+    for name, key in _DIRECT.items():
+        if name in params:
+            out[key] = params[name]
+    if "bandwidths" in params:
+        name = params["bandwidths"]
+        if name not in BANDWIDTH_SETS:
+            raise KeyError(f"bandwidths={name!r}: choose one of {sorted(BANDWIDTH_SETS)}")
+        out["loss.mmd_multipliers"] = list(BANDWIDTH_SETS[name])
+    epochs = int(params.get("cfg.train.epochs", base.train.epochs))
+    warmup = base.optim.warmup_epochs
+    if "warmup_frac" in params:
+        warmup = min(epochs - 1, int(round(float(params["warmup_frac"]) * epochs)))
+        out["optim.warmup_epochs"] = warmup
+    if "milestone1_frac" in params or "milestone2_frac" in params:
+        stones = []
+        for frac in (params.get("milestone1_frac"), params.get("milestone2_frac")):
+            if frac is None:
+                continue
+            m = max(warmup, min(epochs - 1, int(round(float(frac) * epochs))))
+            if not stones or m > stones[-1]:
+                stones.append(m)
+        out["optim.milestones"] = stones
+    elif "warmup_frac" in params:  # keep the base milestones valid after a longer warm-up
+        out["optim.milestones"] = [m for m in base.optim.milestones if warmup <= m < epochs]
+    for name, value in params.items():
+        if name.startswith("cfg."):
+            out[name[4:]] = value
+    return out
+
+
+def apply_params(base: Config, params: Mapping[str, Any]) -> Config:
+    """``base`` with one sample applied, validated (``ConfigError`` names a bad field)."""
+    return base.replace(to_overrides(params, base))
