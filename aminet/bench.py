@@ -178,16 +178,131 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
     return out
 
 
+def bench_train(device: torch.device, tiny: bool, batch_ids: int | None, steps: int | None,
+                compile_too: bool) -> list[tuple[str, float, str]]:
+    """Full training steps, this pipeline vs the per-sample DataLoader baseline (see aminet.bench_train)."""
+    import tempfile
+
+    from aminet.bench_train import train_throughput
+    from aminet.data import synthetic
+
+    cuda = device.type == "cuda"
+    if tiny:
+        h, w, arch, ids, k, n = 32, 16, "resnet18", 2, 2, 2
+    else:
+        h, w, arch, k = 288, 144, "resnet50", 4
+        ids = batch_ids or (16 if cuda else 2)  # 64 + 64 on a GPU; 8 + 8 on a CPU (a 64 + 64 step takes minutes)
+        n = steps or (20 if cuda else 3)
+    out: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synthetic.generate("sysu", f"{tmp}/sysu", ids=8, images=2, height=64, width=32, workers=1) \
+            if tiny else None
+        kw = dict(device=device, steps=n, height=h, width=w, ids=ids, instances=k, arch=arch, root=root,
+                  cache_dir=f"{tmp}/cache" if tiny else None, warmup=1 if tiny else 2)
+        for preset in ("M0", "M4"):
+            base = train_throughput(preset, "baseline", **kw)
+            fast = train_throughput(preset, "aminet", **kw)
+            label = f"{preset} {arch} {h}x{w}, {ids * k}+{ids * k}, {device.type}"
+            out.append((f"train {label}, baseline ({base.precision}, per-sample DataLoader)", base.images_per_s,
+                        "img/s"))
+            out.append((f"train {label}, aminet ({fast.precision}{', channels-last' if cuda else ''})",
+                        fast.images_per_s, "img/s"))
+            out.append((f"  speed-up over baseline; data wait {100 * base.data_wait_share:.0f}% -> "
+                        f"{100 * fast.data_wait_share:.0f}% of the step", fast.images_per_s / base.images_per_s, "x"))
+            if compile_too:
+                comp = train_throughput(preset, "aminet", compile=True, **kw)
+                out.append((f"train {label}, aminet + torch.compile", comp.images_per_s, "img/s"))
+    return out
+
+
+def bench_extract(repeats: int, device: torch.device, tiny: bool) -> list[tuple[str, float, str]]:
+    """Feature extraction (the other half of evaluation): images/s of the eval forward pass, and the
+    extraction time of the SYSU-MM01 (3,803 queries + 10 x 301 gallery) and RegDB (2 x 2,060) test sets."""
+    from aminet.config import load_config
+    from aminet.evaluation.protocol import extract_features
+    from aminet.model.aminet import build_model
+
+    if tiny:
+        size, arch, n = ["data.height=32", "data.width=16", "data.upper_height=16"], "resnet18", 8
+    else:
+        size, arch, n = [], "resnet50", (512 if device.type == "cuda" else 32)
+    cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", *size])
+    model = build_model(cfg, num_classes=10).to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    images = np.random.default_rng(0).integers(0, 256, (n, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
+    use_amp = device.type == "cuda"
+
+    def run() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            extract_features(model, images, "visible", batch_size=256, device=device)
+
+    t = _median_time(run, repeats)
+    rate = n / t
+    sysu_images = 3803 + 10 * 301  # queries once; the gallery of every trial (each trial draws new images)
+    regdb_images = 2 * 2060
+    return [(f"feature extraction, {arch} {cfg.data.height}x{cfg.data.width}, {device.type}"
+             + (" bf16" if use_amp else " fp32"), rate, "img/s"),
+            ("  SYSU-MM01 test set (3,803 + 10 x 301 images) at that rate", sysu_images / rate, "s"),
+            ("  RegDB one trial (2 x 2,060 images) at that rate", regdb_images / rate, "s")]
+
+
+def bench_phase(repeats: int, device: torch.device, tiny: bool) -> list[tuple[str, float, str]]:
+    """Phase congruency (PESAM's structure map) per training batch half, and AMK-MMD per step."""
+    from aminet.losses import kernel_mmd_terms
+    from aminet.model.phase import phase_congruency
+
+    b, h, w = (4, 32, 16) if tiny else ((64, 288, 144) if device.type == "cuda" else (8, 288, 144))
+    x = torch.rand(b, 1, h, w, device=device)
+    t_pc = _median_time(lambda: phase_congruency(x), repeats)
+    dim = 16 if tiny else 2048
+    fv = torch.randn(b, dim, device=device, requires_grad=True)
+    fi = torch.randn(b, dim, device=device, requires_grad=True)
+    mult = [0.25, 0.5, 1.0, 2.0, 4.0]
+
+    def mmd_step() -> None:
+        half = b // 2
+        loss = kernel_mmd_terms(fv, fi, mult).sum() + 0.5 * (kernel_mmd_terms(fv[:half], fv[half:], mult).sum()
+                                                         + kernel_mmd_terms(fi[:half], fi[half:], mult).sum())
+        loss.backward()
+
+    t_mmd = _median_time(mmd_step, repeats)
+    return [(f"phase congruency, {b} images {h}x{w}, {device.type}", 1000 * t_pc, "ms/batch"),
+            (f"AMK-MMD IDAL + IMDAL forward+backward, {b}+{b} x {dim}-d, {device.type}", 1000 * t_mmd, "ms/step")]
+
+
+def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
+    """Search overhead per trial and memory per concurrent trial: run in a subprocess (``search.bench``)
+    because ``aminet`` itself never imports Ray."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "search" / "bench.py"
+    if not script.is_file():
+        return [("search overhead: search/bench.py not found (installed without the repository)", float("nan"), "")]
+    cmd = [sys.executable, str(script), "--json"] + (["--tiny"] if tiny else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"search/bench.py failed: {res.stderr.strip().splitlines()[-1:]}")
+    return [tuple(row) for row in json.loads(res.stdout.strip().splitlines()[-1])]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "eval", "data", "model"],
+    parser.add_argument("what", nargs="?", default="all",
+                        choices=["all", "eval", "extract", "data", "model", "train", "phase", "search"],
                         help="which benchmark to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
     parser.add_argument("--batch", type=int, default=None,
                         help="model bench: images per modality (default 8 on CPU, 64 on GPU)")
+    parser.add_argument("--train-ids", type=int, default=None,
+                        help="train bench: identities per batch (x 4 visible + 4 infrared; default 16 on GPU, 2 on CPU)")
+    parser.add_argument("--train-steps", type=int, default=None, help="train bench: timed steps (default 20 GPU, 3 CPU)")
+    parser.add_argument("--compile", action="store_true", help="train bench: also time torch.compile")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -208,10 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "data"):
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
         figures += bench_data(args.repeats, devices, args.tiny)
+    if args.what in ("all", "extract"):
+        figures += bench_extract(args.repeats, device, args.tiny)
+    if args.what in ("all", "phase"):
+        figures += bench_phase(args.repeats, device, args.tiny)
     if args.what in ("all", "model"):
         figures += bench_model(args.repeats, device, args.tiny, args.batch)
+    if args.what in ("all", "train"):
+        figures += bench_train(device, args.tiny, args.train_ids, args.train_steps, args.compile)
+    if args.what in ("all", "search"):
+        figures += bench_search(args.tiny)
     for name, value, unit in figures:
-        print(f"{name:<60s} {value:8.4f} {unit}")
+        print(f"{name:<78s} {value:10.4f} {unit}")
     return 0
 
 

@@ -449,7 +449,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, registe
     # One model: mean +- std over the protocol's trials (gallery draws for SYSU, splits for RegDB).
     tables = []
     for bench, g in frame.groupby("benchmark", sort=False):
-        label = f"best, {g.scope.iloc[0]}"
+        label = str(g.scope.iloc[0])
         tables.append(paper_table(seed_summary(g.drop(columns=["scope"]).assign(seed=g.trial, label=label),
                                                feature)))
     table = "\n\n".join(tables)
