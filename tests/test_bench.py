@@ -1,3 +1,4 @@
+import pytest
 import subprocess
 import sys
 
@@ -44,3 +45,41 @@ def test_model_summary_cli():
     bad = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.upper_body_ratio=2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "model.upper_body_ratio" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _bench(*args, timeout=600):
+    out = subprocess.run([sys.executable, "-m", "aminet.bench", *args, "--tiny", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def _value(line):
+    return float(line.split()[-2])
+
+
+def test_extract_and_phase_bench_run_tiny():
+    out = _bench("extract")
+    assert "feature extraction" in out and "SYSU-MM01 test set" in out and "RegDB one trial" in out
+    out = _bench("phase")
+    assert "phase congruency" in out and "ms/batch" in out and "AMK-MMD" in out and "ms/step" in out
+
+
+def test_train_bench_compares_both_pipelines_on_both_presets():
+    out = _bench("train")
+    lines = out.splitlines()
+    for preset in ("M0", "M4"):
+        base = [l for l in lines if l.startswith(f"train {preset}") and "baseline" in l]
+        fast = [l for l in lines if l.startswith(f"train {preset}") and "aminet" in l]
+        assert len(base) == 1 and len(fast) == 1 and _value(base[0]) > 0 and _value(fast[0]) > 0
+    ratios = [l for l in lines if "speed-up over baseline" in l]
+    assert len(ratios) == 2 and all(l.rstrip().endswith("x") for l in ratios)
+
+
+@pytest.mark.slow
+def test_search_bench_runs_tiny():
+    out = _bench("search")
+    for figure in ("ray.init", "overhead per trial", "memory per extra concurrent trial", "image cache mapped"):
+        assert figure in out, figure
+    per_trial = [l for l in out.splitlines() if "overhead per trial" in l][0]
+    assert 0 < _value(per_trial) < 60
