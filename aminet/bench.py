@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
+from aminet.cli import ArgumentParser
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -289,7 +290,7 @@ def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aminet.bench", description=__doc__,
+    parser = ArgumentParser(prog="python -m aminet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", default="all",
                         choices=["all", "eval", "extract", "data", "model", "train", "phase", "search"],

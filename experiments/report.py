@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from aminet.cli import ArgumentParser
 
 ORDER = ["M0", "M1", "M2", "M3", "M4"]
 SETTINGS = ["all", "indoor", "t2v", "v2t"]
@@ -71,7 +72,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/report.py", description=__doc__,
+    parser = ArgumentParser(prog="python experiments/report.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
     parser.add_argument("--experiment", action="append", default=None, help="experiment name(s) (default: all)")

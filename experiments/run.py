@@ -35,6 +35,7 @@ import yaml
 
 from aminet.config import Config, ConfigError, _set_dotted, apply_overrides
 from aminet.presets import preset_overrides
+from aminet.cli import ArgumentParser
 
 RESERVED = ("extends", "presets", "sweep", "name")
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +243,7 @@ def run_configuration(label: str, cfg: Config, seeds: list[int], trials: list[in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python experiments/run.py", description=__doc__,
+    parser = ArgumentParser(prog="python experiments/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="experiment YAML (e.g. experiments/smoke.yaml)")
     parser.add_argument("--data-root", default=None, help="dataset root in the official layout (default: "

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from aminet.cli import ArgumentParser  # noqa: E402
+
 
 def _trivial(config):
     from ray import tune
@@ -76,7 +78,7 @@ def _memory_trial(config, root: str, cache_dir: str | None, arch: str, height: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="few trials, small model (for tests)")
     p.add_argument("--trials", type=int, default=None, help="trivial trials (default 8; tiny 3)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")

@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # ``python search/run.py`` from a checkout that is not installed
     sys.path.insert(0, str(REPO))
 
+from aminet.cli import ArgumentParser  # noqa: E402
+
 STATE_FILE = "aminet_search.json"
 METRIC = "score"
 
@@ -51,7 +53,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__,
+    p = ArgumentParser(prog="python search/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="sysu", help="search space: sysu or regdb (default sysu)")
     p.add_argument("--data-root", default=None, help="dataset root of the space's benchmark in the official "
@@ -89,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retrain-best", action="store_true", help="then train the best config as fixed-config final "
                                                                "runs on both benchmarks (experiments/run.py)")
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of --retrain-best")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (local Ray only; binds "
+                                                            "127.0.0.1:8265, reach it through an SSH tunnel)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
     return p.parse_args(argv)
 
@@ -145,6 +149,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
         space = get_space(args.space)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+    check_address(args.address)  # before anything is built or written
     data_root = _abs_dir(args.data_root, "--data-root")
     roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
     if data_root is not None:
@@ -161,6 +166,12 @@ def plan_search(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.address is None and (args.gpus_per_trial or 0) > 0:
+        import torch  # a local Ray instance has the GPUs this machine has
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no GPU "
+                             f"(trials would wait forever)")
 
     overrides = list(args.overrides)
     if roots[space.dataset] is not None:
@@ -233,12 +244,11 @@ def preflight(plan: Plan) -> str:
 def init_ray(args: argparse.Namespace) -> None:
     import ray
 
-    check_address(args.address)
     try:
         if args.address:
             ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose > 1)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=args.verbose > 1)
+        else:  # the dashboard is off unless asked for, and then only on this machine's loopback
+            ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=args.verbose > 1)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
         raise UsageError(f"ray.init(address={args.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
 
@@ -376,6 +386,18 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     for state, n in counts.items():
         client.log_metric(parent_id, f"trials/{str(state).lower()}", float(n))
 
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        lines = []
+        for r in failed:
+            msg = " ".join(str(r.error).split())
+            tail = msg.split("Traceback")[0][-300:] if "Traceback" in msg else msg[-300:]
+            lines.append({"trial": Path(r.path).name, "error": tail})
+        client.log_text(parent_id, pd_frame(lines).to_csv(index=False), "search/failed_trials.csv")
+        print(f"\n{len(failed)} trial(s) FAILED (the search went on):", file=sys.stderr)
+        for row in lines:
+            print(f"  {row['trial'][:40]}: {row['error'][-200:]}", file=sys.stderr)
+    client.log_metric(parent_id, "trials/errored", float(len(failed)))
     ok = [r for r in results if r.error is None and r.metrics and METRIC in r.metrics]
     if not ok:
         raise RuntimeError("no trial reported a score: nothing to select (see the trials' errors above)")
@@ -421,6 +443,12 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     except Exception as exc:  # noqa: BLE001
         client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
     return best, params
+
+
+def pd_frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
 
 
 def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, register: bool) -> "Any":

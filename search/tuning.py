@@ -16,13 +16,14 @@ RUNNING when a trial ends, fails or is stopped.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS"]
+__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS", "trial_error"]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
 _SKIP = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
@@ -143,9 +144,26 @@ class TrialRunLogger(LoggerCallback):
         epoch = int(last.get("epoch", 0) or 0)
         outcome = "failed" if failed else ("completed" if epoch >= self.max_epochs else "stopped_early")
         self.client.set_tag(run_id, "aminet.outcome", outcome)
+        if failed:
+            reason = trial_error(trial)
+            self.client.set_tag(run_id, "aminet.error", reason[:4000])
         self.client.set_tag(run_id, "aminet.last_epoch", str(epoch))
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
         self._runs.pop(trial.trial_id, None)
+
+
+def trial_error(trial) -> str:
+    """The last line of a failed trial's error (exception type and message), or a placeholder."""
+    try:
+        path = trial.error_file
+        if path and os.path.isfile(path):
+            lines = [line.strip() for line in open(path, encoding="utf-8", errors="replace") if line.strip()]
+            reasons = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
+            if reasons or lines:
+                return (reasons or lines)[-1]
+    except Exception:  # noqa: BLE001 - the reason is best effort; the FAILED status is what counts
+        pass
+    return "failed (no error file)"
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

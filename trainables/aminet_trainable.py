@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,19 @@ from ray import tune
 
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
-from aminet.engine.trainer import train
+from aminet.engine.trainer import FAULT_NAN_ENV, train
 from trainables.params import apply_params
 
-__all__ = ["train_aminet", "TuneReporter", "FAULT_CRASH_ENV"]
+__all__ = ["train_aminet", "TuneReporter", "FAULT_CRASH_ENV", "FAULT_KILL_ENV", "FAULT_NAN_IF_ENV"]
 
-# Fault injection for tests and drills: "<marker file>:<epoch>" makes the trial raise once, right after
-# reporting that epoch (the marker records that it happened, so the retry runs through).
+# Fault injection for tests and drills (never set in normal use):
+# "<marker file>:<epoch>": raise once, right after reporting that epoch (the marker records that it
+# happened, so the retry runs through).
 FAULT_CRASH_ENV = "AMINET_FAULT_CRASH_ONCE"
+# "<marker file>:<epoch>:<step>": the trial process SIGKILLs itself once, mid-epoch (1-based epoch).
+FAULT_KILL_ENV = "AMINET_FAULT_KILL_ONCE"
+# "<name>=<value>:<step>": trials whose sampled <name> equals <value> get a NaN loss at that global step.
+FAULT_NAN_IF_ENV = "AMINET_FAULT_NAN_IF"
 
 
 class TuneReporter:
@@ -65,9 +71,31 @@ def _maybe_crash(epoch: int) -> None:
         raise RuntimeError(f"injected crash after epoch {epoch} ({FAULT_CRASH_ENV})")
 
 
+def _fault_hooks(config: dict[str, Any]):
+    """Fault drills from the environment (see the FAULT_* names); None when none is set."""
+    nan_if = os.environ.get(FAULT_NAN_IF_ENV)
+    if nan_if:
+        cond, _, step = nan_if.rpartition(":")
+        name, _, value = cond.partition("=")
+        if name in config and str(config[name]) == value:
+            os.environ[FAULT_NAN_ENV] = step
+    spec = os.environ.get(FAULT_KILL_ENV)
+    if not spec:
+        return None
+    marker, epoch, step = spec.rsplit(":", 2)
+
+    def on_step(e: int, it: int) -> None:
+        if e + 1 == int(epoch) and it == int(step) and not os.path.exists(marker):
+            Path(marker).write_text(f"killed at epoch {e + 1} step {it}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_step
+
+
 def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     """Ray Tune function trainable (see the module doc)."""
     cfg = apply_params(Config.from_yaml(base_yaml, source="search base config"), config)
+    on_step = _fault_hooks(config)
     run_dir = Path(tempfile.mkdtemp(prefix="aminet-trial-"))
     try:
         resumed_from = 0
@@ -80,6 +108,6 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        train(cfg, TuneReporter(resumed_from), run_dir=run_dir, resume=True, quiet=True)
+        train(cfg, TuneReporter(resumed_from), run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

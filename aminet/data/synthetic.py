@@ -27,7 +27,6 @@ renamed into place, so an interrupted run never leaves a layout that looks compl
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from aminet.atomic import atomic_directory
+from aminet.cli import ArgumentParser
 
 __all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
 
@@ -535,7 +535,7 @@ def fingerprint(root: str | Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aminet.data.synthetic",
+    parser = ArgumentParser(prog="python -m aminet.data.synthetic",
                                      description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.")
     parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu or regdb")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent)")

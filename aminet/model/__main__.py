@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from aminet.config import ConfigError, load_config
 from aminet.model.aminet import WeightsUnavailable, build_model
 from aminet.presets import PRESETS, preset_overrides
+from aminet.cli import ArgumentParser
 
 
 def _fft_flops(model, h: int, w: int, uh: int) -> float:
@@ -48,7 +49,7 @@ def summarise(cfg, num_classes: int = 395) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aminet.model", description=__doc__,
+    parser = ArgumentParser(prog="python -m aminet.model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", action="append", default=None,
                         help=f"ablation preset(s), repeatable: {', '.join(PRESETS)} (default: M0..M4)")

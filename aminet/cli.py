@@ -1,0 +1,24 @@
+"""Command-line helpers shared by the project's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+__all__ = ["ArgumentParser"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with bad arguments reported as one line (``prog: error: ...``), exit status 2.
+
+    The usage text stays available with ``-h``; a wrong flag or value gets only the line that names it.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # "--gpus 2" must not silently mean --gpus-per-trial
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} -h)\n")
+        sys.exit(2)

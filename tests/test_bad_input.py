@@ -1,0 +1,147 @@
+"""Bad input, table-driven, for every command line: non-zero exit, one line naming the problem, no
+traceback, and nothing written (no MLflow database, no Ray experiment, no image cache, no dataset)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aminet.data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_YAML = """
+data: {dataset: sysu, purpose: final, height: 32, width: 16, upper_height: 16, pad: 2, ids_per_batch: 2,
+       instances: 2, iters_per_epoch: 3}
+model: {arch: resnet18, weights: none, last_stride: 2}
+optim: {optimizer: adam, lr: 0.001, backbone_lr_mult: 1.0, warmup_epochs: 0, milestones: []}
+train: {epochs: 2, eval_every: 2}
+eval: {trials: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    good = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    empty_split = tmp / "SYSU-empty-split"
+    shutil.copytree(good, empty_split)
+    (empty_split / "exp" / "val_id.txt").write_text("\n")
+    (empty_split / "exp" / "test_id.txt").write_text("\n")
+    not_a_layout = tmp / "photos"
+    (not_a_layout / "misc").mkdir(parents=True)
+    (not_a_layout / "misc" / "a.jpg").write_bytes(b"\xff\xd8not really")
+    (tmp / "tiny.yaml").write_text(TINY_YAML)
+    (tmp / "occupied").mkdir()
+    (tmp / "occupied" / "keep.txt").write_text("mine")
+    return {"tmp": tmp, "good": good, "regdb": regdb, "empty_split": empty_split, "not_a_layout": not_a_layout}
+
+
+def _check(out, needle, tmp, written=()):
+    err = out.stderr.strip()
+    assert out.returncode != 0, out.stdout[-1000:]
+    assert "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.splitlines() if "WARNING" not in line and "INFO" not in line]
+    assert len(lines) == 1, err[-2000:]
+    assert needle in lines[0], lines[0]
+    for path in written:
+        assert not (tmp / path).exists(), f"{path} was written"
+
+
+SEARCH_CASES = [
+    ("unknown space", ["--space", "market1501"], "--space 'market1501'"),
+    ("missing root", ["--data-root", "{tmp}/nowhere"], "--data-root: folder not found"),
+    ("wrong layout", ["--data-root", "{not_a_layout}"], "SYSU-MM01 id file not found"),
+    ("empty split file", ["--data-root", "{empty_split}"], "val_id.txt: no identities listed"),
+    ("out of range", ["--set", "model.upper_body_ratio=1.5"], "model.upper_body_ratio"),
+    ("wrong type", ["--set", "train.epochs=many"], "train.epochs"),
+    ("unknown key", ["--set", "loss.mmd_wieght=1"], "mmd_wieght"),
+    ("no samples", ["--num-samples", "0"], "--num-samples must be >= 1"),
+    ("bad address", ["--address", "127.0.0.1:1"], "cannot reach a Ray head"),
+    ("address syntax", ["--address", "somewhere"], "expected host:port"),
+    ("unknown flag", ["--gpus", "2"], "unrecognized arguments: --gpus"),
+    ("gpu without gpu", ["--gpus-per-trial", "1"], "no GPU"),
+    ("bad number", ["--cpus-per-trial", "two"], "--cpus-per-trial: invalid float value"),
+]
+
+
+@pytest.mark.parametrize("case, extra, needle", SEARCH_CASES, ids=[c[0] for c in SEARCH_CASES])
+def test_search_cli(world, case, extra, needle):
+    tmp = world["tmp"]
+    if case == "gpu without gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    name = "s-" + case.replace(" ", "-")
+    args = [sys.executable, str(REPO / "search" / "run.py"), "--space", "sysu", "--quick", "--data-root",
+            str(world["good"]), "--regdb-root", str(world["regdb"]), "--name", name, "--storage", str(tmp / "ray"),
+            "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}", "--set", f"data.cache_dir={tmp / ('cache-' + name)}"]
+    args += [a.format(**{k: v for k, v in world.items()}) for a in extra]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp)
+    _check(out, needle, tmp, written=[name + ".db", f"ray/{name}", "cache-" + name, "mlruns", "ray_results"])
+
+
+EXPERIMENT_CASES = [
+    ("missing config", ["{tmp}/nope.yaml"], "config file not found"),
+    ("wrong layout", ["{tmp}/tiny.yaml", "--data-root", "{not_a_layout}"], "SYSU-MM01 id file not found"),
+    ("empty split file", ["{tmp}/tiny.yaml", "--data-root", "{empty_split}"], "_id.txt: no identities listed"),
+    ("wrong type", ["{tmp}/tiny.yaml", "--set", "train.epochs=many"], "train.epochs"),
+    ("out of range", ["{tmp}/tiny.yaml", "--set", "loss.mmd_multipliers=[]"], "loss.mmd_multipliers"),
+    ("bad seeds", ["{tmp}/tiny.yaml", "--seeds", "-1"], "--seeds"),
+    ("bad trials", ["{tmp}/tiny.yaml", "--trials", "11"], "--trials"),
+    ("bad tag", ["{tmp}/tiny.yaml", "--tag", "novalue"], "--tag"),
+]
+
+
+@pytest.mark.parametrize("case, extra, needle", EXPERIMENT_CASES, ids=[c[0] for c in EXPERIMENT_CASES])
+def test_experiments_cli(world, case, extra, needle):
+    tmp = world["tmp"]
+    db = "e-" + case.replace(" ", "-") + ".db"
+    args = [sys.executable, str(REPO / "experiments" / "run.py"), *[a.format(**world) for a in extra],
+            "--mlflow-uri", f"sqlite:///{tmp / db}", "--quiet", "--set", f"data.cache_dir={tmp / 'cache-exp'}"]
+    if "--data-root" not in extra:
+        args += ["--data-root", str(world["good"])]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp)
+    _check(out, needle, tmp, written=[db, "cache-exp", "runs"])
+
+
+SYNTHETIC_CASES = [
+    ("unknown layout", ["--layout", "market", "--out", "{tmp}/syn1"], "invalid choice: 'market'", "syn1"),
+    ("too few ids", ["--layout", "sysu", "--out", "{tmp}/syn2", "--ids", "1"], "at least", "syn2"),
+    ("wrong type", ["--layout", "sysu", "--out", "{tmp}/syn3", "--ids", "many"], "invalid int value", "syn3"),
+    ("occupied output", ["--layout", "regdb", "--out", "{tmp}/occupied"], "exists and is not empty", None),
+]
+
+
+@pytest.mark.parametrize("case, extra, needle, out_dir", SYNTHETIC_CASES, ids=[c[0] for c in SYNTHETIC_CASES])
+def test_synthetic_cli(world, case, extra, needle, out_dir):
+    tmp = world["tmp"]
+    out = subprocess.run([sys.executable, "-m", "aminet.data.synthetic", *[a.format(**world) for a in extra]],
+                         capture_output=True, text=True, timeout=300, cwd=tmp)
+    _check(out, needle, tmp, written=[out_dir] if out_dir else [])
+    assert (tmp / "occupied" / "keep.txt").read_text() == "mine"
+    assert not list(tmp.glob(".syn*")) and not list(tmp.glob(".occupied*"))  # no temporary folder left
+
+
+BENCH_CASES = [
+    ("zero repeats", ["eval", "--repeats", "0"], "--repeats must be >= 1"),
+    ("no gpu", ["eval", "--device", "cuda"], "no CUDA device"),
+    ("unknown bench", ["speed"], "invalid choice: 'speed'"),
+    ("batch too small", ["model", "--batch", "2"], "--batch must be >= 4"),
+    ("wrong type", ["eval", "--repeats", "few"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("case, extra, needle", BENCH_CASES, ids=[c[0] for c in BENCH_CASES])
+def test_bench_cli(world, case, extra, needle):
+    if case == "no gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    out = subprocess.run([sys.executable, "-m", "aminet.bench", *extra], capture_output=True, text=True,
+                         timeout=120, cwd=world["tmp"])
+    _check(out, needle, world["tmp"])

@@ -1,0 +1,232 @@
+"""Faults injected for real into searches: a trial SIGKILLed mid-epoch, a trial whose loss turns NaN, the
+driver SIGKILLed, a Ray worker node lost; and the project's safe defaults, checked in the source."""
+
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from aminet.data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = str(REPO / "search" / "run.py")
+TINY = ["data.height=32", "data.width=16", "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2",
+        "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
+        "optim.milestones=[2,3]", "eval.trials=1"]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    return tmp, sysu, regdb
+
+
+def _args(tmp, sysu, regdb, name, *extra):
+    sets = [a for o in TINY + [f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", o)]
+    return [sys.executable, RUN, "--space", "sysu", "--quick", "--data-root", str(sysu), "--regdb-root", str(regdb),
+            "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
+            "--verbose", "0", "--no-register", *sets, *extra]
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+
+
+def _runs(tmp, name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
+    exp = client.get_experiment_by_name("aminet-search")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return ([r for r in runs if r.data.tags.get("aminet.role") == "search"],
+            [r for r in runs if r.data.tags.get("aminet.role") == "trial"])
+
+
+def _results(tmp, name):
+    out = {}
+    for folder in (tmp / "ray" / name).glob("train_aminet_*"):
+        f = folder / "result.json"
+        out[folder.name.split("_")[2]] = [json.loads(line) for line in open(f)] if f.is_file() else []
+    return out
+
+
+def _wait_for(predicate, timeout, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            if predicate():
+                return True
+        except Exception:  # noqa: BLE001 - files and databases appear while we poll
+            pass
+        time.sleep(1)
+    return False
+
+
+@pytest.mark.slow
+def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
+    """One trial SIGKILLs itself mid-epoch (retried from its checkpoint); the trial with mmd_intra=0.2 (a
+    warm-start point) has a NaN loss on every attempt and ends FAILED; the search goes on and finishes."""
+    tmp, sysu, regdb = roots
+    name = "faults"
+    marker = tmp / "killed.marker"
+    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-failures", "1"),
+                         capture_output=True, text=True, timeout=900, cwd=tmp,
+                         env=_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert marker.is_file(), "the SIGKILL was injected"
+    assert "1 trial(s) FAILED" in out.stderr and "non-finite loss" in out.stderr
+
+    parents, trials = _runs(tmp, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.metrics["trials/errored"] == 1
+    assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
+    assert "RUNNING" not in {r.info.status for r in trials}
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "non-finite loss" in failed[0].data.tags["aminet.error"]
+    assert failed[0].data.params["search.mmd_intra"] == "0.2"
+
+    # The killed trial: retried once, from its epoch-1 checkpoint, and its epochs are all there once.
+    results = _results(tmp, name)
+    resumed = {tid: rows for tid, rows in results.items() if any(r.get("resumed_from", 0) >= 1 for r in rows)}
+    assert len(resumed) == 1
+    rows = next(iter(resumed.values()))
+    epochs = [r["epoch"] for r in rows]
+    assert epochs == sorted(set(epochs)) and epochs[0] == 1
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+    assert len(study.trials) == 3 and sum(t.state.name == "FAIL" for t in study.trials) == 1
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resume_finishes_without_duplicates(roots):
+    tmp, sysu, regdb = roots
+    name = "driverkill"
+    args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp,
+                            start_new_session=True)
+
+    def one_done():
+        return any("aminet.outcome" in r.data.tags for r in _runs(tmp, name)[1])
+
+    assert _wait_for(one_done, 400, proc), "no trial finished in time"
+    time.sleep(3)  # the next trial is under way
+    os.kill(proc.pid, signal.SIGKILL)  # the driver, with no chance to clean up ...
+    proc.wait(timeout=60)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # ... and the local Ray processes it had started
+    except ProcessLookupError:
+        pass
+    time.sleep(2)
+    parents, trials = _runs(tmp, name)
+    assert parents[0].info.status == "RUNNING"  # what a hard kill leaves behind
+    done_before = {r.data.tags["ray.trial_id"] for r in trials if "aminet.outcome" in r.data.tags}
+    lines_before = {tid: len(rows) for tid, rows in _results(tmp, name).items() if tid in done_before}
+
+    out = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parents, trials = _runs(tmp, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    after = _results(tmp, name)
+    assert all(len(after[tid]) == n for tid, n in lines_before.items())  # finished trials were not re-run
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+    told = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(told) == 3 and not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
+    from ray.cluster_utils import Cluster
+
+    tmp, sysu, regdb = roots
+    name = "nodeloss"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        args = _args(tmp, sysu, regdb, name, "--num-samples", "2", "--max-concurrent", "2", "--no-final-eval",
+                     "--address", cluster.address, "--max-failures", "2")
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
+
+        def on_worker():
+            return any(r.get("node_id") == worker.node_id for rows in _results(tmp, name).values() for r in rows)
+
+        assert _wait_for(on_worker, 400, proc), "no trial reported from the worker node"
+        cluster.remove_node(worker, allow_graceful=False)  # the node dies mid-trial
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        results = _results(tmp, name)
+        moved = [rows for rows in results.values() if {r.get("node_id") for r in rows} ==
+                 {worker.node_id, cluster.head_node.node_id}]
+        assert len(moved) == 1, "the interrupted trial finished on the head node"
+        assert moved[0][-1]["resumed_from"] >= 1  # from its checkpoint, not from scratch
+        parents, trials = _runs(tmp, name)
+        assert parents[0].info.status == "FINISHED" and len(trials) == 2
+        assert {r.info.status for r in trials} == {"FINISHED"}
+    finally:
+        cluster.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------
+# Safe defaults, checked in the source
+# ------------------------------------------------------------------------------------------------
+
+SOURCES = [p for d in ("aminet", "trainables", "search", "experiments") for p in (REPO / d).rglob("*.py")]
+
+
+def _calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node
+
+
+def _name(func) -> str:
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return ""  # a method of a computed object (model.to(d).eval()): not a module function
+    parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_unsafe_loading_or_shell(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for call in _calls(tree):
+        name = _name(call.func)
+        kw = {k.arg: k.value for k in call.keywords}
+        where = f"{path.relative_to(REPO)}:{call.lineno}"
+        assert name not in ("yaml.load", "yaml.unsafe_load", "pickle.load", "pickle.loads", "os.system",
+                            "eval", "exec"), f"{where}: {name}"
+        if name == "torch.load":
+            assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, where
+        if "shell" in kw:
+            assert isinstance(kw["shell"], ast.Constant) and kw["shell"].value is False, f"{where}: shell=True"
+        if name == "ray.init":
+            dash = kw.get("include_dashboard")
+            assert dash is not None, f"{where}: ray.init must say whether the dashboard runs"
+            if not (isinstance(dash, ast.Constant) and dash.value is False):
+                host = kw.get("dashboard_host")
+                assert isinstance(host, ast.Constant) and host.value == "127.0.0.1", f"{where}: dashboard host"
+
+
+def test_mlflow_ui_instructions_bind_to_localhost():
+    text = (REPO / "README.md").read_text() + (REPO / "docs" / "operations.md").read_text()
+    for line in re.findall(r"mlflow (?:ui|server)[^\n]*", text):
+        if "0.0.0.0" in line:  # exposing is only shown together with its guards
+            assert "--allowed-hosts" in line or "basic-auth" in line, line
+    assert "127.0.0.1" in text and "ssh -L" in text
