@@ -380,6 +380,10 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         "trial_id", "epoch", "score", "R1", "mAP", "mINP", "resumed_from", "training_iteration", "time_total_s")]
     client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
     study = optuna.load_study(study_name=plan.name, storage=study_url)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # Asked for by a driver that was killed before Ray recorded the trial: it never ran. Every Ray trial
+        # has ended here, so a RUNNING Optuna trial can only be such an orphan.
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     sdf = study.trials_dataframe()
     client.log_text(parent_id, sdf.to_csv(index=False), "search/optuna_trials.csv")
     counts = sdf["state"].value_counts().to_dict() if len(sdf) else {}
