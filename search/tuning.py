@@ -49,13 +49,26 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if value is None or step is None:
             return
         seen = self._reported.setdefault(trial_id, set())
-        if int(step) in seen or not math.isfinite(float(value)):
+        if int(step) in seen or not math.isfinite(float(value)) or self._finished_in_study(trial_id):
             return
         self._ot_trials[trial_id].report(float(value), int(step))
         seen.add(int(step))
 
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """True when the study already holds a final state for this trial: after a driver was killed,
+        Ray may restore a trial whose end it had not yet snapshotted, while Optuna's database has it."""
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
+        except Exception:  # noqa: BLE001 - storage without the trial: treat as open
+            return False
+        return state.is_finished()
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if self._finished_in_study(trial_id):  # told before a driver kill; Ray re-ran its last stretch
+            self._completed_trials.add(trial_id)
             return
         stopped_early = (not error and result is not None and result.get(self.metric) is not None
                          and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs)

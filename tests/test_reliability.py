@@ -120,7 +120,7 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
         return any("aminet.outcome" in r.data.tags for r in _runs(tmp, name)[1])
 
     assert _wait_for(one_done, 400, proc), "no trial finished in time"
-    time.sleep(3)  # the next trial is under way
+    time.sleep(6)  # the next trial is under way, and Ray has snapshotted the first one's end (every 2 s)
     os.kill(proc.pid, signal.SIGKILL)  # the driver, with no chance to clean up ...
     proc.wait(timeout=60)
     try:

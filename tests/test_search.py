@@ -305,3 +305,17 @@ def test_trials_run_on_a_second_ray_node(roots):
         assert worker.node_id != cluster.head_node.node_id
     finally:
         cluster.shutdown()
+
+
+def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
+    """After a driver is SIGKILLed, Ray may restore a trial whose end it had not snapshotted although the
+    study (SQLite) already holds it: its repeated results must not fail the trial."""
+    storage = optuna.storages.InMemoryStorage()
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=storage, study_name="k", max_epochs=4)
+    s.suggest("a")
+    study = optuna.load_study(study_name="k", storage=storage)
+    study.tell(study.trials[0].number, 0.5)  # what the killed driver had told
+    s.on_trial_result("a", {"score": 0.7, "epoch": 4})
+    s.on_trial_complete("a", {"score": 0.7, "epoch": 4})
+    t = optuna.load_study(study_name="k", storage=storage).trials[0]
+    assert (t.state.name, t.value) == ("COMPLETE", 0.5)
