@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -432,7 +433,9 @@ def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int
         for t in tasks:
             fn(t)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # "spawn": a forked child of a process that has started threads (Ray's gRPC, a DataLoader, torch's
+        # pools) can crash or deadlock; a fresh interpreter per worker is safe wherever this is called.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(fn, tasks))
 
 
