@@ -156,12 +156,15 @@ def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
+        # Longer epochs and no early stopping (grace = all 4 epochs), so the node dies mid-trial.
         args = _args(tmp, sysu, regdb, name, "--num-samples", "2", "--max-concurrent", "2", "--no-final-eval",
-                     "--address", cluster.address, "--max-failures", "2")
+                     "--address", cluster.address, "--max-failures", "2", "--grace-period", "4",
+                     "--set", "data.iters_per_epoch=12")
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
 
         def on_worker():
-            return any(r.get("node_id") == worker.node_id for rows in _results(tmp, name).values() for r in rows)
+            return any(rows and rows[-1].get("node_id") == worker.node_id and 1 <= rows[-1]["epoch"] < 4
+                       for rows in _results(tmp, name).values())
 
         assert _wait_for(on_worker, 400, proc), "no trial reported from the worker node"
         cluster.remove_node(worker, allow_graceful=False)  # the node dies mid-trial
@@ -171,7 +174,7 @@ def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
         moved = [rows for rows in results.values() if {r.get("node_id") for r in rows} ==
                  {worker.node_id, cluster.head_node.node_id}]
         assert len(moved) == 1, "the interrupted trial finished on the head node"
-        assert moved[0][-1]["resumed_from"] >= 1  # from its checkpoint, not from scratch
+        assert moved[0][-1]["resumed_from"] >= 1 and moved[0][-1]["epoch"] == 4  # from its checkpoint, to the end
         parents, trials = _runs(tmp, name)
         assert parents[0].info.status == "FINISHED" and len(trials) == 2
         assert {r.info.status for r in trials} == {"FINISHED"}
