@@ -92,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retrain-best", action="store_true", help="then train the best config as fixed-config final "
                                                                "runs on both benchmarks (experiments/run.py)")
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of --retrain-best")
+    p.add_argument("--retrain-trials", type=int, nargs="+", default=list(range(1, 11)),
+                   help="RegDB trials of --retrain-best (default 1..10: one model each)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (local Ray only; binds "
                                                             "127.0.0.1:8265, reach it through an SSH tunnel)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
@@ -167,6 +169,11 @@ def plan_search(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    bad = [t for t in args.retrain_trials if not 1 <= t <= 10]
+    if bad:
+        raise UsageError(f"--retrain-trials: RegDB trials are 1..10, got {bad}")
+    if any(s < 0 for s in args.retrain_seeds):
+        raise UsageError(f"--retrain-seeds: seeds must be >= 0, got {args.retrain_seeds}")
     if args.address is None and (args.gpus_per_trial or 0) > 0:
         import torch  # a local Ray instance has the GPUs this machine has
 
@@ -513,7 +520,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, registe
     return frame
 
 
-def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int]) -> int:
+def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int], trials: list[int]) -> int:
     """Fixed-config final runs of the best config on both benchmarks, linked to the search's parent run."""
     import yaml
 
@@ -531,7 +538,7 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int]) -> int:
         cmd = [sys.executable, str(REPO / "experiments" / "run.py"), str(path), "--mlflow-uri", uri,
                "--experiment", "aminet-final", "--seeds", *map(str, seeds), "--quiet",
                "--run-dir", str(plan.state_dir / "final_runs" / dataset), "--tag", f"aminet.search_parent={parent_id}",
-               "--tag", f"aminet.search_name={plan.name}"]
+               "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, trials)]
         print(f"\n=== retrain best on {dataset}: {' '.join(cmd[1:])}", flush=True)
         status = subprocess.run(cmd).returncode or status
     return status
@@ -622,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run "
           f"{plan.name})")
     if args.retrain_best:
-        return retrain_best(plan, uri, parent_id, args.retrain_seeds)
+        return retrain_best(plan, uri, parent_id, args.retrain_seeds, args.retrain_trials)
     return 0
 
 

@@ -319,3 +319,24 @@ def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
     s.on_trial_complete("a", {"score": 0.7, "epoch": 4})
     t = optuna.load_study(study_name="k", storage=storage).trials[0]
     assert (t.state.name, t.value) == ("COMPLETE", 0.5)
+
+
+@pytest.mark.slow
+def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
+    tmp, sysu, regdb = roots
+    name = "retrain"
+    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--retrain-best",
+                               "--retrain-trials", "1"), capture_output=True, text=True, timeout=900, env=_env(),
+                         cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parents, _ = _mlflow(tmp, name)
+    parent_id = parents[0].info.run_id
+    exp = client.get_experiment_by_name("aminet-final")
+    runs = client.search_runs([exp.experiment_id], f"tags.`aminet.search_parent` = '{parent_id}'")
+    summaries = [r for r in runs if r.data.tags.get("aminet.role") == "summary"]
+    assert sorted(r.data.params["data.dataset"] for r in summaries) == ["regdb", "sysu"]
+    assert all(r.data.params["data.purpose"] == "final" for r in summaries)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    models = [r for r in runs if r.data.tags.get("aminet.role") == "model"]
+    assert sorted(r.data.tags["aminet.trial"] for r in models) == ["-", "1"]  # SYSU: one run; RegDB: trial 1
+    assert "Visible to Thermal" in out.stdout and "All Search" in out.stdout
