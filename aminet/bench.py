@@ -47,6 +47,23 @@ def _features(n: int, dim: int, device: torch.device, gen: torch.Generator) -> t
     return torch.nn.functional.normalize(torch.randn(n, dim, generator=gen).to(device), dim=1)
 
 
+def _mmd_step(b: int, dim: int, multipliers: list[float], device: torch.device) -> Callable[[], None]:
+    """One IDAL + IMDAL forward+backward on random (b, dim) visible and infrared features."""
+    from aminet.losses import kernel_mmd_terms
+
+    fv = torch.randn(b, dim, device=device, requires_grad=True)
+    fi = torch.randn(b, dim, device=device, requires_grad=True)
+    half = b // 2
+
+    def step() -> None:
+        loss = kernel_mmd_terms(fv, fi, multipliers).sum() + 0.5 * (
+            kernel_mmd_terms(fv[:half], fv[half:], multipliers).sum()
+            + kernel_mmd_terms(fi[:half], fi[half:], multipliers).sum())
+        loss.backward()
+
+    return step
+
+
 def bench_eval(repeats: int, device: torch.device, sizes: dict[str, int]) -> list[tuple[str, float, str]]:
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
@@ -125,7 +142,7 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
 
 def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | None) -> list[tuple[str, float, str]]:
     from aminet.config import load_config
-    from aminet.losses import AMINetCriterion, kernel_mmd_terms
+    from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
     from aminet.presets import preset_overrides
 
@@ -163,18 +180,8 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
                     + (" bf16" if use_amp else " fp32"), times[name], "s/step"))
     out.append(("PESAM share of the M4 step (M4 vs M4 without PESAM)",
                 100 * (times["M4"] - times["M4+pesam_off"]) / times["M4"], "%"))
-    dim = 512 if arch == "resnet18" else 2048
-    fv = torch.randn(b, dim, device=device, requires_grad=True)
-    fi = torch.randn(b, dim, device=device, requires_grad=True)
-    mult = base.loss.mmd_multipliers
-
-    def mmd_step() -> None:
-        half = b // 2
-        loss = kernel_mmd_terms(fv, fi, mult).sum() + 0.5 * (kernel_mmd_terms(fv[:half], fv[half:], mult).sum()
-                                                         + kernel_mmd_terms(fi[:half], fi[half:], mult).sum())
-        loss.backward()
-
-    t_mmd = _median_time(mmd_step, repeats)
+    t_mmd = _median_time(_mmd_step(b, 512 if arch == "resnet18" else 2048, base.loss.mmd_multipliers, device),
+                         repeats)
     out.append(("AMK-MMD (IDAL + IMDAL, forward+backward) share of the M4 step", 100 * t_mmd / times["M4"], "%"))
     return out
 
@@ -250,24 +257,13 @@ def bench_extract(repeats: int, device: torch.device, tiny: bool) -> list[tuple[
 
 def bench_phase(repeats: int, device: torch.device, tiny: bool) -> list[tuple[str, float, str]]:
     """Phase congruency (PESAM's structure map) per training batch half, and AMK-MMD per step."""
-    from aminet.losses import kernel_mmd_terms
     from aminet.model.phase import phase_congruency
 
     b, h, w = (4, 32, 16) if tiny else ((64, 288, 144) if device.type == "cuda" else (8, 288, 144))
     x = torch.rand(b, 1, h, w, device=device)
     t_pc = _median_time(lambda: phase_congruency(x), repeats)
     dim = 16 if tiny else 2048
-    fv = torch.randn(b, dim, device=device, requires_grad=True)
-    fi = torch.randn(b, dim, device=device, requires_grad=True)
-    mult = [0.25, 0.5, 1.0, 2.0, 4.0]
-
-    def mmd_step() -> None:
-        half = b // 2
-        loss = kernel_mmd_terms(fv, fi, mult).sum() + 0.5 * (kernel_mmd_terms(fv[:half], fv[half:], mult).sum()
-                                                         + kernel_mmd_terms(fi[:half], fi[half:], mult).sum())
-        loss.backward()
-
-    t_mmd = _median_time(mmd_step, repeats)
+    t_mmd = _median_time(_mmd_step(b, dim, [0.25, 0.5, 1.0, 2.0, 4.0], device), repeats)
     return [(f"phase congruency, {b} images {h}x{w}, {device.type}", 1000 * t_pc, "ms/batch"),
             (f"AMK-MMD IDAL + IMDAL forward+backward, {b}+{b} x {dim}-d, {device.type}", 1000 * t_mmd, "ms/step")]
 

@@ -30,6 +30,7 @@ __all__ = [
     "Config",
     "apply_overrides",
     "load_config",
+    "read_yaml_tree",
 ]
 
 
@@ -282,6 +283,35 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is None:
         return Config.from_dict({}, overrides)
     return Config.load(path, overrides)
+
+
+def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file as a plain dict, its ``extends: base.yaml`` (relative to the file) merged in: the file's
+    keys over the base's, mappings merged recursively. A base's ``name`` is not inherited."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in _seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    merged = read_yaml_tree(path.parent / base, _seen + (path,))
+    merged.pop("name", None)
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = _deepcopy_plain(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else _deepcopy_plain(v)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -153,6 +153,36 @@ def distance_figure(gap: dict[str, Any]):
 # --------------------------------------------------------------------------------------------------
 
 
+def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:
+    """(tracking URI, experiment id), the experiment created if missing. ``uri=None``:
+    ``sqlite:///<cwd>/mlruns/mlflow.db``. SQLite URIs are made absolute and get an absolute artifact folder
+    beside the database (MLflow would otherwise put artifacts under the working directory at creation)."""
+    from mlflow.tracking import MlflowClient
+
+    if uri is None:
+        base = (Path.cwd() / "mlruns").resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{base / 'mlflow.db'}"
+    elif uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri() if uri.startswith("sqlite:") else None
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return uri, exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
+
+
+def git_commit() -> str:
+    """The commit of the checkout this package runs from, or "unknown" (not a git checkout, no git)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 class MLflowReporter:
     """The engine's reporter for fixed-config runs: per-epoch training figures and every evaluation as
     MLflow metrics of the active run (``prefix`` e.g. ``val/`` or ``test/``)."""

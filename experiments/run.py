@@ -25,20 +25,16 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import yaml
 
-from aminet.config import Config, ConfigError, _set_dotted, apply_overrides
+from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
 from aminet.presets import preset_overrides
 from aminet.cli import ArgumentParser
 
 RESERVED = ("extends", "presets", "sweep", "name")
-REPO = Path(__file__).resolve().parents[1]
 
 
 class UsageError(Exception):
@@ -50,35 +46,9 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
-    if path in seen:
-        raise UsageError(f"{path}: 'extends' forms a cycle")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping at the top level")
-    base = data.pop("extends", None)
-    if base is None:
-        return data
-    merged = _read_yaml((path.parent / base).resolve(), seen + (path,))
-    merged.pop("name", None)
-    return _merge(merged, data)
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def load_experiment(path: str | Path, overrides: list[str], presets: list[str]) -> list[tuple[str, Config]]:
     path = Path(path).resolve()
-    raw = _read_yaml(path)
+    raw = read_yaml_tree(path)
     name = str(raw.pop("name", path.stem))
     file_presets = raw.pop("presets", []) or []
     if not isinstance(file_presets, list):
@@ -128,33 +98,6 @@ def preflight(configs: list[tuple[str, Config]], trials: list[int], quiet: bool)
 # ------------------------------------------------------------------------------------------------
 # MLflow
 # ------------------------------------------------------------------------------------------------
-
-
-def setup_mlflow(uri: str | None, experiment: str) -> tuple[str, str]:
-    import mlflow
-
-    if uri is None:
-        base = (Path.cwd() / "mlruns").resolve()
-        base.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{base / 'mlflow.db'}"
-        artifacts = (base / "artifacts").as_uri()
-    else:
-        artifacts = None
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        exp_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
-    else:
-        exp_id = exp.experiment_id
-    return uri, exp_id
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
@@ -297,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     run_root = Path(args.run_dir).resolve() if args.run_dir else (Path.cwd() / "runs" / experiment).resolve()
     if args.fresh and run_root.exists():
         shutil.rmtree(run_root)
-    uri, exp_id = setup_mlflow(args.mlflow_uri, experiment)
+    import mlflow
+
+    from aminet.reporting import git_commit, mlflow_store
+
+    uri, exp_id = mlflow_store(args.mlflow_uri, experiment)
+    mlflow.set_tracking_uri(uri)  # the runs below use MLflow's fluent API
     tags = {"aminet.config_file": str(Path(args.config).resolve()), "aminet.git_commit": git_commit(),
             "aminet.presets": " ".join(args.preset), **extra_tags}
     results = []

@@ -297,34 +297,6 @@ def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[st
 # ------------------------------------------------------------------------------------------------
 
 
-def mlflow_target(uri: str | None, experiment: str) -> tuple[str, str]:
-    import mlflow
-
-    if uri is None:
-        base = (Path.cwd() / "mlruns").resolve()
-        base.mkdir(parents=True, exist_ok=True)
-        uri, artifacts = f"sqlite:///{base / 'mlflow.db'}", (base / "artifacts").as_uri()
-    else:
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
-            uri = f"sqlite:///{path}"
-        artifacts = None
-        if uri.startswith("sqlite:"):
-            artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-    client = mlflow.tracking.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
-    return uri, exp_id
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def close_runs(client, exp_id: str, parent_id: str, status: str) -> None:
     """Mark the parent and any child still RUNNING as ended: nothing is left RUNNING."""
     try:
@@ -383,6 +355,7 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
+    import pandas as pd
 
     from trainables.params import apply_params, to_overrides
 
@@ -408,7 +381,7 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             msg = " ".join(str(r.error).split())
             tail = msg.split("Traceback")[0][-300:] if "Traceback" in msg else msg[-300:]
             lines.append({"trial": Path(r.path).name, "error": tail})
-        client.log_text(parent_id, pd_frame(lines).to_csv(index=False), "search/failed_trials.csv")
+        client.log_text(parent_id, pd.DataFrame(lines).to_csv(index=False), "search/failed_trials.csv")
         print(f"\n{len(failed)} trial(s) FAILED (the search went on):", file=sys.stderr)
         for row in lines:
             print(f"  {row['trial'][:40]}: {row['error'][-200:]}", file=sys.stderr)
@@ -458,12 +431,6 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     except Exception as exc:  # noqa: BLE001
         client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
     return best, params
-
-
-def pd_frame(rows: list[dict]):
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, register: bool) -> "Any":
@@ -560,11 +527,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.tracking import MlflowClient
 
+    from aminet.reporting import git_commit, mlflow_store
     from search.tuning import TrialRunLogger
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
-    uri, exp_id = mlflow_target(args.mlflow_uri, args.mlflow_experiment)
+    uri, exp_id = mlflow_store(args.mlflow_uri, args.mlflow_experiment)
     client = MlflowClient(uri)
     state_path = plan.state_dir / STATE_FILE
     if plan.resume:

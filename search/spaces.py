@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aminet.config import Config, _set_dotted, apply_overrides
+from aminet.config import Config, _set_dotted, apply_overrides, read_yaml_tree
 from trainables.params import BANDWIDTH_SETS
 
 __all__ = ["SearchSpace", "Budget", "DefineByRun", "SPACES", "get_space", "load_base"]
@@ -95,23 +95,10 @@ class DefineByRun:
 
 def load_base(path: Path) -> dict[str, Any]:
     """An experiments YAML as a plain dict, ``extends`` resolved, runner-only keys dropped."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    parent = data.pop("extends", None)
+    data = read_yaml_tree(path)
     for key in ("name", "presets", "sweep"):
         data.pop(key, None)
-    if parent is None:
-        return data
-    merged = load_base((path.parent / parent).resolve())
-
-    def merge(a: dict, b: dict) -> dict:
-        out = copy.deepcopy(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-        return out
-
-    return merge(merged, data)
+    return data
 
 
 _SYSU_PAPER = {"mmd_intra": 0.4, "mmd_inter": 0.6, "bandwidths": "paper5", "upper_body_ratio": 0.5}
