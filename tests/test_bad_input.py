@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from aminet.data import synthetic
+from e2e_helpers import TINY_EXPERIMENT_YAML
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_YAML = """
-data: {dataset: sysu, purpose: final, height: 32, width: 16, upper_height: 16, pad: 2, ids_per_batch: 2,
-       instances: 2, iters_per_epoch: 3}
-model: {arch: resnet18, weights: none, last_stride: 2}
-optim: {optimizer: adam, lr: 0.001, backbone_lr_mult: 1.0, warmup_epochs: 0, milestones: []}
-train: {epochs: 2, eval_every: 2}
-eval: {trials: 2}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +26,7 @@ def world(tmp_path_factory):
     not_a_layout = tmp / "photos"
     (not_a_layout / "misc").mkdir(parents=True)
     (not_a_layout / "misc" / "a.jpg").write_bytes(b"\xff\xd8not really")
-    (tmp / "tiny.yaml").write_text(TINY_YAML)
+    (tmp / "tiny.yaml").write_text(TINY_EXPERIMENT_YAML)
     (tmp / "occupied").mkdir()
     (tmp / "occupied" / "keep.txt").write_text("mine")
     return {"tmp": tmp, "good": good, "regdb": regdb, "empty_split": empty_split, "not_a_layout": not_a_layout}

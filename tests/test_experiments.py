@@ -7,24 +7,16 @@ from pathlib import Path
 import pytest
 
 from aminet.data import synthetic
+from e2e_helpers import TINY_EXPERIMENT_YAML
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = """
-name: tiny
-data: {dataset: sysu, purpose: final, height: 32, width: 16, upper_height: 16, pad: 2, ids_per_batch: 2,
-       instances: 2, iters_per_epoch: 3}
-model: {arch: resnet18, weights: none, last_stride: 2}
-optim: {optimizer: adam, lr: 0.001, backbone_lr_mult: 1.0, warmup_epochs: 0, milestones: []}
-train: {epochs: 2, eval_every: 2}
-eval: {trials: 2}
-"""
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
     root = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    (tmp / "tiny.yaml").write_text(TINY)
+    (tmp / "tiny.yaml").write_text(TINY_EXPERIMENT_YAML)
     return tmp, root
 
 

@@ -7,49 +7,23 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 
-from aminet.data import synthetic
+from e2e_helpers import search_args, search_env, search_runs, search_study, tiny_roots
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = str(REPO / "search" / "run.py")
-TINY = ["data.height=32", "data.width=16", "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2",
-        "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
-        "optim.milestones=[2,3]", "eval.trials=1"]
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults")
-    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    return tmp, sysu, regdb
+    return tiny_roots(tmp_path_factory.mktemp("faults"))
 
 
 def _args(tmp, sysu, regdb, name, *extra):
-    sets = [a for o in TINY + [f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", o)]
-    return [sys.executable, RUN, "--space", "sysu", "--quick", "--data-root", str(sysu), "--regdb-root", str(regdb),
-            "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
-            "--verbose", "0", "--no-register", *sets, *extra]
-
-
-def _env(**extra):
-    return dict(os.environ, PYTHONUNBUFFERED="1", **extra)
-
-
-def _runs(tmp, name):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
-    exp = client.get_experiment_by_name("aminet-search")
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return ([r for r in runs if r.data.tags.get("aminet.role") == "search"],
-            [r for r in runs if r.data.tags.get("aminet.role") == "trial"])
+    return search_args(tmp, sysu, regdb, name, "--no-register", *extra)
 
 
 def _results(tmp, name):
@@ -83,12 +57,12 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     marker = tmp / "killed.marker"
     out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-failures", "1"),
                          capture_output=True, text=True, timeout=900, cwd=tmp,
-                         env=_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"))
+                         env=search_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file(), "the SIGKILL was injected"
     assert "1 trial(s) FAILED" in out.stderr and "non-finite loss" in out.stderr
 
-    parents, trials = _runs(tmp, name)
+    _, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["trials/errored"] == 1
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
@@ -104,7 +78,7 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     rows = next(iter(resumed.values()))
     epochs = [r["epoch"] for r in rows]
     assert epochs == sorted(set(epochs)) and epochs[0] == 1
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+    study = search_study(tmp, name)
     assert len(study.trials) == 3 and sum(t.state.name == "FAIL" for t in study.trials) == 1
 
 
@@ -113,11 +87,11 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     tmp, sysu, regdb = roots
     name = "driverkill"
     args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp,
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp,
                             start_new_session=True)
 
     def one_done():
-        return any("aminet.outcome" in r.data.tags for r in _runs(tmp, name)[1])
+        return any("aminet.outcome" in r.data.tags for r in search_runs(tmp, name)[2])
 
     assert _wait_for(one_done, 400, proc), "no trial finished in time"
     time.sleep(6)  # the next trial is under way, and Ray has snapshotted the first one's end (every 2 s)
@@ -128,20 +102,20 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     except ProcessLookupError:
         pass
     time.sleep(2)
-    parents, trials = _runs(tmp, name)
+    _, parents, trials = search_runs(tmp, name)
     assert parents[0].info.status == "RUNNING"  # what a hard kill leaves behind
     done_before = {r.data.tags["ray.trial_id"] for r in trials if "aminet.outcome" in r.data.tags}
     lines_before = {tid: len(rows) for tid, rows in _results(tmp, name).items() if tid in done_before}
 
-    out = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp)
+    out = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
-    parents, trials = _runs(tmp, name)
+    _, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
     assert {r.info.status for r in trials} == {"FINISHED"}
     after = _results(tmp, name)
     assert all(len(after[tid]) == n for tid, n in lines_before.items())  # finished trials were not re-run
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+    study = search_study(tmp, name)
     told = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(told) == 3 and not [t for t in study.trials if t.state.name == "RUNNING"]
 
@@ -160,7 +134,8 @@ def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
         args = _args(tmp, sysu, regdb, name, "--num-samples", "2", "--max-concurrent", "2", "--no-final-eval",
                      "--address", cluster.address, "--max-failures", "2", "--grace-period", "4",
                      "--set", "data.iters_per_epoch=12")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=search_env(),
+                                cwd=tmp)
 
         def on_worker():
             return any(rows and rows[-1].get("node_id") == worker.node_id and 1 <= rows[-1]["epoch"] < 4
@@ -175,7 +150,7 @@ def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
                  {worker.node_id, cluster.head_node.node_id}]
         assert len(moved) == 1, "the interrupted trial finished on the head node"
         assert moved[0][-1]["resumed_from"] >= 1 and moved[0][-1]["epoch"] == 4  # from its checkpoint, to the end
-        parents, trials = _runs(tmp, name)
+        _, parents, trials = search_runs(tmp, name)
         assert parents[0].info.status == "FINISHED" and len(trials) == 2
         assert {r.info.status for r in trials} == {"FINISHED"}
     finally:

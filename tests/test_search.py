@@ -6,7 +6,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,16 +13,11 @@ import optuna
 import pytest
 
 from aminet.config import Config
-from aminet.data import synthetic
 from search.spaces import SPACES, get_space, load_base
 from search.tuning import PrunedAwareOptunaSearch
+from e2e_helpers import REPO, search_args, search_env, search_runs, search_study, tiny_roots
 from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-RUN = str(REPO / "search" / "run.py")
-TINY = ["data.height=32", "data.width=16", "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2",
-        "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
-        "optim.milestones=[2,3]", "eval.trials=1"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,37 +104,7 @@ def test_searcher_tells_early_stopped_trials_as_pruned():
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("search")
-    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    return tmp, sysu, regdb
-
-
-def _args(tmp, sysu, regdb, name, *extra):
-    sets = [a for o in TINY + [f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", o)]
-    return [sys.executable, RUN, "--space", "sysu", "--quick", "--data-root", str(sysu), "--regdb-root", str(regdb),
-            "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
-            "--verbose", "0", *sets, *extra]
-
-
-def _env(**extra):
-    env = dict(os.environ, RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def _mlflow(tmp, name):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
-    exp = client.get_experiment_by_name("aminet-search")
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return client, [r for r in runs if r.data.tags.get("aminet.role") == "search"], \
-        [r for r in runs if r.data.tags.get("aminet.role") == "trial"]
-
-
-def _study(tmp, name):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+    return tiny_roots(tmp_path_factory.mktemp("search"))
 
 
 @pytest.mark.parametrize("case, extra, needle", [
@@ -154,7 +118,8 @@ def _study(tmp, name):
 def test_bad_input_exits_2_with_one_line_before_anything_starts(roots, case, extra, needle):
     tmp, sysu, regdb = roots
     name = f"bad-{case}"
-    out = subprocess.run(_args(tmp, sysu, regdb, name) + extra, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp)
+    out = subprocess.run(search_args(tmp, sysu, regdb, name) + extra, capture_output=True, text=True, timeout=300,
+                         env=search_env(), cwd=tmp)
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
@@ -197,13 +162,13 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     tmp, sysu, regdb = roots
     name = "e2e"
     marker = tmp / "crashed.marker"
-    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3"), capture_output=True, text=True,
-                         timeout=900, env=_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2"), cwd=tmp)
+    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "3"), capture_output=True, text=True,
+                         timeout=900, env=search_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2"), cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file()  # the injected crash happened ...
     assert "Thermal to Visible" in out.stdout and "All Search" in out.stdout and "champion" in out.stdout
 
-    client, parents, trials = _mlflow(tmp, name)
+    client, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     # ... and the trial was retried within the same MLflow run: one run per trial, all ended.
@@ -216,7 +181,7 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     assert sorted({m.step for m in hist}) == list(range(1, int(resumed[0].data.tags["aminet.last_epoch"]) + 1))
 
     # Optuna: early-stopped trials are PRUNED, full ones COMPLETE; the MLflow outcome agrees.
-    study = _study(tmp, name)
+    study = search_study(tmp, name)
     assert len(study.trials) == 3
     outcome = {r.data.tags["ray.trial_id"]: r.data.tags["aminet.outcome"] for r in trials}
     assert sorted(outcome.values()).count("completed") == sum(t.state.name == "COMPLETE" for t in study.trials)
@@ -243,15 +208,15 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
 def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     tmp, sysu, regdb = roots
     name = "resume"
-    args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp,
+    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp,
                             start_new_session=True)
     deadline = time.time() + 400
     first_done = None
     while time.time() < deadline and proc.poll() is None:
         time.sleep(1)
         try:
-            _, _, trials = _mlflow(tmp, name)
+            _, _, trials = search_runs(tmp, name)
         except Exception:  # noqa: BLE001 - the database is being created
             continue
         done = [r for r in trials if "aminet.outcome" in r.data.tags]
@@ -261,24 +226,24 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     assert first_done is not None, "no trial finished in time"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
     assert proc.wait(timeout=180) == 130
-    client, parents, _ = _mlflow(tmp, name)
+    client, parents, _ = search_runs(tmp, name)
     assert parents[0].info.status == "KILLED"
     results = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
                for p in (tmp / "ray" / name).glob("train_aminet_*") if (p / "result.json").is_file()}
     before = results[first_done]
 
-    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1",
-                               "--no-register", "--resume"), capture_output=True, text=True, timeout=900, env=_env(),
-                         cwd=tmp)
+    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register",
+                       "--resume")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
-    client, parents, trials = _mlflow(tmp, name)
+    client, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
     assert {r.info.status for r in trials} == {"FINISHED"}
     after = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
              for p in (tmp / "ray" / name).glob("train_aminet_*")}
     assert after[first_done] == before  # the finished trial was not run again
-    assert len(_study(tmp, name).trials) == 3
+    assert len(search_study(tmp, name).trials) == 3
     state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
     assert state["parent_run_id"] == parents[0].info.run_id
 
@@ -295,9 +260,9 @@ def test_trials_run_on_a_second_ray_node(roots):
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         name = "cluster"
-        out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "1", "--no-register", "--no-final-eval",
-                                   "--address", cluster.address), capture_output=True, text=True, timeout=600,
-                             env=_env(), cwd=tmp)
+        args = search_args(tmp, sysu, regdb, name, "--num-samples", "1", "--no-register", "--no-final-eval",
+                           "--address", cluster.address)
+        out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=search_env(), cwd=tmp)
         assert out.returncode == 0, out.stderr[-3000:]
         rows = [json.loads(line) for p in (tmp / "ray" / name).glob("train_aminet_*/result.json")
                 for line in open(p)]
@@ -325,11 +290,11 @@ def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
 def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
     tmp, sysu, regdb = roots
     name = "retrain"
-    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--retrain-best",
-                               "--retrain-trials", "1"), capture_output=True, text=True, timeout=900, env=_env(),
+    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--retrain-best",
+                               "--retrain-trials", "1"), capture_output=True, text=True, timeout=900, env=search_env(),
                          cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
-    client, parents, _ = _mlflow(tmp, name)
+    client, parents, _ = search_runs(tmp, name)
     parent_id = parents[0].info.run_id
     exp = client.get_experiment_by_name("aminet-final")
     runs = client.search_runs([exp.experiment_id], f"tags.`aminet.search_parent` = '{parent_id}'")
