@@ -13,19 +13,33 @@ Both pipelines train the same AMINet preset with the same losses, optimiser (SGD
   fp32, contiguous (NCHW) memory. The upper-body view is cut from the augmented batch on the device in
   both (the model needs it; it is not part of the usual code path's cost).
 
-Images/s counts visible + infrared images per second of wall time, sampling to optimiser step.
+Images/s counts visible + infrared images per second of wall time, sampling to optimiser step, over
+``steps`` steps after ``warmup`` steps, with one synchronisation at each end of the timed stretch (the
+steps overlap as they do in training). Each loop does what its code path does per step: the baseline
+reads ``loss.item()`` (the usual per-step logging, one host-device synchronisation per step); aminet
+keeps the loss terms on the device and fetches them once every ``CHECK_EVERY_CUDA`` steps, as the
+trainer does, with the trainer's fused optimiser and cuDNN autotuning.
+
+Starvation evidence: ``data_wait_share`` is the share of the timed wall time the loop spent getting its
+next batch (waiting for DataLoader workers, or producing the batch: gather, copy, augmentation launch);
+on a GPU, ``gpu_util`` is the mean (and ``gpu_util_min`` the lowest sample) of NVML's utilisation
+("share of time a kernel was running") sampled every 100 ms through the timed steps.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["TrainBench", "train_throughput"]
+__all__ = ["TrainBench", "train_throughput", "GpuUtilisation"]
 
 
 @dataclass
@@ -36,7 +50,83 @@ class TrainBench:
     precision: str
     images_per_s: float
     step_s: float
-    data_wait_share: float  # share of the step spent waiting for the next batch
+    data_wait_share: float  # share of the timed wall time spent getting the next batch
+    gpu_util: float | None = None  # mean NVML GPU utilisation over the timed steps, % (GPU only)
+    gpu_util_min: float | None = None  # lowest sample, %
+
+
+def _nvidia_smi_probe(device: torch.device) -> Callable[[], float] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    physical = visible[index].strip() if index < len(visible) and visible[index].strip() else str(index)
+
+    def probe() -> float:
+        out = subprocess.run([exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", physical],
+                             capture_output=True, text=True, timeout=5)
+        return float(out.stdout.strip().splitlines()[0])
+
+    return probe
+
+
+class GpuUtilisation:
+    """Samples GPU utilisation in a thread while the ``with`` block runs: ``torch.cuda.utilization``
+    (NVML through pynvml) where it works, else ``nvidia-smi``; ``mean``/``low`` are None where neither
+    does (no GPU, no driver tools). ``probe`` replaces the source (tests)."""
+
+    def __init__(self, device: torch.device, period: float = 0.1, probe: Callable[[], float] | None = None):
+        self.period = period
+        self.samples: list[float] = []
+        self._probe = probe if probe is not None else self._find_probe(device)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _find_probe(device: torch.device) -> Callable[[], float] | None:
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        try:
+            torch.cuda.utilization(device)
+            return lambda: float(torch.cuda.utilization(device))
+        except Exception:  # pynvml missing or NVML unusable: the command-line tool reads the same counter
+            pass
+        probe = _nvidia_smi_probe(device)
+        try:
+            if probe is not None:
+                probe()
+                return probe
+        except Exception:
+            pass
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(float(self._probe()))
+            except Exception:
+                pass
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> "GpuUtilisation":
+        if self._probe is not None:
+            self._thread = threading.Thread(target=self._run, name="aminet-gpu-util", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.samples)) if self.samples else None
+
+    @property
+    def low(self) -> float | None:
+        return float(np.min(self.samples)) if self.samples else None
 
 
 class _PerSample(torch.utils.data.Dataset):
@@ -79,13 +169,14 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
                      width: int = 144, ids: int = 16, instances: int = 4, arch: str = "resnet50",
                      compile: bool = False, workers: int | None = None, root=None, cache_dir=None,
                      warmup: int = 2) -> TrainBench:
-    """Median-free wall-clock throughput over ``steps`` timed steps after ``warmup`` steps."""
+    """Wall-clock throughput over ``steps`` timed steps after ``warmup`` steps (see the module docstring)."""
     from aminet.config import load_config
     from aminet.data import synthetic
     from aminet.data.augment import DeviceAugment, upper_view
     from aminet.data.cache import ImageCache
     from aminet.data.sampler import BatchLoader, CrossModalSampler
     from aminet.data.splits import sysu_train
+    from aminet.engine.trainer import CHECK_EVERY_CUDA
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
     from aminet.presets import preset_overrides
@@ -109,9 +200,11 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     dtype = torch.bfloat16 if (fast and cuda) else None
     if fast and cuda:
         model = model.to(memory_format=torch.channels_last)
+    if fast and cuda:
+        torch.backends.cudnn.benchmark = True
     forward = torch.compile(model) if compile else model
     opt = torch.optim.SGD(list(model.parameters()) + [p for p in criterion.parameters() if p.requires_grad],
-                          lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+                          lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=fast)
     gen = torch.Generator().manual_seed(0)
     ratio, up_h = cfg.model.upper_body_ratio, cfg.data.upper_height
 
@@ -138,30 +231,44 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
                 yield vis, ir, upper_view(vis, ratio, up_h).contiguous(), upper_view(ir, ratio, up_h).contiguous(), \
                     labels_all[it].to(device)
 
-    wait = 0.0
-    t_start = None
-    it_count = 0
-    t_last = time.perf_counter()
-    for i, (vis, ir, vis_up, ir_up, labels) in enumerate(batches()):
-        if i == warmup:
-            if cuda:
-                torch.cuda.synchronize(device)
-            t_start = time.perf_counter()
-            wait = 0.0
-        t_data = time.perf_counter()
-        wait += t_data - t_last
+    check_every = CHECK_EVERY_CUDA if cuda else 1
+    pending: list[torch.Tensor] = []
+
+    def step(vis, ir, vis_up, ir_up, labels) -> None:
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = forward(vis, ir, vis_up, ir_up)
             loss, _ = criterion(out, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if not fast:
+            loss.item()  # the usual per-step logging
+        else:
+            pending.append(loss.detach())
+            if len(pending) >= check_every:
+                torch.stack(pending).cpu()
+                pending.clear()
+
+    def sync() -> None:
         if cuda:
             torch.cuda.synchronize(device)
-        t_last = time.perf_counter()
-        if i >= warmup:
-            it_count += 1
-    elapsed = time.perf_counter() - t_start
-    per_step = elapsed / max(1, it_count)
+
+    source = batches()
+    for _ in range(warmup):
+        step(*next(source))
+    sync()
+    wait = 0.0
+    with GpuUtilisation(device) as util:
+        t_start = time.perf_counter()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            batch = next(source)
+            wait += time.perf_counter() - t0
+            step(*batch)
+        if pending:
+            torch.stack(pending).cpu()
+        sync()
+        elapsed = time.perf_counter() - t_start
+    source.close()
     return TrainBench(pipeline, preset, device.type, "bf16" if dtype else "fp32",
-                      2 * sampler.batch_size * it_count / elapsed, per_step, wait / elapsed)
+                      2 * sampler.batch_size * steps / elapsed, elapsed / steps, wait / elapsed, util.mean, util.low)

@@ -128,6 +128,9 @@ class TrainConfig:
     compile: bool = False
     eval_every: int = 10
     checkpoint_every: int = 1
+    # Steps between copies of the loss values to the host (the one host-device synchronisation of the
+    # loop; a non-finite loss is caught there, naming its step). 0: every step on a CPU, 25 on a GPU.
+    host_sync_every: int = 0
 
 
 @dataclass
@@ -265,6 +268,8 @@ class Config:
                or t.device == "mps", "train.device", t.device, '"auto", "cpu", "cuda[:N]" or "mps"')
         _check(t.eval_every >= 1, "train.eval_every", t.eval_every, ">= 1")
         _check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every, ">= 1")
+        _check(0 <= t.host_sync_every <= 10_000, "train.host_sync_every", t.host_sync_every,
+               "an integer in 0..10000 (0: automatic)")
 
         _check(len(e.sysu_modes) > 0, "eval.sysu_modes", e.sysu_modes, 'a non-empty subset of ["all", "indoor"]')
         for i, v in enumerate(e.sysu_modes):

@@ -48,15 +48,16 @@ def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[flo
         raise ValueError(f"amk_mmd: need at least 2 samples on each side, got {ns} and {nt}")
     if len(multipliers) == 0:
         raise ValueError("amk_mmd: the bandwidth multiplier set is empty")
+    mults = [float(m) for m in multipliers]  # checked on the host: no device round trip per step
+    if any(not m > 0 for m in mults):
+        raise ValueError(f"amk_mmd: bandwidth multipliers must be positive, got {mults}")
     with torch.autocast(device_type=x.device.type, enabled=False):
         z = torch.cat([x, y]).float()
         d = _sq_distances(z)
         n = ns + nt
         base = (d.sum() / (n * (n - 1))).detach().clamp(min=BASE_FLOOR)
-        mult = torch.as_tensor(list(multipliers), dtype=torch.float32, device=z.device)
-        if (mult <= 0).any():
-            raise ValueError(f"amk_mmd: bandwidth multipliers must be positive, got {list(multipliers)}")
-        k = torch.exp(-d[None] / (2.0 * mult[:, None, None] * base))  # (M, n, n)
+        scaled = d / (-2.0 * base)
+        k = torch.stack([torch.exp(scaled / m) for m in mults])  # (M, n, n)
         kxx = k[:, :ns, :ns]
         kyy = k[:, ns:, ns:]
         kxy = k[:, :ns, ns:]
@@ -210,9 +211,15 @@ class AMINetCriterion(nn.Module):
         self.mmd_inter = AMKMMD(lo.mmd_multipliers, lo.mmd_kernel_weights, lo.mmd_weight_entropy)
 
     def _halves(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        k = torch.arange(n, device=device) % self.instances
-        first = k < (self.instances // 2)
-        return first, ~first
+        """Row indices of the first and the second half of every identity's K images (rows come in
+        identity blocks of K). Index tensors made on the device, not boolean masks: selecting with a
+        mask would make the host wait for the GPU to count the rows."""
+        if n % self.instances:
+            raise ValueError(f"IMDAL: {n} images per modality is not a whole number of identities x "
+                             f"{self.instances} instances")
+        rows = torch.arange(n, device=device).view(-1, self.instances)
+        half = self.instances // 2
+        return rows[:, :half].reshape(-1), rows[:, half:].reshape(-1)
 
     def forward(self, out, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``out`` is the model's ``ModelOutput``; ``labels`` (B,) the identities of the batch half."""

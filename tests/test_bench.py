@@ -23,6 +23,11 @@ def test_data_bench_runs_tiny():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "sampling+gather+augment" in out.stdout and "batches/s" in out.stdout
+    lines = out.stdout.splitlines()
+    host = [l for l in lines if l.startswith("host side of a device-augmented batch")]
+    base = [l for l in lines if l.startswith("baseline per-sample CPU augmentation")]
+    assert len(host) == 1 and len(base) >= 1 and "main process" in base[0]
+    assert all(float(l.split()[-2]) > 0 for l in host + base)
 
 
 def test_model_bench_runs_tiny():

@@ -99,6 +99,27 @@ def test_nan_loss_stops_the_run_with_a_clear_error(tiny_root, tmp_path, monkeypa
         train(_tiny_cfg(tiny_root, tmp_path / "cache"), None, tmp_path / "run", quiet=True)
 
 
+def test_deferred_loss_check_names_the_step_it_happened_at(tiny_root, tmp_path, monkeypatch):
+    # Loss values reach the host every 3 steps (as on a GPU, where each fetch is a synchronisation):
+    # a NaN at epoch 2, step 1 is found two steps later and still named by its own step.
+    monkeypatch.setenv(FAULT_NAN_ENV, "3")
+    cfg = _tiny_cfg(tiny_root, tmp_path / "cache", "train.host_sync_every=3")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 1 "):
+        train(cfg, None, tmp_path / "run", quiet=True)
+
+
+def test_host_sync_interval_does_not_change_training(tiny_root, tmp_path):
+    runs = []
+    for every in (1, 2):
+        rep = RecordingReporter()
+        result = train(_tiny_cfg(tiny_root, tmp_path / "cache", f"train.host_sync_every={every}", "train.epochs=3"),
+                       rep, None, quiet=True)
+        runs.append(([{k: v for k, v in ep.items() if k not in ("images_per_s", "epoch_seconds")}
+                      for _, ep in rep.epochs], result.model.state_dict()))
+    assert runs[0][0] == runs[1][0]  # per-epoch mean of every loss term, all epochs
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
 def test_missing_data_root_is_a_clear_error(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path / 'nope'}"])
     with pytest.raises(FileNotFoundError, match="data.root: dataset folder not found"):

@@ -14,10 +14,15 @@ Input: uint8 images (B, H, W, 3) as they come from the cache. Per sample, in ord
 
 All random parameters are drawn on the CPU from a ``torch.Generator``, so a seed gives the same
 augmentation on every device. Outputs are float32 (B, 3, H, W) in the channels-last memory layout.
+
+On a GPU nothing here waits for the device: the per-sample parameters (a few hundred bytes) go over in
+pinned memory with asynchronous copies and the constants are made once per device, so the host can
+queue the next step's augmentation while the GPU still runs the current step.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,12 +35,33 @@ __all__ = ["DeviceAugment", "normalize", "upper_view"]
 _GRAY = (0.299, 0.587, 0.114)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without waiting for the device (pinned, asynchronous copy)."""
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _constants(device: str) -> dict[str, torch.Tensor]:
+    """Normalisation constants and the channel-augmentation mixing rows, made once per device."""
+    dev = torch.device(device)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    # rows 0-2: keep channel R, G or B in all three; row 3: the grayscale image (stays on the host)
+    mix = torch.cat([torch.eye(3), torch.tensor([_GRAY])])
+    f32 = {"device": dev, "dtype": torch.float32}
+    return {"mean": mean.to(**f32), "std": std.to(**f32), "scale": (1.0 / (255.0 * std)).to(**f32),
+            "shift": (-mean / std).to(**f32), "mix": mix}
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) normalised with the ImageNet statistics."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    c = _constants(str(x.device))
+    return (x - c["mean"]) / c["std"]
 
 
 def upper_view(x: torch.Tensor, ratio: float, out_height: int) -> torch.Tensor:
@@ -70,6 +96,7 @@ class DeviceAugment:
             raise ValueError(f"images: expected uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
         b, h, w, _ = images.shape
         dev = images.device
+        const = _constants(str(dev))
         g = generator
         if isinstance(visible, bool):
             visible = torch.full((b,), visible, dtype=torch.bool)
@@ -98,28 +125,25 @@ class DeviceAugment:
         cols = torch.where(flip[:, None], ox[:, None] + (w - 1 - ar_w)[None, :], ox[:, None] + ar_w[None, :])
         padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1) if p else images
         bidx = torch.arange(b, device=dev)[:, None, None]
-        crop = padded[bidx, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]  # (B, H, W, 3)
+        crop = padded[bidx, to_device(rows, dev)[:, :, None], to_device(cols, dev)[:, None, :]]  # (B, H, W, 3)
 
         # 2. channel augmentation on [0, 1] values (visible images only), on the chosen samples.
         x = crop.permute(0, 3, 1, 2).float()  # 0..255; channels-last memory already
         chosen = torch.nonzero(chan_apply).squeeze(1)
         if chosen.numel():
-            weights = torch.eye(3)[chan_kind[chosen].clamp(max=2)]
-            weights[chan_kind[chosen] == 3] = torch.tensor(_GRAY)
-            idx = chosen.to(dev)
-            mixed = torch.einsum("bc,bchw->bhw", weights.to(dev), x[idx])[:, None].expand(-1, 3, -1, -1)
+            weights = const["mix"][chan_kind[chosen]]
+            idx = to_device(chosen, dev)
+            mixed = torch.einsum("bc,bchw->bhw", to_device(weights, dev), x[idx])[:, None].expand(-1, 3, -1, -1)
             x[idx] = mixed
 
         # 3. normalisation, one multiply-add: (x / 255 - mean) / std.
-        scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], device=dev).view(1, 3, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=dev).view(1, 3, 1, 1)
-        x = torch.addcmul(shift, x, scale)
+        x = torch.addcmul(const["shift"], x, const["scale"])
 
         # 4. random erasing: the rectangle is the outer product of a row band and a column band.
         if bool(erase_apply.any()):
             row_in = (ar_h[None, :] >= ey[:, None]) & (ar_h[None, :] < (ey + eh)[:, None]) & erase_apply[:, None]
             col_in = (ar_w[None, :] >= ex[:, None]) & (ar_w[None, :] < (ex + ew)[:, None])
-            box = row_in.to(dev)[:, None, :, None] & col_in.to(dev)[:, None, None, :]
+            box = to_device(row_in, dev)[:, None, :, None] & to_device(col_in, dev)[:, None, None, :]
             x = x.masked_fill(box, 0.0)
 
         x = x.contiguous(memory_format=torch.channels_last)

@@ -83,9 +83,12 @@ class BatchLoader:
         self.device = torch.device(device)
         self.prefetch = max(1, prefetch)
 
-    def _gather(self, rows: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(self.images[rows]))
+    def _pinned(self, t: torch.Tensor) -> torch.Tensor:
+        # page-locked on a GPU machine, so the consumer's copies are asynchronous and never wait on the GPU
         return t.pin_memory() if self.device.type == "cuda" else t
+
+    def _gather(self, rows: np.ndarray) -> torch.Tensor:
+        return self._pinned(torch.from_numpy(np.asarray(self.images[rows])))
 
     def run(self, start_epoch: int, start_it: int, epochs: int) -> Iterator[StepBatch]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
@@ -97,7 +100,7 @@ class BatchLoader:
                     for it in range(start_it if epoch == start_epoch else 0, self.sampler.iters_per_epoch):
                         vis, ir, labels = self.sampler.step(epoch, it)
                         item = (epoch, it, self._gather(self.rows_visible[vis]), self._gather(self.rows_infrared[ir]),
-                                torch.from_numpy(labels))
+                                self._pinned(torch.from_numpy(labels)))
                         while not stop.is_set():
                             try:
                                 q.put(item, timeout=0.1)

@@ -1,0 +1,84 @@
+"""GPU behaviour. The utilisation sampler's logic runs everywhere; the rest needs a CUDA device and is
+skipped without one (these machines have none: run `pytest tests/test_gpu.py` on a GPU machine)."""
+
+import time
+
+import pytest
+import torch
+
+from aminet.bench_train import GpuUtilisation
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_utilisation_sampler_collects_samples_while_the_block_runs():
+    values = iter([90.0, 70.0, 100.0] + [95.0] * 1000)
+    with GpuUtilisation(torch.device("cpu"), period=0.01, probe=lambda: next(values)) as util:
+        time.sleep(0.2)
+    n = len(util.samples)
+    assert n >= 3 and util.low == 70.0 and util.mean == pytest.approx(sum(util.samples) / n)
+    time.sleep(0.05)
+    assert len(util.samples) == n  # stopped with the block
+
+
+def test_utilisation_sampler_without_a_gpu_reports_nothing():
+    with GpuUtilisation(torch.device("cpu"), period=0.01) as util:
+        time.sleep(0.03)
+    assert util.samples == [] and util.mean is None and util.low is None
+
+
+def _tiny_step_parts(device):
+    from aminet.config import load_config
+    from aminet.data.augment import DeviceAugment
+    from aminet.engine.trainer import _optimizer
+    from aminet.losses import AMINetCriterion
+    from aminet.model.aminet import build_model
+
+    cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
+                             "data.upper_height=32", "data.pad=2", "data.instances=4", "data.ids_per_batch=2"])
+    model = build_model(cfg, 4).to(device).to(memory_format=torch.channels_last).train()
+    criterion = AMINetCriterion(cfg, 4).to(device)
+    return cfg, model, criterion, _optimizer(cfg, model, criterion), DeviceAugment.from_config(cfg)
+
+
+@cuda
+def test_a_training_step_never_waits_for_the_gpu():
+    """Augmentation, forward, every loss, backward and the fused update are queued without one
+    host-device synchronisation (torch raises on any: .item(), boolean-mask indexing, blocking copies)."""
+    device = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    cfg, model, criterion, opt, augment = _tiny_step_parts(device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 64, 32, 3), dtype=torch.uint8).pin_memory()
+    labels = (torch.arange(8) // 4).pin_memory()
+
+    def step():
+        vis, vis_up = augment(images.to(device, non_blocking=True), True, gen)
+        ir, ir_up = augment(images.to(device, non_blocking=True), False, gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, terms = criterion(model(vis, ir, vis_up, ir_up), labels.to(device, non_blocking=True))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
+
+    step()  # warm-up: cuDNN autotuning, lazy initialisation, pinned-memory pools
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        values = [step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(values).cpu()).all()
+
+
+@cuda
+def test_augmentation_is_the_same_on_the_gpu_as_on_the_cpu():
+    from aminet.data.augment import DeviceAugment
+
+    aug = DeviceAugment(upper_body_ratio=0.5, upper_height=32, pad=4)
+    images = torch.randint(0, 256, (6, 64, 32, 3), dtype=torch.uint8)
+    cpu = aug(images, True, torch.Generator().manual_seed(3))
+    gpu = aug(images.cuda(), True, torch.Generator().manual_seed(3))
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-5)
