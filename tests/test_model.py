@@ -129,3 +129,21 @@ def test_presets_are_valid_configs():
         load_config(None, SMALL).replace(PRESETS[name])
     with pytest.raises(ValueError, match="unknown preset 'M9'"):
         preset_overrides(["M9"])
+
+
+def test_torch_compile_traces_the_model_with_phase_congruency_left_eager():
+    """``train.compile``: dynamo traces the whole M4 forward; the only graph breaks are the phase-congruency
+    calls, kept out on purpose (complex FFTs; the cached filter bank must not be rebuilt in the graph)."""
+    cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
+                             "data.upper_height=32", "data.instances=4"]).replace(preset_overrides(["M4"]))
+    model = build_model(cfg, 4).train()
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x, y)
+    torch._dynamo.reset()
+    assert explained.graph_count >= 2
+    reasons = [str(b.reason) for b in explained.break_reasons]
+    assert reasons and all("disable" in r for r in reasons), reasons
+    code = "\n".join(g.code for g in explained.graphs)
+    assert "fft" not in code and "conv2d" in code

@@ -288,6 +288,9 @@ class AMINet(nn.Module):
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     # ---- pieces -----------------------------------------------------------------------------------
+    # Left out of torch.compile graphs: inductor generates no code for complex tensors (the FFTs), and
+    # dynamo would trace through the cached filter bank and rebuild it on every call.
+    @torch.compiler.disable
     def _phase(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             rgb = x.float() * self._std + self._mean  # back to [0, 1]
