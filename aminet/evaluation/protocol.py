@@ -134,7 +134,9 @@ def extract_features(extractor: Any, images: np.ndarray, modality: str, *, batch
     chunks: dict[str, list[torch.Tensor]] = {}
     try:
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+            # on a GPU: page-locked and asynchronous, so reading the next batch overlaps this one's forward
+            batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
             x = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
             feats = {k: F.normalize(v.float(), dim=1) for k, v in _named(fn(x, modality)).items()}
             if flip:
