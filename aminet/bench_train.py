@@ -168,8 +168,10 @@ class _PairSampler(torch.utils.data.Sampler):
 def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps: int, height: int = 288,
                      width: int = 144, ids: int = 16, instances: int = 4, arch: str = "resnet50",
                      compile: bool = False, workers: int | None = None, root=None, cache_dir=None,
-                     warmup: int = 2) -> TrainBench:
-    """Wall-clock throughput over ``steps`` timed steps after ``warmup`` steps (see the module docstring)."""
+                     warmup: int = 2, cpu_bf16: bool = False) -> TrainBench:
+    """Wall-clock throughput over ``steps`` timed steps after ``warmup`` steps (see the module docstring).
+    The aminet pipeline runs bf16 autocast with a channels-last model on a GPU, and on a CPU when
+    ``cpu_bf16`` (``train.precision=bf16``; fast where the CPU has bf16 units, e.g. AMX); else fp32."""
     from aminet.config import load_config
     from aminet.data import synthetic
     from aminet.data.augment import DeviceAugment, upper_view
@@ -197,8 +199,12 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     torch.manual_seed(0)
     model = build_model(cfg, train.num_classes).to(device).train()
     criterion = AMINetCriterion(cfg, instances).to(device)
-    dtype = torch.bfloat16 if (fast and cuda) else None
-    if fast and cuda:
+    dtype = torch.bfloat16 if (fast and (cuda or cpu_bf16)) else None
+    if dtype is not None and not cuda:
+        from aminet.engine.trainer import _check_cpu_bf16
+
+        _check_cpu_bf16(cfg)
+    if dtype is not None:
         model = model.to(memory_format=torch.channels_last)
     if fast and cuda:
         torch.backends.cudnn.benchmark = True
@@ -242,12 +248,16 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
         loss.backward()
         opt.step()
         if not fast:
-            loss.item()  # the usual per-step logging
+            check(torch.tensor([loss.item()]))  # the usual per-step logging
         else:
             pending.append(loss.detach())
             if len(pending) >= check_every:
-                torch.stack(pending).cpu()
+                check(torch.stack(pending).cpu())
                 pending.clear()
+
+    def check(values: torch.Tensor) -> None:
+        if not torch.isfinite(values.float()).all():  # a benchmark of garbage must not print a figure
+            raise RuntimeError(f"train bench {pipeline} {preset}: non-finite loss {values.tolist()}")
 
     def sync() -> None:
         if cuda:
@@ -266,7 +276,7 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
             wait += time.perf_counter() - t0
             step(*batch)
         if pending:
-            torch.stack(pending).cpu()
+            check(torch.stack(pending).cpu())
         sync()
         elapsed = time.perf_counter() - t_start
     source.close()

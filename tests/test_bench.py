@@ -75,10 +75,13 @@ def test_train_bench_compares_both_pipelines_on_both_presets():
     lines = out.splitlines()
     for preset in ("M0", "M4"):
         base = [l for l in lines if l.startswith(f"train {preset}") and "baseline" in l]
-        fast = [l for l in lines if l.startswith(f"train {preset}") and "aminet" in l]
-        assert len(base) == 1 and len(fast) == 1 and _value(base[0]) > 0 and _value(fast[0]) > 0
+        fast = [l for l in lines if l.startswith(f"train {preset}") and "aminet (fp32)" in l]
+        half = [l for l in lines if l.startswith(f"train {preset}") and "aminet (bf16, channels-last)" in l]
+        assert len(base) == len(fast) == len(half) == 1
+        assert all(_value(l) > 0 for l in base + fast + half)
     ratios = [l for l in lines if "speed-up over baseline" in l]
-    assert len(ratios) == 2 and all(l.rstrip().endswith("x") for l in ratios)
+    assert len(ratios) == 4 and all(l.rstrip().endswith("x") for l in ratios)
+    assert sum("train.precision=bf16" in l for l in ratios) == 2
 
 
 @pytest.mark.slow

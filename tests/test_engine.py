@@ -120,6 +120,22 @@ def test_host_sync_interval_does_not_change_training(tiny_root, tmp_path):
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
 
+def test_bf16_autocast_trains_on_the_cpu(tiny_root, tmp_path):
+    # train.precision=bf16 on a CPU: autocast with a channels-last model (fast where the CPU has bf16 units)
+    from aminet.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.precision=bf16 on a CPU: data.width=16 gives a 1-column map"):
+        train(_tiny_cfg(tiny_root, tmp_path / "cache", "train.precision=bf16"), None, None, quiet=True)
+    result = train(_tiny_cfg(tiny_root, tmp_path / "cache", "train.precision=bf16", "train.epochs=2",
+                              "optim.milestones=[]", "train.eval_every=2", "data.height=64", "data.width=32",
+                              "data.upper_height=32", "model.last_stride=1"), None, None, quiet=True)
+    assert result.extra["dtype"] == "torch.bfloat16"
+    weights = [p for p in result.model.parameters() if p.dim() == 4]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert 0.0 <= result.metrics["R1"] <= 1.0 and result.epochs[-1]["loss"] > 0
+
+
 def test_missing_data_root_is_a_clear_error(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path / 'nope'}"])
     with pytest.raises(FileNotFoundError, match="data.root: dataset folder not found"):

@@ -126,9 +126,25 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_cpu_bf16(cfg: Config) -> None:
+    """PyTorch's oneDNN bf16 kernels (measured with torch 2.15 on an AMX CPU) compute stride-2 3x3
+    convolutions wrongly, NaN or errors of 1e37, when the input map is 1 or 2 columns wide (and 3 or more
+    rows high); fp32 is right. The narrowest stride-2 input of the backbone is width / 8 (layer 3),
+    width / 16 with model.last_stride=2 (layer 4): refuse bf16 on a CPU where that is <= 2."""
+    narrowest = cfg.data.width // (16 if cfg.model.last_stride == 2 else 8)
+    if narrowest <= 2:
+        from aminet.config import ConfigError
+
+        raise ConfigError(f"train.precision=bf16 on a CPU: data.width={cfg.data.width} gives a {narrowest}-column "
+                          "map at a stride-2 convolution, which oneDNN's bf16 kernels compute wrongly; use "
+                          f"train.precision=fp32 or data.width >= {24 if cfg.model.last_stride == 1 else 48}")
+
+
 def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
     p = cfg.train.precision
     if device.type != "cuda":
+        if p == "bf16" and device.type == "cpu":
+            _check_cpu_bf16(cfg)
         return None if p in ("auto", "fp32") else (torch.bfloat16 if p == "bf16" else torch.float16)
     if p == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -181,7 +197,8 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
     augment = DeviceAugment.from_config(cfg)
     model = build_model(cfg, train_set.num_classes).to(device)
     criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last and (device.type == "cuda" or dtype is not None):
+        # GPU, or bf16 autocast on a CPU (oneDNN's fast bf16 kernels want NHWC); fp32 on a CPU stays NCHW
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(cfg, model, criterion)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
