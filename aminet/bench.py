@@ -140,14 +140,12 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
                     f"), {h}x{w}, one thread", 2 * p * k * steps / t, "img/s"))
         # The usual code path's input pipeline alone: torchvision transforms per sample, in the main process
         # (per-core rate) and in DataLoader workers.
-        from aminet.bench_train import _PairSampler, _PerSample
+        from aminet.bench_train import baseline_loader, baseline_pad
 
-        data = _PerSample(cache.images, rows_v, rows_i, max(1, round(10 * h / 288)))
         for workers in sorted({0, min(4, os.cpu_count() or 1)}):
             def baseline_once() -> None:
-                dl = torch.utils.data.DataLoader(data, batch_size=p * k, sampler=_PairSampler(sampler, steps),
-                                                 num_workers=workers)
-                for _ in dl:
+                for _ in baseline_loader(cache.images, rows_v, rows_i, sampler, steps, pad=baseline_pad(h),
+                                         workers=workers):
                     pass
 
             t = _median_time(baseline_once, repeats)

@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["TrainBench", "train_throughput", "GpuUtilisation"]
+__all__ = ["TrainBench", "train_throughput", "GpuUtilisation", "baseline_loader", "baseline_pad"]
 
 
 @dataclass
@@ -135,11 +135,13 @@ class _PerSample(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, rows_v: np.ndarray, rows_i: np.ndarray, pad: int):
         import torchvision.transforms as T
 
+        from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
+
         self.images, self.rows_v, self.rows_i = images, rows_v, rows_i
         h, w = images.shape[1:3]
         self.transform = T.Compose([
             T.ToPILImage(), T.Pad(pad), T.RandomCrop((h, w)), T.RandomHorizontalFlip(), T.ToTensor(),
-            T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), T.RandomErasing(p=0.5)])
+            T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)), T.RandomErasing(p=0.5)])
 
     def __len__(self) -> int:
         return len(self.rows_v)
@@ -165,6 +167,20 @@ class _PairSampler(torch.utils.data.Sampler):
         return self.steps * self.sampler.batch_size
 
 
+def baseline_pad(height: int) -> int:
+    """The usual code's 10-pixel pad at 288 rows, scaled with the image height."""
+    return max(1, round(10 * height / 288))
+
+
+def baseline_loader(images: np.ndarray, rows_v: np.ndarray, rows_i: np.ndarray, sampler, steps: int, *,
+                    pad: int, workers: int, pin: bool = False) -> torch.utils.data.DataLoader:
+    """The usual code path's input pipeline: (visible, infrared) batches in the cross-modal sampler's
+    order for ``steps`` steps, torchvision transforms per sample in ``workers`` DataLoader workers."""
+    return torch.utils.data.DataLoader(_PerSample(images, rows_v, rows_i, pad), batch_size=sampler.batch_size,
+                                       sampler=_PairSampler(sampler, steps), num_workers=workers, pin_memory=pin,
+                                       drop_last=True, persistent_workers=False)
+
+
 def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps: int, height: int = 288,
                      width: int = 144, ids: int = 16, instances: int = 4, arch: str = "resnet50",
                      compile: bool = False, workers: int | None = None, root=None, cache_dir=None,
@@ -178,7 +194,7 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     from aminet.data.cache import ImageCache
     from aminet.data.sampler import BatchLoader, CrossModalSampler
     from aminet.data.splits import sysu_train
-    from aminet.engine.trainer import CHECK_EVERY_CUDA
+    from aminet.engine.trainer import CHECK_EVERY_CUDA, _precision
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
     from aminet.presets import preset_overrides
@@ -187,8 +203,11 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     cuda = device.type == "cuda"
     cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.height={height}",
                              f"data.width={width}", f"data.upper_height={height // 2}", f"data.ids_per_batch={ids}",
-                             f"data.instances={instances}", f"data.pad={max(1, round(10 * height / 288))}"])
-    cfg = cfg.replace(preset_overrides([preset]))
+                             f"data.instances={instances}", f"data.pad={baseline_pad(height)}"])
+    # the trainer's precision rule (and its refusals): bf16 for aminet on a GPU or when asked on a CPU
+    cfg = cfg.replace({**preset_overrides([preset]),
+                       "train.precision": "bf16" if fast and (cuda or cpu_bf16) else "fp32"})
+    dtype = _precision(cfg, device)
     root = root or synthetic.ensure_default("sysu", quiet=True)
     cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
     train = sysu_train(root, "final")
@@ -199,11 +218,6 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     torch.manual_seed(0)
     model = build_model(cfg, train.num_classes).to(device).train()
     criterion = AMINetCriterion(cfg, instances).to(device)
-    dtype = torch.bfloat16 if (fast and (cuda or cpu_bf16)) else None
-    if dtype is not None and not cuda:
-        from aminet.engine.trainer import _check_cpu_bf16
-
-        _check_cpu_bf16(cfg)
     if dtype is not None:
         model = model.to(memory_format=torch.channels_last)
     if fast and cuda:
@@ -225,10 +239,8 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
                 yield vis, ir, vis_up, ir_up, b.labels
     else:
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-        data = _PerSample(cache.images, rows_v, rows_i, cfg.data.pad)
-        dl = torch.utils.data.DataLoader(data, batch_size=sampler.batch_size, sampler=_PairSampler(sampler, total),
-                                         num_workers=workers, pin_memory=cuda, drop_last=True,
-                                         persistent_workers=False)
+        dl = baseline_loader(cache.images, rows_v, rows_i, sampler, total, pad=cfg.data.pad, workers=workers,
+                             pin=cuda)
         labels_all = [torch.from_numpy(sampler.step(0, it)[2]) for it in range(total)]
 
         def batches():

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aminet.config import Config
+from aminet.config import Config, ConfigError
 from aminet.data import splits, synthetic
 from aminet.data.augment import DeviceAugment
 from aminet.data.cache import ImageCache
@@ -133,8 +133,6 @@ def _check_cpu_bf16(cfg: Config) -> None:
     width / 16 with model.last_stride=2 (layer 4): refuse bf16 on a CPU where that is <= 2."""
     narrowest = cfg.data.width // (16 if cfg.model.last_stride == 2 else 8)
     if narrowest <= 2:
-        from aminet.config import ConfigError
-
         raise ConfigError(f"train.precision=bf16 on a CPU: data.width={cfg.data.width} gives a {narrowest}-column "
                           "map at a stride-2 convolution, which oneDNN's bf16 kernels compute wrongly; use "
                           f"train.precision=fp32 or data.width >= {24 if cfg.model.last_stride == 1 else 48}")

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from aminet.data import regdb as regdb_data
 from aminet.data import splits
 from aminet.data.splits import EvalSet
-from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD, load_images
+from aminet.data.augment import normalize, to_device
+from aminet.data.images import load_images
 from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 
 __all__ = [
@@ -129,15 +130,11 @@ def extract_features(extractor: Any, images: np.ndarray, modality: str, *, batch
     was_training = module.training if module is not None else False
     if module is not None:
         module.eval()
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     chunks: dict[str, list[torch.Tensor]] = {}
     try:
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-            # on a GPU: page-locked and asynchronous, so reading the next batch overlaps this one's forward
-            batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
-            x = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            # on a GPU the copy is page-locked and asynchronous: reading the next batch overlaps this forward
+            x = normalize(to_device(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])), device))
             feats = {k: F.normalize(v.float(), dim=1) for k, v in _named(fn(x, modality)).items()}
             if flip:
                 flipped = _named(fn(torch.flip(x, dims=[3]), modality))
