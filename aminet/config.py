@@ -55,8 +55,11 @@ class DataConfig:
     regdb_val_share: float = 0.2
     height: int = 288
     width: int = 144
-    # Size of the upper-body view fed to the upper-body branch (the paper: half the height).
-    upper_height: int = 144
+    # Height of the upper-body view. null (default): the top round(model.upper_body_ratio * height) rows
+    # as they are, so the view's height follows the share and the person is never stretched (the paper's
+    # 194 of 388 at 0.5). An integer rescales the view to that height, which distorts it unless it equals
+    # ratio * height: kept only to reproduce runs made before the view followed the share.
+    upper_height: int | None = None
     cache_dir: str | None = None
     ids_per_batch: int = 8  # P
     instances: int = 4  # K visible + K infrared per identity
@@ -78,6 +81,9 @@ class ModelConfig:
     upper_body: bool = True  # UBF: the upper-body branch of HMG-DBNet
     upper_body_ratio: float = 0.5  # top share of the image that forms the upper-body view
     share_branches: bool = True
+    # Shared layers run once per branch on the visible+infrared batch (their BNs see both modalities, as
+    # at test time); false: once per modality (the BN statistics then hide the modality shift in training).
+    mixed_bn: bool = True
     iffs: bool = True
     # phi_shared of IFFS: "residual" = g + BN(W [g; p]) (BN weight 0 at start), "mlp" = ReLU(BN(W [g; p])).
     fusion: Literal["residual", "mlp"] = "residual"
@@ -95,6 +101,14 @@ class LossConfig:
     triplet_margin: float = 0.3  # only for "hard"
     mmd_intra_weight: float = 0.4  # IMDAL
     mmd_inter_weight: float = 0.6  # IDAL
+    # IMDAL compares, within each modality: "camera" (each camera vs the modality's other cameras),
+    # "branch" (full-body vs upper-body features of the same images) or "halves" (two halves of every
+    # identity's images; zero in expectation with the balanced estimator). "auto": camera on SYSU-MM01,
+    # branch on RegDB (one camera per modality there).
+    imdal: Literal["auto", "camera", "branch", "halves"] = "auto"
+    # "balanced": MMD estimates unbiased with respect to the identity composition of the compared sets;
+    # "plain": the textbook unbiased MMD, biased (towards identity clustering) on identity-structured batches.
+    mmd_estimator: Literal["balanced", "plain"] = "balanced"
     mmd_multipliers: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     mmd_kernel_weights: Literal["adversarial", "fixed"] = "adversarial"
     # Entropy bonus in the kernel weights' (maximising) objective: keeps them off the simplex corners.
@@ -214,10 +228,12 @@ class Config:
         d, m, lo, o, t, e = self.data, self.model, self.loss, self.optim, self.train, self.eval
         _check(d.regdb_trial in range(1, 11), "data.regdb_trial", d.regdb_trial, "an integer in 1..10")
         _check(0.0 < d.regdb_val_share < 1.0, "data.regdb_val_share", d.regdb_val_share, "in (0, 1)")
-        for name in ("height", "width", "upper_height"):
+        for name in ("height", "width"):
             v = getattr(d, name)
             _check(16 <= v <= 2048, f"data.{name}", v, "an integer in 16..2048")
-        _check(d.upper_height <= d.height, "data.upper_height", d.upper_height, f"<= data.height ({d.height})")
+        if d.upper_height is not None:
+            _check(8 <= d.upper_height <= d.height, "data.upper_height", d.upper_height,
+                   f"null (follow the share) or an integer in 8..data.height ({d.height})")
         _check(d.ids_per_batch >= 2, "data.ids_per_batch", d.ids_per_batch, ">= 2 (triplets need negatives)")
         _check(d.instances >= 1, "data.instances", d.instances, ">= 1")
         _check(d.iters_per_epoch is None or d.iters_per_epoch >= 1, "data.iters_per_epoch",
@@ -229,6 +245,8 @@ class Config:
 
         _check(m.weights.strip() != "", "model.weights", m.weights, '"imagenet", "none" or a file path')
         _check(0.0 < m.upper_body_ratio <= 1.0, "model.upper_body_ratio", m.upper_body_ratio, "in (0, 1]")
+        _check(round(m.upper_body_ratio * d.height) >= 8 or not m.upper_body, "model.upper_body_ratio",
+               m.upper_body_ratio, f"at least 8 rows of data.height ({d.height}) in the upper-body view")
         _check(1.0 <= m.gem_p <= 20.0, "model.gem_p", m.gem_p, "in [1, 20]")
 
         for name in ("id_weight", "triplet_weight", "mmd_intra_weight", "mmd_inter_weight"):
@@ -236,6 +254,10 @@ class Config:
             _check(v >= 0.0, f"loss.{name}", v, ">= 0")
         _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
         _check(lo.triplet_margin >= 0.0, "loss.triplet_margin", lo.triplet_margin, ">= 0")
+        _check(not (d.dataset == "regdb" and lo.imdal == "camera" and lo.mmd_intra_weight > 0), "loss.imdal",
+               lo.imdal, "branch or halves on RegDB (one camera per modality: no camera to align)")
+        _check(not (lo.imdal == "branch" and lo.mmd_intra_weight > 0 and not m.upper_body), "loss.imdal",
+               lo.imdal, "camera or halves without the upper-body branch (model.upper_body=false)")
         _check(lo.mmd_weight_entropy >= 0.0, "loss.mmd_weight_entropy", lo.mmd_weight_entropy, ">= 0")
         _check(len(lo.mmd_multipliers) > 0, "loss.mmd_multipliers", lo.mmd_multipliers,
                "a non-empty list of positive bandwidth multipliers")

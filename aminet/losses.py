@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aminet.data.augment import to_device
+
 __all__ = ["amk_mmd", "kernel_mmd_terms", "AMKMMD", "GradReverse", "weighted_triplet", "hard_triplet",
-           "cross_entropy"]
+           "cross_entropy", "resolve_imdal", "AMINetCriterion"]
 
 BASE_FLOOR = 1e-6
 
@@ -39,8 +42,26 @@ def _sq_distances(z: torch.Tensor) -> torch.Tensor:
     return d.fill_diagonal_(0.0) if not d.requires_grad else d * (1.0 - torch.eye(len(z), device=z.device, dtype=d.dtype))
 
 
-def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float]) -> torch.Tensor:
-    """Unbiased MMD^2 under each Gaussian kernel separately: a (M,) tensor (float32)."""
+def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float],
+                     labels_x: torch.Tensor | None = None, labels_y: torch.Tensor | None = None,
+                     paired: bool = False) -> torch.Tensor:
+    """Unbiased MMD^2 under each Gaussian kernel separately: a (M,) tensor (float32).
+
+    Without labels: the textbook unbiased estimate (within-set sums over i != j, all cross pairs).
+
+    With identity labels (``labels_x``, ``labels_y``), the estimate is made unbiased with respect to
+    identity composition. The textbook estimate mixes same-identity and different-identity pairs in
+    different shares in its three sums (P=8, K=4 within a modality: 3/31 same-identity pairs; across
+    modalities: 1/8), so with identity structure and no shift at all its expectation is
+    2 (3/31 - 1/8) (k_same - k_diff) != 0. Here each sum is split by pair type t (same identity,
+    different identity), each type gets its own unbiased MMD^2 (within-set means over the pairs of that
+    type against the cross mean over the pairs of that type), and the two are weighted by their share of
+    the cross block. With no shift between the sets every part has expectation 0, whatever the identity
+    structure; a pair type missing from a block (one image per identity, say) is left out.
+
+    ``paired=True`` says x_i and y_i are views of the same image (the global and upper-body features of
+    one image): those pairs have no within-set counterpart and are left out of the cross sums.
+    """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"amk_mmd: x and y must be (n, d) with the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
     ns, nt = x.shape[0], y.shape[0]
@@ -51,6 +72,13 @@ def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[flo
     mults = [float(m) for m in multipliers]  # checked on the host: no device round trip per step
     if any(not m > 0 for m in mults):
         raise ValueError(f"amk_mmd: bandwidth multipliers must be positive, got {mults}")
+    if (labels_x is None) != (labels_y is None):
+        raise ValueError("amk_mmd: give identity labels for both sets or for neither")
+    if labels_x is not None and (labels_x.shape != (ns,) or labels_y.shape != (nt,)):
+        raise ValueError(f"amk_mmd: labels must be ({ns},) and ({nt},), got {tuple(labels_x.shape)} and "
+                         f"{tuple(labels_y.shape)}")
+    if paired and ns != nt:
+        raise ValueError(f"amk_mmd: paired sets must have the same size, got {ns} and {nt}")
     with torch.autocast(device_type=x.device.type, enabled=False):
         z = torch.cat([x, y]).float()
         d = _sq_distances(z)
@@ -58,20 +86,54 @@ def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[flo
         base = (d.sum() / (n * (n - 1))).detach().clamp(min=BASE_FLOOR)
         scaled = d / (-2.0 * base)
         k = torch.stack([torch.exp(scaled / m) for m in mults])  # (M, n, n)
-        kxx = k[:, :ns, :ns]
-        kyy = k[:, ns:, ns:]
-        kxy = k[:, :ns, ns:]
-        # Diagonals hold exp(0) = 1 exactly: remove them from the within-set sums.
-        sxx = (kxx.sum(dim=(1, 2)) - ns) / (ns * (ns - 1))
-        syy = (kyy.sum(dim=(1, 2)) - nt) / (nt * (nt - 1))
-        sxy = kxy.sum(dim=(1, 2)) / (ns * nt)
-        return sxx + syy - 2.0 * sxy
+        if labels_x is None and not paired:
+            # Diagonals hold exp(0) = 1 exactly: remove them from the within-set sums.
+            sxx = (k[:, :ns, :ns].sum(dim=(1, 2)) - ns) / (ns * (ns - 1))
+            syy = (k[:, ns:, ns:].sum(dim=(1, 2)) - nt) / (nt * (nt - 1))
+            sxy = k[:, :ns, ns:].sum(dim=(1, 2)) / (ns * nt)
+            return sxx + syy - 2.0 * sxy
+        return _composition_mmd(k, ns, nt, labels_x, labels_y, paired)
+
+
+def _composition_mmd(k: torch.Tensor, ns: int, nt: int, labels_x: torch.Tensor | None,
+                     labels_y: torch.Tensor | None, paired: bool) -> torch.Tensor:
+    """The identity-composition-corrected estimate of ``kernel_mmd_terms`` from the kernel stack k (M, n, n).
+    Everything stays on the device (pair counts included): no host synchronisation."""
+    n = ns + nt
+    dev = k.device
+    if labels_x is None:  # every row its own identity: only the different-identity part exists
+        labels = torch.arange(n, device=dev)
+    else:
+        labels = torch.cat([labels_x.to(dev), labels_y.to(dev)])
+    same = labels[:, None] == labels[None, :]
+    usable = ~torch.eye(n, dtype=torch.bool, device=dev)
+    if paired:  # x_i and y_i are one image seen twice: no within-set pair is like that
+        i = torch.arange(ns, device=dev)
+        usable[i, ns + i] = False
+        usable[ns + i, i] = False
+    blocks = ((slice(0, ns), slice(0, ns)), (slice(ns, n), slice(ns, n)), (slice(0, ns), slice(ns, n)))
+    parts, shares = [], []
+    for kind in (same, ~same):
+        mask = (kind & usable).to(k.dtype)
+        means, counts = [], []
+        for rows, cols in blocks:
+            m = mask[rows, cols]
+            c = m.sum()
+            means.append((k[:, rows, cols] * m).sum(dim=(1, 2)) / c.clamp(min=1.0))
+            counts.append(c)
+        present = (counts[0] > 0) & (counts[1] > 0) & (counts[2] > 0)
+        parts.append(means[0] + means[1] - 2.0 * means[2])
+        shares.append(counts[2] * present.to(k.dtype))  # this type's share of the cross block
+    total = (shares[0] + shares[1]).clamp(min=1.0)
+    return (shares[0] / total) * parts[0] + (shares[1] / total) * parts[1]
 
 
 def amk_mmd(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float],
-            weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Unbiased multi-kernel MMD^2 between x and y; ``weights`` on the simplex (uniform if None)."""
-    terms = kernel_mmd_terms(x, y, multipliers)
+            weights: torch.Tensor | None = None, labels_x: torch.Tensor | None = None,
+            labels_y: torch.Tensor | None = None, paired: bool = False) -> torch.Tensor:
+    """Unbiased multi-kernel MMD^2 between x and y; ``weights`` on the simplex (uniform if None); identity
+    labels and ``paired`` as in ``kernel_mmd_terms``."""
+    terms = kernel_mmd_terms(x, y, multipliers, labels_x, labels_y, paired)
     if weights is None:
         return terms.mean()
     weights = weights.to(terms)
@@ -117,8 +179,9 @@ class AMKMMD(nn.Module):
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        terms = kernel_mmd_terms(x, y, self.multipliers)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, labels_x: torch.Tensor | None = None,
+                labels_y: torch.Tensor | None = None, paired: bool = False) -> torch.Tensor:
+        terms = kernel_mmd_terms(x, y, self.multipliers, labels_x, labels_y, paired)
         if self.mode == "fixed":
             return terms.mean()
         alpha = torch.softmax(self.logits.float(), dim=0)
@@ -182,18 +245,33 @@ def hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float = 0
 # --------------------------------------------------------------------------------------------------
 
 
+def resolve_imdal(cfg) -> str:
+    """What IMDAL compares: ``loss.imdal``, with ``auto`` = camera on SYSU-MM01 (four visible and two
+    infrared cameras) and branch on RegDB (one camera per modality; halves without the upper body)."""
+    if cfg.loss.imdal != "auto":
+        return cfg.loss.imdal
+    if cfg.data.dataset == "sysu":
+        return "camera"
+    return "branch" if cfg.model.upper_body else "halves"
+
+
 class AMINetCriterion(nn.Module):
     """total = w_id * ID + w_tri * triplet + w_intra * IMDAL + w_inter * IDAL.
 
     * ID: cross-entropy on the logits of every fused feature set (label smoothing optional).
     * triplet: weighted regularised (default) or batch-hard with margin, over all fused features of
       the batch together, so visible, infrared and cross-fused embeddings of an identity are positives.
-    * IDAL (inter-modality): AMK-MMD between the visible and the infrared embeddings of the batch. Both
-      halves hold the same identities (K images each), so what differs between them is the modality.
-    * IMDAL (intra-modality): within each modality, AMK-MMD between the first and the second half of
-      every identity's K images (same identities, other images: pose, view, illumination, camera,
-      augmentation), averaged over the two modalities. It aligns the within-modality nuisance
-      distributions, as the paper's text describes, without comparing different identities.
+    * IDAL (inter-modality): AMK-MMD between the visible and the infrared embeddings of the batch.
+    * IMDAL (intra-modality), ``loss.imdal``: within each modality, AMK-MMD between
+      ``camera``: each camera's images and the other cameras' images of that modality (illumination,
+      viewpoint and background differ per camera), averaged over cameras and modalities;
+      ``branch``: the full-body and the upper-body branch features of the same images;
+      ``halves``: the first and second half of every identity's K images. With the balanced estimator
+      the two halves are exchangeable draws of one distribution, so this term's expected value and
+      expected gradient are zero for any model: kept to reproduce older runs and for the ablation.
+    * ``loss.mmd_estimator``: ``balanced`` (default) makes every MMD unbiased with respect to the identity
+      composition of the compared sets (``kernel_mmd_terms`` with labels); ``plain`` is the textbook
+      estimate, which with identity-structured batches is biased and rewards identity clustering.
     Each MMD term has its own learnable kernel weights.
     """
 
@@ -205,8 +283,9 @@ class AMINetCriterion(nn.Module):
         self.label_smoothing = lo.label_smoothing
         self.triplet, self.margin = lo.triplet, lo.triplet_margin
         self.instances = instances
-        if self.w_intra > 0 and instances < 2:
-            raise ValueError("loss.mmd_intra_weight > 0 needs data.instances >= 2 (IMDAL splits each identity's images)")
+        self.imdal, self.balanced = resolve_imdal(cfg), lo.mmd_estimator == "balanced"
+        if self.w_intra > 0 and self.imdal == "halves" and instances < 2:
+            raise ValueError("loss.imdal=halves needs data.instances >= 2 (it splits each identity's images)")
         self.mmd_intra = AMKMMD(lo.mmd_multipliers, lo.mmd_kernel_weights, lo.mmd_weight_entropy)
         self.mmd_inter = AMKMMD(lo.mmd_multipliers, lo.mmd_kernel_weights, lo.mmd_weight_entropy)
 
@@ -221,8 +300,51 @@ class AMINetCriterion(nn.Module):
         half = self.instances // 2
         return rows[:, :half].reshape(-1), rows[:, half:].reshape(-1)
 
-    def forward(self, out, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``out`` is the model's ``ModelOutput``; ``labels`` (B,) the identities of the batch half."""
+    def _mmd(self, mmd: AMKMMD, x: torch.Tensor, y: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor,
+             paired: bool = False) -> torch.Tensor:
+        if self.balanced:
+            return mmd(x, y, lx, ly, paired)
+        return mmd(x, y)
+
+    def _camera_terms(self, feats: torch.Tensor, labels: torch.Tensor, cams) -> list[torch.Tensor]:
+        """One-vs-rest camera MMDs within one modality. ``cams`` lives on the host (the sampler knows each
+        row's camera), so the groups are built there and sent as index tensors: no device round trip."""
+        cams = np.asarray(cams)
+        present = np.unique(cams)
+        out = []
+        for c in present[:1] if len(present) == 2 else present:  # with two cameras one split says it all
+            inside, rest = np.flatnonzero(cams == c), np.flatnonzero(cams != c)
+            if len(inside) < 2 or len(rest) < 2:
+                continue
+            a = to_device(torch.from_numpy(inside), feats.device)
+            b = to_device(torch.from_numpy(rest), feats.device)
+            out.append(self._mmd(self.mmd_intra, feats[a], feats[b], labels[a], labels[b]))
+        return out
+
+    def _imdal(self, out, labels: torch.Tensor, cams) -> torch.Tensor:
+        b = labels.shape[0]
+        if self.imdal == "halves":
+            a, h = self._halves(out.intra_visible.shape[0], out.intra_visible.device)
+            return 0.5 * sum(self._mmd(self.mmd_intra, f[a], f[h], labels[a], labels[h])
+                             for f in (out.intra_visible, out.intra_infrared))
+        if self.imdal == "branch":
+            if out.global_features is None:
+                raise ValueError("loss.imdal=branch needs the upper-body branch (model.upper_body=true)")
+            g, p = out.global_features, out.part_features
+            return 0.5 * sum(self._mmd(self.mmd_intra, g[s], p[s], labels, labels, paired=True)
+                             for s in (slice(0, b), slice(b, 2 * b)))
+        if cams is None:
+            raise ValueError("loss.imdal=camera needs the camera of every image of the batch")
+        terms = (self._camera_terms(out.intra_visible, labels, cams[0])
+                 + self._camera_terms(out.intra_infrared, labels, cams[1]))
+        if not terms:  # every image of each modality from one camera: nothing to align
+            return out.features.new_zeros(())
+        return sum(terms) / len(terms)
+
+    def forward(self, out, labels: torch.Tensor, cams=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``out`` is the model's ``ModelOutput``; ``labels`` (B,) the identities of the batch half;
+        ``cams`` (for ``loss.imdal=camera``) the cameras of the visible and of the infrared half, on the
+        host (numpy arrays or CPU tensors)."""
         all_labels = labels[out.pair_index]
         terms: dict[str, torch.Tensor] = {}
         terms["id"] = cross_entropy(out.logits, all_labels, self.label_smoothing)
@@ -231,14 +353,10 @@ class AMINetCriterion(nn.Module):
         else:
             terms["triplet"] = hard_triplet(out.features, all_labels, self.margin)
         zero = out.features.new_zeros(())
-        terms["imdal"] = zero
+        terms["imdal"] = self._imdal(out, labels, cams) if self.w_intra > 0 else zero
         terms["idal"] = zero
-        if self.w_intra > 0:
-            a, b = self._halves(out.intra_visible.shape[0], out.intra_visible.device)
-            terms["imdal"] = 0.5 * (self.mmd_intra(out.intra_visible[a], out.intra_visible[b])
-                                    + self.mmd_intra(out.intra_infrared[a], out.intra_infrared[b]))
         if self.w_inter > 0:
-            terms["idal"] = self.mmd_inter(out.intra_visible, out.intra_infrared)
+            terms["idal"] = self._mmd(self.mmd_inter, out.intra_visible, out.intra_infrared, labels, labels)
         total = (self.w_id * terms["id"] + self.w_tri * terms["triplet"] + self.w_intra * terms["imdal"]
                  + self.w_inter * terms["idal"])
         return total, terms

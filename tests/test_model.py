@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -6,8 +7,9 @@ from aminet.losses import AMINetCriterion
 from aminet.model.aminet import AMINet, GeM, NonLocal, WeightsUnavailable, build_model, imagenet_weights_path
 from aminet.presets import PRESETS, preset_overrides
 
-SMALL = ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32", "data.upper_height=32",
+SMALL = ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
          "data.ids_per_batch=2", "data.instances=2"]
+CAMS = (np.array([1, 2, 1, 2]), np.array([3, 6, 6, 3]))  # cameras of the visible / infrared half of _batch
 
 
 def _cfg(*presets, extra=()):
@@ -30,7 +32,7 @@ def test_every_preset_trains_a_step_on_cpu(rows):
     out = model(v, i)
     n_sets = 2 if not cfg.model.upper_body else (4 if cfg.model.iffs else 2)
     assert out.features.shape == (n_sets * 4, model.dim) and out.logits.shape == (n_sets * 4, 3)
-    total, terms = crit(out, labels)
+    total, terms = crit(out, labels, CAMS)
     assert set(terms) == {"id", "triplet", "imdal", "idal"}
     assert (terms["imdal"] != 0) == (cfg.loss.mmd_intra_weight > 0)
     assert (terms["idal"] != 0) == (cfg.loss.mmd_inter_weight > 0)
@@ -38,6 +40,7 @@ def test_every_preset_trains_a_step_on_cpu(rows):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert (model.pesam is not None) == cfg.model.pesam
+    assert cfg.model.pesam == (rows[0] != "M0" and rows[-1] != "pesam_off" or rows[-1] == "pesam_on")
     if cfg.model.pesam:
         assert model.pesam.logits.grad is not None
     model.eval()
@@ -135,7 +138,7 @@ def test_torch_compile_traces_the_model_with_phase_congruency_left_eager():
     """``train.compile``: dynamo traces the whole M4 forward; the only graph breaks are the phase-congruency
     calls, kept out on purpose (complex FFTs; the cached filter bank must not be rebuilt in the graph)."""
     cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
-                             "data.upper_height=32", "data.instances=4"]).replace(preset_overrides(["M4"]))
+                             "data.instances=4"]).replace(preset_overrides(["M4"]))
     model = build_model(cfg, 4).train()
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32)
@@ -147,3 +150,101 @@ def test_torch_compile_traces_the_model_with_phase_congruency_left_eager():
     assert reasons and all("disable" in r for r in reasons), reasons
     code = "\n".join(g.code for g in explained.graphs)
     assert "fft" not in code and "conv2d" in code
+
+
+def _bn_calls(model, modules):
+    """Forward hooks recording the batch size of every call of each BatchNorm in ``modules``."""
+    calls = {}
+    handles = []
+    for prefix, module in modules.items():
+        for name, m in module.named_modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                key = f"{prefix}.{name}"
+                calls[key] = []
+                handles.append(m.register_forward_hook(lambda mod, inp, out, key=key: calls[key].append(inp[0].shape[0])))
+    return calls, handles
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_shared_batchnorms_see_both_modalities_once_per_branch(share):
+    """Issue 13.1: every shared BN (backbone body, fusion, PESAM) runs once per branch per step on the
+    concatenated visible+infrared batch, as at test time, not once per modality."""
+    cfg = _cfg("M4", extra=[f"model.share_branches={str(share).lower()}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 3).train()
+    v, i, _ = _batch()
+    b = v.shape[0]
+    mods = {"body": model.backbone.body, "fusion": model.fusion, "pesam": model.pesam.phase_stem}
+    if not share:
+        mods.update({"part_body": model.part_backbone.body, "part_pesam": model.part_pesam.phase_stem})
+    calls, handles = _bn_calls(model, mods)
+    model(v, i)
+    for h in handles:
+        h.remove()
+    per_branch = 2 if share else 1  # the shared backbone serves the full-body and the upper-body branch
+    for key, sizes in calls.items():
+        if key.startswith("fusion"):
+            assert sizes == [4 * b], (key, sizes)  # intra and cross pairs of both modalities, one call
+        else:
+            assert sizes == [2 * b] * per_branch, (key, sizes)
+    assert len(calls) > 10
+
+
+def test_mixed_batch_is_the_two_modality_stems_concatenated():
+    cfg = _cfg("M0")  # full-body branch only, no PESAM: the body's input is exactly the stems' outputs
+    torch.manual_seed(0)
+    model = build_model(cfg, 3).train()
+    with torch.no_grad():
+        model.backbone.stems["infrared"][0].weight.mul_(-2.0)  # make the modalities' stems differ
+    seen = {}
+    hooks = [model.backbone.stems[m].register_forward_hook(lambda mod, inp, out, m=m: seen.__setitem__(m, out))
+             for m in ("visible", "infrared")]
+    hooks.append(model.backbone.body.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("body", inp[0])))
+    v, i, _ = _batch()
+    model(v, i)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(seen["body"], torch.cat([seen["visible"], seen["infrared"]]))
+
+
+def test_per_modality_switch_keeps_the_old_behaviour():
+    cfg = _cfg("M4", extra=["model.mixed_bn=false"])
+    model = build_model(cfg, 3).train()
+    v, i, _ = _batch()
+    calls, handles = _bn_calls(model, {"body": model.backbone.body, "fusion": model.fusion})
+    model(v, i)
+    for h in handles:
+        h.remove()
+    assert calls["body.0.0.bn1"] == [4] * 4 and calls["fusion.1"] == [4] * 4
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_upper_body_view_follows_the_share_without_distortion(ratio):
+    """Issue 13.5: the upper view is the top round(ratio * H) rows at their own resolution."""
+    cfg = _cfg("M4", extra=[f"model.upper_body_ratio={ratio}"])
+    model = build_model(cfg, 3).train()
+    seen = []
+    model.backbone.stems["visible"].register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape[-2:]))
+    v, i, _ = _batch()
+    model(v, i)
+    assert seen == [torch.Size([64, 32]), torch.Size([round(ratio * 64), 32])]
+
+
+def test_presets_take_the_mmd_weights_of_the_config_they_are_applied_to():
+    """Issue 13.3: M2-M4 switch terms off but keep the config's weights (RegDB 0.2 / 0.8, SYSU 0.4 / 0.6)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    spec = importlib.util.spec_from_file_location("exp_run", root / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    want = {"regdb": {"M0": (0, 0), "M1": (0, 0), "M2": (0.2, 0), "M3": (0, 0.8), "M4": (0.2, 0.8)},
+            "sysu": {"M0": (0, 0), "M1": (0, 0), "M2": (0.4, 0), "M3": (0, 0.6), "M4": (0.4, 0.6)}}
+    for dataset, rows in want.items():
+        for row, weights in rows.items():
+            [(_, cfg)] = run.load_experiment(root / f"{dataset}.yaml", [], [row])
+            assert (cfg.loss.mmd_intra_weight, cfg.loss.mmd_inter_weight) == weights, (dataset, row)
+            assert cfg.model.pesam == (row != "M0") and cfg.model.upper_body == (row != "M0")
+            [(_, shipped)] = run.load_experiment(root / "ablation" / f"{dataset}_{row}.yaml", [], [])
+            assert shipped == cfg, (dataset, row)

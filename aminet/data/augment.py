@@ -9,8 +9,10 @@ Input: uint8 images (B, H, W, 3) as they come from the cache. Per sample, in ord
     3. ImageNet normalisation;
     4. random erasing with probability ``erase_p``: a rectangle of 2-40 % of the area, aspect ratio
        log-uniform in [0.3, 3.3], set to 0 (the normalised mean);
-    5. the upper-body view: the top ``upper_body_ratio`` of the augmented image, resized (bilinear) to
-       ``upper_height x W``, so both branches see the same augmented person.
+    5. the upper-body view: the top ``round(upper_body_ratio * H)`` rows of the augmented image, at their
+       own resolution (so the view's height follows the share and the person keeps its proportions),
+       so both branches see the same augmented person. A fixed ``upper_height`` instead rescales the
+       view to that height (bilinear), which stretches or squashes it: only for reproducing older runs.
 
 All random parameters are drawn on the CPU from a ``torch.Generator``, so a seed gives the same
 augmentation on every device. Outputs are float32 (B, 3, H, W) in the channels-last memory layout.
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 
 from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["DeviceAugment", "normalize", "upper_view"]
+__all__ = ["DeviceAugment", "normalize", "upper_view", "upper_rows", "to_device"]
 
 _GRAY = (0.299, 0.587, 0.114)
 
@@ -64,20 +66,26 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (x - c["mean"]) / c["std"]
 
 
-def upper_view(x: torch.Tensor, ratio: float, out_height: int) -> torch.Tensor:
-    """The top ``ratio`` of each image (B, C, H, W), resized to ``out_height`` x W."""
+def upper_rows(height: int, ratio: float) -> int:
+    """Rows of an image of ``height`` rows that form its upper-body view: round(ratio * height)."""
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"upper_body_ratio {ratio!r}: must be in (0, 1]")
-    rows = max(1, min(x.shape[2], int(round(ratio * x.shape[2]))))
+    return max(1, min(height, int(round(ratio * height))))
+
+
+def upper_view(x: torch.Tensor, ratio: float, out_height: int | None = None) -> torch.Tensor:
+    """The top ``ratio`` of each image (B, C, H, W): ``upper_rows(H, ratio)`` x W, not resampled; with
+    ``out_height`` it is resized to ``out_height`` x W (which changes the person's aspect ratio)."""
+    rows = upper_rows(x.shape[2], ratio)
     top = x[:, :, :rows]
-    if rows == out_height:
+    if out_height is None or rows == out_height:
         return top.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(top, size=(out_height, x.shape[3]), mode="bilinear", align_corners=False)
     return out.contiguous(memory_format=torch.channels_last)
 
 
 class DeviceAugment:
-    def __init__(self, upper_body_ratio: float = 0.5, upper_height: int = 144, pad: int = 10, flip_p: float = 0.5,
+    def __init__(self, upper_body_ratio: float = 0.5, upper_height: int | None = None, pad: int = 10, flip_p: float = 0.5,
                  erase_p: float = 0.5, channel_aug_p: float = 0.5):
         self.upper_body_ratio = upper_body_ratio
         self.upper_height = upper_height

@@ -66,22 +66,29 @@ class StepBatch:
     visible: torch.Tensor  # (B, H, W, 3) uint8 on the device
     infrared: torch.Tensor
     labels: torch.Tensor  # (B,) int64, the same for both halves
+    # cameras of the visible and of the infrared half, on the host (None when the loader has none)
+    cams: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class BatchLoader:
     """Iterate ``run(start_epoch, start_it, epochs)`` for every step of a run, prefetched in one thread.
 
     ``rows_visible`` / ``rows_infrared`` map the training set's visible / infrared indices to rows of
-    ``images`` (the cache's memory-mapped array)."""
+    ``images`` (the cache's memory-mapped array); ``cams_visible`` / ``cams_infrared`` (optional) give
+    their cameras, handed out with each batch on the host."""
 
     def __init__(self, images: np.ndarray, rows_visible: np.ndarray, rows_infrared: np.ndarray,
-                 sampler: CrossModalSampler, device: torch.device | str = "cpu", prefetch: int = 3):
+                 sampler: CrossModalSampler, device: torch.device | str = "cpu", prefetch: int = 3,
+                 cams_visible: np.ndarray | None = None, cams_infrared: np.ndarray | None = None):
         self.images = images
         self.rows_visible = np.asarray(rows_visible, dtype=np.int64)
         self.rows_infrared = np.asarray(rows_infrared, dtype=np.int64)
         self.sampler = sampler
         self.device = torch.device(device)
         self.prefetch = max(1, prefetch)
+        self.cams = None
+        if cams_visible is not None and cams_infrared is not None:
+            self.cams = (np.asarray(cams_visible), np.asarray(cams_infrared))
 
     def _pinned(self, t: torch.Tensor) -> torch.Tensor:
         # page-locked on a GPU machine, so the consumer's copies are asynchronous and never wait on the GPU
@@ -99,8 +106,9 @@ class BatchLoader:
                 for epoch in range(start_epoch, epochs):
                     for it in range(start_it if epoch == start_epoch else 0, self.sampler.iters_per_epoch):
                         vis, ir, labels = self.sampler.step(epoch, it)
+                        cams = None if self.cams is None else (self.cams[0][vis], self.cams[1][ir])
                         item = (epoch, it, self._gather(self.rows_visible[vis]), self._gather(self.rows_infrared[ir]),
-                                self._pinned(torch.from_numpy(labels)))
+                                self._pinned(torch.from_numpy(labels)), cams)
                         while not stop.is_set():
                             try:
                                 q.put(item, timeout=0.1)
@@ -122,10 +130,10 @@ class BatchLoader:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                epoch, it, vis, ir, labels = item
+                epoch, it, vis, ir, labels, cams = item
                 nb = self.device.type == "cuda"
                 yield StepBatch(epoch, it, vis.to(self.device, non_blocking=nb), ir.to(self.device, non_blocking=nb),
-                                labels.to(self.device, non_blocking=nb))
+                                labels.to(self.device, non_blocking=nb), cams)
         finally:
             stop.set()
             while worker.is_alive():

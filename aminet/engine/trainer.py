@@ -191,7 +191,7 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
     sampler = CrossModalSampler(train_set.labels_visible, train_set.labels_infrared, cfg.data.ids_per_batch,
                                 cfg.data.instances, cfg.train.seed, cfg.data.iters_per_epoch)
     loader = BatchLoader(cache.images, cache.indices(train_set.visible.paths), cache.indices(train_set.infrared.paths),
-                         sampler, device)
+                         sampler, device, cams_visible=train_set.visible.cams, cams_infrared=train_set.infrared.cams)
     augment = DeviceAugment.from_config(cfg)
     model = build_model(cfg, train_set.num_classes).to(device)
     criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
@@ -265,7 +265,7 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
         ir, ir_up = augment(batch.infrared, False, gen)
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = forward(vis, ir, vis_up, ir_up)
-            loss, terms = criterion(out, batch.labels)
+            loss, terms = criterion(out, batch.labels, batch.cams)
         if epoch * iters + it == fault_step:
             loss = loss * float("nan")
         names = ["loss", *terms]

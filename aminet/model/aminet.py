@@ -33,6 +33,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -128,13 +129,19 @@ class PESAM(nn.Module):
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def forward(self, feat: torch.Tensor, pc: torch.Tensor, modality: str) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, pc: torch.Tensor, modality: str | Sequence[tuple[str, int]]) -> torch.Tensor:
+        """``modality``: one name for the whole batch, or ``[(name, rows), ...]`` for a batch made of
+        consecutive blocks of each modality (the visible+infrared training batch)."""
         pc = F.adaptive_avg_pool2d(pc.to(feat.dtype), feat.shape[-2:])
         attn = torch.sigmoid(self.attention(pc))
         modulated = feat * (0.5 + attn)
         phase = self.phase_stem(pc)
         alpha = torch.softmax(self.logits.float(), dim=0)
-        a_m = alpha[MODALITIES.index(modality)]
+        if isinstance(modality, str):
+            a_m = alpha[MODALITIES.index(modality)]
+        else:  # one weight per row, built on the device from the block sizes (no host round trip)
+            a_m = torch.cat([alpha[MODALITIES.index(m)].expand(n) for m, n in modality]).view(-1, 1, 1, 1)
+            a_m = a_m.to(modulated.dtype)
         a_p = alpha[2]
         return (a_m * modulated + a_p * phase) / (a_m + a_p)
 
@@ -237,8 +244,8 @@ def _out_channels(block: nn.Module) -> int:
 class ModelOutput:
     """Training-time output. ``features`` (N, D) are the pre-neck embeddings of every fused set
     (intra visible, intra infrared, then cross visible-infrared and infrared-visible when IFFS is on),
-    ``logits`` their classifier outputs, ``labels_index`` maps each row to a sample of the batch half
-    (0..B-1), and ``intra_visible`` / ``intra_infrared`` are the per-modality embeddings used by the
+    ``logits`` their classifier outputs, ``pair_index`` maps each row to a sample of the batch half
+    (0..B-1), ``intra_visible`` / ``intra_infrared`` are the per-modality embeddings used by the
     distribution-alignment losses."""
 
     features: torch.Tensor
@@ -246,18 +253,22 @@ class ModelOutput:
     pair_index: torch.Tensor
     intra_visible: torch.Tensor
     intra_infrared: torch.Tensor
+    global_features: torch.Tensor | None = None  # (2B, D) full-body branch, visible rows then infrared
+    part_features: torch.Tensor | None = None  # (2B, D) upper-body branch, same rows (None without it)
 
 
 class AMINet(nn.Module):
     def __init__(self, num_classes: int, arch: str = "resnet50", weights: str = "none", last_stride: int = 1,
                  non_local: bool = True, upper_body: bool = True, upper_body_ratio: float = 0.5,
-                 upper_height: int = 144, share_branches: bool = True, iffs: bool = True, pesam: bool = True,
-                 gem_p: float = 3.0, gem_learnable: bool = False, fusion: str = "residual", pc_eps: float = 1e-4):
+                 upper_height: int | None = None, share_branches: bool = True, iffs: bool = True, pesam: bool = True,
+                 gem_p: float = 3.0, gem_learnable: bool = False, fusion: str = "residual", pc_eps: float = 1e-4,
+                 mixed_bn: bool = True):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes {num_classes}: need at least 2 identities")
         self.upper_body, self.iffs, self.use_pesam = upper_body, iffs and upper_body, pesam
         self.upper_body_ratio, self.upper_height = upper_body_ratio, upper_height
+        self.mixed_bn = mixed_bn
         self.backbone = DualStemResNet(arch, weights, last_stride, non_local)
         dim = self.backbone.out_channels
         self.dim = dim
@@ -296,14 +307,25 @@ class AMINet(nn.Module):
             rgb = x.float() * self._std + self._mean  # back to [0, 1]
             return phase_congruency(rgb, eps=self.pc_eps)
 
-    def _branch(self, x: torch.Tensor, modality: str, part: bool) -> torch.Tensor:
+    def _branch(self, images: Sequence[tuple[str, torch.Tensor]], part: bool) -> torch.Tensor:
+        """GeM features of one branch for ``[(modality, images), ...]``: each block goes through its own
+        modality stem, then the blocks are concatenated, so PESAM and every shared layer (and its BN)
+        run once on the whole batch, as they do at test time on a mixed batch's statistics."""
         backbone = self.part_backbone if (part and self.part_backbone is not None) else self.backbone
         pesam = self.part_pesam if (part and self.part_pesam is not None) else self.pesam
-        f = backbone.stem(x, modality)
+        stems = [backbone.stem(x, m) for m, x in images]
+        f = stems[0] if len(stems) == 1 else torch.cat(stems)
         if pesam is not None:
-            f = pesam(f, self._phase(x), modality)
+            x = images[0][1] if len(images) == 1 else torch.cat([x for _, x in images])
+            f = pesam(f, self._phase(x), [(m, x.shape[0]) for m, x in images])
         f = backbone.body(f)
         return (self.pool_part if part else self.pool_global)(f)
+
+    def _pair(self, visible: torch.Tensor, infrared: torch.Tensor, part: bool) -> torch.Tensor:
+        """Branch features of the visible then the infrared half: (2B, D)."""
+        if self.mixed_bn:
+            return self._branch([("visible", visible), ("infrared", infrared)], part)
+        return torch.cat([self._branch([("visible", visible)], part), self._branch([("infrared", infrared)], part)])
 
     def _fuse(self, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         refined = self.fusion(torch.cat([g, p], dim=1))
@@ -313,12 +335,12 @@ class AMINet(nn.Module):
         """The pre-neck embedding of images of one modality (intra-modality fusion)."""
         if modality not in MODALITIES:
             raise ValueError(f"modality {modality!r}: choose visible or infrared")
-        g = self._branch(x, modality, part=False)
+        g = self._branch([(modality, x)], part=False)
         if not self.upper_body:
             return g
         if upper is None:
             upper = upper_view(x, self.upper_body_ratio, self.upper_height)
-        return self._fuse(g, self._branch(upper, modality, part=True))
+        return self._fuse(g, self._branch([(modality, upper)], part=True))
 
     # ---- training -------------------------------------------------------------------------------
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor, visible_upper: torch.Tensor | None = None,
@@ -328,26 +350,34 @@ class AMINet(nn.Module):
         if visible.shape[0] != infrared.shape[0]:
             raise ValueError(f"visible and infrared halves differ in size: {visible.shape[0]} vs {infrared.shape[0]}")
         b = visible.shape[0]
-        g_v = self._branch(visible, "visible", part=False)
-        g_i = self._branch(infrared, "infrared", part=False)
+        g = self._pair(visible, infrared, part=False)  # (2B, D): visible rows, then infrared rows
+        p = None
         if not self.upper_body:
-            sets = [g_v, g_i]
-            intra_v, intra_i = g_v, g_i
+            sets = [g]
+            intra = g
         else:
             if visible_upper is None:
                 visible_upper = upper_view(visible, self.upper_body_ratio, self.upper_height)
             if infrared_upper is None:
                 infrared_upper = upper_view(infrared, self.upper_body_ratio, self.upper_height)
-            p_v = self._branch(visible_upper, "visible", part=True)
-            p_i = self._branch(infrared_upper, "infrared", part=True)
-            intra_v, intra_i = self._fuse(g_v, p_v), self._fuse(g_i, p_i)
-            sets = [intra_v, intra_i]
-            if self.iffs:
-                sets += [self._fuse(g_v, p_i), self._fuse(g_i, p_v)]
-        features = torch.cat(sets)
+            p = self._pair(visible_upper, infrared_upper, part=True)
+            swapped = torch.cat([p[b:], p[:b]])  # (part of the other modality's paired image)
+            if self.mixed_bn:
+                # intra (g_v p_v, g_i p_i) and cross (g_v p_i, g_i p_v) pairs through the fusion in one call
+                if self.iffs:
+                    sets = [self._fuse(torch.cat([g, g]), torch.cat([p, swapped]))]
+                else:
+                    sets = [self._fuse(g, p)]
+                intra = sets[0][:2 * b]
+            else:
+                intra = torch.cat([self._fuse(g[:b], p[:b]), self._fuse(g[b:], p[b:])])
+                sets = [intra]
+                if self.iffs:
+                    sets += [self._fuse(g[:b], p[b:]), self._fuse(g[b:], p[:b])]
+        features = sets[0] if len(sets) == 1 else torch.cat(sets)
         logits = self.classifier(self.neck(features))
-        pair_index = torch.arange(b, device=features.device).repeat(len(sets))
-        return ModelOutput(features, logits, pair_index, intra_v, intra_i)
+        pair_index = torch.arange(b, device=features.device).repeat(features.shape[0] // b)
+        return ModelOutput(features, logits, pair_index, intra[:b], intra[b:], g, p)
 
     # ---- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -371,4 +401,4 @@ def build_model(cfg, num_classes: int) -> AMINet:
     return AMINet(num_classes, arch=m.arch, weights=m.weights, last_stride=m.last_stride, non_local=m.non_local,
                   upper_body=m.upper_body, upper_body_ratio=m.upper_body_ratio, upper_height=cfg.data.upper_height,
                   share_branches=m.share_branches, iffs=m.iffs, pesam=m.pesam, gem_p=m.gem_p,
-                  gem_learnable=m.gem_learnable, fusion=m.fusion)
+                  gem_learnable=m.gem_learnable, fusion=m.fusion, mixed_bn=m.mixed_bn)
