@@ -146,3 +146,22 @@ def test_embedded_default_is_generated_once_and_announced(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "using the SYNTHETIC regdb benchmark" in err and "--data-root" in err
     assert (root / "SYNTHETIC.json").stat().st_mtime_ns == mtime
+
+
+def test_version_3_stays_generable_and_version_4_adds_its_cues(tmp_path):
+    """Issue 13: the v4 cues (head-shoulder, lower-body occlusion, illumination) are added on their own
+    random streams, so v3 is still generated; the two differ in pixels, not in layout."""
+    v3 = synthetic.generate("regdb", tmp_path / "v3", ids=4, images=2, seed=2, version=3, workers=1)
+    v4 = synthetic.generate("regdb", tmp_path / "v4", ids=4, images=2, seed=2, workers=1)
+    assert json.loads((v3 / "SYNTHETIC.json").read_text())["version"] == 3
+    assert json.loads((v4 / "SYNTHETIC.json").read_text())["version"] == synthetic.GENERATOR_VERSION == 4
+    files3 = sorted(p.relative_to(v3) for p in v3.rglob("*.bmp"))
+    assert files3 == sorted(p.relative_to(v4) for p in v4.rglob("*.bmp"))
+    differ = [not np.array_equal(np.asarray(Image.open(v3 / f)), np.asarray(Image.open(v4 / f))) for f in files3]
+    assert all(differ)
+    again = synthetic.generate("regdb", tmp_path / "v3b", ids=4, images=2, seed=2, version=3, workers=1)
+    assert all(np.array_equal(np.asarray(Image.open(v3 / f)), np.asarray(Image.open(again / f))) for f in files3)
+    assert synthetic.default_root("sysu", version=3).name.endswith("-v3")
+    with pytest.raises(ValueError, match="version 5"):
+        synthetic.generate("regdb", tmp_path / "v5", ids=4, version=5)
+

@@ -42,9 +42,10 @@ from PIL import Image
 from aminet.atomic import atomic_directory
 from aminet.cli import ArgumentParser
 
-__all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "DEFAULTS", "main"]
+__all__ = ["generate", "default_root", "ensure_default", "GENERATOR_VERSION", "VERSIONS", "DEFAULTS", "main"]
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # the default; 3 (no v4 cues) stays generable with version=3 / --version 3
+VERSIONS = (3, 4)
 DEFAULTS = {
     "sysu": {"ids": 100, "images": 6, "height": 128, "width": 64},
     "regdb": {"ids": 40, "images": 10, "height": 128, "width": 64},
@@ -97,6 +98,33 @@ class Person:
     bag: np.ndarray | None
     bag_side: int
     backpack: np.ndarray | None
+
+
+@dataclass
+class HeadShoulder:
+    """Version 4: identity cues of the head-shoulder region that survive in thermal images, because they
+    are shapes of warm and cool surfaces, not colours: hair style (warm, its outline), a collar (a
+    v-neck or open collar shows hot skin, a hood or scarf is a cool fabric ring), glasses (glass blocks
+    thermal radiation: a cold band across a hot face), neck length and shoulder slope (build)."""
+
+    hair_style: str  # short | long | bun | bald | curly
+    collar: str  # crew | vneck | hood | scarf | open
+    collar_colour: np.ndarray
+    collar_temp: float
+    glasses: bool
+    neck: float  # share of the person's height
+    slope: float  # shoulder drop, share of the height
+    occlusion_p: float  # how often this person's lower body is hidden (carries things, walks by railings)
+
+
+def make_head_shoulder(rng: np.random.Generator) -> HeadShoulder:
+    collar = str(rng.choice(["crew", "vneck", "hood", "scarf", "open"], p=[0.3, 0.2, 0.2, 0.15, 0.15]))
+    m = int(rng.integers(0, len(MATERIALS)))
+    return HeadShoulder(hair_style=str(rng.choice(["short", "long", "bun", "bald", "curly"],
+                                                  p=[0.35, 0.25, 0.15, 0.1, 0.15])),
+                        collar=collar, collar_colour=_colour(rng), collar_temp=_temp(m, rng),
+                        glasses=bool(rng.random() < 0.25), neck=rng.uniform(0.01, 0.035),
+                        slope=rng.uniform(0.0, 0.035), occlusion_p=rng.uniform(0.2, 0.5))
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +224,8 @@ def _paint(img: np.ndarray, mask: np.ndarray, value) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int) -> np.ndarray:
+def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int,
+           hs: HeadShoulder | None = None, rng4: np.random.Generator | None = None) -> np.ndarray:
     cv = Canvas(h, w)
     indoor = cam in INDOOR
     # Background: camera base, floor, clutter.
@@ -216,18 +245,29 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
         sx, sy = rng.uniform(3, w * 0.35), rng.uniform(3, h * 0.3)
         m = cv.rect(cx - sx, cy - sy, cx + sx, cy + sy) if rng.random() < 0.6 else cv.ellipse(cx, cy, sx, sy)
         _paint(img, m, shade())
+    if rng4 is not None:  # v4 clutter: a grid of windows / tiles / shelves and a passer-by's silhouette
+        period, duty = rng4.uniform(6, 16), rng4.uniform(0.2, 0.6)
+        grid = ((np.sin(2 * np.pi * cv.x / period) > 1 - 2 * duty) & (np.sin(2 * np.pi * cv.y / (1.3 * period)) > 0))
+        _paint(img, grid.astype(np.float32) * rng4.uniform(0.3, 0.7), shade())
+        if rng4.random() < 0.4:
+            side = rng4.choice([-1, 1])
+            px = w / 2 + side * rng4.uniform(0.45, 0.6) * w
+            _paint(img, cv.capsule(px, h * 0.25, px, h * 0.95, w * rng4.uniform(0.12, 0.2)), shade())
 
     # Geometry of this view.
     scale = rng.uniform(0.85, 1.05)
     ph = person.height * h * scale
     cx = w / 2 + rng.normal(0, w * 0.05)
     top = (h - ph) / 2 + rng.normal(0, h * 0.03)
+    crop_low = rng4 is not None and rng4.random() < 0.5 * hs.occlusion_p
+    if crop_low:  # a detection box cut at the image edge: the lower legs are out of the frame
+        top += rng4.uniform(0.15, 0.3) * ph
     view = rng.choice(["front", "back", "side"], p=[0.4, 0.35, 0.25])
     narrow = 0.6 if view == "side" else 1.0
     phase = rng.uniform(-1, 1)  # walking phase
     head_r = person.head * ph
     head_cy = top + head_r * 1.1
-    sh_y = top + 0.17 * ph
+    sh_y = top + 0.17 * ph + (hs.neck * ph if hs is not None else 0.0)
     hip_y = top + (1.0 - person.leg_ratio) * ph
     foot_y = top + ph
     sh_w = person.shoulder * ph * narrow
@@ -325,6 +365,8 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
             for side in (-1, 1):
                 _paint(img, cv.rect(cx + side * head_r * 0.6 - 1.2, head_cy - head_r * 0.2,
                                     cx + side * head_r * 0.6 + 1.2, head_cy + head_r * 1.8), hair_c)
+    if hs is not None:
+        _head_shoulder(img, cv, hs, person, view, cx, head_cy, head_r, sh_y, sh_w, ph, col, skin, hair_c)
     if person.hat is not None:
         _paint(img, cv.ellipse(cx, head_cy - head_r * 0.7, head_r * 1.05, head_r * 0.45), col(person.hat, 0.45))
     # Occluder in front (a box, a railing, another object), in both modalities.
@@ -332,7 +374,68 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
         oy = rng.uniform(0.55, 0.85) * h
         ox = rng.uniform(-0.3, 0.6) * w
         _paint(img, cv.rect(ox, oy, ox + rng.uniform(0.3, 0.8) * w, h + 5), shade())
+    if rng4 is not None and rng4.random() < hs.occlusion_p:
+        _lower_occluder(img, cv, rng4, hip_y, foot_y, cx, ph, w, shade, infrared)
     return img
+
+
+def _head_shoulder(img, cv, hs: HeadShoulder, person: Person, view: str, cx, head_cy, head_r, sh_y, sh_w, ph,
+                   col, skin, hair_c) -> None:
+    """Version 4 head-shoulder cues, drawn over the v3 person (see ``HeadShoulder``)."""
+    neck_top = head_cy + head_r * 0.8
+    _paint(img, cv.rect(cx - head_r * 0.35, neck_top, cx + head_r * 0.35, sh_y + 1), skin)
+    # sloped shoulders: a fabric wedge from the neck to each shoulder tip
+    for side in (-1, 1):
+        _paint(img, cv.capsule(cx, sh_y - 0.01 * ph, cx + side * sh_w * 0.95, sh_y + hs.slope * ph,
+                               max(1.0, 0.03 * ph)), col(person.top, person.top_temp))
+    fabric = col(hs.collar_colour, hs.collar_temp)
+    if hs.collar == "vneck" and view != "back":
+        _paint(img, cv.trapezoid(cx, sh_y, sh_y + 0.08 * ph, sh_w * 0.35, 0.3), skin)
+    elif hs.collar == "open" and view != "back":
+        _paint(img, cv.trapezoid(cx, sh_y - 1, sh_y + 0.05 * ph, sh_w * 0.45, sh_w * 0.2), skin)
+    elif hs.collar == "hood":
+        _paint(img, cv.ellipse(cx, sh_y + 0.005 * ph, sh_w * 0.75, 0.035 * ph), fabric)
+        if view == "back":
+            _paint(img, cv.ellipse(cx, sh_y + 0.05 * ph, sh_w * 0.5, 0.05 * ph), fabric)
+    elif hs.collar == "scarf":
+        _paint(img, cv.rect(cx - head_r * 0.9, neck_top, cx + head_r * 0.9, sh_y + 0.03 * ph), fabric)
+    else:  # crew: a narrow band of the top's fabric around the neck
+        _paint(img, cv.ellipse(cx, sh_y, head_r * 0.6, 0.012 * ph + 0.5), col(person.top, person.top_temp))
+    # hair style (warm in thermal, so its outline is a cross-modal cue)
+    if hs.hair_style == "bald":
+        _paint(img, cv.ellipse(cx, head_cy, head_r * 0.85, head_r), skin)
+    elif hs.hair_style == "bun":
+        _paint(img, cv.ellipse(cx, head_cy - head_r * 1.05, head_r * 0.45, head_r * 0.35), hair_c)
+    elif hs.hair_style == "curly":
+        for dx in (-0.6, 0.0, 0.6):
+            _paint(img, cv.ellipse(cx + dx * head_r, head_cy - head_r * 0.75, head_r * 0.42, head_r * 0.38), hair_c)
+    elif hs.hair_style == "long" and view != "back":
+        for side in (-1, 1):
+            _paint(img, cv.rect(cx + side * head_r * 0.95 - 1.5, head_cy, cx + side * head_r * 0.95 + 1.5,
+                                sh_y + 0.06 * ph), hair_c)
+    if hs.glasses and view != "back":
+        _paint(img, cv.rect(cx - head_r * 0.7, head_cy - head_r * 0.15, cx + head_r * 0.7, head_cy + head_r * 0.1),
+               col(np.array([0.1, 0.1, 0.12]), 0.15))
+
+
+def _lower_occluder(img, cv, rng, hip_y, foot_y, cx, ph, w, shade, infrared: bool) -> None:
+    """Version 4: the lower body hidden by a railing, a carried object or a low wall (both modalities)."""
+    kind = rng.choice(["railing", "carried", "wall"], p=[0.4, 0.35, 0.25])
+    value = shade()
+    if kind == "railing":
+        y0 = hip_y + rng.uniform(-0.05, 0.15) * ph
+        for k in range(int(rng.integers(2, 4))):
+            y = y0 + k * rng.uniform(0.08, 0.14) * ph
+            _paint(img, cv.rect(-5, y, w + 5, y + max(1.5, 0.025 * ph)), value)
+        for x in np.arange(rng.uniform(0, 10), w, rng.uniform(8, 16)):
+            _paint(img, cv.rect(x, y0, x + max(1.0, 0.02 * ph), foot_y + 5), value)
+    elif kind == "carried":  # a box or a large bag held in front of the legs
+        bw, bh = rng.uniform(0.12, 0.22) * ph, rng.uniform(0.15, 0.3) * ph
+        bx = cx + rng.normal(0, 0.05 * ph)
+        by = hip_y + rng.uniform(0.0, 0.1) * ph
+        _paint(img, cv.rect(bx - bw, by, bx + bw, by + bh), value)
+    else:
+        _paint(img, cv.rect(-5, hip_y + rng.uniform(0.15, 0.3) * ph, w + 5, foot_y + 20), value)
 
 
 def _box_blur(img: np.ndarray, r: int) -> np.ndarray:
@@ -345,9 +448,30 @@ def _box_blur(img: np.ndarray, r: int) -> np.ndarray:
     return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
 
 
-def render(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int) -> np.ndarray:
-    """One (h, w, 3) uint8 image of ``person`` seen by camera ``cam``."""
-    img = _scene(person, rng, h, w, infrared, cam)
+# Version 4: each visible camera has its own light level and colour (indoor cams dimmer and warmer),
+# and the light varies within a camera: overall level, a direction (gradient across the frame) and a
+# soft shadow band; infrared is unaffected (it sees emitted heat, not reflected light).
+CAMERA_LIGHT = {1: 0.7, 2: 0.85, 4: 1.15, 5: 1.0}
+
+
+def _illumination(img: np.ndarray, rng: np.random.Generator, h: int, w: int, cam: int) -> np.ndarray:
+    level = CAMERA_LIGHT.get(cam, 1.0) * np.exp(rng.normal(0, 0.25))
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)) * rng.uniform(0.3, 0.9)
+    light = level * (1.0 + ramp)
+    if rng.random() < 0.4:  # a shadow band (a pillar, a tree) crossing the person
+        x0 = rng.uniform(0, w)
+        light = light * (1.0 - rng.uniform(0.3, 0.6) * np.clip(1.0 - np.abs(xx - x0) / rng.uniform(4, 12), 0, 1))
+    return img * light[..., None]
+
+
+def render(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int,
+           hs: HeadShoulder | None = None, rng4: np.random.Generator | None = None) -> np.ndarray:
+    """One (h, w, 3) uint8 image of ``person`` seen by camera ``cam`` (``hs`` / ``rng4``: version 4 cues)."""
+    img = _scene(person, rng, h, w, infrared, cam, hs, rng4)
+    if rng4 is not None and not infrared:
+        img = _illumination(img, rng4, h, w, cam)
     if infrared:
         img = _box_blur(img, int(rng.integers(0, 2)))
         img = img + rng.normal(0, rng.uniform(0.01, 0.04), img.shape).astype(np.float32)
@@ -403,32 +527,40 @@ def _sysu_plan(ids: int, seed: int, images: int) -> tuple[dict[str, list[int]], 
     return splits, jobs
 
 
+def _v4(seed: int, pid: int, cam: int, k: int, version: int):
+    """The version-4 cues of one image, from their own streams (so version 3's images stay identical)."""
+    if version < 4:
+        return None, None
+    hs = make_head_shoulder(np.random.default_rng([seed, pid, 7919, 4]))
+    return hs, np.random.default_rng([seed, pid, cam, k, 104729, 4])
+
+
 def _render_sysu(args: tuple) -> None:
-    out, seed, h, w, batch = args
+    out, seed, h, w, batch, version = args
     for pid, cam, k in batch:
         person = make_person(_person_rng(seed, pid))
-        img = render(person, _image_rng(seed, pid, cam, k), h, w, cam in SYSU_INFRARED, cam)
+        img = render(person, _image_rng(seed, pid, cam, k), h, w, cam in SYSU_INFRARED, cam, *_v4(seed, pid, cam, k, version))
         path = Path(out) / f"cam{cam}" / f"{pid:04d}" / f"{k:04d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(path, "JPEG", quality=92)
 
 
 def _render_regdb(args: tuple) -> None:
-    out, seed, h, w, batch = args
+    out, seed, h, w, batch, version = args
     for pid, modality, k in batch:
         person = make_person(_person_rng(seed, pid))
         infrared = modality == "Thermal"
         cam = 3 if infrared else 1
-        img = render(person, _image_rng(seed, pid, cam, k), h, w, infrared, cam)
+        img = render(person, _image_rng(seed, pid, cam, k), h, w, infrared, cam, *_v4(seed, pid, cam, k, version))
         kind = "thermal" if infrared else "visible"
         path = Path(out) / modality / str(pid) / f"{kind}_{pid:04d}_{k:02d}.bmp"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(path, "BMP")
 
 
-def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int) -> None:
+def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int, version: int) -> None:
     chunks = [jobs[i::max(1, workers * 4)] for i in range(max(1, workers * 4))]
-    tasks = [(str(out), seed, h, w, c) for c in chunks if c]
+    tasks = [(str(out), seed, h, w, c, version) for c in chunks if c]
     if workers <= 1:
         for t in tasks:
             fn(t)
@@ -441,10 +573,13 @@ def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int
 
 def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0, images: int | None = None,
              height: int | None = None, width: int | None = None, workers: int | None = None,
-             overwrite: bool = False) -> Path:
-    """Write a synthetic benchmark in the ``layout`` ("sysu" or "regdb") layout to ``out``."""
+             overwrite: bool = False, version: int = GENERATOR_VERSION) -> Path:
+    """Write a synthetic benchmark in the ``layout`` ("sysu" or "regdb") layout to ``out``; ``version`` 3
+    is the benchmark without the version-4 cues (head-shoulder, lower-body occlusion, illumination)."""
     if layout not in DEFAULTS:
         raise ValueError(f"layout {layout!r}: choose sysu or regdb")
+    if version not in VERSIONS:
+        raise ValueError(f"version {version!r}: choose one of {', '.join(map(str, VERSIONS))}")
     d = DEFAULTS[layout]
     ids = d["ids"] if ids is None else ids
     images = d["images"] if images is None else images
@@ -466,14 +601,14 @@ def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0
     with atomic_directory(out) as tmp:
         if layout == "sysu":
             splits, jobs = _sysu_plan(ids, seed, images)
-            _run_jobs(_render_sysu, tmp, seed, h, w, jobs, workers)
+            _run_jobs(_render_sysu, tmp, seed, h, w, jobs, workers, version)
             (tmp / "exp").mkdir()
             for name, members in splits.items():
                 (tmp / "exp" / f"{name}_id.txt").write_text(",".join(str(p) for p in members) + "\n")
         else:
             pids = list(range(1, ids + 1))
             jobs = [(pid, mod, k) for pid in pids for mod in ("Visible", "Thermal") for k in range(1, images + 1)]
-            _run_jobs(_render_regdb, tmp, seed, h, w, jobs, workers)
+            _run_jobs(_render_regdb, tmp, seed, h, w, jobs, workers, version)
             (tmp / "idx").mkdir()
             for trial in range(1, 11):
                 perm = np.random.default_rng([seed, trial, 31]).permutation(pids)
@@ -483,7 +618,7 @@ def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0
                         lines = [f"{folder}/{pid}/{kind}_{pid:04d}_{k:02d}.bmp {pid - 1}"
                                  for pid in members for k in range(1, images + 1)]
                         (tmp / "idx" / f"{part}_{kind}_{trial}.txt").write_text("\n".join(lines) + "\n")
-        manifest = {"generator": "aminet.data.synthetic", "version": GENERATOR_VERSION, "layout": layout,
+        manifest = {"generator": "aminet.data.synthetic", "version": version, "layout": layout,
                     "ids": ids, "seed": seed, "images": images, "height": h, "width": w}
         (tmp / "SYNTHETIC.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
@@ -502,15 +637,16 @@ def cache_home() -> Path:
     return (Path(base) / "aminet").resolve()
 
 
-def default_root(layout: str, ids: int | None = None, seed: int = 0) -> Path:
+def default_root(layout: str, ids: int | None = None, seed: int = 0, version: int = GENERATOR_VERSION) -> Path:
     d = DEFAULTS[layout]
-    key = f"{layout}-ids{ids or d['ids']}-seed{seed}-v{GENERATOR_VERSION}"
+    key = f"{layout}-ids{ids or d['ids']}-seed{seed}-v{version}"
     return cache_home() / "synthetic" / key
 
 
-def ensure_default(layout: str, ids: int | None = None, seed: int = 0, quiet: bool = False) -> Path:
+def ensure_default(layout: str, ids: int | None = None, seed: int = 0, quiet: bool = False,
+                   version: int = GENERATOR_VERSION) -> Path:
     """The synthetic benchmark used when no data root is given: generated once, then reused."""
-    root = default_root(layout, ids, seed)
+    root = default_root(layout, ids, seed, version)
     if (root / "SYNTHETIC.json").is_file():
         if not quiet:
             print(f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
@@ -521,7 +657,7 @@ def ensure_default(layout: str, ids: int | None = None, seed: int = 0, quiet: bo
           f"(once). Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
           file=sys.stderr)
     try:
-        generate(layout, root, ids=ids, seed=seed, overwrite=True)
+        generate(layout, root, ids=ids, seed=seed, overwrite=True, version=version)
     except OSError:
         if (root / "SYNTHETIC.json").is_file():  # another process finished it first
             return root
@@ -550,10 +686,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=None, help="rendered width (default 64)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--version", type=int, default=GENERATOR_VERSION, choices=VERSIONS,
+                        help=f"benchmark version (default {GENERATOR_VERSION}; 3 = without head-shoulder cues, "
+                             "lower-body occlusion and illumination changes)")
     args = parser.parse_args(argv)
     try:
         out = generate(args.layout, args.out, ids=args.ids, seed=args.seed, images=args.images, height=args.height,
-                       width=args.width, workers=args.workers, overwrite=args.overwrite)
+                       width=args.width, workers=args.workers, overwrite=args.overwrite, version=args.version)
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
