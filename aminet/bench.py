@@ -124,7 +124,7 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
         rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
         sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, p, k, seed=0,
                                     iters_per_epoch=steps)
-        aug = DeviceAugment(upper_height=h // 2)
+        aug = DeviceAugment()
         out = []
         # What the host does per batch when augmentation runs on a GPU: sampling and the gather from the
         # memory map (plus page-locking where there is a GPU). Measured on the CPU alone, it bounds the
@@ -175,7 +175,7 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
     from aminet.presets import preset_overrides
 
     if tiny:
-        size, arch, b = ["data.height=64", "data.width=32", "data.upper_height=32"], "resnet18", batch or 4
+        size, arch, b = ["data.height=64", "data.width=32"], "resnet18", batch or 4
     else:
         size, arch, b = [], "resnet50", batch or (64 if device.type == "cuda" else 8)
     base = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.instances={min(4, b)}", *size])
@@ -184,6 +184,7 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
     vis = torch.randn(b, 3, h, w, generator=gen).to(device)
     ir = torch.randn(b, 3, h, w, generator=gen).to(device)
     labels = (torch.arange(b) // min(4, b)).to(device)
+    cams = (np.arange(b) % 4 + 1, np.arange(b) % 2 * 3 + 3)  # SYSU's visible cams 1..4 / infrared 3, 6 (host)
     use_amp = device.type == "cuda"
     if use_amp:
         vis, ir = vis.contiguous(memory_format=torch.channels_last), ir.contiguous(memory_format=torch.channels_last)
@@ -199,7 +200,7 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
 
         def step() -> None:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, _ = crit(model(vis, ir), labels)
+                loss, _ = crit(model(vis, ir), labels, cams)
             loss.backward()
             model.zero_grad(set_to_none=True)
 
@@ -281,7 +282,7 @@ def bench_extract(repeats: int, device: torch.device, tiny: bool) -> list[tuple[
     from aminet.model.aminet import build_model
 
     if tiny:
-        size, arch, n = ["data.height=32", "data.width=16", "data.upper_height=16"], "resnet18", 8
+        size, arch, n = ["data.height=32", "data.width=16"], "resnet18", 8
     else:
         size, arch, n = [], "resnet50", (512 if device.type == "cuda" else 32)
     cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", *size])

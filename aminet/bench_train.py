@@ -202,7 +202,7 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     fast = pipeline == "aminet"
     cuda = device.type == "cuda"
     cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.height={height}",
-                             f"data.width={width}", f"data.upper_height={height // 2}", f"data.ids_per_batch={ids}",
+                             f"data.width={width}", f"data.ids_per_batch={ids}",
                              f"data.instances={instances}", f"data.pad={baseline_pad(height)}"])
     # the trainer's precision rule (and its refusals): bf16 for aminet on a GPU or when asked on a CPU
     cfg = cfg.replace({**preset_overrides([preset]),
@@ -230,32 +230,35 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
 
     if fast:
         aug = DeviceAugment.from_config(cfg)
-        loader = BatchLoader(cache.images, rows_v, rows_i, sampler, device)
+        loader = BatchLoader(cache.images, rows_v, rows_i, sampler, device, cams_visible=train.visible.cams,
+                             cams_infrared=train.infrared.cams)
 
         def batches():
             for b in loader.run(0, 0, 1):
                 vis, vis_up = aug(b.visible, True, gen)
                 ir, ir_up = aug(b.infrared, False, gen)
-                yield vis, ir, vis_up, ir_up, b.labels
+                yield vis, ir, vis_up, ir_up, b.labels, b.cams
     else:
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         dl = baseline_loader(cache.images, rows_v, rows_i, sampler, total, pad=cfg.data.pad, workers=workers,
                              pin=cuda)
-        labels_all = [torch.from_numpy(sampler.step(0, it)[2]) for it in range(total)]
+        steps_all = [sampler.step(0, it) for it in range(total)]
+        labels_all = [torch.from_numpy(st[2]) for st in steps_all]
+        cams_all = [(train.visible.cams[st[0]], train.infrared.cams[st[1]]) for st in steps_all]
 
         def batches():
             for it, (vis, ir) in enumerate(dl):
                 vis, ir = vis.to(device, non_blocking=cuda), ir.to(device, non_blocking=cuda)
                 yield vis, ir, upper_view(vis, ratio, up_h).contiguous(), upper_view(ir, ratio, up_h).contiguous(), \
-                    labels_all[it].to(device)
+                    labels_all[it].to(device), cams_all[it]
 
     check_every = CHECK_EVERY_CUDA if cuda else 1
     pending: list[torch.Tensor] = []
 
-    def step(vis, ir, vis_up, ir_up, labels) -> None:
+    def step(vis, ir, vis_up, ir_up, labels, cams) -> None:
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = forward(vis, ir, vis_up, ir_up)
-            loss, _ = criterion(out, labels)
+            loss, _ = criterion(out, labels, cams)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -55,12 +55,12 @@ def _memory_trial(config, root: str, cache_dir: str | None, arch: str, height: i
     from aminet.model.aminet import build_model
 
     cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.height={height}",
-                             f"data.width={width}", f"data.upper_height={height // 2}", "data.ids_per_batch=2"])
+                             f"data.width={width}", "data.ids_per_batch=2"])
     cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
     train = sysu_train(root, "final")
     sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, 2, 4, seed=0, iters_per_epoch=1)
     loader = BatchLoader(cache.images, cache.indices(train.visible.paths), cache.indices(train.infrared.paths),
-                         sampler, "cpu")
+                         sampler, "cpu", cams_visible=train.visible.cams, cams_infrared=train.infrared.cams)
     model = build_model(cfg, train.num_classes).train()
     crit = AMINetCriterion(cfg, 4)
     aug = DeviceAugment.from_config(cfg)
@@ -68,7 +68,7 @@ def _memory_trial(config, root: str, cache_dir: str | None, arch: str, height: i
     for b in loader.run(0, 0, 1):
         vis, vu = aug(b.visible, True, gen)
         ir, iu = aug(b.infrared, False, gen)
-        loss, _ = crit(model(vis, ir, vu, iu), b.labels)
+        loss, _ = crit(model(vis, ir, vu, iu), b.labels, b.cams)
         loss.backward()
     _ = float(cache.images[:: max(1, len(cache.images) // 64)].mean())  # touch the shared cache
     info = psutil.Process().memory_full_info()

@@ -4,6 +4,7 @@ skipped without one (these machines have none: run `pytest tests/test_gpu.py` on
 import time
 
 import pytest
+import numpy as np
 import torch
 
 from aminet.bench_train import GpuUtilisation
@@ -35,7 +36,7 @@ def _tiny_step_parts(device):
     from aminet.model.aminet import build_model
 
     cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
-                             "data.upper_height=32", "data.pad=2", "data.instances=4", "data.ids_per_batch=2"])
+                             "data.pad=2", "data.instances=4", "data.ids_per_batch=2"])
     model = build_model(cfg, 4).to(device).to(memory_format=torch.channels_last).train()
     criterion = AMINetCriterion(cfg, 4).to(device)
     return cfg, model, criterion, _optimizer(cfg, model, criterion), DeviceAugment.from_config(cfg)
@@ -51,12 +52,13 @@ def test_a_training_step_never_waits_for_the_gpu():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (8, 64, 32, 3), dtype=torch.uint8).pin_memory()
     labels = (torch.arange(8) // 4).pin_memory()
+    cams = (np.array([1, 2, 4, 5] * 2), np.array([3, 6] * 4))  # on the host, as the loader hands them out
 
     def step():
         vis, vis_up = augment(images.to(device, non_blocking=True), True, gen)
         ir, ir_up = augment(images.to(device, non_blocking=True), False, gen)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss, terms = criterion(model(vis, ir, vis_up, ir_up), labels.to(device, non_blocking=True))
+            loss, terms = criterion(model(vis, ir, vis_up, ir_up), labels.to(device, non_blocking=True), cams)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -76,7 +78,7 @@ def test_a_training_step_never_waits_for_the_gpu():
 def test_augmentation_is_the_same_on_the_gpu_as_on_the_cpu():
     from aminet.data.augment import DeviceAugment
 
-    aug = DeviceAugment(upper_body_ratio=0.5, upper_height=32, pad=4)
+    aug = DeviceAugment(upper_body_ratio=0.5, pad=4)
     images = torch.randint(0, 256, (6, 64, 32, 3), dtype=torch.uint8)
     cpu = aug(images, True, torch.Generator().manual_seed(3))
     gpu = aug(images.cuda(), True, torch.Generator().manual_seed(3))
