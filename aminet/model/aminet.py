@@ -14,8 +14,14 @@ infrared, phase) mixing them. An image has one modality, so its stem output is
 image); the phase weight starts small so a pretrained stem is not disturbed at the start.
 
 HMG-DBNet: a full-body branch on the image and an upper-body branch on the upper-body view (the top
-``upper_body_ratio`` of the image, resized, from ``aminet.data.augment.upper_view``); each ends in its
-own GeM pooling. Whether both branches share the backbone is ``share_branches`` (default: shared).
+``round(upper_body_ratio * H)`` rows of the image, not rescaled, from ``aminet.data.augment.upper_view``);
+each ends in its own GeM pooling. Whether both branches share the backbone is ``share_branches``.
+
+Mixed batches (``mixed_bn``, default on): in training, each branch runs the visible half through the
+visible stem and the infrared half through the infrared stem, then concatenates them, so PESAM and every
+shared layer (and each of its BatchNorms) run once per branch on one visible+infrared batch, as the
+field's reference code does: the BN statistics of training then contain the modality shift that the
+test-time running estimates contain. The fusion runs once on all intra and cross pairs.
 
 IFFS: a fusion head phi_shared (Linear 2D -> D, BN, ReLU) maps a (global, part) pair into the embedding
 space. Intra-modality fusion pairs each image's own global and part features; cross-modality fusion
