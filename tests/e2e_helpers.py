@@ -11,13 +11,13 @@ from aminet.data import synthetic
 REPO = Path(__file__).resolve().parents[1]
 RUN = str(REPO / "search" / "run.py")
 # A search small enough for CI: 32x16 images, 3 steps per epoch, 4 epochs with validation every epoch.
-TINY = ["data.height=32", "data.width=16", "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2",
+TINY = ["data.height=32", "data.width=16", "data.pad=2", "data.ids_per_batch=2",
         "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
         "optim.milestones=[2,3]", "eval.trials=1"]
 # A fixed-config experiment small enough for CI (experiments/run.py).
 TINY_EXPERIMENT_YAML = """
 name: tiny
-data: {dataset: sysu, purpose: final, height: 32, width: 16, upper_height: 16, pad: 2, ids_per_batch: 2,
+data: {dataset: sysu, purpose: final, height: 32, width: 16, pad: 2, ids_per_batch: 2,
        instances: 2, iters_per_epoch: 3}
 model: {arch: resnet18, weights: none, last_stride: 2}
 optim: {optimizer: adam, lr: 0.001, backbone_lr_mult: 1.0, warmup_epochs: 0, milestones: []}

@@ -41,7 +41,7 @@ def test_model_bench_runs_tiny():
 
 def test_model_summary_cli():
     out = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.arch=resnet18", "--set",
-                          "data.height=64", "--set", "data.width=32", "--set", "data.upper_height=32"],
+                          "data.height=64", "--set", "data.width=32"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = [l for l in out.stdout.splitlines() if l.startswith("M")]

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aminet.config import ConfigError, load_config
 from aminet.model.aminet import WeightsUnavailable, build_model
+from aminet.data.augment import upper_rows
 from aminet.presets import PRESETS, preset_overrides
 from aminet.cli import ArgumentParser
 
@@ -32,7 +33,8 @@ def _fft_flops(model, h: int, w: int, uh: int) -> float:
 
 def summarise(cfg, num_classes: int = 395) -> dict[str, float]:
     model = build_model(cfg, num_classes).eval()
-    h, w, uh = cfg.data.height, cfg.data.width, cfg.data.upper_height
+    h, w = cfg.data.height, cfg.data.width
+    uh = cfg.data.upper_height or upper_rows(h, cfg.model.upper_body_ratio)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     x = torch.randn(1, 3, h, w)
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         base = load_config(args.config, ["model.weights=none", *args.overrides])
         rows = [[p] for p in (args.preset or ["M0", "M1", "M2", "M3", "M4"])] if not args.preset or \
             all(p.startswith("M") for p in args.preset) else [args.preset]
-        print(f"input {base.data.height}x{base.data.width} (upper view {base.data.upper_height}x{base.data.width}), "
+        up = base.data.upper_height or upper_rows(base.data.height, base.model.upper_body_ratio)
+        print(f"input {base.data.height}x{base.data.width} (upper view {up}x{base.data.width}), "
               f"{base.model.arch}, {args.classes} classes")
         print(f"{'preset':<22s} {'params':>10s} {'trainable':>10s} {'GFLOPs/embedding':>17s} {'GFLOPs/train pair fwd':>22s}")
         for names in rows:
