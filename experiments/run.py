@@ -86,13 +86,14 @@ def preflight(configs: list[tuple[str, Config]], trials: list[int], quiet: bool)
     from aminet.engine.trainer import build_training_data, evaluation_set, resolve_root
     from aminet.model.aminet import check_weights
 
+    for _, cfg in configs:  # cheap checks first: a bad weights path fails before any data is generated
+        check_weights(cfg.model.arch, cfg.model.weights)
     for label, cfg in configs:
         root = resolve_root(cfg, quiet=quiet)
         for t in (trials if cfg.data.dataset == "regdb" else [cfg.data.regdb_trial]):
             c = cfg.replace({"data.regdb_trial": t})
             build_training_data(c, root)
             evaluation_set(c, root)
-        check_weights(cfg.model.arch, cfg.model.weights)
 
 
 # ------------------------------------------------------------------------------------------------
