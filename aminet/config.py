@@ -125,11 +125,23 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     schedule: Literal["step", "cosine"] = "step"
-    warmup_epochs: int = 10
+    # Warm-up and milestones are shares of train.epochs, so one config trains at any length; the epoch of
+    # a share is round(share * epochs) (``warmup_epochs`` / ``milestone_epochs``). The paper's 80-epoch
+    # schedule: warm-up 10 epochs (0.125), x0.1 at 20 and 50 (0.25, 0.625). The older epoch keys
+    # (optim.warmup_epochs, optim.milestones) are still read and converted with the config's train.epochs.
+    warmup_share: float = 0.125
     warmup_start_factor: float = 0.1  # the paper: 0.01 -> 0.1 peak
-    milestones: list[int] = field(default_factory=lambda: [20, 50])
+    milestone_shares: list[float] = field(default_factory=lambda: [0.25, 0.625])
     gamma: float = 0.1  # applied at each milestone: 0.1 -> 0.01 -> 0.001
     min_lr_factor: float = 0.01  # cosine floor, as a share of the peak
+
+    def warmup_epochs(self, epochs: int) -> int:
+        """Warm-up length in epochs for a run of ``epochs``."""
+        return int(round(self.warmup_share * epochs))
+
+    def milestone_epochs(self, epochs: int) -> list[int]:
+        """The 0-based epochs at which the step schedule multiplies the lr by ``gamma``."""
+        return [int(round(s * epochs)) for s in self.milestone_shares]
 
 
 @dataclass
@@ -175,6 +187,7 @@ class Config:
         if not isinstance(raw, dict):
             raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
         apply_overrides(raw, overrides)
+        _epochs_to_shares(raw)
         cfg = _build(cls, raw, "")
         cfg.validate()
         return cfg
@@ -272,15 +285,15 @@ class Config:
         _check(not (o.nesterov and o.momentum == 0.0), "optim.nesterov", o.nesterov,
                "false when optim.momentum is 0")
         _check(o.weight_decay >= 0.0, "optim.weight_decay", o.weight_decay, ">= 0")
-        _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
-               f"in 0..{t.epochs - 1} (less than train.epochs)")
+        _check(0.0 <= o.warmup_share < 1.0, "optim.warmup_share", o.warmup_share,
+               "a share of train.epochs in [0, 1)")
         _check(0.0 < o.warmup_start_factor <= 1.0, "optim.warmup_start_factor", o.warmup_start_factor,
                "in (0, 1]")
-        _check(all(b > a for a, b in zip(o.milestones, o.milestones[1:])), "optim.milestones",
-               o.milestones, "strictly increasing epochs")
-        for i, v in enumerate(o.milestones):
-            _check(o.warmup_epochs <= v < t.epochs, f"optim.milestones[{i}]", v,
-                   f"in {o.warmup_epochs}..{t.epochs - 1} (after warm-up, before the last epoch)")
+        _check(all(b > a for a, b in zip(o.milestone_shares, o.milestone_shares[1:])), "optim.milestone_shares",
+               o.milestone_shares, "strictly increasing shares of train.epochs")
+        for i, v in enumerate(o.milestone_shares):
+            _check(o.warmup_share <= v < 1.0, f"optim.milestone_shares[{i}]", v,
+                   f"a share in [{o.warmup_share:g}, 1) (after warm-up, before the end of training)")
         _check(0.0 < o.gamma < 1.0, "optim.gamma", o.gamma, "in (0, 1)")
         _check(0.0 <= o.min_lr_factor < 1.0, "optim.min_lr_factor", o.min_lr_factor, "in [0, 1)")
 
@@ -303,6 +316,28 @@ class Config:
         _check(1 <= e.trials <= 10, "eval.trials", e.trials, "an integer in 1..10")
         _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
         _check(e.max_rank >= 1, "eval.max_rank", e.max_rank, ">= 1")
+
+
+def _epochs_to_shares(raw: dict[str, Any]) -> None:
+    """Read the older epoch keys ``optim.warmup_epochs`` / ``optim.milestones`` (configs, checkpoints and
+    commands written before the schedule was expressed in shares) as shares of the config's train.epochs.
+    An epoch key replaces the share key of the same meaning: it is the more specific of the two (e.g.
+    ``--set optim.milestones=[24]`` over a YAML's shares)."""
+    optim = raw.get("optim")
+    if not isinstance(optim, dict) or not ({"warmup_epochs", "milestones"} & optim.keys()):
+        return
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    epochs = _coerce(train.get("epochs", TrainConfig.epochs), int, "train.epochs")
+    _check(epochs >= 1, "train.epochs", epochs, ">= 1")
+    if "warmup_epochs" in optim:
+        w = _coerce(optim.pop("warmup_epochs"), int, "optim.warmup_epochs")
+        _check(0 <= w < epochs, "optim.warmup_epochs", w, f"in 0..{epochs - 1} (less than train.epochs)")
+        optim["warmup_share"] = w / epochs
+    if "milestones" in optim:
+        stones = _coerce(optim.pop("milestones"), list[int], "optim.milestones")
+        for i, m in enumerate(stones):
+            _check(0 <= m < epochs, f"optim.milestones[{i}]", m, f"an epoch in 0..{epochs - 1}")
+        optim["milestone_shares"] = [m / epochs for m in stones]
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

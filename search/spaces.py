@@ -65,10 +65,11 @@ class SearchSpace:
     def warm_start(self, base: Config) -> list[dict[str, Any]]:
         """The anchors with the schedule of ``base`` (its lr, warm-up and milestones as shares)."""
         o, epochs = base.optim, base.train.epochs
-        sched: dict[str, Any] = {"lr": o.lr, "warmup_frac": o.warmup_epochs / epochs, "schedule": o.schedule}
-        if o.schedule == "step" and o.milestones:
-            sched["milestone1_frac"] = o.milestones[0] / epochs
-            sched["milestone2_frac"] = (o.milestones[1] if len(o.milestones) > 1 else epochs - 1) / epochs
+        sched: dict[str, Any] = {"lr": o.lr, "warmup_frac": o.warmup_share, "schedule": o.schedule}
+        if o.schedule == "step" and o.milestone_shares:
+            s = o.milestone_shares
+            sched["milestone1_frac"] = s[0]
+            sched["milestone2_frac"] = s[1] if len(s) > 1 else (epochs - 1) / epochs
         return [{**copy.deepcopy(a), **sched} for a in self.anchors]
 
     def budget_for(self, quick: bool) -> Budget:
@@ -105,7 +106,7 @@ _SYSU_PAPER = {"mmd_intra": 0.4, "mmd_inter": 0.6, "bandwidths": "paper5", "uppe
 _REGDB_PAPER = {"mmd_intra": 0.2, "mmd_inter": 0.8, "bandwidths": "paper5", "upper_body_ratio": 0.6}
 # Quick (CPU) budget: 6 epochs of ~35 steps, validation every 2, ASHA from epoch 2 (a third). The base
 # schedule keeps the peak lr for most of the short run (one warm-up epoch, x0.1 at 4 and again at 5).
-_QUICK = {"optim.warmup_epochs": 1, "optim.milestones": [4, 5], "eval.trials": 3}
+_QUICK = {"optim.warmup_share": 1 / 6, "optim.milestone_shares": [4 / 6, 5 / 6], "eval.trials": 3}
 
 SPACES: dict[str, SearchSpace] = {
     "sysu": SearchSpace(

@@ -10,7 +10,8 @@ def test_defaults_are_valid_and_follow_the_paper():
     cfg = load_config()
     assert cfg.loss.mmd_intra_weight == 0.4 and cfg.loss.mmd_inter_weight == 0.6
     assert cfg.optim.lr * cfg.optim.warmup_start_factor == pytest.approx(0.01)
-    assert cfg.optim.lr * cfg.optim.gamma ** len(cfg.optim.milestones) == pytest.approx(0.001)
+    assert cfg.optim.lr * cfg.optim.gamma ** len(cfg.optim.milestone_shares) == pytest.approx(0.001)
+    assert cfg.optim.warmup_epochs(80) == 10 and cfg.optim.milestone_epochs(80) == [20, 50]
     assert (cfg.data.height, cfg.data.width) == (288, 144)
     assert cfg.train.epochs == 80
 
@@ -36,7 +37,31 @@ def test_load_file_with_overrides(tmp_path):
     assert (cfg.loss.mmd_intra_weight, cfg.loss.mmd_inter_weight) == (0.2, 0.8)
     assert cfg.train.epochs == 5
     flat = cfg.flat()
-    assert flat["loss.mmd_intra_weight"] == 0.2 and flat["optim.milestones"] == [2, 4]
+    # the older epoch keys are read as shares of the config's train.epochs
+    assert flat["loss.mmd_intra_weight"] == 0.2 and flat["optim.milestone_shares"] == [0.4, 0.8]
+    assert "optim.milestones" not in flat and "optim.warmup_epochs" not in flat
+    assert cfg.optim.warmup_epochs(5) == 1 and cfg.optim.milestone_epochs(5) == [2, 4]
+
+
+@pytest.mark.parametrize("epochs, warmup, stones", [(80, 10, [20, 50]), (40, 5, [10, 25]), (120, 15, [30, 75]),
+                                                    (7, 1, [2, 4])])
+def test_the_papers_schedule_follows_any_training_length(epochs, warmup, stones):
+    """experiments/sysu.yaml with any train.epochs: warm-up and milestones keep their shares (the paper's
+    10 / 20 / 50 of 80 epochs)."""
+    from pathlib import Path
+
+    from aminet.config import read_yaml_tree
+    from aminet.engine.schedule import lr_factor
+
+    raw = read_yaml_tree(Path(__file__).resolve().parents[1] / "experiments" / "sysu.yaml")
+    raw.pop("name")
+    cfg = Config.from_dict(raw, [f"train.epochs={epochs}"])
+    o = cfg.optim
+    assert o.warmup_epochs(epochs) == warmup and o.milestone_epochs(epochs) == stones
+    lrs = [o.lr * lr_factor(e, o, epochs) for e in range(epochs)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[warmup] == pytest.approx(0.1)
+    assert lrs[stones[0] - 1] == pytest.approx(0.1) and lrs[stones[0]] == pytest.approx(0.01)
+    assert lrs[-1] == pytest.approx(0.001)
 
 
 def test_replace_with_mapping_and_strings():
@@ -56,8 +81,12 @@ def test_replace_with_mapping_and_strings():
         ("loss.mmd_multipliers=[]", "loss.mmd_multipliers", "non-empty"),
         ("loss.mmd_multipliers=[1, -2]", r"loss.mmd_multipliers\[1\]", "> 0"),
         ("data.regdb_trial=0", "data.regdb_trial", "1..10"),
-        ("optim.milestones=[50, 20]", "optim.milestones", "increasing"),
-        ("optim.milestones=[20, 90]", r"optim.milestones\[1\]", "before the last epoch"),
+        ("optim.milestone_shares=[0.6, 0.3]", "optim.milestone_shares", "increasing"),
+        ("optim.milestone_shares=[0.3, 1.0]", r"optim.milestone_shares\[1\]", "before the end of training"),
+        ("optim.milestone_shares=[0.1]", r"optim.milestone_shares\[0\]", "after warm-up"),
+        ("optim.warmup_share=1", "optim.warmup_share", r"\[0, 1\)"),
+        ("optim.milestones=[20, 90]", r"optim.milestones\[1\]", "0..79"),
+        ("optim.warmup_epochs=80", "optim.warmup_epochs", "less than train.epochs"),
         ("eval.sysu_modes=[all, outdoor]", r"eval.sysu_modes\[1\]", "indoor"),
         ("data.flip_p=1.5", "data.flip_p", r"\[0, 1\]"),
     ],

@@ -36,7 +36,7 @@ def test_warm_start_reproduces_the_papers_config(name):
     paper = Config.from_dict(load_base(REPO / "experiments" / f"{space.dataset}.yaml"))
     first = apply_params(base, space.warm_start(base)[0])
     for key in ("loss.mmd_intra_weight", "loss.mmd_inter_weight", "loss.mmd_multipliers", "model.upper_body_ratio",
-                "optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.schedule", "train.epochs"):
+                "optim.lr", "optim.warmup_share", "optim.milestone_shares", "optim.schedule", "train.epochs"):
         assert first.flat()[key] == paper.flat()[key], key
     assert first.data.purpose == "search"  # a search never trains on, or looks at, the test ids
     expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6)}[name]
@@ -64,14 +64,28 @@ def test_space_budgets_and_points_are_consistent(name, quick):
         study.tell(trial, 0.0)
 
 
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_full_budget_takes_any_training_length(name):
+    """`--budget full --set train.epochs=40` (the README's kind of override) gives the paper's schedule at
+    40 epochs instead of refusing the 80-epoch milestones."""
+    space = get_space(name)
+    base = space.base(quick=False, overrides=["train.epochs=40"])
+    assert base.optim.warmup_epochs(40) == 5 and base.optim.milestone_epochs(40) == [10, 25]
+    for point in space.warm_start(base):
+        cfg = apply_params(base, point)
+        assert cfg.optim.milestone_epochs(40) == [10, 25] and cfg.train.epochs == 40
+
+
 def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
     base = Config.from_dict({"train": {"epochs": 80}})
     out = to_overrides({"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7, "lr": 0.05,
                         "cfg.loss.triplet_weight": 0.5}, base)
-    assert out == {"optim.warmup_epochs": 8, "optim.milestones": [24, 56], "optim.lr": 0.05,
+    assert out == {"optim.warmup_share": 0.1, "optim.milestone_shares": [0.3, 0.7], "optim.lr": 0.05,
                    "loss.triplet_weight": 0.5}
+    cfg = apply_params(base, {"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7})
+    assert cfg.optim.warmup_epochs(80) == 8 and cfg.optim.milestone_epochs(80) == [24, 56]
     cosine = apply_params(base, {"schedule": "cosine", "warmup_frac": 0.25})
-    assert cosine.optim.warmup_epochs == 20 and cosine.optim.milestones == [20, 50]
+    assert cosine.optim.warmup_epochs(80) == 20 and cosine.optim.milestone_epochs(80) == [20, 50]
     with pytest.raises(KeyError, match="mmd_intra_w"):
         to_overrides({"mmd_intra_w": 0.3}, base)
     with pytest.raises(KeyError, match="bandwidths"):

@@ -10,10 +10,10 @@ Names (all optional; anything absent keeps the base config's value):
 ``bandwidths``               a key of ``BANDWIDTH_SETS`` -> loss.mmd_multipliers
 ``upper_body_ratio``         model.upper_body_ratio (the top share of the image in the upper-body branch)
 ``lr``                       optim.lr (the peak)
-``warmup_frac``              optim.warmup_epochs = round(warmup_frac * epochs)
+``warmup_frac``              optim.warmup_share (a share of train.epochs)
 ``schedule``                 optim.schedule: "step" or "cosine"
 ``milestone1_frac``, ``milestone2_frac``
-                             optim.milestones (step schedule), as shares of training
+                             optim.milestone_shares (step schedule), shares of training
 ``cfg.<section>.<field>``    any config field, verbatim (e.g. ``cfg.loss.triplet_weight``)
 """
 
@@ -52,22 +52,21 @@ def to_overrides(params: Mapping[str, Any], base: Config) -> dict[str, Any]:
         if name not in BANDWIDTH_SETS:
             raise KeyError(f"bandwidths={name!r}: choose one of {sorted(BANDWIDTH_SETS)}")
         out["loss.mmd_multipliers"] = list(BANDWIDTH_SETS[name])
-    epochs = int(params.get("cfg.train.epochs", base.train.epochs))
-    warmup = base.optim.warmup_epochs
+    warmup = base.optim.warmup_share
     if "warmup_frac" in params:
-        warmup = min(epochs - 1, int(round(float(params["warmup_frac"]) * epochs)))
-        out["optim.warmup_epochs"] = warmup
+        warmup = float(params["warmup_frac"])
+        out["optim.warmup_share"] = warmup
     if "milestone1_frac" in params or "milestone2_frac" in params:
-        stones = []
+        stones: list[float] = []
         for frac in (params.get("milestone1_frac"), params.get("milestone2_frac")):
             if frac is None:
                 continue
-            m = max(warmup, min(epochs - 1, int(round(float(frac) * epochs))))
+            m = max(warmup, float(frac))  # a milestone inside the warm-up acts at its end
             if not stones or m > stones[-1]:
                 stones.append(m)
-        out["optim.milestones"] = stones
+        out["optim.milestone_shares"] = stones
     elif "warmup_frac" in params:  # keep the base milestones valid after a longer warm-up
-        out["optim.milestones"] = [m for m in base.optim.milestones if warmup <= m < epochs]
+        out["optim.milestone_shares"] = [m for m in base.optim.milestone_shares if m >= warmup]
     for name, value in params.items():
         if name.startswith("cfg."):
             out[name[4:]] = value
