@@ -9,6 +9,7 @@ between L2-normalised embeddings with their mean gap (Fig. 4 d-f).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -151,6 +152,52 @@ def distance_figure(gap: dict[str, Any]):
 # --------------------------------------------------------------------------------------------------
 # MLflow
 # --------------------------------------------------------------------------------------------------
+
+
+def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
+    """Raise ``ConnectionError`` (one line naming the URI) when the tracking store cannot be reached, in at most
+    ~``timeout`` seconds: an HTTP(S) server that does not answer, a database host that refuses or ignores
+    the connection, a SQLite or file store whose folder cannot be created. MLflow's own client would retry
+    an unreachable server with backoff for minutes before failing. Any HTTP answer (even 401/404) counts as
+    reachable: authentication and paths are MLflow's to report."""
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if uri is None:
+        return
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.split("+")[0].lower()
+    where = f"--mlflow-uri {uri}"
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectionError(f"{where}: no tracking server answers there "
+                                  f"({' '.join(str(reason).split())})") from None
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
+        try:
+            port = parsed.port or default_port
+        except ValueError:
+            raise ConnectionError(f"{where}: not a valid database URI (port)") from None
+        try:
+            with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise ConnectionError(f"{where}: cannot reach the database server "
+                                  f"({exc.strerror or type(exc).__name__})") from None
+    elif scheme in ("sqlite", "file", ""):
+        path = uri[len("sqlite:///"):] if scheme == "sqlite" else (parsed.path if scheme == "file" else uri)
+        folder = Path(path).expanduser().resolve()
+        folder = folder.parent if scheme == "sqlite" else folder
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ConnectionError(f"{where}: cannot create or write {folder}")
 
 
 def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:

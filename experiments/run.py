@@ -32,6 +32,7 @@ import pandas as pd
 
 from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
 from aminet.presets import preset_overrides
+from aminet.reporting import check_tracking_uri
 from aminet.cli import ArgumentParser
 
 RESERVED = ("extends", "presets", "sweep", "name")
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not key.strip():
                 raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
             extra_tags[key.strip()] = value
+        try:
+            check_tracking_uri(args.mlflow_uri)  # before anything is generated, cached or trained
+        except ConnectionError as exc:
+            raise UsageError(str(exc)) from None
         configs = load_experiment(args.config, overrides, args.preset)
         experiment = args.experiment or Path(args.config).stem
         seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]

@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's budget)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the "
                                                                     "cluster's CPUs/GPUs hold)")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed "
-                                                                      "(default: 1 with GPUs, else 0)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial: at most 1, fractions "
+                                                                      "allowed (default: 1 with GPUs, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: 1 on CPU, "
                                                                       "CPUs/GPUs (max 8) with GPUs)")
     p.add_argument("--address", default=None, help="join this Ray cluster (host:port or 'auto')")
@@ -146,6 +146,7 @@ class Plan:
 def plan_search(args: argparse.Namespace) -> Plan:
     from aminet.config import ConfigError
     from aminet.data import synthetic
+    from aminet.reporting import check_tracking_uri
     from search.spaces import get_space
 
     try:
@@ -153,6 +154,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     check_address(args.address)  # before anything is built or written
+    try:
+        check_tracking_uri(args.mlflow_uri)
+    except ConnectionError as exc:
+        raise UsageError(str(exc)) from None
     data_root = _abs_dir(args.data_root, "--data-root")
     roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
     if data_root is not None:
@@ -167,6 +172,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
+        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one device (no data-parallel "
+                         f"training per trial); use 1, or a fraction (0.5, 0.25) to share a GPU between trials")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     bad = [t for t in args.retrain_trials if not 1 <= t <= 10]

@@ -4,6 +4,7 @@ traceback, and nothing written (no MLflow database, no Ray experiment, no image 
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ SEARCH_CASES = [
     ("address syntax", ["--address", "somewhere"], "expected host:port"),
     ("unknown flag", ["--gpus", "2"], "unrecognized arguments: --gpus"),
     ("gpu without gpu", ["--gpus-per-trial", "1"], "no GPU"),
+    ("two gpus per trial", ["--gpus-per-trial", "2"], "--gpus-per-trial 2: a trial trains on one device"),
+    ("tracking server down", ["--mlflow-uri", "http://127.0.0.1:9/"], "--mlflow-uri http://127.0.0.1:9/: no tracking"),
+    ("database down", ["--mlflow-uri", "postgresql://u:p@127.0.0.1:9/mlflow"], "cannot reach the database"),
     ("bad number", ["--cpus-per-trial", "two"], "--cpus-per-trial: invalid float value"),
 ]
 
@@ -73,8 +77,12 @@ def test_search_cli(world, case, extra, needle):
             str(world["good"]), "--regdb-root", str(world["regdb"]), "--name", name, "--storage", str(tmp / "ray"),
             "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}", "--set", f"data.cache_dir={tmp / ('cache-' + name)}"]
     args += [a.format(**{k: v for k, v in world.items()}) for a in extra]
+    start = time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp)
     _check(out, needle, tmp, written=[name + ".db", f"ray/{name}", "cache-" + name, "mlruns", "ray_results"])
+    assert out.returncode == 2
+    if "down" in case:  # an unreachable tracking store ends at once, not after MLflow's minutes of retries
+        assert time.monotonic() - start < 30
 
 
 EXPERIMENT_CASES = [
@@ -86,6 +94,7 @@ EXPERIMENT_CASES = [
     ("bad seeds", ["{tmp}/tiny.yaml", "--seeds", "-1"], "--seeds"),
     ("bad trials", ["{tmp}/tiny.yaml", "--trials", "11"], "--trials"),
     ("bad tag", ["{tmp}/tiny.yaml", "--tag", "novalue"], "--tag"),
+    ("tracking server down", ["{tmp}/tiny.yaml", "--mlflow-uri", "http://127.0.0.1:9/"], "no tracking server"),
 ]
 
 
@@ -93,12 +102,16 @@ EXPERIMENT_CASES = [
 def test_experiments_cli(world, case, extra, needle):
     tmp = world["tmp"]
     db = "e-" + case.replace(" ", "-") + ".db"
-    args = [sys.executable, str(REPO / "experiments" / "run.py"), *[a.format(**world) for a in extra],
-            "--mlflow-uri", f"sqlite:///{tmp / db}", "--quiet", "--set", f"data.cache_dir={tmp / 'cache-exp'}"]
+    args = [sys.executable, str(REPO / "experiments" / "run.py"), "--mlflow-uri", f"sqlite:///{tmp / db}", "--quiet",
+            "--set", f"data.cache_dir={tmp / 'cache-exp'}", *[a.format(**world) for a in extra]]
     if "--data-root" not in extra:
         args += ["--data-root", str(world["good"])]
+    start = time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp)
     _check(out, needle, tmp, written=[db, "cache-exp", "runs"])
+    assert out.returncode == 2
+    if "down" in case:
+        assert time.monotonic() - start < 30
 
 
 SYNTHETIC_CASES = [
