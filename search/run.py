@@ -87,6 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grace-period", type=int, default=None, help="ASHA grace period in epochs "
                                                                   "(default: the space's, >= a quarter)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--top-k", type=int, default=None, help="finished trials re-trained with more seeds before the "
+                                                           "champion is chosen (default 3; quick budget 2)")
+    p.add_argument("--reseeds", type=int, default=None, help="extra seeds per re-trained configuration (default 2; "
+                                                             "quick budget 1; 0: choose on the search's seed alone)")
     p.add_argument("--no-final-eval", action="store_true", help="skip the test-protocol evaluation of the best")
     p.add_argument("--no-register", action="store_true", help="do not log/register the best model in MLflow")
     p.add_argument("--retrain-best", action="store_true", help="then train the best config as fixed-config final "
@@ -97,7 +101,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (local Ray only; binds "
                                                             "127.0.0.1:8265, reach it through an SSH tunnel)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
+    return args
+
+
+# What makes a search the search it is: a resume uses the saved values, and refuses different ones.
+IDENTITY = {"data_root": "--data-root", "sysu_root": "--sysu-root", "regdb_root": "--regdb-root",
+            "budget": "--budget", "num_samples": "--num-samples", "overrides": "--set", "mlflow_uri": "--mlflow-uri",
+            "mlflow_experiment": "--mlflow-experiment", "grace_period": "--grace-period", "seed": "--seed",
+            "top_k": "--top-k", "reseeds": "--reseeds"}
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options given on the command line (not left at their defaults)."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {action.dest for action in parser._actions if given & set(action.option_strings)}
+
+
+def _norm_path(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
+def _norm_uri(value: str | None) -> str | None:
+    if value and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        return f"sqlite:///{Path(value[len('sqlite:///'):]).expanduser().resolve()}"
+    return value
+
+
+def identity(args: argparse.Namespace) -> dict[str, Any]:
+    """The identity flags, normalised (absolute paths and SQLite URIs)."""
+    out = {k: getattr(args, k) for k in IDENTITY}
+    for k in ("data_root", "sysu_root", "regdb_root"):
+        out[k] = _norm_path(out[k])
+    out["mlflow_uri"] = _norm_uri(out["mlflow_uri"])
+    out["overrides"] = list(out["overrides"])
+    return out
+
+
+def adopt_saved_identity(args: argparse.Namespace, saved: dict[str, Any], name: str) -> None:
+    """A resume runs the saved search: flags not given take the saved values; a given flag that differs is
+    refused (one line naming it)."""
+    given = identity(args)
+    for key, flag in IDENTITY.items():
+        if key in getattr(args, "explicit", set()) or (key == "budget" and "budget" in args.explicit):
+            if given[key] != saved.get(key):
+                raise UsageError(f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
+                                 f"{saved.get(key)!r} saved); a resumed search keeps its settings")
+        setattr(args, key, saved.get(key))
 
 
 def _abs_dir(value: str | None, flag: str) -> Path | None:
@@ -140,7 +191,13 @@ class Plan:
     resume: bool
     sysu_root: Path | None
     regdb_root: Path | None
-    synthetic: bool
+    synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
+    saved_state: dict | None = None
+
+    @property
+    def synthetic_data(self) -> bool:
+        """The training data is a synthetic benchmark (the default one or one generated into a folder)."""
+        return (Path(self.base.data.root) / "SYNTHETIC.json").is_file()
 
 
 def plan_search(args: argparse.Namespace) -> Plan:
@@ -153,6 +210,28 @@ def plan_search(args: argparse.Namespace) -> Plan:
         space = get_space(args.space)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.reseeds is not None and args.reseeds < 0:
+        raise UsageError(f"--reseeds must be >= 0, got {args.reseeds}")
+    storage = args.storage or str(Path.cwd() / "ray_results")
+    if not _is_uri(storage):  # trials chdir into their own folders: only absolute paths mean the same there
+        storage = str(Path(storage).expanduser().resolve())
+    name = args.name or f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: a plain folder name is needed")
+    experiment_path = f"{storage.rstrip('/')}/{name}"
+    state_dir = (Path(experiment_path) if not _is_uri(storage) else Path.cwd() / "search_state" / name).resolve()
+    existing = (state_dir / STATE_FILE).is_file()
+    if args.resume and not existing:
+        raise UsageError(f"--resume: no search named {name!r} under {storage} (no {STATE_FILE})")
+    saved_state = json.loads((state_dir / STATE_FILE).read_text()) if existing else None
+    if saved_state is not None:
+        if saved_state["space"] != space.name:
+            raise UsageError(f"--name {name}: that search used --space {saved_state['space']}; a resumed search "
+                             f"keeps its space")
+        if "args" in saved_state:
+            adopt_saved_identity(args, saved_state["args"], name)
     check_address(args.address)  # before anything is built or written
     try:
         check_tracking_uri(args.mlflow_uri)
@@ -166,6 +245,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
         roots[space.dataset] = data_root
     synthetic_run = roots[space.dataset] is None
     quick = args.budget == "quick" or (args.budget == "auto" and synthetic_run)
+    if args.top_k is None:
+        args.top_k = 2 if quick else 3
+    if args.reseeds is None:
+        args.reseeds = 1 if quick else 2
     if args.num_samples is not None and args.num_samples < 1:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_concurrent is not None and args.max_concurrent < 1:
@@ -217,24 +300,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
                           num_samples=args.num_samples or budget.num_samples,
                           reduction_factor=budget.reduction_factor)
 
-    storage = args.storage or str(Path.cwd() / "ray_results")
-    if not _is_uri(storage):  # trials chdir into their own folders: only absolute paths mean the same there
-        storage = str(Path(storage).expanduser().resolve())
-    name = args.name or f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if "/" in name or name.startswith("."):
-        raise UsageError(f"--name {name!r}: a plain folder name is needed")
-    experiment_path = f"{storage.rstrip('/')}/{name}"
-    state_dir = (Path(experiment_path) if not _is_uri(storage) else Path.cwd() / "search_state" / name).resolve()
-    existing = (state_dir / STATE_FILE).is_file()
-    if args.resume and not existing:
-        raise UsageError(f"--resume: no search named {name!r} under {storage} (no {STATE_FILE})")
-    if existing:
-        saved = json.loads((state_dir / STATE_FILE).read_text())
-        if saved["space"] != space.name:
-            raise UsageError(f"--name {name}: that search used --space {saved['space']}; a resumed search keeps "
-                             f"its space")
     return Plan(space, base, budget, quick, name, storage, experiment_path, state_dir, existing,
-                roots["sysu"], roots["regdb"], synthetic_run)
+                roots["sysu"], roots["regdb"], synthetic_run, saved_state)
 
 
 def preflight(plan: Plan) -> str:
@@ -356,8 +423,8 @@ def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3)))
 
 
-def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: str) -> tuple[Any, dict]:
-    """Best config, trials table, Optuna plots and importances on the parent run. Returns (best, params)."""
+def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: str) -> None:
+    """Trials table, trial states, failures, Optuna plots and importances on the parent run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,7 +436,8 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
 
     frame = results.get_dataframe()
     keep = [c for c in frame.columns if c.startswith("config/") or c in (
-        "trial_id", "epoch", "score", "R1", "mAP", "mINP", "resumed_from", "training_iteration", "time_total_s")]
+        "trial_id", "epoch", "score", "R1", "mAP", "mINP", "diverged", "resumed_from", "training_iteration",
+        "time_total_s")]
     client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
     study = optuna.load_study(study_name=plan.name, storage=study_url)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -394,22 +462,13 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         for row in lines:
             print(f"  {row['trial'][:40]}: {row['error'][-200:]}", file=sys.stderr)
     client.log_metric(parent_id, "trials/errored", float(len(failed)))
-    ok = [r for r in results if r.error is None and r.metrics and METRIC in r.metrics]
-    if not ok:
-        raise RuntimeError("no trial reported a score: nothing to select (see the trials' errors above)")
-    best = results.get_best_result(METRIC, "max", scope="last", filter_nan_and_inf=True)
-    params = dict(best.config)
-    cfg = apply_params(plan.base, params)
-    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
-    client.log_dict(parent_id, {"params": params, "overrides": to_overrides(params, plan.base),
-                                "trial_id": best.metrics.get("trial_id"), "epoch": best.metrics.get("epoch"),
-                                "val_score": best.metrics.get(METRIC)}, "best/selection.json")
-    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
-    client.log_metric(parent_id, "best/val_score", float(best.metrics[METRIC]))
-    for k in ("R1", "mAP", "mINP"):
-        client.log_metric(parent_id, f"best/val_{k}", float(best.metrics[k]))
-    for k, v in params.items():
-        client.set_tag(parent_id, f"best.{k}", str(v))
+    diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged")]
+    client.log_metric(parent_id, "trials/diverged", float(len(diverged)))
+    if diverged:
+        print(f"\n{len(diverged)} trial(s) DIVERGED (non-finite loss; not retried, told to Optuna as PRUNED at the "
+              f"worst score):", file=sys.stderr)
+        for r in diverged:
+            print(f"  {Path(r.path).name[:40]}: {str(r.metrics.get('error', ''))[-200:]}", file=sys.stderr)
 
     from optuna.visualization import matplotlib as ovm
     import warnings
@@ -438,69 +497,192 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         client.log_dict(parent_id, {k: float(v) for k, v in imp.items()}, "search/importances.json")
     except Exception as exc:  # noqa: BLE001
         client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
-    return best, params
 
 
-def final_evaluation(client, parent_id: str, plan: Plan, best, uri: str, register: bool) -> "Any":
-    """The best trial's last checkpoint on both benchmarks' test protocols; logged, printed, registered."""
+def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
+                 callbacks: list, points: list[dict], seeds: list[int]):
+    """The re-seed trials: every (candidate, seed) pair trained to the full budget (no early stopping), with
+    the search's trainable, resources and retries; restored when an interrupted re-seed is resumed."""
+    from ray import tune
+
+    from trainables.aminet_trainable import train_reseed
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources)
+    path = f"{plan.experiment_path}-reseed"
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable, param_space={"candidate": tune.grid_search(list(range(len(points)))),
+                                "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=1, max_concurrent_trials=concurrent,
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"{plan.name}-reseed", storage_path=plan.storage, callbacks=callbacks, verbose=args.verbose,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+class _ReseedParams:
+    """MLflow params of a re-seed trial: the candidate's searched values and its seed (picklable)."""
+
+    def __init__(self, points: list[dict]) -> None:
+        self.points = points
+
+    def __call__(self, config: dict) -> dict:
+        return {**self.points[int(config["candidate"])], "candidate": config["candidate"], "seed": config["seed"]}
+
+
+def select_champion(client, parent_id: str, plan: Plan, args, results, resources, concurrent, uri: str,
+                    exp_id: str, state: dict, state_path: Path):
+    """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
+    import pandas as pd
+
+    from search import champion
+    from search.tuning import TrialRunLogger
+    from trainables.params import apply_params
+
+    b = plan.budget
+    top = champion.finished(results, b.epochs)
+    if not top:
+        raise RuntimeError(f"no trial trained to the full budget of {b.epochs} epochs without error or divergence: "
+                           f"nothing to select (see the trials above)")
+    top = top[:args.top_k]
+    base_seed = plan.base.train.seed
+    seeds = champion.reseed_seeds(base_seed, args.reseeds)
+    points = [dict(r.config) for r in top]
+    reseeded = []
+    if seeds:
+        state.update(stage="reseed", reseed_points=points)
+        champion.save_json(state_path, state)
+        print(f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
+              f"({len(points) * len(seeds)} Ray trials)", file=sys.stderr, flush=True)
+        logger = TrialRunLogger(uri, exp_id, parent_id, b.epochs, role="reseed", params_of=_ReseedParams(points),
+                                tags={"aminet.space": plan.space.name, "aminet.search": plan.name})
+        grid = reseed_tuner(plan, args, resources, concurrent, [logger], points, seeds).fit()
+        if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
+            raise KeyboardInterrupt
+        reseeded = list(grid)
+    cands = champion.candidates_from(top, base_seed, reseeded, b.epochs)
+    winner = champion.choose(cands)
+    rows = [{"rank": i + 1, "trial_id": c.trial_id, "mean": c.mean, "std": c.std, "n": len(c.scores),
+             "seeds": " ".join(map(str, c.seeds)), "scores": " ".join(f"{v:.4f}" for v in c.scores),
+             **{f"param.{k}": v for k, v in c.params.items()}} for i, c in enumerate(cands)]
+    client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "search/reseeds.csv")
+    for i, c in enumerate(cands):
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_mean", c.mean)
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_std", c.std)
+        client.set_tag(parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} "
+                                                        f"+- {c.std:.4f}")
+    cfg = apply_params(plan.base, winner.params)
+    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
+    client.log_dict(parent_id, {"params": winner.params, "trial_id": winner.trial_id, "seeds": winner.seeds,
+                                "val_scores": winner.scores, "val_score_mean": winner.mean,
+                                "val_score_std": winner.std}, "best/selection.json")
+    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
+    client.log_metric(parent_id, "best/val_score", winner.mean)
+    client.log_metric(parent_id, "best/val_score_std", winner.std)
+    for k in ("R1", "mAP", "mINP"):
+        vals = [float(r.metrics[k]) for r in winner.results if r is not None]
+        client.log_metric(parent_id, f"best/val_{k}", sum(vals) / len(vals))
+    for k, v in winner.params.items():
+        client.set_tag(parent_id, f"best.{k}", str(v))
+    client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
+    print(f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
+          f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}")
+    return winner
+
+
+def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, fingerprint: str) -> str:
+    """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
+    seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
     import mlflow
-    import torch
 
-    from aminet.engine.evaluate import evaluate_benchmarks, load_trained
+    from aminet.data.cache import dataset_fingerprint
+    from aminet.engine.evaluate import load_trained
     from aminet.reporting import paper_table, seed_summary
+    from search import champion
 
-    if best.checkpoint is None:
-        raise RuntimeError("the best trial left no checkpoint")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with best.checkpoint.as_directory() as folder:
-        model, cfg = load_trained(folder, device=device)
-        frame = evaluate_benchmarks(model, cfg, plan.sysu_root, plan.regdb_root,
-                                    sysu_trials=10, regdb_trials=range(1, 11), device=device)
-        config_text = (Path(folder) / "config.yaml").read_text()
-    feature = cfg.eval.feature
+    models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
+    if not models:
+        raise RuntimeError("the selected configuration left no checkpoint")
+    frames = champion.evaluate_on_cluster([r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root,
+                                          resources, args.max_failures)
+    import pandas as pd
+
+    frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
+    feature = plan.base.eval.feature
     rows = frame[frame.feature == feature]
     for (bench, setting, scope), g in rows.groupby(["benchmark", "setting", "scope"], sort=False):
+        per_seed = g.groupby("seed")[["R1", "R10", "R20", "mAP", "mINP"]].mean()
         for m in ("R1", "R10", "R20", "mAP", "mINP"):
-            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}", float(g[m].mean()))
-        client.set_tag(parent_id, f"test.{bench}.{setting}.scope", f"{scope}, {g.trial.nunique()} trials")
+            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}", float(per_seed[m].mean()))
+            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}_std", float(per_seed[m].std(ddof=1))
+                              if len(per_seed) > 1 else 0.0)
+        client.set_tag(parent_id, f"test.{bench}.{setting}.scope",
+                       f"{scope}, {g.trial.nunique()} trials, {len(per_seed)} seeds")
     client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
-    # One model: mean +- std over the protocol's trials (gallery draws for SYSU, splits for RegDB).
     tables = []
     for bench, g in frame.groupby("benchmark", sort=False):
-        label = str(g.scope.iloc[0])
-        tables.append(paper_table(seed_summary(g.drop(columns=["scope"]).assign(seed=g.trial, label=label),
+        tables.append(paper_table(seed_summary(g.drop(columns=["scope"]).assign(label=str(g.scope.iloc[0])),
                                                feature)))
     table = "\n\n".join(tables)
     client.log_text(parent_id, table + "\n", "best/test_table.txt")
-    print(f"\nBest trial (selected on validation ids, last report): val score {100 * best.metrics[METRIC]:.2f}. "
-          f"TEST protocols, {feature} feature, mean +- std over the protocol's trials (n):")
-    print(table)
-    if register:
-        name = f"aminet-{plan.space.name}"
-        model = model.cpu().eval()
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(config_text)
-            mlflow.set_tracking_uri(uri)
-            with mlflow.start_run(run_id=parent_id):
-                info = mlflow.pytorch.log_model(
-                    model, name="model", serialization_format="pickle", registered_model_name=name,
-                    pip_requirements=["torch", "torchvision", "aminet"], extra_files=[str(Path(tmp) / "config.yaml")],
-                    await_registration_for=60)
-            # log_model ends nothing: the run stays RUNNING until the driver closes it below.
-        version = info.registered_model_version
-        if version is not None:
-            client.set_registered_model_alias(name, "champion", str(version))
-            client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} @champion")
-            print(f"\nRegistered model: models:/{name}@champion (version {version})")
-    return frame
+    text = (f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
+            f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
+            f"only):\n{table}")
+    print(text)
+    if args.no_register:
+        return text
+    best = winner.best_model()
+    with best.checkpoint.as_directory() as folder:
+        model, cfg = load_trained(folder, device="cpu")
+        config_text = (Path(folder) / "config.yaml").read_text()
+    data_fp = dataset_fingerprint(plan.base.data.root)
+    name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
+    protocol = champion.validation_protocol(plan.base)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(config_text)
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=parent_id):
+            info = mlflow.pytorch.log_model(
+                model.eval(), name="model", serialization_format="pickle", registered_model_name=name,
+                pip_requirements=["torch", "torchvision", "aminet"], extra_files=[str(Path(tmp) / "config.yaml")],
+                await_registration_for=60)
+    version = str(info.registered_model_version)
+    tags = {"aminet.val_score": repr(winner.mean), "aminet.val_score_std": repr(winner.std),
+            "aminet.protocol": protocol, "aminet.dataset_fingerprint": data_fp, "aminet.search": plan.name,
+            "aminet.search_run": parent_id, "aminet.seeds": " ".join(map(str, winner.seeds)),
+            "aminet.synthetic": str(plan.synthetic_data).lower(), "aminet.trial_id": winner.trial_id}
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+        current_tags = dict(current.tags)
+        current_version = current.version
+    except Exception:  # noqa: BLE001 - MlflowException RESOURCE_DOES_NOT_EXIST: no champion yet
+        current_tags, current_version = None, None
+    move, why = champion.champion_decision(winner.mean, protocol, current_tags)
+    if move:
+        client.set_registered_model_alias(name, "champion", version)
+        client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} @champion")
+        line = f"Registered model: models:/{name}@champion (version {version}; {why})"
+    else:
+        client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} (champion stays v{current_version})")
+        line = f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
+    print("\n" + line)
+    return text + "\n\n" + line
 
 
-def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int], trials: list[int]) -> int:
-    """Fixed-config final runs of the best config on both benchmarks, linked to the search's parent run."""
+def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
+    """Fixed-config final runs of the best config on both benchmarks (experiments/run.py), as parallel Ray
+    tasks, linked to the search's parent run."""
     import yaml
 
+    from search import champion
+
     best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
-    status = 0
+    commands = []
     for dataset, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)):
         if root is None:
             print(f"--retrain-best: no {dataset} root: skipped (pass --{dataset}-root)", file=sys.stderr)
@@ -511,18 +693,25 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, seeds: list[int], trials:
         path = plan.state_dir / f"final_{dataset}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cmd = [sys.executable, str(REPO / "experiments" / "run.py"), str(path), "--mlflow-uri", uri,
-               "--experiment", "aminet-final", "--seeds", *map(str, seeds), "--quiet",
+               "--experiment", "aminet-final", "--seeds", *map(str, args.retrain_seeds), "--quiet",
                "--run-dir", str(plan.state_dir / "final_runs" / dataset), "--tag", f"aminet.search_parent={parent_id}",
-               "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, trials)]
-        print(f"\n=== retrain best on {dataset}: {' '.join(cmd[1:])}", flush=True)
-        status = subprocess.run(cmd).returncode or status
-    return status
+               "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, args.retrain_trials)]
+        print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
+        commands.append(cmd)
+    codes = champion.retrain_on_cluster(commands, resources, args.max_failures,
+                                        local_store=not uri.split(":", 1)[0] in ("http", "https", "postgresql",
+                                                                                 "mysql", "mssql", "databricks"))
+    return next((c for c in codes if c), 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         plan = plan_search(args)
+        if plan.saved_state and plan.saved_state.get("stage") == "finished":
+            print(f"search {plan.name} has finished; its summary:", file=sys.stderr)
+            print(plan.saved_state.get("summary", "(no summary saved)"))
+            return 0
         fingerprint = preflight(plan)
         init_ray(args)
         resources, concurrent = trial_resources(args, plan.budget.num_samples)
@@ -536,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     from aminet.reporting import git_commit, mlflow_store
+    from search import champion
     from search.tuning import TrialRunLogger
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
@@ -554,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         tags = {"aminet.role": "search", "aminet.space": plan.space.name, "aminet.git_commit": git_commit(),
                 "aminet.dataset_fingerprint": fingerprint, "aminet.data_root": str(plan.base.data.root),
                 "aminet.ray_experiment": plan.experiment_path, "aminet.optuna_study": f"{plan.name} @ {study_url}",
-                "aminet.budget": "quick" if plan.quick else "full", "aminet.synthetic": str(plan.synthetic)}
+                "aminet.budget": "quick" if plan.quick else "full", "aminet.synthetic": str(plan.synthetic_data)}
         parent_id = client.create_run(exp_id, run_name=plan.name, tags=tags).info.run_id
         try:
             client.log_text(parent_id, plan.base.to_yaml(), "search/base_config.yaml")
@@ -562,17 +752,22 @@ def main(argv: list[str] | None = None) -> int:
                          "eval_every": b.eval_every, "grace_period": b.grace_period,
                          "reduction_factor": b.reduction_factor, "max_concurrent": concurrent,
                          "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"],
-                         "sampler": "TPE multivariate", "seed": args.seed}.items():
+                         "sampler": "TPE multivariate", "seed": args.seed, "top_k": args.top_k,
+                         "reseeds": args.reseeds}.items():
                 client.log_param(parent_id, f"search.{k}", v)
-            state_path.write_text(json.dumps({"space": plan.space.name, "parent_run_id": parent_id,
-                                               "mlflow_uri": uri, "experiment_id": exp_id, "study": study_url,
-                                               "created": time.time()}, indent=1))
+            saved_args = {**identity(args), "mlflow_uri": uri}
+            state = {"space": plan.space.name, "parent_run_id": parent_id, "mlflow_uri": uri, "experiment_id": exp_id,
+                     "study": study_url, "created": time.time(), "stage": "search", "args": saved_args,
+                     "base_config": plan.base.to_yaml(), "budget": vars(plan.budget),
+                     "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)}}
+            champion.save_json(state_path, state)
         except BaseException:
             close_runs(client, exp_id, parent_id, "FAILED")
             raise
     callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs,
                                 tags={"aminet.space": plan.space.name, "aminet.search": plan.name})]
     status = "FAILED"
+    summary = ""
     try:
         try:
             tuner = build_tuner(plan, args, resources, concurrent, callbacks, study_url)
@@ -581,17 +776,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"search {plan.name}: {plan.budget.num_samples} trials, {concurrent} at once, {resources} each; "
               f"{plan.budget.epochs} epochs, eval every {plan.budget.eval_every}, ASHA grace "
-              f"{plan.budget.grace_period}; Ray experiment {plan.experiment_path}", file=sys.stderr, flush=True)
+              f"{plan.budget.grace_period}; then the top {args.top_k} finished trial(s) re-seeded x{args.reseeds}; "
+              f"Ray experiment {plan.experiment_path}", file=sys.stderr, flush=True)
         results = tuner.fit()
         if results.num_terminated + results.num_errors < plan.budget.num_samples:
             # Ray catches Ctrl-C itself, saves the experiment and returns early: this is an interruption.
             raise KeyboardInterrupt
-        best, params = log_search_summary(client, parent_id, plan, results, study_url)
-        print(f"\nbest trial: score {100 * best.metrics[METRIC]:.2f} (R1 {100 * best.metrics['R1']:.2f}, mAP "
-              f"{100 * best.metrics['mAP']:.2f}) on validation ids at epoch {best.metrics.get('epoch')}; {params}")
+        log_search_summary(client, parent_id, plan, results, study_url)
+        winner = select_champion(client, parent_id, plan, args, results, resources, concurrent, uri, exp_id, state,
+                                 state_path)
+        summary = (f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
+                   f"over seeds {winner.seeds}; {winner.params}")
         if not args.no_final_eval:
-            final_evaluation(client, parent_id, plan, best, uri, register=not args.no_register)
+            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources, fingerprint)
         status = "FINISHED"
+        state.update(stage="finished", summary=summary)
+        champion.save_json(state_path, state)
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} "
@@ -605,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run "
           f"{plan.name})")
     if args.retrain_best:
-        return retrain_best(plan, uri, parent_id, args.retrain_seeds, args.retrain_trials)
+        return retrain_best(plan, args, uri, parent_id, resources)
     return 0
 
 

@@ -4,7 +4,10 @@
 COMPLETE, including trials that ASHA stopped after a fraction of the budget; their truncated scores then
 look like finished ones to TPE and to the importance analysis. Here a trial that ends before the last
 epoch is told as PRUNED, with its last score recorded as an intermediate value (Optuna then keeps it as
-the pruned trial's value). Intermediate values are indexed by epoch, not by Ray's report counter.
+the pruned trial's value). Intermediate values are indexed by epoch, not by Ray's report counter. A trial
+whose loss diverged (``diverged`` in its last result: the trainable reports it instead of crashing, so Ray
+does not retry a deterministic failure) is told as PRUNED with the worst score at the epoch it diverged:
+TPE counts it among the bad trials and samples that region less, where a FAIL would be ignored.
 
 ``TrialRunLogger``: one MLflow child run per trial, written from the driver only (a single writer, so
 SQLite is safe). Unlike Ray's stock ``MLflowLoggerCallback`` it finds a trial's existing run after a
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
@@ -26,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 __all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS", "trial_error"]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
-_SKIP = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
+_SKIP = {"diverged", "epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
          "time_since_restore", "iterations_since_restore", "done", "should_checkpoint", "date", "hostname",
          "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
 REPORTED_KEYS = ("R1", "mAP", "mINP", "score")
@@ -70,8 +73,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if self._finished_in_study(trial_id):  # told before a driver kill; Ray re-ran its last stretch
             self._completed_trials.add(trial_id)
             return
-        stopped_early = (not error and result is not None and result.get(self.metric) is not None
-                         and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs)
+        diverged = bool(not error and result and result.get("diverged"))
+        stopped_early = diverged or (not error and result is not None and result.get(self.metric) is not None
+                                     and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs)
         if result and not error:  # Ray hands the last result to on_trial_complete only
             self.on_trial_result(trial_id, result)
         if not stopped_early:
@@ -86,7 +90,12 @@ class TrialRunLogger(LoggerCallback):
     """MLflow child run per trial, logged from the driver (see the module doc)."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_epochs: int,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, role: str = "trial",
+                 params_of: Callable[[dict], dict] | None = None) -> None:
+        """``role``: the ``aminet.role`` tag of the runs (``trial``; ``reseed`` for re-seed trials).
+        ``params_of``: a trial's config -> the params to log (default: the config itself)."""
+        self.role = role
+        self.params_of = params_of
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -124,9 +133,9 @@ class TrialRunLogger(LoggerCallback):
                 self.client.update_run(run_id, status="RUNNING")
         else:
             tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "ray.trial_id": trial.trial_id,
-                    "ray.trial_name": str(trial), "aminet.role": "trial"}
+                    "ray.trial_name": str(trial), "aminet.role": self.role}
             run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
-            self._log_params(run_id, trial.config)
+            self._log_params(run_id, self.params_of(trial.config) if self.params_of else trial.config)
         self._runs[trial.trial_id] = run_id
         return run_id
 
@@ -143,6 +152,8 @@ class TrialRunLogger(LoggerCallback):
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         from mlflow.entities import Metric
 
+        if result.get("diverged"):  # the worst score stands in for Optuna only: no metric of a model
+            return
         step = int(result.get("epoch", iteration))
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in _flat(result).items()
@@ -155,13 +166,15 @@ class TrialRunLogger(LoggerCallback):
         run_id = self.run_id(trial)
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0) or 0)
-        outcome = "failed" if failed else ("completed" if epoch >= self.max_epochs else "stopped_early")
+        diverged = bool(last.get("diverged")) and not failed
+        outcome = "failed" if failed else "diverged" if diverged else (
+            "completed" if epoch >= self.max_epochs else "stopped_early")
         self.client.set_tag(run_id, "aminet.outcome", outcome)
-        if failed:
-            reason = trial_error(trial)
+        if failed or diverged:
+            reason = trial_error(trial) if failed else str(last.get("error", "non-finite loss"))
             self.client.set_tag(run_id, "aminet.error", reason[:4000])
         self.client.set_tag(run_id, "aminet.last_epoch", str(epoch))
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        self.client.set_terminated(run_id, "FAILED" if failed or diverged else "FINISHED")
         self._runs.pop(trial.trial_id, None)
 
 

@@ -214,8 +214,21 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     local = client.download_artifacts(parent.info.run_id, "best/config.yaml", str(tmp))
     best_cfg = Config.from_yaml(Path(local).read_text())
     assert best_cfg.data.purpose == "search" and best_cfg.model.arch == "resnet18"
-    version = client.get_model_version_by_alias("aminet-sysu", "champion")
-    assert version.version is not None
+    from aminet.data.cache import dataset_fingerprint
+
+    name = f"aminet-sysu-synthetic-{dataset_fingerprint(sysu)[:8]}"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.version is not None and version.tags["aminet.search"] == "e2e"
+    # Re-seeds: the top 2 finished trials x 1 more seed, as Ray trials under the same parent run.
+    reseeds = [r for r in client.search_runs([parent.info.experiment_id],
+                                             f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+               if r.data.tags.get("aminet.role") == "reseed"]
+    finished = sum(t.state.name == "COMPLETE" for t in study.trials)
+    assert len(reseeds) == min(2, finished) and {r.data.params["search.seed"] for r in reseeds} == {"1"}
+    assert {r.info.status for r in reseeds} == {"FINISHED"}
+    assert m["best/val_score_std"] >= 0 and "search/reseeds.csv" in {
+        a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert "over seeds [0, 1]" in out.stdout or finished == 0
 
 
 @pytest.mark.slow

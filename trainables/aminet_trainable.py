@@ -9,6 +9,11 @@ same memory-mapped image cache. Resuming: a retried or restored trial copies the
 back (``tune.get_checkpoint()``) into a fresh local folder and the engine continues from it. Reporting:
 ``tune.report`` at every evaluation, with the checkpoint of that epoch and the search metric ``score``.
 Progress lines are off under Ray (``quiet``): Tune's own table shows the trials.
+
+Divergence: a non-finite loss is deterministic for a config and seed, so it is not raised to Ray (which
+would retry it): the trial reports ``diverged=1`` with the worst score (0) at the epoch it diverged in,
+and ends. The searcher tells Optuna PRUNED (TPE learns the region is bad), the MLflow run ends FAILED with
+the reason, and selection never considers it.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from ray import tune
 
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
-from aminet.engine.trainer import FAULT_NAN_ENV, train
+from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, train
 from trainables.params import apply_params
 
-__all__ = ["train_aminet", "TuneReporter", "FAULT_CRASH_ENV", "FAULT_KILL_ENV", "FAULT_NAN_IF_ENV"]
+__all__ = ["train_aminet", "train_reseed", "TuneReporter", "DIVERGED", "FAULT_CRASH_ENV", "FAULT_KILL_ENV", "FAULT_NAN_IF_ENV"]
 
 # Fault injection for tests and drills (never set in normal use):
 # "<marker file>:<epoch>": raise once, right after reporting that epoch (the marker records that it
@@ -37,6 +42,8 @@ FAULT_CRASH_ENV = "AMINET_FAULT_CRASH_ONCE"
 FAULT_KILL_ENV = "AMINET_FAULT_KILL_ONCE"
 # "<name>=<value>:<step>": trials whose sampled <name> equals <value> get a NaN loss at that global step.
 FAULT_NAN_IF_ENV = "AMINET_FAULT_NAN_IF"
+# Result key of a trial whose loss became non-finite (1.0); its reason is under "error".
+DIVERGED = "diverged"
 
 
 class TuneReporter:
@@ -108,6 +115,19 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        train(cfg, TuneReporter(resumed_from), run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
+        reporter = TuneReporter(resumed_from)
+        try:
+            train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
+        except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it
+            tune.report({"score": 0.0, "R1": 0.0, "mAP": 0.0, "mINP": 0.0, "epoch": max(1, exc.epoch),
+                         DIVERGED: 1.0, "error": f"NonFiniteLossError: {exc}", "resumed_from": resumed_from,
+                         "node_id": reporter.node_id})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def train_reseed(config: dict[str, Any], base_yaml: str, points: list[dict[str, Any]]) -> None:
+    """A re-seed trial: ``points[config["candidate"]]`` (a finished trial's sampled values) trained with
+    ``train.seed = config["seed"]``; everything else as ``train_aminet``."""
+    params = {**points[int(config["candidate"])], "cfg.train.seed": int(config["seed"])}
+    train_aminet(params, base_yaml)

@@ -145,6 +145,23 @@ class ImageCache:
         return cls(root, folder, images, paths)
 
 
+def dataset_fingerprint(root: str | Path) -> str:
+    """A digest of a dataset folder's content listing (relative paths and sizes of its files; not their
+    modification times, so two copies of one dataset agree): names the data a model was selected on."""
+    root = Path(root).resolve()
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                p = Path(dirpath) / name
+                entries.append(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n")
+    h = hashlib.sha256()
+    for line in sorted(entries):
+        h.update(line.encode())
+    return h.hexdigest()[:16]
+
+
 def _default_cache_dir() -> Path:
     from aminet.data.synthetic import cache_home
 

@@ -53,7 +53,12 @@ CHECK_EVERY_CUDA = 25
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (``epoch``: the 1-based epoch it happened in). Deterministic
+    for a config and seed: retrying the run gives the same divergence."""
+
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = int(epoch)
 
 
 @dataclass
@@ -247,7 +252,7 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
             if not np.isfinite(row[0]):
                 detail = ", ".join(f"{k} {v:.4g}" for k, v in zip(names[1:], row[1:]))
                 raise NonFiniteLossError(f"non-finite loss {row[0]} at epoch {ep_i + 1}, step {step_i + 1} "
-                                         f"({detail}); lr {lr:.3g}")
+                                         f"({detail}); lr {lr:.3g}", epoch=ep_i + 1)
             for k, v in zip(names, row):
                 sums[k] = sums.get(k, 0.0) + float(v)
         pending.clear()

@@ -1,0 +1,217 @@
+"""From a finished search to a champion a researcher can defend.
+
+1. **Finished trials only.** A trial ASHA stopped at a rung carries a score of a model whose schedule never
+   finished; with asynchronous halving its last score can even beat a full run's. Candidates are the trials
+   that trained to the full budget without error or divergence (the set Optuna calls COMPLETE), ranked by
+   their last validation score.
+2. **Re-seeding.** The top ``k`` candidates are trained again with more seeds, as Ray trials (the same
+   trainable, resources, retries and MLflow lineage as the search; child runs tagged ``aminet.role=reseed``),
+   and the configuration with the best mean validation score over its seeds wins.
+3. **Evaluation on the cluster.** The winner's models (one per seed) are evaluated on both benchmarks' test
+   protocols as Ray tasks, in parallel, on the cluster's GPUs when it has them; the test table is mean +- std
+   over seeds, each seed the mean over the protocol's trials. Nothing is selected on these numbers.
+4. **A guarded champion.** The model is registered under a name of its benchmark and dataset fingerprint
+   (``aminet-sysu-synthetic-1a2b3c4d``: synthetic and real data never share a registered model), and the
+   ``champion`` alias moves only when the new model's selection score beats the current champion's on the
+   same validation protocol.
+
+Pure helpers (selection, the champion rule) are separate from the Ray and MLflow calls so tests can drive
+them with results they control.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["finished", "Candidate", "candidates_from", "choose", "reseed_seeds", "registered_name",
+           "validation_protocol", "champion_decision", "evaluate_checkpoint"]
+
+METRIC = "score"
+
+
+# ------------------------------------------------------------------------------------------------
+# Selection (pure)
+# ------------------------------------------------------------------------------------------------
+
+
+def _last(result) -> dict:
+    return result.metrics or {}
+
+
+def reached_full_budget(result, max_epochs: int) -> bool:
+    """Trained to the last epoch, no error, no divergence, a finite score."""
+    m = _last(result)
+    score = m.get(METRIC)
+    return (result.error is None and not m.get("diverged") and score is not None
+            and math.isfinite(float(score)) and int(m.get("epoch", 0) or 0) >= max_epochs)
+
+
+def finished(results: Sequence, max_epochs: int) -> list:
+    """The results that reached the full budget, best last validation score first (ties: Ray's order)."""
+    done = [r for r in results if reached_full_budget(r, max_epochs)]
+    return sorted(done, key=lambda r: -float(_last(r)[METRIC]))
+
+
+@dataclass
+class Candidate:
+    """One configuration and its models: the search's trial first, then its re-seeds."""
+
+    params: dict[str, Any]
+    trial_id: str
+    seeds: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # last validation score per seed (0 for a divergence)
+    results: list = field(default_factory=list)  # Ray results, in the order of ``seeds``
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else float("nan")
+
+    @property
+    def std(self) -> float:
+        n = len(self.scores)
+        if n < 2:
+            return 0.0
+        mu = self.mean
+        return math.sqrt(sum((s - mu) ** 2 for s in self.scores) / (n - 1))
+
+    def best_model(self):
+        """The seed model with the highest validation score (a choice on validation ids only)."""
+        usable = [(s, r) for s, r in zip(self.scores, self.results) if r is not None and r.checkpoint is not None]
+        return max(usable, key=lambda sr: sr[0])[1] if usable else None
+
+
+def reseed_seeds(base_seed: int, reseeds: int) -> list[int]:
+    """The extra seeds of a re-seed: the next ``reseeds`` integers after the search's seed."""
+    return [base_seed + i for i in range(1, reseeds + 1)]
+
+
+def candidates_from(top: Sequence, base_seed: int, reseed_results: Sequence = (), max_epochs: int = 0) -> list[Candidate]:
+    """Candidates from the top search results and the re-seed trials' results (their configs hold
+    ``candidate`` and ``seed``). A re-seed that diverged scores 0; one that failed outright is left out."""
+    cands = [Candidate(params=dict(r.config), trial_id=str(_last(r).get("trial_id", "")), seeds=[base_seed],
+                       scores=[float(_last(r)[METRIC])], results=[r]) for r in top]
+    for r in sorted(reseed_results, key=lambda r: (int(r.config["candidate"]), int(r.config["seed"]))):
+        c = cands[int(r.config["candidate"])]
+        m = _last(r)
+        if m.get("diverged"):
+            c.seeds.append(int(r.config["seed"]))
+            c.scores.append(0.0)
+            c.results.append(None)
+        elif reached_full_budget(r, max_epochs):
+            c.seeds.append(int(r.config["seed"]))
+            c.scores.append(float(m[METRIC]))
+            c.results.append(r)
+    return cands
+
+
+def choose(cands: Sequence[Candidate]) -> Candidate:
+    """The best mean validation score over seeds (ties: the better single-seed rank in the search)."""
+    if not cands:
+        raise ValueError("no candidate to choose from")
+    return max(enumerate(cands), key=lambda ic: (ic[1].mean, -ic[0]))[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# The champion rule (pure)
+# ------------------------------------------------------------------------------------------------
+
+
+def registered_name(dataset: str, synthetic: bool, fingerprint: str) -> str:
+    """One registered model per benchmark and dataset: ``aminet-<dataset>-<synthetic|real>-<fingerprint8>``."""
+    return f"aminet-{dataset}-{'synthetic' if synthetic else 'real'}-{fingerprint[:8]}"
+
+
+def validation_protocol(cfg) -> str:
+    """What the selection score measures, as a comparable string: two scores compare only when it is equal."""
+    d, e = cfg.data, cfg.eval
+    parts = [f"dataset={d.dataset}", "split=validation ids", f"feature={e.feature}", f"flip={e.flip}",
+             f"rerank={e.rerank}", "score=(R1+mAP)/2"]
+    if d.dataset == "sysu":
+        parts += [f"modes={','.join(e.sysu_modes)}", f"gallery_trials={e.trials}"]
+    else:
+        parts += [f"regdb_trial={d.regdb_trial}", f"val_share={d.regdb_val_share}",
+                  f"directions={','.join(e.regdb_directions)}"]
+    return "; ".join(parts)
+
+
+def champion_decision(new_score: float, protocol: str, current: dict[str, str] | None) -> tuple[bool, str]:
+    """(move the alias?, why) given the current champion version's tags (None: no champion yet)."""
+    if current is None:
+        return True, "first model on this data"
+    try:
+        old = float(current.get("aminet.val_score", "nan"))
+    except ValueError:
+        old = float("nan")
+    if current.get("aminet.protocol") != protocol:
+        return False, "the current champion was selected under another validation protocol; not comparable"
+    if not math.isfinite(old):
+        return False, "the current champion has no recorded score"
+    if new_score > old:
+        return True, f"val score {100 * new_score:.2f} beats the champion's {100 * old:.2f}"
+    return False, f"val score {100 * new_score:.2f} does not beat the champion's {100 * old:.2f}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Work on the cluster
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate_checkpoint(checkpoint, sysu_root: str | None, regdb_root: str | None):
+    """A trained model's per-trial test metrics on both benchmarks (run as a Ray task: on a GPU when the task
+    holds one). ``checkpoint``: a ``ray.tune.Checkpoint``."""
+    import torch
+
+    from aminet.engine.evaluate import evaluate_benchmarks, load_trained
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with checkpoint.as_directory() as folder:
+        model, cfg = load_trained(folder, device=device)
+    return evaluate_benchmarks(model, cfg, sysu_root, regdb_root, sysu_trials=10, regdb_trials=range(1, 11),
+                               device=device)
+
+
+def evaluate_on_cluster(checkpoints: Sequence, sysu_root: Path | None, regdb_root: Path | None,
+                        resources: dict[str, float], retries: int) -> list:
+    """``evaluate_checkpoint`` for each checkpoint as parallel Ray tasks; the frames in order."""
+    import ray
+
+    task = ray.remote(evaluate_checkpoint).options(
+        num_cpus=resources.get("cpu", 1), num_gpus=min(1.0, resources.get("gpu", 0.0)), max_retries=retries,
+        retry_exceptions=False)
+    refs = [task.remote(ck, str(sysu_root) if sysu_root else None, str(regdb_root) if regdb_root else None)
+            for ck in checkpoints]
+    return ray.get(refs)
+
+
+def run_command(cmd: list[str]) -> int:
+    """A subprocess (a fixed-config run) as a Ray task; its exit status."""
+    import subprocess
+
+    return subprocess.run(cmd).returncode
+
+
+def retrain_on_cluster(commands: Sequence[list[str]], resources: dict[str, float], retries: int,
+                       local_store: bool) -> list[int]:
+    """Fixed-config runs as parallel Ray tasks (one GPU each when the cluster has GPUs). ``local_store``: the
+    tracking store is a file on this machine (SQLite), so the tasks run on this node, which can write it."""
+    import ray
+
+    opts: dict[str, Any] = dict(num_cpus=resources.get("cpu", 1), num_gpus=1.0 if resources.get("gpu", 0) else 0.0,
+                                max_retries=retries, retry_exceptions=False)
+    if local_store:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                     soft=False)
+    task = ray.remote(run_command).options(**opts)
+    return ray.get([task.remote(cmd) for cmd in commands])
+
+
+def save_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
