@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["finished", "Candidate", "candidates_from", "choose", "reseed_seeds", "registered_name",
-           "validation_protocol", "champion_decision", "evaluate_checkpoint"]
+           "validation_protocol", "champion_decision", "guard_champion", "evaluate_checkpoint"]
 
 METRIC = "score"
 
@@ -153,6 +153,21 @@ def champion_decision(new_score: float, protocol: str, current: dict[str, str] |
     if new_score > old:
         return True, f"val score {100 * new_score:.2f} beats the champion's {100 * old:.2f}"
     return False, f"val score {100 * new_score:.2f} does not beat the champion's {100 * old:.2f}"
+
+
+def guard_champion(client, name: str, version: str, score: float, protocol: str) -> tuple[bool, str]:
+    """Move ``name@champion`` to ``version`` only if ``champion_decision`` says so. Returns (moved, line)."""
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+        current_tags, current_version = dict(current.tags), current.version
+    except Exception:  # noqa: BLE001 - MlflowException RESOURCE_DOES_NOT_EXIST: no champion yet
+        current_tags, current_version = None, None
+    move, why = champion_decision(score, protocol, current_tags)
+    if move:
+        client.set_registered_model_alias(name, "champion", str(version))
+        return True, f"Registered model: models:/{name}@champion (version {version}; {why})"
+    return False, (f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version "
+                   f"{current_version}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -656,20 +656,8 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
             "aminet.synthetic": str(plan.synthetic_data).lower(), "aminet.trial_id": winner.trial_id}
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
-    try:
-        current = client.get_model_version_by_alias(name, "champion")
-        current_tags = dict(current.tags)
-        current_version = current.version
-    except Exception:  # noqa: BLE001 - MlflowException RESOURCE_DOES_NOT_EXIST: no champion yet
-        current_tags, current_version = None, None
-    move, why = champion.champion_decision(winner.mean, protocol, current_tags)
-    if move:
-        client.set_registered_model_alias(name, "champion", version)
-        client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} @champion")
-        line = f"Registered model: models:/{name}@champion (version {version}; {why})"
-    else:
-        client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version} (champion stays v{current_version})")
-        line = f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
+    moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
+    client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version}" + (" @champion" if moved else ""))
     print("\n" + line)
     return text + "\n\n" + line
 

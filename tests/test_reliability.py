@@ -23,7 +23,7 @@ def roots(tmp_path_factory):
 
 
 def _args(tmp, sysu, regdb, name, *extra):
-    return search_args(tmp, sysu, regdb, name, "--no-register", *extra)
+    return search_args(tmp, sysu, regdb, name, "--no-register", "--reseeds", "0", *extra)
 
 
 def _results(tmp, name):
@@ -51,7 +51,9 @@ def _wait_for(predicate, timeout, proc=None):
 @pytest.mark.slow
 def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     """One trial SIGKILLs itself mid-epoch (retried from its checkpoint); the trial with mmd_intra=0.2 (a
-    warm-start point) has a NaN loss on every attempt and ends FAILED; the search goes on and finishes."""
+    warm-start point) has a NaN loss: deterministic, so it is not retried, Optuna is told PRUNED at the worst
+    score (TPE learns from it; a FAIL it would ignore), its MLflow run ends FAILED with the reason; the search
+    goes on and finishes."""
     tmp, sysu, regdb = roots
     name = "faults"
     marker = tmp / "killed.marker"
@@ -60,16 +62,19 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
                          env=search_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file(), "the SIGKILL was injected"
-    assert "1 trial(s) FAILED" in out.stderr and "non-finite loss" in out.stderr
+    assert "1 trial(s) DIVERGED" in out.stderr and "non-finite loss" in out.stderr
 
     _, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert parents[0].data.metrics["trials/errored"] == 1
+    assert parents[0].data.metrics["trials/errored"] == 0 and parents[0].data.metrics["trials/diverged"] == 1
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
     assert "RUNNING" not in {r.info.status for r in trials}
     failed = [r for r in trials if r.info.status == "FAILED"]
     assert len(failed) == 1 and "non-finite loss" in failed[0].data.tags["aminet.error"]
-    assert failed[0].data.params["search.mmd_intra"] == "0.2"
+    assert failed[0].data.params["search.mmd_intra"] == "0.2" and failed[0].data.tags["aminet.outcome"] == "diverged"
+    assert "score" not in failed[0].data.metrics  # the stand-in worst score is Optuna's, not a model's
+    nan_rows = _results(tmp, name)[failed[0].data.tags["ray.trial_id"]]
+    assert len(nan_rows) == 1 and nan_rows[0]["diverged"] == 1.0  # one attempt: not retried
 
     # The killed trial: retried once, from its epoch-1 checkpoint, and its epochs are all there once.
     results = _results(tmp, name)
@@ -79,7 +84,9 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     epochs = [r["epoch"] for r in rows]
     assert epochs == sorted(set(epochs)) and epochs[0] == 1
     study = search_study(tmp, name)
-    assert len(study.trials) == 3 and sum(t.state.name == "FAIL" for t in study.trials) == 1
+    assert len(study.trials) == 3 and sum(t.state.name == "FAIL" for t in study.trials) == 0
+    nan_trial = [t for t in study.trials if t.params["mmd_intra"] == 0.2]
+    assert len(nan_trial) == 1 and nan_trial[0].state.name == "PRUNED" and nan_trial[0].value == 0.0
 
 
 @pytest.mark.slow

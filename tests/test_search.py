@@ -6,6 +6,7 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from aminet.config import Config
 from search.spaces import SPACES, get_space, load_base
 from search.tuning import PrunedAwareOptunaSearch
-from e2e_helpers import REPO, search_args, search_env, search_runs, search_study, tiny_roots
+from e2e_helpers import REPO, RUN, search_args, search_env, search_runs, search_study, tiny_roots
 from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
 
 
@@ -235,7 +236,8 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
 def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     tmp, sysu, regdb = roots
     name = "resume"
-    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register")
+    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register",
+                       "--reseeds", "0")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp,
                             start_new_session=True)
     deadline = time.time() + 400
@@ -260,7 +262,7 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     before = results[first_done]
 
     args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register",
-                       "--resume")
+                       "--reseeds", "0", "--resume")
     out = subprocess.run(args, capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     client, parents, trials = search_runs(tmp, name)
@@ -288,7 +290,7 @@ def test_trials_run_on_a_second_ray_node(roots):
         cluster.wait_for_nodes()
         name = "cluster"
         args = search_args(tmp, sysu, regdb, name, "--num-samples", "1", "--no-register", "--no-final-eval",
-                           "--address", cluster.address)
+                           "--reseeds", "0", "--address", cluster.address)
         out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=search_env(), cwd=tmp)
         assert out.returncode == 0, out.stderr[-3000:]
         rows = [json.loads(line) for p in (tmp / "ray" / name).glob("train_aminet_*/result.json")
@@ -317,7 +319,8 @@ def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
 def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
     tmp, sysu, regdb = roots
     name = "retrain"
-    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--retrain-best",
+    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--reseeds", "0",
+                                     "--retrain-best",
                                "--retrain-trials", "1"), capture_output=True, text=True, timeout=900, env=search_env(),
                          cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -332,3 +335,142 @@ def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
     models = [r for r in runs if r.data.tags.get("aminet.role") == "model"]
     assert sorted(r.data.tags["aminet.trial"] for r in models) == ["-", "1"]  # SYSU: one run; RegDB: trial 1
     assert "Visible to Thermal" in out.stdout and "All Search" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Selection, re-seeding and the champion (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_only_trials_that_reached_the_full_budget_can_win(tmp_path):
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from search.champion import finished
+
+    class StopHigh(FIFOScheduler):
+        """A scheduler decision the test controls: the trial with x=0.9 (the best score at every epoch) is
+        stopped after epoch 2, as an asynchronous ASHA rung can stop a trial whose last score is the highest."""
+
+        def on_trial_result(self, tune_controller, trial, result):
+            if trial.config["x"] > 0.8 and result["epoch"] >= 2:
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+    def toy(config):
+        for epoch in range(1, 7):
+            tune.report({"score": config["x"] * (1.0 if epoch < 6 else 0.9), "epoch": epoch})
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(toy, param_space={"x": tune.grid_search([0.9, 0.5, 0.3])},
+                          tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=StopHigh()),
+                          run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    # What Ray itself would crown: the stopped trial (last score 0.9 at epoch 2 beats 0.45 at epoch 6).
+    assert grid.get_best_result("score", "max", scope="last").config["x"] == 0.9
+    chosen = finished(grid, max_epochs=6)
+    assert [r.config["x"] for r in chosen] == [0.5, 0.3]
+
+
+def _result(score, epoch, config=None, error=None, diverged=False, trial_id="t"):
+    from types import SimpleNamespace
+
+    metrics = {"score": score, "epoch": epoch, "trial_id": trial_id, "R1": score, "mAP": score, "mINP": score}
+    if diverged:
+        metrics["diverged"] = 1.0
+    return SimpleNamespace(metrics=metrics, config=config or {}, error=error, checkpoint=object(), path="p")
+
+
+def test_reseeding_picks_the_best_mean_not_the_luckiest_seed():
+    from search.champion import candidates_from, choose, finished, reseed_seeds
+
+    lucky = _result(0.80, 6, {"lr": 1}, trial_id="lucky")
+    steady = _result(0.70, 6, {"lr": 2}, trial_id="steady")
+    results = [lucky, steady, _result(0.95, 3, {"lr": 3}), _result(0.99, 6, {"lr": 4}, error=RuntimeError("x")),
+               _result(0.0, 6, {"lr": 5}, diverged=True)]
+    top = finished(results, 6)
+    assert [r.config["lr"] for r in top] == [1, 2]  # stopped, failed and diverged trials never compete
+    seeds = reseed_seeds(0, 2)
+    assert seeds == [1, 2]
+    reseeds = [_result(0.40, 6, {"candidate": 0, "seed": 1}), _result(0.0, 4, {"candidate": 0, "seed": 2},
+                                                                        diverged=True),
+               _result(0.72, 6, {"candidate": 1, "seed": 1}), _result(0.68, 6, {"candidate": 1, "seed": 2})]
+    cands = candidates_from(top, 0, reseeds, 6)
+    assert cands[0].seeds == [0, 1, 2] and cands[0].scores == [0.80, 0.40, 0.0]  # a divergence scores 0
+    assert cands[1].mean == pytest.approx(0.70) and cands[1].std == pytest.approx(0.02)
+    assert choose(cands).trial_id == "steady"
+    assert choose(cands).best_model() is reseeds[2]  # its best seed on validation is the model registered
+
+
+def test_champion_alias_moves_only_for_a_better_score_on_the_same_data_and_protocol(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from aminet.config import load_config
+    from search.champion import guard_champion, registered_name, validation_protocol
+
+    assert registered_name("sysu", True, "abcdef0123456789") == "aminet-sysu-synthetic-abcdef01"
+    assert registered_name("sysu", False, "abcdef0123456789") != registered_name("sysu", True, "abcdef0123456789")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'reg.db'}")
+    name = "aminet-sysu-real-00000000"
+    client.create_registered_model(name)
+    proto = validation_protocol(load_config(None, ["data.purpose=search"]))
+    other = validation_protocol(load_config(None, ["data.purpose=search", "eval.trials=3"]))
+    assert proto != other
+
+    def version(score, protocol):
+        v = client.create_model_version(name, source=str(tmp_path)).version
+        client.set_model_version_tag(name, v, "aminet.val_score", repr(score))
+        client.set_model_version_tag(name, v, "aminet.protocol", protocol)
+        return v
+
+    v1 = version(0.50, proto)
+    assert guard_champion(client, name, v1, 0.50, proto)[0]  # the first model becomes champion
+    v2 = version(0.40, proto)
+    moved, line = guard_champion(client, name, v2, 0.40, proto)
+    assert not moved and "NOT champion" in line and f"stays version {v1}" in line
+    v3 = version(0.90, other)
+    assert not guard_champion(client, name, v3, 0.90, other)[0]  # another protocol: not comparable
+    v4 = version(0.60, proto)
+    assert guard_champion(client, name, v4, 0.60, proto)[0]
+    assert client.get_model_version_by_alias(name, "champion").version == v4
+
+
+def _saved_search(tmp, name, stage="search", **args):
+    folder = tmp / "ray" / name
+    folder.mkdir(parents=True)
+    saved = {"data_root": None, "sysu_root": None, "regdb_root": None, "budget": "quick", "num_samples": 3,
+             "overrides": [], "mlflow_uri": f"sqlite:///{tmp / (name + '.db')}", "mlflow_experiment": "aminet-search",
+             "grace_period": None, "seed": 0, "top_k": 2, "reseeds": 1, **args}
+    (folder / "aminet_search.json").write_text(json.dumps({"space": "sysu", "parent_run_id": "x", "stage": stage,
+                                                           "summary": "selected trial abc: val score 42.00",
+                                                           "args": saved}))
+    return folder
+
+
+def test_resume_refuses_flags_that_differ_from_the_saved_search(roots):
+    tmp, sysu, regdb = roots
+    name = "resume-diff"
+    _saved_search(tmp, name, data_root=str(sysu), regdb_root=str(regdb), overrides=["train.epochs=4"])
+    base = [sys.executable, RUN, "--space", "sysu", "--name", name, "--storage", str(tmp / "ray"), "--resume"]
+    for extra, needle in ((["--set", "train.epochs=40"], "--set differs"),
+                          (["--data-root", str(regdb)], "--data-root differs"),
+                          (["--num-samples", "5"], "--num-samples differs"),
+                          (["--mlflow-uri", f"sqlite:///{tmp / 'other.db'}"], "--mlflow-uri differs")):
+        out = subprocess.run(base + extra, capture_output=True, text=True, timeout=120, env=search_env(), cwd=tmp)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
+    assert not (tmp / "other.db").exists()
+
+
+def test_resuming_a_finished_search_prints_its_summary(roots):
+    tmp, _, _ = roots
+    name = "resume-done"
+    _saved_search(tmp, name, stage="finished")
+    out = subprocess.run([sys.executable, RUN, "--space", "sysu", "--name", name, "--storage", str(tmp / "ray"),
+                          "--resume"], capture_output=True, text=True, timeout=120, env=search_env(), cwd=tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "val score 42.00" in out.stdout and "has finished" in out.stderr
