@@ -202,17 +202,20 @@ def evaluate_on_cluster(checkpoints: Sequence, sysu_root: Path | None, regdb_roo
     return ray.get(refs)
 
 
-def run_command(cmd: list[str]) -> int:
-    """A subprocess (a fixed-config run) as a Ray task; its exit status."""
+def run_command(cmd: list[str]) -> tuple[int, str, str]:
+    """A subprocess (a fixed-config run) as a Ray task: (exit status, stdout, the tail of stderr)."""
     import subprocess
 
-    return subprocess.run(cmd).returncode
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    return out.returncode, out.stdout, out.stderr[-3000:]
 
 
 def retrain_on_cluster(commands: Sequence[list[str]], resources: dict[str, float], retries: int,
-                       local_store: bool) -> list[int]:
-    """Fixed-config runs as parallel Ray tasks (one GPU each when the cluster has GPUs). ``local_store``: the
-    tracking store is a file on this machine (SQLite), so the tasks run on this node, which can write it."""
+                       local_store: bool) -> list[tuple[int, str, str]]:
+    """Fixed-config runs as Ray tasks (one GPU each when the cluster has GPUs), in parallel with a tracking
+    server. ``local_store``: the tracking store is a SQLite file on this machine, so the tasks run on this
+    node (the only one that can write it) and one at a time (SQLite takes one writer; two runners writing at
+    once can fail with "database is locked")."""
     import ray
 
     opts: dict[str, Any] = dict(num_cpus=resources.get("cpu", 1), num_gpus=1.0 if resources.get("gpu", 0) else 0.0,
@@ -223,6 +226,8 @@ def retrain_on_cluster(commands: Sequence[list[str]], resources: dict[str, float
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                      soft=False)
     task = ray.remote(run_command).options(**opts)
+    if local_store:
+        return [ray.get(task.remote(cmd)) for cmd in commands]
     return ray.get([task.remote(cmd) for cmd in commands])
 
 

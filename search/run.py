@@ -686,10 +686,16 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
                "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, args.retrain_trials)]
         print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
         commands.append(cmd)
-    codes = champion.retrain_on_cluster(commands, resources, args.max_failures,
-                                        local_store=not uri.split(":", 1)[0] in ("http", "https", "postgresql",
-                                                                                 "mysql", "mssql", "databricks"))
-    return next((c for c in codes if c), 0)
+    outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures,
+                                           local_store=uri.split(":", 1)[0] not in ("http", "https", "postgresql",
+                                                                                    "mysql", "mssql", "databricks"))
+    status = 0
+    for cmd, (code, stdout, stderr) in zip(commands, outcomes):
+        print(stdout, end="", flush=True)
+        if code:
+            print(f"error: retrain run failed (exit {code}): {' '.join(cmd[1:3])}\n{stderr}", file=sys.stderr)
+            status = status or code
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
