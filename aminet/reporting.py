@@ -200,6 +200,18 @@ def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
             raise ConnectionError(f"{where}: cannot create or write {folder}")
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """A relative SQLite URI (``sqlite:///mlruns/x.db``) made absolute; any other URI as it is."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    """The tracking store is a file on this machine (SQLite or a folder): only this node can write it."""
+    return uri.split(":", 1)[0].lower() in ("sqlite", "file") or "://" not in uri
+
+
 def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:
     """(tracking URI, experiment id), the experiment created if missing. ``uri=None``:
     ``sqlite:///<cwd>/mlruns/mlflow.db``. SQLite URIs are made absolute and get an absolute artifact folder
@@ -210,8 +222,7 @@ def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:
         base = (Path.cwd() / "mlruns").resolve()
         base.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{base / 'mlflow.db'}"
-    elif uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    uri = absolute_tracking_uri(uri)
     artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri() if uri.startswith("sqlite:") else None
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)

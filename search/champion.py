@@ -21,7 +21,6 @@ them with results they control.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,9 +228,3 @@ def retrain_on_cluster(commands: Sequence[list[str]], resources: dict[str, float
     if local_store:
         return [ray.get(task.remote(cmd)) for cmd in commands]
     return ray.get([task.remote(cmd) for cmd in commands])
-
-
-def save_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)

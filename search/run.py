@@ -26,7 +26,6 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -123,18 +122,14 @@ def _norm_path(value: str | None) -> str | None:
     return None if value is None else str(Path(value).expanduser().resolve())
 
 
-def _norm_uri(value: str | None) -> str | None:
-    if value and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-        return f"sqlite:///{Path(value[len('sqlite:///'):]).expanduser().resolve()}"
-    return value
-
-
 def identity(args: argparse.Namespace) -> dict[str, Any]:
     """The identity flags, normalised (absolute paths and SQLite URIs)."""
+    from aminet.reporting import absolute_tracking_uri
+
     out = {k: getattr(args, k) for k in IDENTITY}
     for k in ("data_root", "sysu_root", "regdb_root"):
         out[k] = _norm_path(out[k])
-    out["mlflow_uri"] = _norm_uri(out["mlflow_uri"])
+    out["mlflow_uri"] = absolute_tracking_uri(out["mlflow_uri"]) if out["mlflow_uri"] else None
     out["overrides"] = list(out["overrides"])
     return out
 
@@ -144,10 +139,9 @@ def adopt_saved_identity(args: argparse.Namespace, saved: dict[str, Any], name: 
     refused (one line naming it)."""
     given = identity(args)
     for key, flag in IDENTITY.items():
-        if key in getattr(args, "explicit", set()) or (key == "budget" and "budget" in args.explicit):
-            if given[key] != saved.get(key):
-                raise UsageError(f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
-                                 f"{saved.get(key)!r} saved); a resumed search keeps its settings")
+        if key in args.explicit and given[key] != saved.get(key):
+            raise UsageError(f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
+                             f"{saved.get(key)!r} saved); a resumed search keeps its settings")
         setattr(args, key, saved.get(key))
 
 
@@ -432,8 +426,6 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     import optuna
     import pandas as pd
 
-    from trainables.params import apply_params, to_overrides
-
     frame = results.get_dataframe()
     keep = [c for c in frame.columns if c.startswith("config/") or c in (
         "trial_id", "epoch", "score", "R1", "mAP", "mINP", "diverged", "resumed_from", "training_iteration",
@@ -499,6 +491,13 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
 
 
+def _save_state(path: Path, state: dict) -> None:
+    """Write the search's state file whole or not at all (a kill mid-write leaves the previous one)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    tmp.replace(path)
+
+
 def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
                  callbacks: list, points: list[dict], seeds: list[int]):
     """The re-seed trials: every (candidate, seed) pair trained to the full budget (no early stopping), with
@@ -554,7 +553,7 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     reseeded = []
     if seeds:
         state.update(stage="reseed", reseed_points=points)
-        champion.save_json(state_path, state)
+        _save_state(state_path, state)
         print(f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
               f"({len(points) * len(seeds)} Ray trials)", file=sys.stderr, flush=True)
         logger = TrialRunLogger(uri, exp_id, parent_id, b.epochs, role="reseed", params_of=_ReseedParams(points),
@@ -593,10 +592,11 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     return winner
 
 
-def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, fingerprint: str) -> str:
+def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources) -> str:
     """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
     import mlflow
+    import pandas as pd
 
     from aminet.data.cache import dataset_fingerprint
     from aminet.engine.evaluate import load_trained
@@ -608,24 +608,20 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
         raise RuntimeError("the selected configuration left no checkpoint")
     frames = champion.evaluate_on_cluster([r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root,
                                           resources, args.max_failures)
-    import pandas as pd
-
     frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
     feature = plan.base.eval.feature
-    rows = frame[frame.feature == feature]
-    for (bench, setting, scope), g in rows.groupby(["benchmark", "setting", "scope"], sort=False):
-        per_seed = g.groupby("seed")[["R1", "R10", "R20", "mAP", "mINP"]].mean()
-        for m in ("R1", "R10", "R20", "mAP", "mINP"):
-            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}", float(per_seed[m].mean()))
-            client.log_metric(parent_id, f"test/{bench}/{setting}/{m}_std", float(per_seed[m].std(ddof=1))
-                              if len(per_seed) > 1 else 0.0)
-        client.set_tag(parent_id, f"test.{bench}.{setting}.scope",
-                       f"{scope}, {g.trial.nunique()} trials, {len(per_seed)} seeds")
     client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
     tables = []
     for bench, g in frame.groupby("benchmark", sort=False):
-        tables.append(paper_table(seed_summary(g.drop(columns=["scope"]).assign(label=str(g.scope.iloc[0])),
-                                               feature)))
+        scope = str(g.scope.iloc[0])  # in-domain or cross-dataset: one per benchmark
+        summary = seed_summary(g.drop(columns=["scope"]).assign(label=scope), feature)
+        tables.append(paper_table(summary))
+        for row in summary.itertuples():
+            for m in ("R1", "R10", "R20", "mAP", "mINP"):
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}", float(getattr(row, f"{m}_mean")))
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}_std", float(getattr(row, f"{m}_std")))
+            client.set_tag(parent_id, f"test.{bench}.{row.setting}.scope",
+                           f"{scope}, {g.trial.nunique()} trials, {row.seeds} seeds")
     table = "\n\n".join(tables)
     client.log_text(parent_id, table + "\n", "best/test_table.txt")
     text = (f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
@@ -636,7 +632,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
         return text
     best = winner.best_model()
     with best.checkpoint.as_directory() as folder:
-        model, cfg = load_trained(folder, device="cpu")
+        model, _ = load_trained(folder, device="cpu")
         config_text = (Path(folder) / "config.yaml").read_text()
     data_fp = dataset_fingerprint(plan.base.data.root)
     name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
@@ -667,6 +663,7 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
     tasks, linked to the search's parent run."""
     import yaml
 
+    from aminet.reporting import is_local_store
     from search import champion
 
     best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
@@ -686,9 +683,7 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
                "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, args.retrain_trials)]
         print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
         commands.append(cmd)
-    outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures,
-                                           local_store=uri.split(":", 1)[0] not in ("http", "https", "postgresql",
-                                                                                    "mysql", "mssql", "databricks"))
+    outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures, local_store=is_local_store(uri))
     status = 0
     for cmd, (code, stdout, stderr) in zip(commands, outcomes):
         print(stdout, end="", flush=True)
@@ -719,7 +714,6 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     from aminet.reporting import git_commit, mlflow_store
-    from search import champion
     from search.tuning import TrialRunLogger
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
@@ -754,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                      "study": study_url, "created": time.time(), "stage": "search", "args": saved_args,
                      "base_config": plan.base.to_yaml(), "budget": vars(plan.budget),
                      "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)}}
-            champion.save_json(state_path, state)
+            _save_state(state_path, state)
         except BaseException:
             close_runs(client, exp_id, parent_id, "FAILED")
             raise
@@ -782,10 +776,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = (f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
                    f"over seeds {winner.seeds}; {winner.params}")
         if not args.no_final_eval:
-            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources, fingerprint)
+            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources)
         status = "FINISHED"
         state.update(stage="finished", summary=summary)
-        champion.save_json(state_path, state)
+        _save_state(state_path, state)
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} "
