@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:  # ``python search/run.py`` from a checkout that i
 from aminet.cli import ArgumentParser  # noqa: E402
 
 STATE_FILE = "aminet_search.json"
+DEADLINE_FILE = "deadline"  # the Unix time after which no new trial starts (--time-budget)
 METRIC = "score"
 
 
@@ -55,7 +56,13 @@ class UsageError(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python search/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="sysu", help="search space: sysu or regdb (default sysu)")
+    p.add_argument("--space", default="sysu", help="search space: a shipped name (sysu, regdb: search/spaces/<name>.yaml) "
+                                                   "or the path of a space YAML file (default sysu)")
+    p.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random"], default="tpe",
+                   help="Optuna sampler (default tpe: multivariate TPE)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="no new trial starts after this many seconds of searching; running trials finish, then "
+                        "the search selects, re-seeds, evaluates and registers as usual")
     p.add_argument("--data-root", default=None, help="dataset root of the space's benchmark in the official "
                                                      "layout (default: the synthetic benchmark)")
     p.add_argument("--sysu-root", default=None, help="SYSU-MM01 root for the final evaluation (default: "
@@ -109,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 IDENTITY = {"data_root": "--data-root", "sysu_root": "--sysu-root", "regdb_root": "--regdb-root",
             "budget": "--budget", "num_samples": "--num-samples", "overrides": "--set", "mlflow_uri": "--mlflow-uri",
             "mlflow_experiment": "--mlflow-experiment", "grace_period": "--grace-period", "seed": "--seed",
-            "top_k": "--top-k", "reseeds": "--reseeds"}
+            "top_k": "--top-k", "reseeds": "--reseeds", "sampler": "--sampler", "time_budget": "--time-budget"}
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -198,12 +205,14 @@ def plan_search(args: argparse.Namespace) -> Plan:
     from aminet.config import ConfigError
     from aminet.data import synthetic
     from aminet.reporting import check_tracking_uri
-    from search.spaces import get_space
+    from search.spaces import SpaceError, get_space
 
     try:
         space = get_space(args.space)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.reseeds is not None and args.reseeds < 0:
@@ -388,7 +397,7 @@ def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.tuning import PrunedAwareOptunaSearch
+    from search.tuning import PrunedAwareOptunaSearch, make_sampler
     from trainables.aminet_trainable import train_aminet
 
     trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
@@ -399,12 +408,11 @@ def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float
             raise UsageError(f"--name {plan.name}: {plan.experiment_path} holds no restorable Ray experiment")
         return Tuner.restore(plan.experiment_path, trainable=trainable, resume_errored=True)
     b = plan.budget
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, seed=args.seed,
-                                         n_startup_trials=max(2, min(8, b.num_samples // 3)))
     searcher = PrunedAwareOptunaSearch(
         plan.space.define_by_run(plan.base), metric=METRIC, mode="max",
-        points_to_evaluate=plan.space.warm_start(plan.base), sampler=sampler, study_name=plan.name,
-        storage=optuna.storages.RDBStorage(study_url), max_epochs=b.epochs)
+        points_to_evaluate=plan.space.warm_start(plan.base), sampler=make_sampler(args.sampler, args.seed, b.num_samples),
+        study_name=plan.name, storage=optuna.storages.RDBStorage(study_url), max_epochs=b.epochs,
+        deadline_file=str(plan.state_dir / DEADLINE_FILE))
     scheduler = ASHAScheduler(time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period,
                               reduction_factor=b.reduction_factor)
     return tune.Tuner(
@@ -496,6 +504,27 @@ def _save_state(path: Path, state: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(state, indent=1, default=str))
     tmp.replace(path)
+
+
+def start_clock(plan: Plan, args: argparse.Namespace, state: dict, state_path: Path) -> float | None:
+    """Write the deadline of --time-budget (the budget less the searching time of earlier runs of this search)
+    for the searcher; None without a budget."""
+    path = plan.state_dir / DEADLINE_FILE
+    if args.time_budget is None:
+        path.unlink(missing_ok=True)
+        return None
+    state["clock_started"] = time.time()
+    deadline = state["clock_started"] + args.time_budget - float(state.get("search_seconds", 0.0))
+    path.write_text(f"{deadline:.3f}\n")
+    return deadline
+
+
+def stop_clock(state: dict, state_path: Path, deadline: float | None) -> None:
+    """Add this run's searching time to the state file (a resume gets the rest of the budget)."""
+    if deadline is None:
+        return
+    state["search_seconds"] = float(state.get("search_seconds", 0.0)) + time.time() - state.pop("clock_started")
+    _save_state(state_path, state)
 
 
 def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
@@ -736,11 +765,13 @@ def main(argv: list[str] | None = None) -> int:
         parent_id = client.create_run(exp_id, run_name=plan.name, tags=tags).info.run_id
         try:
             client.log_text(parent_id, plan.base.to_yaml(), "search/base_config.yaml")
+            client.log_text(parent_id, plan.space.text(), "search/space.yaml")
             for k, v in {"space": plan.space.name, "num_samples": b.num_samples, "epochs": b.epochs,
                          "eval_every": b.eval_every, "grace_period": b.grace_period,
                          "reduction_factor": b.reduction_factor, "max_concurrent": concurrent,
                          "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"],
-                         "sampler": "TPE multivariate", "seed": args.seed, "top_k": args.top_k,
+                         "sampler": args.sampler, "time_budget_s": args.time_budget, "seed": args.seed,
+                         "top_k": args.top_k, "space_file": str(plan.space.path),
                          "reseeds": args.reseeds}.items():
                 client.log_param(parent_id, f"search.{k}", v)
             saved_args = {**identity(args), "mlflow_uri": uri}
@@ -766,10 +797,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{plan.budget.epochs} epochs, eval every {plan.budget.eval_every}, ASHA grace "
               f"{plan.budget.grace_period}; then the top {args.top_k} finished trial(s) re-seeded x{args.reseeds}; "
               f"Ray experiment {plan.experiment_path}", file=sys.stderr, flush=True)
-        results = tuner.fit()
-        if results.num_terminated + results.num_errors < plan.budget.num_samples:
+        deadline = start_clock(plan, args, state, state_path)
+        try:
+            results = tuner.fit()
+        finally:
+            stop_clock(state, state_path, deadline)
+        timed_out = deadline is not None and time.time() >= deadline
+        ended = results.num_terminated + results.num_errors
+        if ended < len(results) or (ended < plan.budget.num_samples and not timed_out):
             # Ray catches Ctrl-C itself, saves the experiment and returns early: this is an interruption.
             raise KeyboardInterrupt
+        if timed_out and len(results) < plan.budget.num_samples:
+            print(f"\n--time-budget {args.time_budget:g} s reached: {len(results)} of {plan.budget.num_samples} "
+                  f"trials ran; selecting among them", file=sys.stderr, flush=True)
+            client.set_tag(parent_id, "aminet.time_budget_reached", f"{len(results)} of {plan.budget.num_samples} trials")
         log_search_summary(client, parent_id, plan, results, study_url)
         winner = select_champion(client, parent_id, plan, args, results, resources, concurrent, uri, exp_id, state,
                                  state_path)

@@ -1,29 +1,57 @@
-"""Named search spaces: Optuna define-by-run functions, warm-start points and budgets.
+"""Search spaces as YAML files: parameters, conditions, warm-start points and budgets, validated once.
 
-Each space searches what the paper leaves open or tunes by hand: the IMDAL / IDAL weights of the
-AMK-MMD loss, the set of kernel bandwidth multipliers, the upper-body proportion of HMG-DBNet and the
-learning-rate schedule (peak, warm-up length, step milestones or a cosine decay). Sampled names are
-turned into config overrides by ``trainables.params``; the base config is the paper's setting of the
-benchmark (``experiments/<dataset>.yaml``) with ``data.purpose=search`` (validation identities held
+``--space sysu`` reads ``search/spaces/sysu.yaml``; ``--space path/to/mine.yaml`` reads that file. A space
+file (the shipped ones are commented examples)::
+
+    dataset: sysu                       # sysu | regdb: the benchmark searched
+    base: sysu.yaml                     # the benchmark's paper setting (next to this file, else experiments/)
+    quick: {base: smoke.yaml, set: {eval.trials: 3}}   # the CPU-sized variant of --budget quick
+    budget:
+      full:  {epochs: 80, eval_every: 5, grace: 20, trials: 32, reduction_factor: 3}
+      quick: {epochs: 6, eval_every: 2, grace: 2, trials: 6}
+    parameters:
+      mmd_intra: {type: float, low: 0.0, high: 1.0}
+      lr: {type: float, low: 0.25, high: 4.0, log: true, scale: base}   # x the base config's optim.lr
+      schedule: {type: categorical, choices: [step, cosine]}
+      milestone1_frac: {type: float, low: 0.2, high: 0.7, when: {schedule: step}}
+    warm_start:
+      - {mmd_intra: 0.4}                # other parameters take the base config's values
+
+Parameter names are those of ``trainables.params`` (``mmd_intra``, ``bandwidths``, ``lr``, ...) or
+``cfg.<section>.<field>`` for any config field. Types: ``float`` (``low``, ``high``, optional ``step`` or
+``log``), ``int`` (likewise), ``categorical`` (``choices``). ``scale: base`` makes ``low``/``high``
+multiples of the base config's value of the field. ``when: {other: value}`` (or a list of values) samples a
+parameter only when an earlier parameter took that value. A warm-start point lists some parameters; the
+others take the base config's value where it lies in their range (else Optuna samples them), so the first
+point of the shipped spaces is the paper's configuration. Every error is one line naming the file and the
+key. The base config is the benchmark's YAML with ``data.purpose=search`` (validation identities held
 out; the test gallery is never seen during a search).
-
-``quick=True`` swaps in a CPU-sized base (``experiments/smoke.yaml``: ResNet-18 at 64x32, Adam) and a
-budget that runs a real search on the synthetic benchmark in minutes.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aminet.config import Config, _set_dotted, apply_overrides, read_yaml_tree
-from trainables.params import BANDWIDTH_SETS
+import yaml
 
-__all__ = ["SearchSpace", "Budget", "DefineByRun", "SPACES", "get_space", "load_base"]
+from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
+from trainables import params as sample_params
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+__all__ = ["SearchSpace", "Budget", "Param", "DefineByRun", "SpaceError", "SPACES_DIR", "EXPERIMENTS",
+           "shipped_spaces", "get_space", "load_space", "load_base"]
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+DATASETS = ("sysu", "regdb")
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be used: one line naming the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -36,21 +64,84 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Param:
+    """One searched parameter (see the module doc for the YAML form)."""
+
+    name: str
+    type: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    scale_base: bool = False  # low/high are multiples of the base config's value
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (earlier parameter, values it must take)
+
+    def resolved(self, base: Config) -> "Param":
+        """The parameter with ``scale: base`` turned into absolute bounds for ``base``."""
+        if not self.scale_base:
+            return self
+        ref = float(sample_params.base_value(self.name, base))
+        low, high = self.low * ref, self.high * ref
+        if self.type == "int":
+            low, high = math.ceil(low), math.floor(high)
+        return Param(self.name, self.type, low, high, self.step, self.log, self.choices, False, self.when)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        return all(name in values and values[name] in allowed for name, allowed in self.when)
+
+    def contains(self, value: Any) -> bool:
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.type == "int" and float(value) != int(value):
+            return False
+        if not self.low - 1e-12 <= value <= self.high + 1e-12:
+            return False
+        if self.step:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-6
+        return True
+
+    def suggest(self, trial) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """The space as an Optuna define-by-run function; picklable (Ray checkpoints the searcher with pickle)."""
+
+    params: tuple[Param, ...]  # resolved against the base config
+
+    def __call__(self, trial) -> None:
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = p.suggest(trial)
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str
+    path: Path
     dataset: str
-    base_file: str  # under experiments/
-    quick_file: str
+    base_file: Path
+    quick_file: Path
     budget: Budget
     quick_budget: Budget
-    # The paper's settings for this benchmark first, then other known-good points.
-    anchors: tuple[dict[str, Any], ...]
+    params: tuple[Param, ...]
+    anchors: tuple[dict[str, Any], ...]  # warm-start points as written (completed from the base later)
     quick_overrides: dict[str, Any] = field(default_factory=dict)
 
     def base(self, quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> Config:
         """The search's base config: the benchmark's YAML, purpose=search, the budget, then ``overrides``."""
-        b = self.quick_budget if quick else self.budget
-        raw = load_base(EXPERIMENTS / (self.quick_file if quick else self.base_file))
+        b = self.budget_for(quick)
+        raw = load_base(self.quick_file if quick else self.base_file)
         fixed = {"data.dataset": self.dataset, "data.purpose": "search", "train.epochs": b.epochs,
                  "train.eval_every": b.eval_every, **(self.quick_overrides if quick else {})}
         for key, value in fixed.items():
@@ -58,40 +149,48 @@ class SearchSpace:
         apply_overrides(raw, list(overrides))
         return Config.from_dict(raw)
 
-    def define_by_run(self, base: Config) -> "DefineByRun":
+    def define_by_run(self, base: Config) -> DefineByRun:
         """The Optuna define-by-run function (suggest calls only; no work)."""
-        return DefineByRun(lr=base.optim.lr)
+        return DefineByRun(tuple(p.resolved(base) for p in self.params))
 
     def warm_start(self, base: Config) -> list[dict[str, Any]]:
-        """The anchors with the schedule of ``base`` (its lr, warm-up and milestones as shares)."""
-        o, epochs = base.optim, base.train.epochs
-        sched: dict[str, Any] = {"lr": o.lr, "warmup_frac": o.warmup_share, "schedule": o.schedule}
-        if o.schedule == "step" and o.milestone_shares:
-            s = o.milestone_shares
-            sched["milestone1_frac"] = s[0]
-            sched["milestone2_frac"] = s[1] if len(s) > 1 else (epochs - 1) / epochs
-        return [{**copy.deepcopy(a), **sched} for a in self.anchors]
+        """The warm-start points, each completed with the base config's values (see the module doc)."""
+        params = [p.resolved(base) for p in self.params]
+        points = []
+        for anchor in self.anchors:
+            point: dict[str, Any] = {}
+            for p in params:
+                if not p.active(point):
+                    continue
+                value = anchor.get(p.name, sample_params.base_value(p.name, base))
+                if value is not None and p.contains(value):
+                    point[p.name] = copy.deepcopy(value)
+            points.append(point)
+        return points
 
     def budget_for(self, quick: bool) -> Budget:
         return self.quick_budget if quick else self.budget
 
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
 
-@dataclass(frozen=True)
-class DefineByRun:
-    """The shared space as a picklable callable (Ray checkpoints the searcher with plain pickle)."""
 
-    lr: float  # the base config's peak lr; searched over [lr / 4, 4 lr] on a log scale
+def shipped_spaces() -> list[str]:
+    """The names of the spaces shipped under ``search/spaces/``."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
-    def __call__(self, trial) -> None:
-        trial.suggest_float("mmd_intra", 0.0, 1.0)
-        trial.suggest_float("mmd_inter", 0.0, 1.0)
-        trial.suggest_categorical("bandwidths", list(BANDWIDTH_SETS))
-        trial.suggest_float("upper_body_ratio", 0.3, 0.8, step=0.05)
-        trial.suggest_float("lr", self.lr / 4, self.lr * 4, log=True)
-        trial.suggest_float("warmup_frac", 0.0, 0.25)
-        if trial.suggest_categorical("schedule", ["step", "cosine"]) == "step":
-            trial.suggest_float("milestone1_frac", 0.2, 0.7)
-            trial.suggest_float("milestone2_frac", 0.55, 0.95)
+
+def get_space(name_or_path: str) -> SearchSpace:
+    """A shipped space by name (``sysu``) or a space file by path; ``SpaceError`` (one line) otherwise."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not path.is_file():
+            raise SpaceError(f"--space {name_or_path}: file not found")
+        return load_space(path)
+    if name_or_path not in shipped_spaces():
+        raise SpaceError(f"--space {name_or_path!r}: choose one of {shipped_spaces()} or give a path to a space "
+                         f"YAML file")
+    return load_space(SPACES_DIR / f"{name_or_path}.yaml")
 
 
 def load_base(path: Path) -> dict[str, Any]:
@@ -102,27 +201,182 @@ def load_base(path: Path) -> dict[str, Any]:
     return data
 
 
-_SYSU_PAPER = {"mmd_intra": 0.4, "mmd_inter": 0.6, "bandwidths": "paper5", "upper_body_ratio": 0.5}
-_REGDB_PAPER = {"mmd_intra": 0.2, "mmd_inter": 0.8, "bandwidths": "paper5", "upper_body_ratio": 0.6}
-# Quick (CPU) budget: 6 epochs of ~35 steps, validation every 2, ASHA from epoch 2 (a third). The base
-# schedule keeps the peak lr for most of the short run (one warm-up epoch, x0.1 at 4 and again at 5).
-_QUICK = {"optim.warmup_share": 1 / 6, "optim.milestone_shares": [4 / 6, 5 / 6], "eval.trials": 3}
+# ------------------------------------------------------------------------------------------------
+# Reading and validating a space file
+# ------------------------------------------------------------------------------------------------
 
-SPACES: dict[str, SearchSpace] = {
-    "sysu": SearchSpace(
-        name="sysu", dataset="sysu", base_file="sysu.yaml", quick_file="smoke.yaml",
-        budget=Budget(epochs=80, eval_every=5, grace_period=20, num_samples=32),
-        quick_budget=Budget(epochs=6, eval_every=2, grace_period=2, num_samples=6),
-        anchors=(_SYSU_PAPER, _REGDB_PAPER), quick_overrides=_QUICK),
-    "regdb": SearchSpace(
-        name="regdb", dataset="regdb", base_file="regdb.yaml", quick_file="smoke.yaml",
-        budget=Budget(epochs=80, eval_every=5, grace_period=20, num_samples=32),
-        quick_budget=Budget(epochs=6, eval_every=2, grace_period=2, num_samples=6),
-        anchors=(_REGDB_PAPER, _SYSU_PAPER), quick_overrides=_QUICK),
-}
+_TOP = {"dataset", "base", "quick", "budget", "parameters", "warm_start", "description"}
+_PARAM_KEYS = {"type", "low", "high", "step", "log", "choices", "scale", "when"}
+_BUDGET_KEYS = {"epochs", "eval_every", "grace", "trials", "reduction_factor"}
 
 
-def get_space(name: str) -> SearchSpace:
-    if name not in SPACES:
-        raise KeyError(f"--space {name!r}: choose one of {sorted(SPACES)}")
-    return SPACES[name]
+def load_space(path: Path) -> SearchSpace:
+    path = Path(path).resolve()
+    where = str(path)
+
+    def fail(key: str, msg: str) -> SpaceError:
+        return SpaceError(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise fail("", f"not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(raw, dict):
+        raise fail("", "expected a mapping with dataset, base, budget, parameters")
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise fail(unknown[0], f"unknown key; known: {sorted(_TOP)}")
+    for key in ("dataset", "base", "budget", "parameters"):
+        if key not in raw:
+            raise fail(key, "missing")
+    dataset = raw["dataset"]
+    if dataset not in DATASETS:
+        raise fail("dataset", f"{dataset!r}: expected one of {list(DATASETS)}")
+
+    def config_file(key: str, value: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise fail(key, f"expected a YAML file name, got {value!r}")
+        for candidate in (path.parent / value, EXPERIMENTS / value):
+            if candidate.is_file() and candidate.resolve() != path:  # a space named like its base file
+                return candidate.resolve()
+        raise fail(key, f"{value}: not found next to the space file or under experiments/")
+
+    base_file = config_file("base", raw["base"])
+    quick = raw.get("quick") or {}
+    if not isinstance(quick, dict) or set(quick) - {"base", "set"}:
+        raise fail("quick", "expected {base: <yaml>, set: {dotted.key: value}}")
+    quick_file = config_file("quick.base", quick.get("base", raw["base"]))
+    quick_set = quick.get("set") or {}
+    if not isinstance(quick_set, dict):
+        raise fail("quick.set", "expected a mapping of dotted config keys to values")
+
+    budgets = raw["budget"]
+    if not isinstance(budgets, dict) or "full" not in budgets:
+        raise fail("budget", "expected full: {...} and optionally quick: {...}")
+    full = _budget(budgets["full"], "budget.full", fail)
+    quick_budget = _budget(budgets.get("quick", budgets["full"]), "budget.quick", fail)
+
+    plist = raw["parameters"]
+    if not isinstance(plist, dict) or not plist:
+        raise fail("parameters", "expected a non-empty mapping name -> {type: ...}")
+    params: list[Param] = []
+    for name, spec in plist.items():
+        params.append(_param(str(name), spec, params, fail))
+
+    anchors = raw.get("warm_start") or []
+    if not isinstance(anchors, list) or not all(isinstance(a, dict) for a in anchors):
+        raise fail("warm_start", "expected a list of mappings parameter -> value")
+    by_name = {p.name: p for p in params}
+    for i, anchor in enumerate(anchors):
+        for name, value in anchor.items():
+            key = f"warm_start[{i}].{name}"
+            if name not in by_name:
+                raise fail(key, "not a parameter of this space")
+            p = by_name[name]
+            if not p.scale_base and not p.contains(value):
+                raise fail(key, f"{value!r} is outside the parameter's range")
+
+    space = SearchSpace(name=path.stem, path=path, dataset=dataset, base_file=base_file, quick_file=quick_file,
+                        budget=full, quick_budget=quick_budget, params=tuple(params), anchors=tuple(anchors),
+                        quick_overrides=dict(quick_set))
+    for quick_flag, key in ((False, "base"), (True, "quick")):  # the bases and every corner must be configs
+        try:
+            base = space.base(quick=quick_flag)
+        except ConfigError as exc:
+            raise fail(key, str(exc)) from None
+        _check_against(space, base, fail)
+    return space
+
+
+def _budget(spec: Any, key: str, fail) -> Budget:
+    if not isinstance(spec, dict):
+        raise fail(key, "expected {epochs, eval_every, grace, trials}")
+    unknown = sorted(set(spec) - _BUDGET_KEYS)
+    if unknown:
+        raise fail(f"{key}.{unknown[0]}", f"unknown key; known: {sorted(_BUDGET_KEYS)}")
+    for k in ("epochs", "eval_every", "grace", "trials"):
+        if k not in spec:
+            raise fail(f"{key}.{k}", "missing")
+    for k, v in spec.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise fail(f"{key}.{k}", f"expected an integer >= 1, got {v!r}")
+    if spec["grace"] > spec["epochs"]:
+        raise fail(f"{key}.grace", f"{spec['grace']} is more than epochs ({spec['epochs']})")
+    if spec["eval_every"] > spec["epochs"]:
+        raise fail(f"{key}.eval_every", f"{spec['eval_every']} is more than epochs ({spec['epochs']})")
+    if spec.get("reduction_factor", 3) < 2:
+        raise fail(f"{key}.reduction_factor", "must be >= 2")
+    return Budget(epochs=spec["epochs"], eval_every=spec["eval_every"], grace_period=spec["grace"],
+                  num_samples=spec["trials"], reduction_factor=spec.get("reduction_factor", 3))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
+    key = f"parameters.{name}"
+    if not sample_params.is_known(name):
+        raise fail(key, f"not a search parameter; use one of {sorted(sample_params._KNOWN)} or cfg.<section>.<field>")
+    if not isinstance(spec, dict):
+        raise fail(key, "expected a mapping {type: float|int|categorical, ...}")
+    unknown = sorted(set(spec) - _PARAM_KEYS)
+    if unknown:
+        raise fail(f"{key}.{unknown[0]}", f"unknown key; known: {sorted(_PARAM_KEYS)}")
+    kind = spec.get("type")
+    if kind not in ("float", "int", "categorical"):
+        raise fail(f"{key}.type", f"{kind!r}: expected float, int or categorical")
+    when: list[tuple[str, tuple[Any, ...]]] = []
+    for other, allowed in (spec.get("when") or {}).items():
+        prior = {p.name: p for p in earlier}
+        if other not in prior:
+            raise fail(f"{key}.when.{other}", "must name a parameter listed before this one")
+        values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        bad = [v for v in values if not prior[other].scale_base and not prior[other].contains(v)]
+        if bad:
+            raise fail(f"{key}.when.{other}", f"{bad[0]!r} is not a value {other} can take")
+        when.append((str(other), values))
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise fail(f"{key}.choices", "expected a non-empty list")
+        if len(set(map(repr, choices))) != len(choices):
+            raise fail(f"{key}.choices", "has duplicates")
+        extra = sorted(set(spec) - {"type", "choices", "when"})
+        if extra:
+            raise fail(f"{key}.{extra[0]}", "not used by a categorical parameter")
+        return Param(name, kind, choices=tuple(choices), when=tuple(when))
+    for k in ("low", "high"):
+        if not _number(spec.get(k)):
+            raise fail(f"{key}.{k}", f"expected a number, got {spec.get(k)!r}")
+    low, high, step, log = spec["low"], spec["high"], spec.get("step"), bool(spec.get("log", False))
+    if low > high:
+        raise fail(key, f"low ({low}) is above high ({high})")
+    if step is not None and (not _number(step) or step <= 0):
+        raise fail(f"{key}.step", f"expected a number > 0, got {step!r}")
+    if log and step is not None:
+        raise fail(f"{key}.log", "log and step cannot be combined")
+    if log and low <= 0:
+        raise fail(f"{key}.low", "must be > 0 on a log scale")
+    if kind == "int" and not all(float(v) == int(v) for v in (low, high, step or 1)):
+        raise fail(key, "an int parameter needs integer low, high and step")
+    scale = spec.get("scale")
+    if scale not in (None, "base"):
+        raise fail(f"{key}.scale", f"{scale!r}: the only scale is 'base' (bounds are multiples of the base value)")
+    if scale == "base" and sample_params.target_field(name) is None:
+        raise fail(f"{key}.scale", f"{name} sets no single config field to scale by")
+    return Param(name, kind, float(low) if kind == "float" else int(low), float(high) if kind == "float" else int(high),
+                 step, log, scale_base=scale == "base", when=tuple(when))
+
+
+def _check_against(space: SearchSpace, base: Config, fail) -> None:
+    """Each parameter resolves against the base config, and its range corners give valid configs."""
+    for p in space.params:
+        key = f"parameters.{p.name}"
+        try:
+            r = p.resolved(base)
+            corners = list(r.choices) if r.type == "categorical" else [r.low, r.high]
+            for value in corners:
+                sample_params.apply_params(base, {p.name: value})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fail(key, " ".join(str(exc.args[0] if exc.args else exc).split())) from None

@@ -9,6 +9,14 @@ whose loss diverged (``diverged`` in its last result: the trainable reports it i
 does not retry a deterministic failure) is told as PRUNED with the worst score at the epoch it diverged:
 TPE counts it among the bad trials and samples that region less, where a FAIL would be ignored.
 
+A time budget (``deadline_file``: a file holding a Unix time, written by the driver): after it, ``suggest``
+returns ``FINISHED``, so no new trial starts while running ones train to the end (Optuna's ``timeout``
+semantics; Ray's ``time_budget_s`` would stop them half-trained, and a half-trained trial cannot be
+selected). The deadline lives in a file, not in the pickled searcher, so a resumed search gets the time it
+has left, not the deadline of the first run.
+
+``make_sampler``: the Optuna sampler of ``--sampler``.
+
 ``TrialRunLogger``: one MLflow child run per trial, written from the driver only (a single writer, so
 SQLite is safe). Unlike Ray's stock ``MLflowLoggerCallback`` it finds a trial's existing run after a
 restore instead of opening a duplicate, logs only the project's metrics (not Ray's bookkeeping keys) at
@@ -26,7 +34,7 @@ from typing import Any, Callable
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS", "trial_error"]
+__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS", "SAMPLERS", "make_sampler", "trial_error"]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
 _SKIP = {"diverged", "epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
@@ -38,11 +46,27 @@ REPORTED_KEYS = ("R1", "mAP", "mINP", "score")
 class PrunedAwareOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells early-stopped trials as PRUNED (see the module doc)."""
 
-    def __init__(self, *args: Any, max_epochs: int, time_attr: str = "epoch", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, time_attr: str = "epoch", deadline_file: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_epochs = int(max_epochs)
         self._time_attr = time_attr
+        self._deadline_file = deadline_file
         self._reported: dict[str, set[int]] = {}  # steps already told, per trial (retries repeat them)
+
+    def out_of_time(self) -> bool:
+        """Whether the time budget (if any) is spent."""
+        if not self._deadline_file or not os.path.isfile(self._deadline_file):
+            return False
+        try:
+            return time.time() >= float(open(self._deadline_file).read().strip())
+        except ValueError:
+            return False
+
+    def suggest(self, trial_id: str):
+        if self.out_of_time():
+            return self.FINISHED
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -84,6 +108,32 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
         self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random")
+
+
+def make_sampler(kind: str, seed: int, num_samples: int):
+    """The Optuna sampler of ``--sampler``: ``tpe`` (multivariate, grouped for the conditional milestones),
+    ``gp`` (Gaussian process), ``cmaes`` (CMA-ES on the numeric parameters, the categorical ones sampled
+    independently) or ``random``. The model-based ones start after a third of the trials (2..8) sampled at
+    random, after the warm-start points."""
+    import warnings
+
+    import optuna
+
+    startup = max(2, min(8, num_samples // 3))
+    with warnings.catch_warnings():  # the samplers we chose knowingly: their "experimental" notes are noise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=startup)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+        if kind == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"--sampler {kind!r}: choose one of {list(SAMPLERS)}")
 
 
 class TrialRunLogger(LoggerCallback):

@@ -14,8 +14,8 @@ import optuna
 import pytest
 
 from aminet.config import Config
-from search.spaces import SPACES, get_space, load_base
-from search.tuning import PrunedAwareOptunaSearch
+from search.spaces import SpaceError, get_space, load_base, load_space, shipped_spaces
+from search.tuning import SAMPLERS, PrunedAwareOptunaSearch, make_sampler
 from e2e_helpers import REPO, RUN, search_args, search_env, search_runs, search_study, tiny_roots
 from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
 
@@ -30,7 +30,7 @@ def _x_space(trial):  # module level: Ray checkpoints the searcher (and its spac
     trial.suggest_float("x", 0.0, 1.0)
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("name", shipped_spaces())
 def test_warm_start_reproduces_the_papers_config(name):
     space = get_space(name)
     base = space.base(quick=False)
@@ -44,7 +44,7 @@ def test_warm_start_reproduces_the_papers_config(name):
     assert (first.loss.mmd_intra_weight, first.loss.mmd_inter_weight, first.model.upper_body_ratio) == expected
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("name", shipped_spaces())
 @pytest.mark.parametrize("quick", [False, True])
 def test_space_budgets_and_points_are_consistent(name, quick):
     space = get_space(name)
@@ -65,7 +65,7 @@ def test_space_budgets_and_points_are_consistent(name, quick):
         study.tell(trial, 0.0)
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("name", shipped_spaces())
 def test_full_budget_takes_any_training_length(name):
     """`--budget full --set train.epochs=40` (the README's kind of override) gives the paper's schedule at
     40 epochs instead of refusing the 80-epoch milestones."""
@@ -75,6 +75,116 @@ def test_full_budget_takes_any_training_length(name):
     for point in space.warm_start(base):
         cfg = apply_params(base, point)
         assert cfg.optim.milestone_epochs(40) == [10, 25] and cfg.train.epochs == 40
+
+
+def test_shipped_spaces_are_the_yaml_files():
+    assert shipped_spaces() == ["regdb", "sysu"]
+    assert get_space("sysu").path == REPO / "search" / "spaces" / "sysu.yaml"
+
+
+_MY_SPACE = """
+dataset: regdb
+base: regdb.yaml
+quick: {base: smoke.yaml, set: {eval.trials: 2}}
+budget:
+  full: {epochs: 40, eval_every: 5, grace: 10, trials: 12}
+  quick: {epochs: 4, eval_every: 2, grace: 1, trials: 3}
+parameters:
+  mmd_inter: {type: float, low: 0.5, high: 1.0, step: 0.1}
+  lr: {type: float, low: 0.5, high: 2.0, log: true, scale: base}
+  schedule: {type: categorical, choices: [step, cosine]}
+  milestone1_frac: {type: float, low: 0.3, high: 0.6, when: {schedule: step}}
+  cfg.data.instances: {type: int, low: 2, high: 8, step: 2}
+  cfg.loss.triplet_weight: {type: float, low: 0.1, high: 10.0, log: true, when: {schedule: [cosine]}}
+warm_start:
+  - {mmd_inter: 0.8, schedule: cosine}
+"""
+
+
+def test_a_space_file_with_every_kind_of_parameter(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(_MY_SPACE)
+    space = get_space(str(path))
+    assert (space.name, space.dataset, space.budget.epochs, space.quick_budget.num_samples) == ("mine", "regdb", 40, 3)
+    base = space.base(quick=False)
+    assert base.train.epochs == 40 and base.data.purpose == "search" and base.data.dataset == "regdb"
+    assert space.base(quick=True).eval.trials == 2
+    # Warm start: the point's values, the rest from the base where they lie in range; the conditional
+    # milestone is left out (schedule is cosine), the triplet weight (active) comes from the base.
+    (point,) = space.warm_start(base)
+    assert point == {"mmd_inter": 0.8, "lr": base.optim.lr, "schedule": "cosine",
+                     "cfg.data.instances": base.data.instances, "cfg.loss.triplet_weight": base.loss.triplet_weight}
+    fn = pickle.loads(pickle.dumps(space.define_by_run(base)))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial(point)
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        fn(trial)
+        p = trial.params
+        assert ("milestone1_frac" in p) == (p["schedule"] == "step")  # conditions hold
+        assert ("cfg.loss.triplet_weight" in p) == (p["schedule"] == "cosine")
+        assert base.optim.lr * 0.5 - 1e-12 <= p["lr"] <= base.optim.lr * 2.0 + 1e-12  # scale: base
+        assert p["cfg.data.instances"] in (2, 4, 6, 8) and round(p["mmd_inter"] * 10, 6) % 1 == 0
+        cfg = apply_params(base, p)
+        assert cfg.data.instances == p["cfg.data.instances"] and cfg.loss.mmd_inter_weight == p["mmd_inter"]
+        seen.add(p["schedule"])
+        study.tell(trial, 0.0)
+    assert seen == {"step", "cosine"}
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (("dataset: regdb", "dataset: market"), "dataset: 'market'"),
+    (("base: regdb.yaml", "base: nowhere.yaml"), "base: nowhere.yaml: not found"),
+    (("trials: 12", "trials: 0"), "budget.full.trials: expected an integer >= 1"),
+    (("grace: 10", "grace: 50"), "budget.full.grace: 50 is more than epochs"),
+    (("mmd_inter: {type", "mmd_intr: {type"), "parameters.mmd_intr: not a search parameter"),
+    (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.mmd_inter: low (1.5) is above high"),
+    (("type: int", "type: integer"), "parameters.cfg.data.instances.type: 'integer'"),
+    (("when: {schedule: step}", "when: {shedule: step}"), "parameters.milestone1_frac.when.shedule: must name"),
+    (("when: {schedule: step}", "when: {schedule: linear}"), "'linear' is not a value schedule can take"),
+    (("cfg.data.instances", "cfg.data.instancez"), "cfg.data.instancez"),
+    (("{mmd_inter: 0.8", "{mmd_inter: 0.3"), "warm_start[0].mmd_inter: 0.3 is outside"),
+    (("log: true, scale: base", "log: true, scale: paper"), "parameters.lr.scale: 'paper'"),
+    (("parameters:", "parameterz:"), "parameterz: unknown key"),
+    (("  mmd_inter: {", "  mmd_inter: [{"), "not valid YAML"),
+])
+def test_bad_space_files_fail_with_one_line_naming_the_key(tmp_path, edit, needle):
+    path = tmp_path / "bad.yaml"
+    assert edit[0] in _MY_SPACE
+    path.write_text(_MY_SPACE.replace(edit[0], edit[1], 1))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and needle in message, message
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_every_sampler_samples_the_shipped_space(kind):
+    space = get_space("sysu")
+    base = space.base(quick=True)
+    fn = space.define_by_run(base)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(kind, seed=0, num_samples=6))
+    for i in range(5):  # past the startup trials: the model-based part proposes too
+        trial = study.ask()
+        fn(trial)
+        apply_params(base, trial.params)
+        study.tell(trial, trial.params["mmd_inter"] - abs(trial.params["mmd_intra"] - 0.4))
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_the_searcher_starts_no_trial_after_its_deadline(tmp_path):
+    deadline = tmp_path / "deadline"
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=optuna.storages.InMemoryStorage(),
+                                study_name="t", max_epochs=2, deadline_file=str(deadline))
+    assert "x" in s.suggest("a")  # no deadline file: no budget
+    deadline.write_text(f"{time.time() + 60}\n")
+    assert "x" in s.suggest("b")
+    deadline.write_text(f"{time.time() - 1}\n")
+    assert s.suggest("c") == s.FINISHED
+    s = pickle.loads(pickle.dumps(s))  # Ray restores the searcher from a pickle: the file still decides
+    deadline.write_text(f"{time.time() + 60}\n")
+    assert "x" in s.suggest("d")
 
 
 def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
@@ -124,6 +234,8 @@ def roots(tmp_path_factory):
 
 @pytest.mark.parametrize("case, extra, needle", [
     ("space", ["--space", "market"], "--space 'market'"),
+    ("space-file", ["--space", "/nonexistent/space.yaml"], "--space /nonexistent/space.yaml: file not found"),
+    ("time-budget", ["--time-budget", "0"], "--time-budget must be > 0"),
     ("root", ["--data-root", "/nonexistent/SYSU"], "--data-root: folder not found"),
     ("override", ["--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
     ("override-key", ["--set", "loss.mmd_weigth=1"], "mmd_weigth"),
@@ -170,6 +282,26 @@ def test_asha_stopped_trials_are_pruned_in_optuna_with_the_real_scheduler(tmp_pa
     assert by_x[0.9].state.name == "COMPLETE" and max(by_x[0.9].intermediate_values) == 6
     assert by_x[0.1].state.name == "PRUNED" and by_x[0.1].value == pytest.approx(0.1)
     assert max(by_x[0.1].intermediate_values) < 6
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_starting_trials_and_still_selects_and_registers(roots):
+    """--time-budget: trials running at the deadline finish (a half-trained one could not be selected), no
+    new one starts, and the search still selects, evaluates and registers; here with the random sampler."""
+    tmp, sysu, regdb = roots
+    name = "budgeted"
+    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "20", "--time-budget", "15",
+                                     "--reseeds", "0", "--sampler", "random"),
+                         capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--time-budget 15 s reached" in out.stderr and "champion" in out.stdout
+    client, parents, trials = search_runs(tmp, name)
+    assert parents[0].info.status == "FINISHED" and parents[0].data.params["search.sampler"] == "random"
+    assert 1 <= len(trials) < 20 and {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["aminet.outcome"] for r in trials} <= {"completed", "stopped_early"}
+    assert "completed" in {r.data.tags["aminet.outcome"] for r in trials}  # running trials were not cut off
+    state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
+    assert state["stage"] == "finished" and state["search_seconds"] >= 15
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from aminet.config import Config
 
-__all__ = ["BANDWIDTH_SETS", "to_overrides", "apply_params"]
+__all__ = ["BANDWIDTH_SETS", "to_overrides", "apply_params", "base_value", "target_field", "is_known"]
 
 # Multipliers of the median pairwise distance (the AMK-MMD bandwidths), by name.
 BANDWIDTH_SETS: dict[str, list[float]] = {
@@ -76,3 +76,35 @@ def to_overrides(params: Mapping[str, Any], base: Config) -> dict[str, Any]:
 def apply_params(base: Config, params: Mapping[str, Any]) -> Config:
     """``base`` with one sample applied, validated (``ConfigError`` names a bad field)."""
     return base.replace(to_overrides(params, base))
+
+
+def is_known(name: str) -> bool:
+    """Whether ``name`` is a sample name this module understands (a fixed name or ``cfg.<field>``)."""
+    return name in _KNOWN or name.startswith("cfg.")
+
+
+def target_field(name: str) -> str | None:
+    """The config field a single-field sample name sets (``lr`` -> ``optim.lr``), else None."""
+    if name.startswith("cfg."):
+        return name[4:]
+    return _DIRECT.get(name)
+
+
+def base_value(name: str, base: Config) -> Any:
+    """The value of sample ``name`` that reproduces ``base`` (the inverse of ``to_overrides``), or None when
+    the base has none (a bandwidth set not in ``BANDWIDTH_SETS``, a second milestone the base lacks)."""
+    o = base.optim
+    if name == "bandwidths":
+        return next((k for k, v in BANDWIDTH_SETS.items() if list(v) == list(base.loss.mmd_multipliers)), None)
+    if name == "warmup_frac":
+        return o.warmup_share
+    if name in ("milestone1_frac", "milestone2_frac"):
+        i = 0 if name == "milestone1_frac" else 1
+        return o.milestone_shares[i] if len(o.milestone_shares) > i else None
+    field = target_field(name)
+    if field is None:
+        raise KeyError(f"search parameter {name!r} not understood")
+    flat = base.flat()
+    if field not in flat:
+        raise KeyError(f"search parameter {name!r}: no config field {field!r}")
+    return flat[field]
