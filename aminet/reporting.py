@@ -226,7 +226,36 @@ def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:
     artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri() if uri.startswith("sqlite:") else None
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return uri, exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND) != "custom_model_development":
+        # MLflow 3 opens an experiment without this tag in its GenAI view; these are training runs.
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
+    return uri, exp_id
+
+
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def runs_page(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's training-runs page in ``mlflow ui`` (the machine-learning view, not GenAI)."""
+    return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def dataset_input(name: str, digest: str, source: str | Path, context: str):
+    """An MLflow dataset input (shown under a run's Datasets): ``name``, a content ``digest`` (see
+    ``aminet.data.cache.dataset_fingerprint``), the folder it was read from and its use (``train``,
+    ``validation`` or ``test``)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": str(source)}))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+
+
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's own source tags (the UI's Source column and the run page's git commit)."""
+    return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": git_commit()}
 
 
 def git_commit() -> str:

@@ -64,6 +64,7 @@ class Candidate:
     seeds: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # last validation score per seed (0 for a divergence)
     results: list = field(default_factory=list)  # Ray results, in the order of ``seeds``
+    run_id: str | None = None  # the search trial's MLflow run, once known
 
     @property
     def mean(self) -> float:

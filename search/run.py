@@ -27,7 +27,6 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,8 +307,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
 
 
 def preflight(plan: Plan) -> str:
-    """Readable layout, splits, weights and a built image cache; returns the dataset fingerprint."""
-    from aminet.data.cache import ImageCache
+    """Readable layout, splits, weights and a built image cache; returns the dataset fingerprint (a digest of
+    the folder's content listing: the same on every machine and in the model registry)."""
+    from aminet.data.cache import ImageCache, dataset_fingerprint
     from aminet.engine.trainer import build_training_data, evaluation_set
     from aminet.model.aminet import check_weights
 
@@ -317,9 +317,8 @@ def preflight(plan: Plan) -> str:
     build_training_data(plan.base, root)
     evaluation_set(plan.base, root)
     check_weights(plan.base.model.arch, plan.base.model.weights)
-    cache = ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir,
-                            progress=True)
-    return cache.folder.name
+    ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
+    return dataset_fingerprint(root)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,10 +326,31 @@ def preflight(plan: Plan) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def quiet_libraries() -> None:
+    """Keep the first screen for the search: library notices a user cannot act on go below the log level
+    (Ray's note that its local instance uses token authentication, MLflow's table creation, Optuna's "study
+    created"); warnings and errors still show."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name, level in (("ray._private.authentication.authentication_token_setup", logging.ERROR),
+                        ("mlflow.store.db.utils", logging.WARNING), ("alembic", logging.WARNING)):
+        logging.getLogger(name).setLevel(level)
+
+
 def init_ray(args: argparse.Namespace) -> None:
     # Snapshot the experiment state (trial states, searcher) at least every 2 s instead of Ray's adaptive
     # ~10 s+: after a hard kill of this driver, fewer finished trials look unfinished to the restore.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Trials report every epoch (training figures) and the search metric at evaluation epochs only; ASHA
+    # and the searcher skip reports without it (trainables.aminet_trainable.TuneReporter).
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # The frequent snapshots above are chosen (a kill loses less); Ray's note that they are frequent is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_libraries()
     import ray
 
     try:
@@ -551,24 +571,14 @@ def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, floa
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 
-class _ReseedParams:
-    """MLflow params of a re-seed trial: the candidate's searched values and its seed (picklable)."""
-
-    def __init__(self, points: list[dict]) -> None:
-        self.points = points
-
-    def __call__(self, config: dict) -> dict:
-        return {**self.points[int(config["candidate"])], "candidate": config["candidate"], "seed": config["seed"]}
-
-
 def select_champion(client, parent_id: str, plan: Plan, args, results, resources, concurrent, uri: str,
-                    exp_id: str, state: dict, state_path: Path):
+                    exp_id: str, state: dict, state_path: Path, run_tags: dict, inputs: list):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     import pandas as pd
 
     from search import champion
-    from search.tuning import TrialRunLogger
-    from trainables.params import apply_params
+    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger, mlflow_metrics
+    from trainables.params import OPTUNA_TRIAL, apply_params
 
     b = plan.budget
     top = champion.finished(results, b.epochs)
@@ -578,16 +588,17 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     top = top[:args.top_k]
     base_seed = plan.base.train.seed
     seeds = champion.reseed_seeds(base_seed, args.reseeds)
-    points = [dict(r.config) for r in top]
+    points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
     reseeded = []
     if seeds:
         state.update(stage="reseed", reseed_points=points)
         _save_state(state_path, state)
         print(f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
               f"({len(points) * len(seeds)} Ray trials)", file=sys.stderr, flush=True)
-        logger = TrialRunLogger(uri, exp_id, parent_id, b.epochs, role="reseed", params_of=_ReseedParams(points),
-                                tags={"aminet.space": plan.space.name, "aminet.search": plan.name})
-        grid = reseed_tuner(plan, args, resources, concurrent, [logger], points, seeds).fit()
+        logger = TrialRunLogger(uri, exp_id, parent_id, b.epochs, role="reseed", tags=run_tags, inputs=inputs,
+                                params_of=ResolvedParams(plan.base.to_yaml(), points))
+        grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points,
+                            seeds).fit()
         if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
             raise KeyboardInterrupt
         reseeded = list(grid)
@@ -608,27 +619,32 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
                                 "val_scores": winner.scores, "val_score_mean": winner.mean,
                                 "val_score_std": winner.std}, "best/selection.json")
     (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
-    client.log_metric(parent_id, "best/val_score", winner.mean)
-    client.log_metric(parent_id, "best/val_score_std", winner.std)
-    for k in ("R1", "mAP", "mINP"):
-        vals = [float(r.metrics[k]) for r in winner.results if r is not None]
-        client.log_metric(parent_id, f"best/val_{k}", sum(vals) / len(vals))
+    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
+    client.log_metric(parent_id, "val/score", winner.mean)
+    client.log_metric(parent_id, "val/score_std", winner.std)
+    per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
+    for k in per_seed[0] if per_seed else []:
+        if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):
+            client.log_metric(parent_id, k, sum(m[k] for m in per_seed) / len(per_seed))
     for k, v in winner.params.items():
         client.set_tag(parent_id, f"best.{k}", str(v))
     client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
+    found = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                         f"tags.`ray.trial_id` = '{winner.trial_id}' and tags.`aminet.role` = 'trial'")
+    if found:  # the winning trial's run: tagged, and linked from the parent
+        winner.run_id = found[0].info.run_id
+        client.set_tag(winner.run_id, "aminet.winner", "true")
+        client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
     print(f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
           f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}")
     return winner
 
 
-def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources) -> str:
+def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:
     """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
-    import mlflow
     import pandas as pd
 
-    from aminet.data.cache import dataset_fingerprint
-    from aminet.engine.evaluate import load_trained
     from aminet.reporting import paper_table, seed_summary
     from search import champion
 
@@ -658,33 +674,83 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
             f"only):\n{table}")
     print(text)
     if args.no_register:
+        describe_parent(client, parent_id, plan, winner, exp_id, table)
         return text
     best = winner.best_model()
+    version, line = register_champion(client, parent_id, plan, winner, best, uri, text)
+    describe_parent(client, parent_id, plan, winner, exp_id, table, line)
+    print("\n" + line)
+    return text + "\n\n" + line
+
+
+def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str, test_text: str):
+    """Log the best seed model as a pyfunc model from code (weights as a state dict, no pickle) with a
+    signature and an input example, in the MLflow run of the trial that trained it, register it, tag and
+    describe the version, and move ``@champion`` only under the guarded rule. Returns (version, line)."""
+    import mlflow
+    import numpy as np
+
+    from aminet.data.cache import ImageCache, dataset_fingerprint
+    from aminet.engine.evaluate import load_trained
+    from aminet.reporting import git_commit
+    from aminet.serving import log_pyfunc_model
+    from search import champion
+
     with best.checkpoint.as_directory() as folder:
-        model, _ = load_trained(folder, device="cpu")
-        config_text = (Path(folder) / "config.yaml").read_text()
-    data_fp = dataset_fingerprint(plan.base.data.root)
+        model, cfg = load_trained(folder, device="cpu")
+    base = plan.base
+    cache = ImageCache.open(base.data.root, base.data.height, base.data.width, base.data.cache_dir, progress=False)
+    example = np.array(cache.images[:2])  # two training-set images at the model's size
+    trial_id = str(best.metrics.get("trial_id", winner.trial_id))
+    found = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                               f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ray.trial_id` = '{trial_id}'")
+    source_run = found[0].info.run_id if found else parent_id
+    data_fp = dataset_fingerprint(base.data.root)
     name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
-    protocol = champion.validation_protocol(plan.base)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.yaml").write_text(config_text)
-        mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(run_id=parent_id):
-            info = mlflow.pytorch.log_model(
-                model.eval(), name="model", serialization_format="pickle", registered_model_name=name,
-                pip_requirements=["torch", "torchvision", "aminet"], extra_files=[str(Path(tmp) / "config.yaml")],
-                await_registration_for=60)
+    protocol = champion.validation_protocol(base)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=source_run):  # the model's source is the run that trained it
+        info = log_pyfunc_model(model, cfg, example, name="model", registered_model_name=name,
+                                pip_requirements=["torch", "torchvision", "numpy", "pyyaml", "aminet"],
+                                await_registration_for=60)
     version = str(info.registered_model_version)
     tags = {"aminet.val_score": repr(winner.mean), "aminet.val_score_std": repr(winner.std),
             "aminet.protocol": protocol, "aminet.dataset_fingerprint": data_fp, "aminet.search": plan.name,
-            "aminet.search_run": parent_id, "aminet.seeds": " ".join(map(str, winner.seeds)),
-            "aminet.synthetic": str(plan.synthetic_data).lower(), "aminet.trial_id": winner.trial_id}
+            "aminet.search_run": parent_id, "aminet.source_run": source_run, "aminet.seeds": " ".join(map(str, winner.seeds)),
+            "aminet.synthetic": str(plan.synthetic_data).lower(), "aminet.trial_id": trial_id,
+            "aminet.git_commit": git_commit(), "aminet.checkpoint": str(best.checkpoint.path)}
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
+    client.update_model_version(name, version, description=(
+        f"AMINet selected by search `{plan.name}` on {plan.space.dataset} "
+        f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), commit `{git_commit()[:12]}`.\n\n"
+        f"Validation score (R1 + mAP) / 2: {100 * winner.mean:.2f} +- {100 * winner.std:.2f} % over seeds "
+        f"{winner.seeds} (protocol `{protocol}`); this version is the seed model best on validation.\n\n"
+        f"Input: uint8 images (N, {cfg.data.height}, {cfg.data.width}, 3); params modality, feature, flip; output: "
+        f"L2-normalised features.\n\n```\n{test_text.strip()}\n```"))
     moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
     client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version}" + (" @champion" if moved else ""))
-    print("\n" + line)
-    return text + "\n\n" + line
+    return version, line
+
+
+def describe_parent(client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None,
+                    registered: str | None = None) -> None:
+    """The parent run's description (MLflow's markdown note): the winner, linked, its scores, the test table."""
+    run = getattr(winner, "run_id", None)
+    link = f"[trial {winner.params.get('optuna_trial', winner.trial_id)}](#/experiments/{exp_id}/runs/{run})" if run \
+        else f"trial {winner.trial_id}"
+    params = "\n".join(f"| {k} | {v} |" for k, v in winner.params.items() if k != "optuna_trial")
+    text = (f"## Search `{plan.name}` ({plan.space.name} space, {plan.budget.num_samples} trials, "
+            f"{plan.budget.epochs} epochs)\n\nWinner: {link}, validation score (R1 + mAP) / 2 = "
+            f"**{100 * winner.mean:.2f} +- {100 * winner.std:.2f} %** over seeds {winner.seeds} (chosen on "
+            f"validation identities only, among trials that finished, by the mean over seeds).\n\n"
+            f"| parameter | value |\n|---|---|\n{params}\n\n"
+            f"Units: MLflow metrics are fractions (0-1); the tables below are in percent, mean +- std over seeds.\n")
+    if table:
+        text += f"\n### Test protocols\n\n```\n{table.strip()}\n```\n"
+    if registered:
+        text += f"\n{registered}\n"
+    client.set_tag(parent_id, "mlflow.note.content", text)
 
 
 def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
@@ -742,8 +808,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.tracking import MlflowClient
 
-    from aminet.reporting import git_commit, mlflow_store
-    from search.tuning import TrialRunLogger
+    from aminet.reporting import dataset_input, mlflow_store, runs_page, source_tags
+    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
@@ -758,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming search {plan.name} (MLflow parent run {parent_id})", file=sys.stderr)
     else:
         b = plan.budget
-        tags = {"aminet.role": "search", "aminet.space": plan.space.name, "aminet.git_commit": git_commit(),
+        tags = {"aminet.role": "search", "aminet.space": plan.space.name, **source_tags("search/run.py"),
                 "aminet.dataset_fingerprint": fingerprint, "aminet.data_root": str(plan.base.data.root),
                 "aminet.ray_experiment": plan.experiment_path, "aminet.optuna_study": f"{plan.name} @ {study_url}",
                 "aminet.budget": "quick" if plan.quick else "full", "aminet.synthetic": str(plan.synthetic_data)}
@@ -783,11 +849,17 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             close_runs(client, exp_id, parent_id, "FAILED")
             raise
-    callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs,
-                                tags={"aminet.space": plan.space.name, "aminet.search": plan.name})]
+    data_name = f"{plan.space.dataset}-{'synthetic' if plan.synthetic_data else 'real'}"
+    inputs = [dataset_input(data_name, fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
+    run_tags = {"aminet.space": plan.space.name, "aminet.search": plan.name, **source_tags("search/run.py")}
+    callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs, tags=run_tags, inputs=inputs,
+                                params_of=ResolvedParams(plan.base.to_yaml())),
+                 ProgressLines(plan.budget.epochs)]
     status = "FAILED"
     summary = ""
     try:
+        if not plan.resume:
+            client.log_inputs(parent_id, datasets=inputs)
         try:
             tuner = build_tuner(plan, args, resources, concurrent, callbacks, study_url)
         except UsageError as exc:
@@ -813,11 +885,13 @@ def main(argv: list[str] | None = None) -> int:
             client.set_tag(parent_id, "aminet.time_budget_reached", f"{len(results)} of {plan.budget.num_samples} trials")
         log_search_summary(client, parent_id, plan, results, study_url)
         winner = select_champion(client, parent_id, plan, args, results, resources, concurrent, uri, exp_id, state,
-                                 state_path)
+                                 state_path, run_tags, inputs)
         summary = (f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
                    f"over seeds {winner.seeds}; {winner.params}")
         if not args.no_final_eval:
-            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources)
+            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources, exp_id)
+        else:
+            describe_parent(client, parent_id, plan, winner, exp_id)
         status = "FINISHED"
         state.update(stage="finished", summary=summary)
         _save_state(state_path, state)
@@ -833,6 +907,8 @@ def main(argv: list[str] | None = None) -> int:
         close_runs(client, exp_id, parent_id, status)
     print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run "
           f"{plan.name})")
+    print(f"  then open {runs_page(exp_id)}")
+    print(f"Optuna: optuna-dashboard {study_url}")
     if args.retrain_best:
         return retrain_best(plan, args, uri, parent_id, resources)
     return 0

@@ -31,10 +31,13 @@ import os
 import time
 from typing import Any, Callable
 
+from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "REPORTED_KEYS", "SAMPLERS", "make_sampler", "trial_error"]
+from trainables.params import OPTUNA_TRIAL
+
+__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "ProgressLines", "mlflow_metrics", "run_name", "REPORTED_KEYS", "SAMPLERS", "make_sampler", "trial_error"]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
 _SKIP = {"diverged", "epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
@@ -64,9 +67,16 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return False
 
     def suggest(self, trial_id: str):
+        """The sampled values plus ``optuna_trial`` (the Optuna trial number: Ray's table, the MLflow run and
+        Optuna's plots then name a trial alike); the Optuna trial gets the Ray trial id as a user attribute."""
         if self.out_of_time():
             return self.FINISHED
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        if isinstance(config, dict) and trial_id in self._ot_trials:
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+            config = {**config, OPTUNA_TRIAL: ot_trial.number}
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -137,13 +147,21 @@ def make_sampler(kind: str, seed: int, num_samples: int):
 
 
 class TrialRunLogger(LoggerCallback):
-    """MLflow child run per trial, logged from the driver (see the module doc)."""
+    """MLflow child run per trial, logged from the driver (see the module doc).
+
+    A run is named ``trial <optuna number>: <key values>`` and tagged with the Optuna trial number, the Ray
+    trial id, the node that trained it and whether it resumed from a checkpoint; its params are the whole
+    resolved config under the fixed-config runs' names plus the sampled values under their own names;
+    every epoch logs ``train/<figure>`` (loss terms, lr, images/s, epoch seconds, step), every evaluation
+    ``val/score`` and ``val/<setting>/<metric>`` at step = epoch; ``inputs`` (MLflow datasets) are attached
+    once."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_epochs: int,
                  tags: dict[str, str] | None = None, role: str = "trial",
-                 params_of: Callable[[dict], dict] | None = None) -> None:
+                 params_of: Callable[[dict], dict] | None = None, inputs: list | None = None) -> None:
         """``role``: the ``aminet.role`` tag of the runs (``trial``; ``reseed`` for re-seed trials).
-        ``params_of``: a trial's config -> the params to log (default: the config itself)."""
+        ``params_of``: a trial's config -> the params to log (default: the config itself).
+        ``inputs``: MLflow ``DatasetInput`` objects logged on each new run."""
         self.role = role
         self.params_of = params_of
         self.tracking_uri = tracking_uri
@@ -151,13 +169,16 @@ class TrialRunLogger(LoggerCallback):
         self.parent_run_id = parent_run_id
         self.max_epochs = int(max_epochs)
         self.tags = dict(tags or {})
+        self.inputs = list(inputs or [])
         self._client = None
         self._runs: dict[str, str] = {}
+        self._tagged: dict[str, dict[str, str]] = {}
 
     def __getstate__(self) -> dict:  # the client holds connections: rebuilt after unpickling
         state = self.__dict__.copy()
         state["_client"] = None
         state["_runs"] = {}
+        state["_tagged"] = {}
         return state
 
     @property
@@ -182,35 +203,46 @@ class TrialRunLogger(LoggerCallback):
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
         else:
+            config = dict(trial.config)
+            number = config.get(OPTUNA_TRIAL)
             tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "ray.trial_id": trial.trial_id,
                     "ray.trial_name": str(trial), "aminet.role": self.role}
-            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags).info.run_id
-            self._log_params(run_id, self.params_of(trial.config) if self.params_of else trial.config)
+            if number is not None:
+                tags["optuna.trial_number"] = str(number)
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name(config, self.role, str(trial)),
+                                            tags=tags).info.run_id
+            sampled = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}
+            self._log_params(run_id, self.params_of(sampled) if self.params_of else sampled)
+            if self.inputs:
+                self.client.log_inputs(run_id, datasets=self.inputs)
         self._runs[trial.trial_id] = run_id
         return run_id
 
-    def _log_params(self, run_id: str, config: dict) -> None:
+    def _log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
 
-        params = [Param(f"search.{k}", str(v)) for k, v in sorted(_flat(config).items())]
-        if params:
-            self.client.log_batch(run_id, params=params)
+        items = [Param(str(k), "null" if v is None else str(v)) for k, v in sorted(_flat(params, sep=".").items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i:i + 100])
 
     def log_trial_start(self, trial) -> None:
         self.run_id(trial)
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         if result.get("diverged"):  # the worst score stands in for Optuna only: no metric of a model
             return
+        run_id = self.run_id(trial)
         step = int(result.get("epoch", iteration))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in _flat(result).items()
-                   if k not in _SKIP and not k.startswith("config") and isinstance(v, (int, float))
-                   and not isinstance(v, bool) and math.isfinite(float(v))]
-        if metrics:
-            self.client.log_batch(self.run_id(trial), metrics=metrics)
+        metrics = [Metric(name, value, now, step) for name, value in mlflow_metrics(result).items()]
+        tags = {"ray.node_id": str(result.get("node_id", "")), "aminet.resumed_from": str(int(result.get("resumed_from", 0)))}
+        seen = self._tagged.setdefault(trial.trial_id, {})
+        new_tags = [RunTag(k, v) for k, v in tags.items() if v and seen.get(k) != v]
+        seen.update(tags)
+        if metrics or new_tags:
+            self.client.log_batch(run_id, metrics=metrics, tags=new_tags)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         run_id = self.run_id(trial)
@@ -226,6 +258,107 @@ class TrialRunLogger(LoggerCallback):
         self.client.set_tag(run_id, "aminet.last_epoch", str(epoch))
         self.client.set_terminated(run_id, "FAILED" if failed or diverged else "FINISHED")
         self._runs.pop(trial.trial_id, None)
+        self._tagged.pop(trial.trial_id, None)
+
+
+# Keys of a report that are the latest evaluation repeated for the console, or bookkeeping (tags).
+_CONSOLE = {"val_score", "val_R1", "val_mAP", "mean_loss", "resumed_from", "node_id", OPTUNA_TRIAL}
+_EVAL = {"score", "R1", "mAP", "mINP"}
+_SHORT = {"mmd_intra": "intra", "mmd_inter": "inter", "bandwidths": "bw", "upper_body_ratio": "ubp", "lr": "lr",
+          "schedule": "", "seed": "seed"}
+
+
+def mlflow_metrics(result: dict) -> dict[str, float]:
+    """A trial's report as MLflow metrics: ``val/score`` and ``val/<setting>/<metric>`` from an evaluation (the
+    unprefixed R1 / mAP / mINP repeat the primary setting's and are left out), ``train/<figure>`` otherwise."""
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        if (key in _SKIP or key in _CONSOLE or key.startswith("config") or isinstance(value, bool)
+                or not isinstance(value, (int, float)) or not math.isfinite(float(value))):
+            continue
+        if key == "score" or "/" in key:
+            out[f"val/{key}"] = float(value)
+        elif key not in _EVAL:
+            out[f"train/{key}"] = float(value)
+    return out
+
+
+def run_name(config: dict, role: str, fallback: str) -> str:
+    """``trial 7: intra 0.40 inter 0.60 bw paper5 ubp 0.50 lr 1.0e-03 step`` (the Optuna number and the values
+    a reader compares first); a re-seed run: ``reseed top2 seed 1: ...``."""
+    parts = []
+    for key, short in _SHORT.items():
+        if key not in config or key == "seed":
+            continue
+        v = config[key]
+        text = f"{v:.1e}" if key == "lr" else f"{v:.2f}" if isinstance(v, float) else str(v)
+        parts.append(f"{short} {text}".strip())
+    if role == "reseed" and "candidate" in config:
+        head = f"reseed top{int(config['candidate']) + 1} seed {config.get('seed')}"
+    elif OPTUNA_TRIAL in config:
+        head = f"trial {config[OPTUNA_TRIAL]}"
+    else:
+        head = fallback
+    return f"{head}: {' '.join(parts)}" if parts else head
+
+
+class ProgressLines(Callback):
+    """One console line per trial and epoch (the driver's view of every trial, whatever Ray's table shows):
+    ``trial 3 | epoch 4/6 | step 120/180 | loss 2.315 | 312 img/s | val score 41.20 (epoch 4)``."""
+
+    def __init__(self, max_epochs: int, stream=None) -> None:
+        self.max_epochs = int(max_epochs)
+        self.stream = stream
+        self._last_eval: dict[str, tuple[float, int]] = {}
+
+    def on_trial_result(self, iteration: int, trials, trial, result: dict, **info) -> None:
+        import sys
+
+        if result.get("diverged"):
+            line = f"trial {_trial_label(trial)} | DIVERGED at epoch {result.get('epoch')}: {result.get('error', '')}"
+        else:
+            epoch = int(result.get("epoch", 0))
+            if "score" in result:
+                self._last_eval[trial.trial_id] = (float(result["score"]), epoch)
+            step = result.get("step")
+            steps = f" | step {int(step)}/{int(step) * self.max_epochs // max(epoch, 1)}" if step else ""
+            loss = f" | loss {result['loss']:.3f}" if "loss" in result else ""
+            speed = f" | {result['images_per_s']:.0f} img/s" if "images_per_s" in result else ""
+            val = self._last_eval.get(trial.trial_id)
+            score = f" | val score {100 * val[0]:.2f} (epoch {val[1]})" if val else ""
+            line = f"trial {_trial_label(trial)} | epoch {epoch}/{self.max_epochs}{steps}{loss}{speed}{score}"
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+
+def _trial_label(trial) -> str:
+    config = trial.config or {}
+    if "candidate" in config and "seed" in config:
+        return f"reseed top{int(config['candidate']) + 1} seed {config['seed']}"
+    return str(config.get(OPTUNA_TRIAL, trial.trial_id))
+
+
+class ResolvedParams:
+    """A trial's MLflow params (picklable): the whole resolved config under the names fixed-config runs use
+    (``optim.lr``, ...) and the sampled values under their own names (``lr``, ``mmd_intra``, ...). With
+    ``points``: a re-seed trial, whose config is ``{candidate, seed}``."""
+
+    def __init__(self, base_yaml: str, points: list[dict] | None = None) -> None:
+        self.base_yaml = base_yaml
+        self.points = points
+
+    def __call__(self, config: dict) -> dict:
+        from aminet.config import Config
+        from trainables.params import apply_params
+
+        base = Config.from_yaml(self.base_yaml, source="search base config")
+        if self.points is None:
+            sampled = dict(config)
+            resolved = apply_params(base, sampled)
+        else:
+            sampled = dict(self.points[int(config["candidate"])])
+            resolved = apply_params(base, {**sampled, "cfg.train.seed": int(config["seed"])})
+            sampled.update(candidate=int(config["candidate"]), seed=int(config["seed"]))
+        return {**resolved.flat(), **sampled}
 
 
 def trial_error(trial) -> str:
@@ -242,12 +375,12 @@ def trial_error(trial) -> str:
     return "failed (no error file)"
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+def _flat(d: dict, prefix: str = "", sep: str = "/") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flat(v, key + "/"))
+            out.update(_flat(v, key + sep, sep))
         else:
             out[key] = v
     return out

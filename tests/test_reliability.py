@@ -71,8 +71,8 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     assert "RUNNING" not in {r.info.status for r in trials}
     failed = [r for r in trials if r.info.status == "FAILED"]
     assert len(failed) == 1 and "non-finite loss" in failed[0].data.tags["aminet.error"]
-    assert failed[0].data.params["search.mmd_intra"] == "0.2" and failed[0].data.tags["aminet.outcome"] == "diverged"
-    assert "score" not in failed[0].data.metrics  # the stand-in worst score is Optuna's, not a model's
+    assert failed[0].data.params["mmd_intra"] == "0.2" and failed[0].data.tags["aminet.outcome"] == "diverged"
+    assert "val/score" not in failed[0].data.metrics  # the stand-in worst score is Optuna's, not a model's
     nan_rows = _results(tmp, name)[failed[0].data.tags["ray.trial_id"]]
     assert len(nan_rows) == 1 and nan_rows[0]["diverged"] == 1.0  # one attempt: not retried
 

@@ -302,6 +302,35 @@ def test_a_time_budget_stops_starting_trials_and_still_selects_and_registers(roo
     assert "completed" in {r.data.tags["aminet.outcome"] for r in trials}  # running trials were not cut off
     state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
     assert state["stage"] == "finished" and state["search_seconds"] >= 15
+    assert f"optuna-dashboard sqlite:///{tmp / 'ray' / name / 'optuna.db'}" in out.stdout
+
+    # optuna-dashboard (the README's live view of a search) serves this study's database.
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
+                               f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}", "--host", "127.0.0.1", "--port",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("optuna-dashboard did not answer within 60 s")
+        (study,) = [x for x in studies if x["study_name"] == name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == len(trials) and "lr" in {p["name"] for p in detail["trials"][0]["params"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -322,10 +351,35 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
     assert {r.info.status for r in trials} == {"FINISHED"}
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
-    resumed = [r for r in trials if r.data.metrics.get("resumed_from", 0) >= 2]
+    resumed = [r for r in trials if int(r.data.tags.get("aminet.resumed_from", 0)) >= 2]
     assert len(resumed) == 1, "the crashed trial continues from its epoch-2 checkpoint"
-    hist = client.get_metric_history(resumed[0].info.run_id, "score")
+    hist = client.get_metric_history(resumed[0].info.run_id, "val/score")
     assert sorted({m.step for m in hist}) == list(range(1, int(resumed[0].data.tags["aminet.last_epoch"]) + 1))
+
+    # What a reader of the MLflow UI needs (issue 15): runs named by Optuna trial number and values, the
+    # whole config under the fixed-config names plus the sampled values, every epoch's training figures,
+    # validation under val/ without duplicates, the datasets as inputs, source and git tags.
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in trials)
+    assert numbers == sorted(t.number for t in search_study(tmp, name).trials)
+    from aminet.data.cache import dataset_fingerprint
+
+    for r in trials:
+        n = r.data.tags["optuna.trial_number"]
+        assert r.info.run_name.startswith(f"trial {n}: intra "), r.info.run_name
+        assert {"optim.lr", "loss.mmd_intra_weight", "model.upper_body_ratio", "lr", "mmd_intra"} <= set(r.data.params)
+        assert not any(k.startswith("search.") for k in r.data.params)
+        assert float(r.data.params["optim.lr"]) == pytest.approx(float(r.data.params["lr"]))
+        last = int(r.data.tags["aminet.last_epoch"])
+        for key in ("train/loss", "train/lr", "train/images_per_s", "train/epoch_seconds", "train/id"):
+            assert sorted({m.step for m in client.get_metric_history(r.info.run_id, key)}) == list(range(1, last + 1))
+        assert "val/all/R1" in r.data.metrics and not {"R1", "mAP", "score", "resumed_from"} & set(r.data.metrics)
+        assert r.data.tags["mlflow.source.name"] == "search/run.py" and r.data.tags["mlflow.source.git.commit"]
+        contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+                    for d in r.inputs.dataset_inputs}
+        assert set(contexts) == {"train", "validation"}
+        assert contexts["train"].digest == dataset_fingerprint(sysu) and contexts["train"].name == "sysu-synthetic"
 
     # Optuna: early-stopped trials are PRUNED, full ones COMPLETE; the MLflow outcome agrees.
     study = search_study(tmp, name)
@@ -335,7 +389,7 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     assert sorted(outcome.values()).count("stopped_early") == sum(t.state.name == "PRUNED" for t in study.trials)
 
     m = parent.data.metrics
-    for key in ("best/val_score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1",
+    for key in ("val/score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1",
                 "test/regdb/t2v/mINP"):
         assert 0.0 <= m[key] <= 1.0, key
     assert parent.data.tags["test.regdb.v2t.scope"].startswith("cross-dataset, 10 trials")
@@ -352,16 +406,62 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     name = f"aminet-sysu-synthetic-{dataset_fingerprint(sysu)[:8]}"
     version = client.get_model_version_by_alias(name, "champion")
     assert version.version is not None and version.tags["aminet.search"] == "e2e"
+    # The parent describes the search and links the winner, which is tagged.
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Winner: [trial" in note and "Test protocols" in note and "Units:" in note
+    winner_run = client.get_run(parent.data.tags["aminet.best_trial_run"])
+    assert winner_run.data.tags["aminet.winner"] == "true" and winner_run.info.run_id in note
+    check_champion_loads_safely(client, name, version, tmp)
     # Re-seeds: the top 2 finished trials x 1 more seed, as Ray trials under the same parent run.
     reseeds = [r for r in client.search_runs([parent.info.experiment_id],
                                              f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
                if r.data.tags.get("aminet.role") == "reseed"]
     finished = sum(t.state.name == "COMPLETE" for t in study.trials)
-    assert len(reseeds) == min(2, finished) and {r.data.params["search.seed"] for r in reseeds} == {"1"}
+    assert len(reseeds) == min(2, finished) and {r.data.params["seed"] for r in reseeds} == {"1"}
+    assert all(r.info.run_name.startswith("reseed top") for r in reseeds)
     assert {r.info.status for r in reseeds} == {"FINISHED"}
-    assert m["best/val_score_std"] >= 0 and "search/reseeds.csv" in {
+    assert m["val/score_std"] >= 0 and "search/reseeds.csv" in {
         a.path for a in client.list_artifacts(parent.info.run_id, "search")}
     assert "over seeds [0, 1]" in out.stdout or finished == 0
+
+
+def check_champion_loads_safely(client, name, version, tmp):
+    """The champion is not a pickle: weights as a state dict, a model from code, a signature and an input
+    example; its source is the run that trained it (a trial or re-seed run, not the search's parent); loaded
+    in a fresh process it gives the features the training process computes from the checkpoint."""
+    import numpy as np
+    import torch
+
+    from aminet.engine.evaluate import load_trained
+    from aminet.evaluation.protocol import extract_features
+
+    source = client.get_run(version.run_id)
+    assert source.data.tags["aminet.role"] in ("trial", "reseed") and version.tags["aminet.source_run"] == version.run_id
+    assert version.description and "Validation score" in version.description
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion", dst_path=str(tmp / "champ")))
+    files = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
+    assert not any(f.endswith(".pkl") or f.endswith(".pickle") for f in files), files
+    assert "artifacts/weights.pt" in files and "artifacts/config.yaml" in files and "MLmodel" in files
+    mlmodel = (model_dir / "MLmodel").read_text()
+    assert "signature:" in mlmodel and "saved_input_example_info" in mlmodel and "python_model.pkl" not in mlmodel
+    torch.load(model_dir / "artifacts" / "weights.pt", weights_only=True)  # plain tensors: loads with weights_only
+
+    model, cfg = load_trained(version.tags["aminet.checkpoint"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
+    np.save(tmp / "probe.npy", images)
+    expected = extract_features(model.extract, images, "infrared", flip=cfg.eval.flip)[cfg.eval.feature].numpy()
+    code = (f"import mlflow, numpy as np; mlflow.set_tracking_uri({client.tracking_uri!r}); "
+            f"m = mlflow.pyfunc.load_model('models:/{name}@champion'); "
+            f"np.save({str(tmp / 'served.npy')!r}, m.predict(np.load({str(tmp / 'probe.npy')!r}), "
+            f"params={{'modality': 'infrared'}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    served = np.load(tmp / "served.npy")
+    assert served.shape == expected.shape and np.allclose(served, expected, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from ray import tune
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
 from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, train
-from trainables.params import apply_params
+from trainables.params import OPTUNA_TRIAL, apply_params
 
 __all__ = ["train_aminet", "train_reseed", "TuneReporter", "DIVERGED", "FAULT_CRASH_ENV", "FAULT_KILL_ENV", "FAULT_NAN_IF_ENV"]
 
@@ -47,25 +47,46 @@ DIVERGED = "diverged"
 
 
 class TuneReporter:
-    """The engine's reporter protocol over ``tune.report``."""
+    """The engine's reporter protocol over ``tune.report``: one report per epoch.
 
-    def __init__(self, resumed_from: int) -> None:
+    Every epoch reports its training figures (``loss`` and its terms, ``lr``, ``images_per_s``,
+    ``epoch_seconds``, the optimizer ``step`` so far); an evaluation epoch adds ``score``, ``R1``, ``mAP``, ``mINP``
+    and the per-setting metrics, with the checkpoint. The search metric ``score`` is only in evaluation
+    reports (ASHA and Optuna skip the others), so nothing acts on a stale value; ``val_score``, ``val_R1``
+    and ``val_mAP`` carry the latest evaluation on every report for the console table, whose first
+    columns Ray takes from the first keys of a report (so their order here is the table's)."""
+
+    def __init__(self, resumed_from: int, eval_epochs: set[int]) -> None:
         import ray
 
         self.resumed_from = resumed_from
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.eval_epochs = eval_epochs
+        self.latest = {"val_score": float("nan"), "val_R1": float("nan"), "val_mAP": float("nan")}
+        self._epoch: dict[str, float] = {}
 
-    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        values = {k: float(v) for k, v in metrics.items()}
-        values["epoch"] = epoch
+    def _values(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        values: dict[str, Any] = {**self.latest, "epoch": epoch}
+        if "loss" in self._epoch:
+            values["mean_loss"] = self._epoch["loss"]  # Ray's console shows it as "loss"
+        values.update(self._epoch)
+        values.update({k: float(v) for k, v in metrics.items()})
         values["resumed_from"] = self.resumed_from  # > 0: this attempt continued from a checkpoint
         values["node_id"] = self.node_id  # provenance: which Ray node trained this
+        return values
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._epoch = {k: float(v) for k, v in metrics.items()}
+        if epoch not in self.eval_epochs:  # an evaluation epoch reports once, with its evaluation
+            tune.report(self._values(epoch, {}))
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        self.latest = {"val_score": float(metrics["score"]), "val_R1": float(metrics["R1"]),
+                       "val_mAP": float(metrics["mAP"])}
+        values = self._values(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(values, checkpoint=checkpoint)
         _maybe_crash(epoch)
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        pass
 
 
 def _maybe_crash(epoch: int) -> None:
@@ -101,6 +122,7 @@ def _fault_hooks(config: dict[str, Any]):
 
 def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     """Ray Tune function trainable (see the module doc)."""
+    config = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}  # bookkeeping, not a sampled value
     cfg = apply_params(Config.from_yaml(base_yaml, source="search base config"), config)
     on_step = _fault_hooks(config)
     run_dir = Path(tempfile.mkdtemp(prefix="aminet-trial-"))
@@ -115,7 +137,9 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        reporter = TuneReporter(resumed_from)
+        epochs, every = cfg.train.epochs, cfg.train.eval_every
+        eval_epochs = {e for e in range(1, epochs + 1) if e % every == 0 or e == epochs}
+        reporter = TuneReporter(resumed_from, eval_epochs)
         try:
             train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
         except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it

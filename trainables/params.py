@@ -23,7 +23,11 @@ from typing import Any, Mapping
 
 from aminet.config import Config
 
-__all__ = ["BANDWIDTH_SETS", "to_overrides", "apply_params", "base_value", "target_field", "is_known"]
+__all__ = ["OPTUNA_TRIAL", "BANDWIDTH_SETS", "to_overrides", "apply_params", "base_value", "target_field", "is_known"]
+
+# Added to a trial's config by the searcher: the Optuna trial number (maps Ray trials, MLflow runs and
+# Optuna's plots onto each other); not a sampled value, so ``to_overrides`` ignores it.
+OPTUNA_TRIAL = "optuna_trial"
 
 # Multipliers of the median pairwise distance (the AMK-MMD bandwidths), by name.
 BANDWIDTH_SETS: dict[str, list[float]] = {
@@ -40,6 +44,7 @@ _KNOWN = set(_DIRECT) | {"bandwidths", "warmup_frac", "milestone1_frac", "milest
 
 def to_overrides(params: Mapping[str, Any], base: Config) -> dict[str, Any]:
     """Dotted overrides for ``base`` from one sample. Unknown names raise ``KeyError`` naming them."""
+    params = {k: v for k, v in params.items() if k != OPTUNA_TRIAL}
     unknown = [k for k in params if k not in _KNOWN and not k.startswith("cfg.")]
     if unknown:
         raise KeyError(f"search parameters not understood: {unknown}; known: {sorted(_KNOWN)} or cfg.<field>")

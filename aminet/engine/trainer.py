@@ -288,7 +288,8 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
         done = epoch + 1
         seconds = time.perf_counter() - t_epoch
         ep = {k: v / iters for k, v in sums.items()}
-        ep.update(lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds)
+        ep.update(lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds,
+                  step=done * iters)  # step: optimizer steps so far
         epoch_log.append({"epoch": done, **ep})
         say(f"epoch {done:3d}/{epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
             f"imdal {ep['imdal']:.4f} idal {ep['idal']:.4f}) | lr {lr:.2e} | {ep['images_per_s']:.0f} img/s | "
