@@ -56,7 +56,7 @@ except ImportError:  # MLflow is a dependency; the guard keeps ``import aminet.s
 
 # MLflow suggests type hints on ``predict`` when such a class is defined; the model carries an explicit
 # signature instead (images as a uint8 tensor), which type hints cannot express.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class AMINetPyfunc(_PythonModel):
