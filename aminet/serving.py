@@ -16,12 +16,12 @@ exactly as the evaluation protocol computes them (``aminet.evaluation.protocol.e
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from mlflow.pyfunc import PythonModel as _PythonModel
 
 from aminet.config import Config
 
@@ -48,19 +48,12 @@ def load_weights(weights: str | Path, config: str | Path):
     return model.eval(), cfg
 
 
-try:
-    from mlflow.pyfunc import PythonModel as _PythonModel
-except ImportError:  # MLflow is a dependency; the guard keeps ``import aminet.serving`` cheap to reason about
-    _PythonModel = object
-
-
-# MLflow suggests type hints on ``predict`` when such a class is defined; the model carries an explicit
-# signature instead (images as a uint8 tensor), which type hints cannot express.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
-
 class AMINetPyfunc(_PythonModel):
     """The pyfunc wrapper (see the module doc)."""
+
+    # MLflow inspects ``predict``'s type hints when the class is defined and asks for some; the model has an
+    # explicit signature instead (images as a uint8 tensor), which type hints cannot express.
+    _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
         self.model, self.cfg = load_weights(context.artifacts["weights"], context.artifacts["config"])
