@@ -6,7 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,41 +129,71 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     assert len(told) == 3 and not [t for t in study.trials if t.state.name == "RUNNING"]
 
 
-@pytest.mark.slow
-def test_lost_worker_node_trials_are_rescheduled_on_the_head(roots):
-    from ray.cluster_utils import Cluster
+def _alive_nodes(address: str, env: dict) -> list[str]:
+    code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
+
+@pytest.mark.slow
+def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
+    """The README's multi-node steps for real: a head and a worker started as separate ``ray start``
+    processes on this machine (two nodes, two node ids), the search joined with ``--address``; trials run on
+    both nodes; the worker node is stopped mid-trial and the search still finishes, the interrupted trial
+    retried from its checkpoint on the head, every MLflow run FINISHED."""
     tmp, sysu, regdb = roots
     name = "nodeloss"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # Its own Ray temp folder (no other Ray instance on this machine is seen or joined), token auth as a
+    # real cluster would use (the token file in ~/.ray is shared by the processes, as it is copied to nodes).
+    env = search_env(RAY_TMPDIR=str(tmp_path / "raytmp"), RAY_AUTH_MODE="token")
+    (tmp_path / "raytmp").mkdir()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
+    logs = open(tmp_path / "ray_nodes.log", "w")
+    head = subprocess.Popen([ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
+                            env=env, stdout=logs, stderr=subprocess.STDOUT)
+    worker = None
     try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
+        assert _wait_for(lambda: len(_alive_nodes(address, env)) == 1, 180, head), "the head did not start"
+        (head_id,) = _alive_nodes(address, env)
+        worker = subprocess.Popen([ray_cli, "start", "--address", address, *common], env=env, stdout=logs,
+                                  stderr=subprocess.STDOUT)
+        assert _wait_for(lambda: len(_alive_nodes(address, env)) == 2, 180, worker), "the worker did not join"
+        (worker_id,) = set(_alive_nodes(address, env)) - {head_id}
         # Longer epochs and no early stopping (grace = all 4 epochs), so the node dies mid-trial.
         args = _args(tmp, sysu, regdb, name, "--num-samples", "2", "--max-concurrent", "2", "--no-final-eval",
-                     "--address", cluster.address, "--max-failures", "2", "--grace-period", "4",
+                     "--address", address, "--max-failures", "2", "--grace-period", "4",
                      "--set", "data.iters_per_epoch=12")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=search_env(),
-                                cwd=tmp)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
 
         def on_worker():
-            return any(rows and rows[-1].get("node_id") == worker.node_id and 1 <= rows[-1]["epoch"] < 4
+            return any(rows and rows[-1].get("node_id") == worker_id and 1 <= rows[-1]["epoch"] < 4
                        for rows in _results(tmp, name).values())
 
-        assert _wait_for(on_worker, 400, proc), "no trial reported from the worker node"
-        cluster.remove_node(worker, allow_graceful=False)  # the node dies mid-trial
-        stdout, stderr = proc.communicate(timeout=600)
+        assert _wait_for(on_worker, 600, proc), "no trial reported from the worker node"
+        worker.terminate()  # `ray start --block` stops its node's raylet and workers: the node is lost mid-trial
+        worker.wait(timeout=120)
+        stdout, stderr = proc.communicate(timeout=900)
         assert proc.returncode == 0, stderr[-3000:]
         results = _results(tmp, name)
-        moved = [rows for rows in results.values() if {r.get("node_id") for r in rows} ==
-                 {worker.node_id, cluster.head_node.node_id}]
+        assert {r.get("node_id") for rows in results.values() for r in rows} == {head_id, worker_id}
+        moved = [rows for rows in results.values() if {r.get("node_id") for r in rows} == {worker_id, head_id}]
         assert len(moved) == 1, "the interrupted trial finished on the head node"
         assert moved[0][-1]["resumed_from"] >= 1 and moved[0][-1]["epoch"] == 4  # from its checkpoint, to the end
         _, parents, trials = search_runs(tmp, name)
         assert parents[0].info.status == "FINISHED" and len(trials) == 2
         assert {r.info.status for r in trials} == {"FINISHED"}
     finally:
-        cluster.shutdown()
+        for p in (worker, head):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=120)
+        logs.close()
 
 
 # ------------------------------------------------------------------------------------------------
