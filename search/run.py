@@ -850,7 +850,9 @@ def main(argv: list[str] | None = None) -> int:
             close_runs(client, exp_id, parent_id, "FAILED")
             raise
     data_name = f"{plan.space.dataset}-{'synthetic' if plan.synthetic_data else 'real'}"
-    inputs = [dataset_input(data_name, fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
+    # One input per split (MLflow keeps one context per dataset name and digest): the training identities and
+    # the held-out validation identities of the same folder (same content digest).
+    inputs = [dataset_input(f"{data_name}-{c}", fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
     run_tags = {"aminet.space": plan.space.name, "aminet.search": plan.name, **source_tags("search/run.py")}
     callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs, tags=run_tags, inputs=inputs,
                                 params_of=ResolvedParams(plan.base.to_yaml())),

@@ -379,7 +379,8 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
         contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
                     for d in r.inputs.dataset_inputs}
         assert set(contexts) == {"train", "validation"}
-        assert contexts["train"].digest == dataset_fingerprint(sysu) and contexts["train"].name == "sysu-synthetic"
+        assert {d.digest for d in contexts.values()} == {dataset_fingerprint(sysu)}
+        assert contexts["train"].name == "sysu-synthetic-train" and contexts["validation"].name.endswith("validation")
 
     # Optuna: early-stopped trials are PRUNED, full ones COMPLETE; the MLflow outcome agrees.
     study = search_study(tmp, name)
