@@ -1,5 +1,6 @@
 """End-to-end: experiments/run.py and experiments/report.py with MLflow (SQLite in a temporary folder)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,11 +92,18 @@ def test_nan_in_the_loss_fails_the_mlflow_run(setup):
     (["{tmp}/tiny.yaml", "--preset", "M7"], "unknown preset 'M7'"),
     (["{tmp}/tiny.yaml", "--set", "model.weights=/no/such/file.pth"], "model.weights: file not found"),
 ])
-def test_bad_input_exits_cleanly_without_runs(setup, args, message):
+def test_bad_input_exits_cleanly_without_runs(setup, args, message, tmp_path):
+    """Bad input: one line, exit 2, no MLflow store and nothing generated. The run gets an empty cache home
+    of its own: the result must not depend on whether an earlier test (or an earlier session) already
+    generated the default synthetic benchmark. (It once did: in a fresh environment the bad weights path
+    was found only after the benchmark was generated, whose GENERATING line made a second stderr line.)"""
     tmp, root = setup
     uri = f"sqlite:///{tmp / 'bad.db'}"
-    out = _run(tmp, *[a.format(tmp=tmp) for a in args], "--mlflow-uri", uri, "--quiet", timeout=300)
+    cache = tmp_path / "empty-cache-home"
+    out = _run(tmp, *[a.format(tmp=tmp) for a in args], "--mlflow-uri", uri, "--quiet", timeout=300,
+               env=dict(os.environ, AMINET_CACHE=str(cache)))
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp / "bad.db").exists()
+    assert not cache.exists() or not any(cache.rglob("*")), "bad input generated or cached data"
