@@ -248,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_root)
     import mlflow
 
-    from aminet.reporting import git_commit, mlflow_store
+    from aminet.reporting import git_commit, mlflow_store, source_tags
 
     uri, exp_id = mlflow_store(args.mlflow_uri, experiment)
     mlflow.set_tracking_uri(uri)  # the runs below use MLflow's fluent API
     tags = {"aminet.config_file": str(Path(args.config).resolve()), "aminet.git_commit": git_commit(),
-            "aminet.presets": " ".join(args.preset), **extra_tags}
+            "aminet.presets": " ".join(args.preset), **source_tags("experiments/run.py"), **extra_tags}
     results = []
     try:
         for label, cfg in configs:

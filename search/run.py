@@ -503,8 +503,11 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
                 warnings.simplefilter("ignore")
                 ax = fn(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            fig.set_size_inches(9, 5)
-            client.log_figure(parent_id, fig, f"plots/{name}.png")
+            # Wide enough for one axis per parameter and full labels; cropped to what is drawn. The same plots,
+            # interactive, are in optuna-dashboard (README).
+            fig.set_size_inches(14 if name == "parallel_coordinate" else 10, 6)
+            fig.tight_layout()
+            client.log_figure(parent_id, fig, f"plots/{name}.png", save_kwargs={"bbox_inches": "tight", "dpi": 110})
             plt.close(fig)
         except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
@@ -653,6 +656,13 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
         raise RuntimeError("the selected configuration left no checkpoint")
     frames = champion.evaluate_on_cluster([r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root,
                                           resources, args.max_failures)
+    from aminet.data.cache import dataset_fingerprint
+    from aminet.reporting import dataset_input
+
+    tests = [dataset_input(f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
+                           dataset_fingerprint(root), root, "test")
+             for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)) if root is not None]
+    client.log_inputs(parent_id, datasets=tests)
     frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
     feature = plan.base.eval.feature
     client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")

@@ -408,6 +408,10 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     version = client.get_model_version_by_alias(name, "champion")
     assert version.version is not None and version.tags["aminet.search"] == "e2e"
     # The parent describes the search and links the winner, which is tagged.
+    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context") + ":" + d.dataset.name
+                for d in parent.inputs.dataset_inputs}
+    assert {"train:sysu-synthetic-train", "validation:sysu-synthetic-validation", "test:sysu-synthetic-test",
+            "test:regdb-synthetic-test"} <= contexts, contexts
     note = parent.data.tags["mlflow.note.content"]
     assert "Winner: [trial" in note and "Test protocols" in note and "Units:" in note
     winner_run = client.get_run(parent.data.tags["aminet.best_trial_run"])
