@@ -25,13 +25,13 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 from aminet.cli import ArgumentParser
+from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:

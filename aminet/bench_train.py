@@ -33,8 +33,8 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class GpuUtilisation:
                 pass
             self._stop.wait(self.period)
 
-    def __enter__(self) -> "GpuUtilisation":
+    def __enter__(self) -> GpuUtilisation:
         if self._probe is not None:
             self._thread = threading.Thread(target=self._run, name="aminet-gpu-util", daemon=True)
             self._thread.start()

@@ -13,9 +13,10 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 
@@ -182,7 +183,7 @@ class Config:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> Config:
         raw = _deepcopy_plain(data or {})
         if not isinstance(raw, dict):
             raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
@@ -193,7 +194,7 @@ class Config:
         return cfg
 
     @classmethod
-    def from_yaml(cls, text: str, overrides: Sequence[str] = (), source: str = "<string>") -> "Config":
+    def from_yaml(cls, text: str, overrides: Sequence[str] = (), source: str = "<string>") -> Config:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -206,7 +207,7 @@ class Config:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Config":
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -227,7 +228,7 @@ class Config:
                 out[f"{section}.{key}"] = value
         return out
 
-    def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> "Config":
+    def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> Config:
         """A new validated config with dotted overrides applied (``["a.b=1"]`` or ``{"a.b": 1}``)."""
         if isinstance(overrides, Mapping):
             raw = self.to_dict()

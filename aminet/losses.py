@@ -20,7 +20,7 @@ them off the simplex's corners. ``mode="fixed"`` keeps uniform weights.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

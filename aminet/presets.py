@@ -16,7 +16,8 @@ config it is applied to, so ``regdb.yaml --preset M4`` trains with RegDB's 0.2 /
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["PRESETS", "preset_overrides"]
 

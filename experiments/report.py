@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from aminet.cli import ArgumentParser
 
 ORDER = ["M0", "M1", "M2", "M3", "M4"]

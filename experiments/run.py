@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from aminet.cli import ArgumentParser
 from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
 from aminet.presets import preset_overrides
 from aminet.reporting import check_tracking_uri
-from aminet.cli import ArgumentParser
 
 RESERVED = ("extends", "presets", "sweep", "name")
 

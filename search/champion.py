@@ -22,9 +22,10 @@ them with results they control.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["finished", "Candidate", "candidates_from", "choose", "reseed_seeds", "registered_name",
            "validation_protocol", "champion_decision", "guard_champion", "evaluate_checkpoint"]

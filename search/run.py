@@ -490,8 +490,9 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         for r in diverged:
             print(f"  {Path(r.path).name[:40]}: {str(r.metrics.get('error', ''))[-200:]}", file=sys.stderr)
 
-    from optuna.visualization import matplotlib as ovm
     import warnings
+
+    from optuna.visualization import matplotlib as ovm
 
     plots = {"optimization_history": ovm.plot_optimization_history,
              "param_importances": ovm.plot_param_importances,

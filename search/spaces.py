@@ -77,7 +77,7 @@ class Param:
     scale_base: bool = False  # low/high are multiples of the base config's value
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (earlier parameter, values it must take)
 
-    def resolved(self, base: Config) -> "Param":
+    def resolved(self, base: Config) -> Param:
         """The parameter with ``scale: base`` turned into absolute bounds for ``base``."""
         if not self.scale_base:
             return self

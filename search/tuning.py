@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_helpers import TINY_EXPERIMENT_YAML
 
 from aminet.data import synthetic
-from e2e_helpers import TINY_EXPERIMENT_YAML
 
 REPO = Path(__file__).resolve().parents[1]
 

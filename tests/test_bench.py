@@ -1,6 +1,7 @@
-import pytest
 import subprocess
 import sys
+
+import pytest
 
 
 def test_eval_bench_runs_tiny_and_prints_every_figure():

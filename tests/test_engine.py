@@ -4,7 +4,7 @@ import torch
 from aminet.config import load_config
 from aminet.data import synthetic
 from aminet.engine import NonFiniteLossError, RecordingReporter, latest_checkpoint, save_checkpoint, train
-from aminet.engine.checkpoint import list_checkpoints, load_checkpoint, CheckpointError
+from aminet.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from aminet.engine.schedule import lr_factor
 from aminet.engine.trainer import FAULT_NAN_ENV
 

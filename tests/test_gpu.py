@@ -3,8 +3,8 @@ skipped without one (these machines have none: run `pytest tests/test_gpu.py` on
 
 import time
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from aminet.bench_train import GpuUtilisation

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from reference_metrics import reference_metrics
 
 from aminet.evaluation import regdb_metrics, sysu_metrics
-from reference_metrics import reference_metrics
 
 
 def _random_sysu(seed, n_ids=24, n_query=300, n_gallery=120, integer_dist=False):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from layouts import write_regdb, write_sysu
 
 from aminet.data import sysu
 from aminet.evaluation import extract_features, format_summary, regdb_protocol, run_protocol, sysu_protocol
-from layouts import write_regdb, write_sysu
 
 
 def colour_extractor(images, modality):

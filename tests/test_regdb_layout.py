@@ -1,7 +1,7 @@
 import pytest
+from layouts import write_regdb
 
 from aminet.data import regdb
-from layouts import write_regdb
 
 
 def test_split_reads_both_index_files(tmp_path):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import search_args, search_env, search_runs, search_study, tiny_roots
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,8 +131,8 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
 
 
 def _alive_nodes(address: str, env: dict) -> list[str]:
-    code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address)
+    code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from e2e_helpers import REPO, RUN, search_args, search_env, search_runs, search_study, tiny_roots
 
 from aminet.config import Config
 from search.spaces import SpaceError, get_space, load_base, load_space, shipped_spaces
 from search.tuning import SAMPLERS, PrunedAwareOptunaSearch, make_sampler
-from e2e_helpers import REPO, RUN, search_args, search_env, search_runs, search_study, tiny_roots
 from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
-
-
 
 # ------------------------------------------------------------------------------------------------
 # Pure parts

@@ -1,6 +1,6 @@
 import pytest
 
-from aminet.data import regdb, splits, sysu, synthetic
+from aminet.data import regdb, splits, synthetic, sysu
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aminet.data import regdb, sysu, synthetic
+from aminet.data import regdb, synthetic, sysu
 from aminet.data.images import load_images
 from aminet.evaluation import sysu_metrics
 

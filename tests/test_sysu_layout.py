@@ -3,9 +3,9 @@ import random
 from pathlib import Path
 
 import pytest
+from layouts import write_sysu
 
 from aminet.data import sysu
-from layouts import write_sysu
 
 
 @pytest.fixture()
@@ -16,7 +16,7 @@ def root(tmp_path):
 def _reference_gallery(root: Path, cams, trial):
     """The community's construction, spelled out with the global ``random`` as the public code does."""
     ids = open(root / "exp" / "test_id.txt").read().splitlines()[0].split(",")
-    ids = ["%04d" % int(y) for y in ids]
+    ids = ["%04d" % int(y) for y in ids]  # noqa: UP031 - spelled as the public code spells it
     random.seed(trial)
     out = []
     for pid in sorted(ids):

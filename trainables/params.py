@@ -19,7 +19,8 @@ Names (all optional; anything absent keeps the base config's value):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aminet.config import Config
 

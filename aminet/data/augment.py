@@ -46,7 +46,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _constants(device: str) -> dict[str, torch.Tensor]:
     """Normalisation constants and the channel-augmentation mixing rows, made once per device."""
     dev = torch.device(device)
@@ -92,7 +92,7 @@ class DeviceAugment:
         self.pad, self.flip_p, self.erase_p, self.channel_aug_p = pad, flip_p, erase_p, channel_aug_p
 
     @classmethod
-    def from_config(cls, cfg) -> "DeviceAugment":
+    def from_config(cls, cfg) -> DeviceAugment:
         d = cfg.data
         return cls(cfg.model.upper_body_ratio, d.upper_height, d.pad, d.flip_p, d.erase_p, d.channel_aug_p)
 

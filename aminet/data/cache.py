@@ -20,10 +20,10 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class ImageCache:
     # --------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path, height: int, width: int, cache_dir: str | Path | None = None,
-             workers: int | None = None, progress: bool = True) -> "ImageCache":
+             workers: int | None = None, progress: bool = True) -> ImageCache:
         """Open the cache of ``root`` at ``height x width``, building it first if needed."""
         root = Path(root).resolve()
         files = dataset_files(root)
@@ -126,7 +126,7 @@ class ImageCache:
         return cls._read(root, folder, len(files), height, width)
 
     @classmethod
-    def _read(cls, root: Path, folder: Path, n: int, height: int, width: int) -> "ImageCache":
+    def _read(cls, root: Path, folder: Path, n: int, height: int, width: int) -> ImageCache:
         index_path, array_path = folder / "index.json", folder / "images.npy"
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))

@@ -13,9 +13,9 @@ Labels are relabelled 0..C-1 from the sorted original identities, shared by both
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class ImageList:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, mask: np.ndarray) -> "ImageList":
+    def subset(self, mask: np.ndarray) -> ImageList:
         idx = np.flatnonzero(mask)
         return ImageList([self.paths[i] for i in idx], self.pids[idx], self.cams[idx])
 

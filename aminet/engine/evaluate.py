@@ -14,8 +14,8 @@ evaluated on all its trials (a cross-dataset figure, labelled as such).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 import torch

@@ -16,9 +16,10 @@ Results are fractions in [0, 1] (``format_summary`` prints percentages), one row
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,9 +28,9 @@ import torch.nn.functional as F
 
 from aminet.data import regdb as regdb_data
 from aminet.data import splits
-from aminet.data.splits import EvalSet
 from aminet.data.augment import normalize, to_device
 from aminet.data.images import load_images
+from aminet.data.splits import EvalSet
 from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 
 __all__ = [

@@ -15,11 +15,11 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aminet.config import ConfigError, load_config
-from aminet.model.aminet import WeightsUnavailable, build_model
-from aminet.data.augment import upper_rows
-from aminet.presets import PRESETS, preset_overrides
 from aminet.cli import ArgumentParser
+from aminet.config import ConfigError, load_config
+from aminet.data.augment import upper_rows
+from aminet.model.aminet import WeightsUnavailable, build_model
+from aminet.presets import PRESETS, preset_overrides
 
 
 def _fft_flops(model, h: int, w: int, uh: int) -> float:
