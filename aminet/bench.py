@@ -61,7 +61,8 @@ def _mmd_step(b: int, dim: int, multipliers: list[float], device: torch.device) 
     def step() -> None:
         loss = kernel_mmd_terms(fv, fi, multipliers).sum() + 0.5 * (
             kernel_mmd_terms(fv[:half], fv[half:], multipliers).sum()
-            + kernel_mmd_terms(fi[:half], fi[half:], multipliers).sum())
+            + kernel_mmd_terms(fi[:half], fi[half:], multipliers).sum()
+        )
         loss.backward()
 
     return step
@@ -98,8 +99,11 @@ def bench_eval(repeats: int, device: torch.device, sizes: dict[str, int]) -> lis
     out = [
         (f"SYSU 10-trial ranking ({nq}x{ng}, distances given)", _median_time(sysu_rank, repeats), "s"),
         (f"SYSU 10-trial distances + ranking ({dim}-d)", _median_time(sysu_full, repeats), "s"),
-        (f"RegDB one direction ranking ({nr}x{nr})", _median_time(lambda: regdb_metrics(r_dist, r_pids, r_pids),
-                                                                 repeats), "s"),
+        (
+            f"RegDB one direction ranking ({nr}x{nr})",
+            _median_time(lambda: regdb_metrics(r_dist, r_pids, r_pids), repeats),
+            "s",
+        ),
     ]
     return out
 
@@ -122,8 +126,7 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
         cache = ImageCache.open(root, h, w, cache_dir=f"{tmp}/cache" if tiny else None, progress=False)
         train = sysu_train(root, "final")
         rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
-        sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, p, k, seed=0,
-                                    iters_per_epoch=steps)
+        sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, p, k, seed=0, iters_per_epoch=steps)
         aug = DeviceAugment()
         out = []
         # What the host does per batch when augmentation runs on a GPU: sampling and the gather from the
@@ -136,16 +139,24 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
                 pass
 
         t = _median_time(host_once, repeats)
-        out.append((f"host side of a device-augmented batch (sample + gather{' + pin' if devices[-1].type == 'cuda' else ''}"
-                    f"), {h}x{w}, one thread", 2 * p * k * steps / t, "img/s"))
+        out.append(
+            (
+                f"host side of a device-augmented batch (sample + gather{' + pin' if devices[-1].type == 'cuda' else ''}"
+                f"), {h}x{w}, one thread",
+                2 * p * k * steps / t,
+                "img/s",
+            )
+        )
         # The usual code path's input pipeline alone: torchvision transforms per sample, in the main process
         # (per-core rate) and in DataLoader workers.
         from aminet.bench_train import baseline_loader, baseline_pad
 
         for workers in sorted({0, min(4, os.cpu_count() or 1)}):
+
             def baseline_once() -> None:
-                for _ in baseline_loader(cache.images, rows_v, rows_i, sampler, steps, pad=baseline_pad(h),
-                                         workers=workers):
+                for _ in baseline_loader(
+                    cache.images, rows_v, rows_i, sampler, steps, pad=baseline_pad(h), workers=workers
+                ):
                     pass
 
             t = _median_time(baseline_once, repeats)
@@ -163,8 +174,9 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
                     torch.cuda.synchronize(device)
 
             t = _median_time(run_once, repeats)
-            out.append((f"sampling+gather+augment, {h}x{w}, {p * k}+{p * k} per batch, {device.type}",
-                        steps / t, "batches/s"))
+            out.append(
+                (f"sampling+gather+augment, {h}x{w}, {p * k}+{p * k} per batch, {device.type}", steps / t, "batches/s")
+            )
         return out
 
 
@@ -205,12 +217,22 @@ def bench_model(repeats: int, device: torch.device, tiny: bool, batch: int | Non
             model.zero_grad(set_to_none=True)
 
         times[name] = _median_time(step, repeats)
-        out.append((f"{name} forward+backward, {arch} {h}x{w}, {b}+{b} images, {device.type}"
-                    + (" bf16" if use_amp else " fp32"), times[name], "s/step"))
-    out.append(("PESAM share of the M4 step (M4 vs M4 without PESAM)",
-                100 * (times["M4"] - times["M4+pesam_off"]) / times["M4"], "%"))
-    t_mmd = _median_time(_mmd_step(b, 512 if arch == "resnet18" else 2048, base.loss.mmd_multipliers, device),
-                         repeats)
+        out.append(
+            (
+                f"{name} forward+backward, {arch} {h}x{w}, {b}+{b} images, {device.type}"
+                + (" bf16" if use_amp else " fp32"),
+                times[name],
+                "s/step",
+            )
+        )
+    out.append(
+        (
+            "PESAM share of the M4 step (M4 vs M4 without PESAM)",
+            100 * (times["M4"] - times["M4+pesam_off"]) / times["M4"],
+            "%",
+        )
+    )
+    t_mmd = _median_time(_mmd_step(b, 512 if arch == "resnet18" else 2048, base.loss.mmd_multipliers, device), repeats)
     out.append(("AMK-MMD (IDAL + IMDAL, forward+backward) share of the M4 step", 100 * t_mmd / times["M4"], "%"))
     return out
 
@@ -225,8 +247,9 @@ def _cpu_bf16_units() -> str:
     return " + ".join(found) if found else "none"
 
 
-def bench_train(device: torch.device, tiny: bool, batch_ids: int | None, steps: int | None,
-                compile_too: bool) -> list[tuple[str, float, str]]:
+def bench_train(
+    device: torch.device, tiny: bool, batch_ids: int | None, steps: int | None, compile_too: bool
+) -> list[tuple[str, float, str]]:
     """Full training steps, this pipeline vs the per-sample DataLoader baseline (see aminet.bench_train)."""
     import tempfile
 
@@ -242,26 +265,54 @@ def bench_train(device: torch.device, tiny: bool, batch_ids: int | None, steps: 
         n = steps or (20 if cuda else 3)
     out: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = synthetic.generate("sysu", f"{tmp}/sysu", ids=8, images=2, height=64, width=32, workers=1) \
-            if tiny else None
-        kw = dict(device=device, steps=n, height=h, width=w, ids=ids, instances=k, arch=arch, root=root,
-                  cache_dir=f"{tmp}/cache" if tiny else None, warmup=1 if tiny else 2)
+        root = (
+            synthetic.generate("sysu", f"{tmp}/sysu", ids=8, images=2, height=64, width=32, workers=1) if tiny else None
+        )
+        kw = dict(
+            device=device,
+            steps=n,
+            height=h,
+            width=w,
+            ids=ids,
+            instances=k,
+            arch=arch,
+            root=root,
+            cache_dir=f"{tmp}/cache" if tiny else None,
+            warmup=1 if tiny else 2,
+        )
         for preset in ("M0", "M4"):
             base = train_throughput(preset, "baseline", **kw)
             fast = train_throughput(preset, "aminet", **kw)
             label = f"{preset} {arch} {h}x{w}, {ids * k}+{ids * k}, {device.type}"
-            out.append((f"train {label}, baseline ({base.precision}, per-sample DataLoader)", base.images_per_s,
-                        "img/s"))
-            out.append((f"train {label}, aminet ({fast.precision}{', channels-last' if cuda else ''})",
-                        fast.images_per_s, "img/s"))
-            out.append((f"  speed-up over baseline; data wait {100 * base.data_wait_share:.0f}% -> "
-                        f"{100 * fast.data_wait_share:.0f}% of the time", fast.images_per_s / base.images_per_s, "x"))
+            out.append(
+                (f"train {label}, baseline ({base.precision}, per-sample DataLoader)", base.images_per_s, "img/s")
+            )
+            out.append(
+                (
+                    f"train {label}, aminet ({fast.precision}{', channels-last' if cuda else ''})",
+                    fast.images_per_s,
+                    "img/s",
+                )
+            )
+            out.append(
+                (
+                    f"  speed-up over baseline; data wait {100 * base.data_wait_share:.0f}% -> "
+                    f"{100 * fast.data_wait_share:.0f}% of the time",
+                    fast.images_per_s / base.images_per_s,
+                    "x",
+                )
+            )
             runs = [("baseline", base), ("aminet", fast)]
             if not cuda:  # the CPU's bf16 path (train.precision=bf16): fast where the CPU has bf16 units
                 half = train_throughput(preset, "aminet", cpu_bf16=True, **kw)
                 out.append((f"train {label}, aminet (bf16, channels-last)", half.images_per_s, "img/s"))
-                out.append((f"  bf16 speed-up over baseline (train.precision=bf16; CPU bf16: {_cpu_bf16_units()})",
-                            half.images_per_s / base.images_per_s, "x"))
+                out.append(
+                    (
+                        f"  bf16 speed-up over baseline (train.precision=bf16; CPU bf16: {_cpu_bf16_units()})",
+                        half.images_per_s / base.images_per_s,
+                        "x",
+                    )
+                )
             if compile_too:
                 comp = train_throughput(preset, "aminet", compile=True, **kw)
                 out.append((f"train {label}, aminet + torch.compile", comp.images_per_s, "img/s"))
@@ -269,8 +320,9 @@ def bench_train(device: torch.device, tiny: bool, batch_ids: int | None, steps: 
                 runs.append(("aminet + compile", comp))
             for name, r in runs:
                 if r.gpu_util is not None:
-                    out.append((f"  GPU utilisation, {name} (lowest 100 ms sample {r.gpu_util_min:.0f}%)", r.gpu_util,
-                                "%"))
+                    out.append(
+                        (f"  GPU utilisation, {name} (lowest 100 ms sample {r.gpu_util_min:.0f}%)", r.gpu_util, "%")
+                    )
     return out
 
 
@@ -300,10 +352,16 @@ def bench_extract(repeats: int, device: torch.device, tiny: bool) -> list[tuple[
     rate = n / t
     sysu_images = 3803 + 10 * 301  # queries once; the gallery of every trial (each trial draws new images)
     regdb_images = 2 * 2060
-    return [(f"feature extraction, {arch} {cfg.data.height}x{cfg.data.width}, {device.type}"
-             + (" bf16" if use_amp else " fp32"), rate, "img/s"),
-            ("  SYSU-MM01 test set (3,803 + 10 x 301 images) at that rate", sysu_images / rate, "s"),
-            ("  RegDB one trial (2 x 2,060 images) at that rate", regdb_images / rate, "s")]
+    return [
+        (
+            f"feature extraction, {arch} {cfg.data.height}x{cfg.data.width}, {device.type}"
+            + (" bf16" if use_amp else " fp32"),
+            rate,
+            "img/s",
+        ),
+        ("  SYSU-MM01 test set (3,803 + 10 x 301 images) at that rate", sysu_images / rate, "s"),
+        ("  RegDB one trial (2 x 2,060 images) at that rate", regdb_images / rate, "s"),
+    ]
 
 
 def bench_phase(repeats: int, device: torch.device, tiny: bool) -> list[tuple[str, float, str]]:
@@ -315,8 +373,10 @@ def bench_phase(repeats: int, device: torch.device, tiny: bool) -> list[tuple[st
     t_pc = _median_time(lambda: phase_congruency(x), repeats)
     dim = 16 if tiny else 2048
     t_mmd = _median_time(_mmd_step(b, dim, [0.25, 0.5, 1.0, 2.0, 4.0], device), repeats)
-    return [(f"phase congruency, {b} images {h}x{w}, {device.type}", 1000 * t_pc, "ms/batch"),
-            (f"AMK-MMD IDAL + IMDAL forward+backward, {b}+{b} x {dim}-d, {device.type}", 1000 * t_mmd, "ms/step")]
+    return [
+        (f"phase congruency, {b} images {h}x{w}, {device.type}", 1000 * t_pc, "ms/batch"),
+        (f"AMK-MMD IDAL + IMDAL forward+backward, {b}+{b} x {dim}-d, {device.type}", 1000 * t_mmd, "ms/step"),
+    ]
 
 
 def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
@@ -337,19 +397,31 @@ def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m aminet.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="all",
-                        choices=["all", "eval", "extract", "data", "model", "train", "phase", "search"],
-                        help="which benchmark to run (default: all)")
+    parser = ArgumentParser(
+        prog="python -m aminet.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        choices=["all", "eval", "extract", "data", "model", "train", "phase", "search"],
+        help="which benchmark to run (default: all)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests): figures are not meaningful")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="model bench: images per modality (default 8 on CPU, 64 on GPU)")
-    parser.add_argument("--train-ids", type=int, default=None,
-                        help="train bench: identities per batch (x 4 visible + 4 infrared; default 16 on GPU, 2 on CPU)")
-    parser.add_argument("--train-steps", type=int, default=None, help="train bench: timed steps (default 20 GPU, 3 CPU)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="model bench: images per modality (default 8 on CPU, 64 on GPU)"
+    )
+    parser.add_argument(
+        "--train-ids",
+        type=int,
+        default=None,
+        help="train bench: identities per batch (x 4 visible + 4 infrared; default 16 on GPU, 2 on CPU)",
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=None, help="train bench: timed steps (default 20 GPU, 3 CPU)"
+    )
     parser.add_argument("--compile", action="store_true", help="train bench: also time torch.compile")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -362,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"sysu_query": 3803, "sysu_gallery": 301, "sysu_ids": 96, "dim": 2048, "regdb": 2060}
     if args.tiny:
         sizes = {"sysu_query": 60, "sysu_gallery": 24, "sysu_ids": 12, "dim": 16, "regdb": 40}
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-          f"torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+        f"torch {torch.__version__}"
+    )
     figures = []
     if args.what in ("all", "eval"):
         figures += bench_eval(args.repeats, device, sizes)

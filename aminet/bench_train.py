@@ -64,8 +64,12 @@ def _nvidia_smi_probe(device: torch.device) -> Callable[[], float] | None:
     physical = visible[index].strip() if index < len(visible) and visible[index].strip() else str(index)
 
     def probe() -> float:
-        out = subprocess.run([exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", physical],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            [exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", physical],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return float(out.stdout.strip().splitlines()[0])
 
     return probe
@@ -139,17 +143,27 @@ class _PerSample(torch.utils.data.Dataset):
 
         self.images, self.rows_v, self.rows_i = images, rows_v, rows_i
         h, w = images.shape[1:3]
-        self.transform = T.Compose([
-            T.ToPILImage(), T.Pad(pad), T.RandomCrop((h, w)), T.RandomHorizontalFlip(), T.ToTensor(),
-            T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)), T.RandomErasing(p=0.5)])
+        self.transform = T.Compose(
+            [
+                T.ToPILImage(),
+                T.Pad(pad),
+                T.RandomCrop((h, w)),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
+                T.RandomErasing(p=0.5),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.rows_v)
 
     def __getitem__(self, pair):
         v, i = pair
-        return (self.transform(np.asarray(self.images[self.rows_v[v]])),
-                self.transform(np.asarray(self.images[self.rows_i[i]])))
+        return (
+            self.transform(np.asarray(self.images[self.rows_v[v]])),
+            self.transform(np.asarray(self.images[self.rows_i[i]])),
+        )
 
 
 class _PairSampler(torch.utils.data.Sampler):
@@ -172,19 +186,48 @@ def baseline_pad(height: int) -> int:
     return max(1, round(10 * height / 288))
 
 
-def baseline_loader(images: np.ndarray, rows_v: np.ndarray, rows_i: np.ndarray, sampler, steps: int, *,
-                    pad: int, workers: int, pin: bool = False) -> torch.utils.data.DataLoader:
+def baseline_loader(
+    images: np.ndarray,
+    rows_v: np.ndarray,
+    rows_i: np.ndarray,
+    sampler,
+    steps: int,
+    *,
+    pad: int,
+    workers: int,
+    pin: bool = False,
+) -> torch.utils.data.DataLoader:
     """The usual code path's input pipeline: (visible, infrared) batches in the cross-modal sampler's
     order for ``steps`` steps, torchvision transforms per sample in ``workers`` DataLoader workers."""
-    return torch.utils.data.DataLoader(_PerSample(images, rows_v, rows_i, pad), batch_size=sampler.batch_size,
-                                       sampler=_PairSampler(sampler, steps), num_workers=workers, pin_memory=pin,
-                                       drop_last=True, persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        _PerSample(images, rows_v, rows_i, pad),
+        batch_size=sampler.batch_size,
+        sampler=_PairSampler(sampler, steps),
+        num_workers=workers,
+        pin_memory=pin,
+        drop_last=True,
+        persistent_workers=False,
+    )
 
 
-def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps: int, height: int = 288,
-                     width: int = 144, ids: int = 16, instances: int = 4, arch: str = "resnet50",
-                     compile: bool = False, workers: int | None = None, root=None, cache_dir=None,
-                     warmup: int = 2, cpu_bf16: bool = False) -> TrainBench:
+def train_throughput(
+    preset: str,
+    pipeline: str,
+    *,
+    device: torch.device,
+    steps: int,
+    height: int = 288,
+    width: int = 144,
+    ids: int = 16,
+    instances: int = 4,
+    arch: str = "resnet50",
+    compile: bool = False,
+    workers: int | None = None,
+    root=None,
+    cache_dir=None,
+    warmup: int = 2,
+    cpu_bf16: bool = False,
+) -> TrainBench:
     """Wall-clock throughput over ``steps`` timed steps after ``warmup`` steps (see the module docstring).
     The aminet pipeline runs bf16 autocast with a channels-last model on a GPU, and on a CPU when
     ``cpu_bf16`` (``train.precision=bf16``; fast where the CPU has bf16 units, e.g. AMX); else fp32."""
@@ -201,20 +244,31 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
 
     fast = pipeline == "aminet"
     cuda = device.type == "cuda"
-    cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.height={height}",
-                             f"data.width={width}", f"data.ids_per_batch={ids}",
-                             f"data.instances={instances}", f"data.pad={baseline_pad(height)}"])
+    cfg = load_config(
+        None,
+        [
+            "model.weights=none",
+            f"model.arch={arch}",
+            f"data.height={height}",
+            f"data.width={width}",
+            f"data.ids_per_batch={ids}",
+            f"data.instances={instances}",
+            f"data.pad={baseline_pad(height)}",
+        ],
+    )
     # the trainer's precision rule (and its refusals): bf16 for aminet on a GPU or when asked on a CPU
-    cfg = cfg.replace({**preset_overrides([preset]),
-                       "train.precision": "bf16" if fast and (cuda or cpu_bf16) else "fp32"})
+    cfg = cfg.replace(
+        {**preset_overrides([preset]), "train.precision": "bf16" if fast and (cuda or cpu_bf16) else "fp32"}
+    )
     dtype = _precision(cfg, device)
     root = root or synthetic.ensure_default("sysu", quiet=True)
     cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
     train = sysu_train(root, "final")
     rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
     total = warmup + steps
-    sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, ids, instances, seed=0,
-                                iters_per_epoch=total)
+    sampler = CrossModalSampler(
+        train.labels_visible, train.labels_infrared, ids, instances, seed=0, iters_per_epoch=total
+    )
     torch.manual_seed(0)
     model = build_model(cfg, train.num_classes).to(device).train()
     criterion = AMINetCriterion(cfg, instances).to(device)
@@ -223,15 +277,28 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
     if fast and cuda:
         torch.backends.cudnn.benchmark = True
     forward = torch.compile(model) if compile else model
-    opt = torch.optim.SGD(list(model.parameters()) + [p for p in criterion.parameters() if p.requires_grad],
-                          lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=fast)
+    opt = torch.optim.SGD(
+        list(model.parameters()) + [p for p in criterion.parameters() if p.requires_grad],
+        lr=0.01,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        fused=fast,
+    )
     gen = torch.Generator().manual_seed(0)
     ratio, up_h = cfg.model.upper_body_ratio, cfg.data.upper_height
 
     if fast:
         aug = DeviceAugment.from_config(cfg)
-        loader = BatchLoader(cache.images, rows_v, rows_i, sampler, device, cams_visible=train.visible.cams,
-                             cams_infrared=train.infrared.cams)
+        loader = BatchLoader(
+            cache.images,
+            rows_v,
+            rows_i,
+            sampler,
+            device,
+            cams_visible=train.visible.cams,
+            cams_infrared=train.infrared.cams,
+        )
 
         def batches():
             for b in loader.run(0, 0, 1):
@@ -240,8 +307,7 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
                 yield vis, ir, vis_up, ir_up, b.labels, b.cams
     else:
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-        dl = baseline_loader(cache.images, rows_v, rows_i, sampler, total, pad=cfg.data.pad, workers=workers,
-                             pin=cuda)
+        dl = baseline_loader(cache.images, rows_v, rows_i, sampler, total, pad=cfg.data.pad, workers=workers, pin=cuda)
         steps_all = [sampler.step(0, it) for it in range(total)]
         labels_all = [torch.from_numpy(st[2]) for st in steps_all]
         cams_all = [(train.visible.cams[st[0]], train.infrared.cams[st[1]]) for st in steps_all]
@@ -249,8 +315,14 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
         def batches():
             for it, (vis, ir) in enumerate(dl):
                 vis, ir = vis.to(device, non_blocking=cuda), ir.to(device, non_blocking=cuda)
-                yield vis, ir, upper_view(vis, ratio, up_h).contiguous(), upper_view(ir, ratio, up_h).contiguous(), \
-                    labels_all[it].to(device), cams_all[it]
+                yield (
+                    vis,
+                    ir,
+                    upper_view(vis, ratio, up_h).contiguous(),
+                    upper_view(ir, ratio, up_h).contiguous(),
+                    labels_all[it].to(device),
+                    cams_all[it],
+                )
 
     check_every = CHECK_EVERY_CUDA if cuda else 1
     pending: list[torch.Tensor] = []
@@ -295,5 +367,14 @@ def train_throughput(preset: str, pipeline: str, *, device: torch.device, steps:
         sync()
         elapsed = time.perf_counter() - t_start
     source.close()
-    return TrainBench(pipeline, preset, device.type, "bf16" if dtype else "fp32",
-                      2 * sampler.batch_size * steps / elapsed, elapsed / steps, wait / elapsed, util.mean, util.low)
+    return TrainBench(
+        pipeline,
+        preset,
+        device.type,
+        "bf16" if dtype else "fp32",
+        2 * sampler.batch_size * steps / elapsed,
+        elapsed / steps,
+        wait / elapsed,
+        util.mean,
+        util.low,
+    )

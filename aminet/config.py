@@ -246,12 +246,20 @@ class Config:
             v = getattr(d, name)
             _check(16 <= v <= 2048, f"data.{name}", v, "an integer in 16..2048")
         if d.upper_height is not None:
-            _check(8 <= d.upper_height <= d.height, "data.upper_height", d.upper_height,
-                   f"null (follow the share) or an integer in 8..data.height ({d.height})")
+            _check(
+                8 <= d.upper_height <= d.height,
+                "data.upper_height",
+                d.upper_height,
+                f"null (follow the share) or an integer in 8..data.height ({d.height})",
+            )
         _check(d.ids_per_batch >= 2, "data.ids_per_batch", d.ids_per_batch, ">= 2 (triplets need negatives)")
         _check(d.instances >= 1, "data.instances", d.instances, ">= 1")
-        _check(d.iters_per_epoch is None or d.iters_per_epoch >= 1, "data.iters_per_epoch",
-               d.iters_per_epoch, "null or >= 1")
+        _check(
+            d.iters_per_epoch is None or d.iters_per_epoch >= 1,
+            "data.iters_per_epoch",
+            d.iters_per_epoch,
+            "null or >= 1",
+        )
         _check(0 <= d.pad <= 64, "data.pad", d.pad, "an integer in 0..64")
         for name in ("flip_p", "erase_p", "channel_aug_p"):
             v = getattr(d, name)
@@ -259,8 +267,12 @@ class Config:
 
         _check(m.weights.strip() != "", "model.weights", m.weights, '"imagenet", "none" or a file path')
         _check(0.0 < m.upper_body_ratio <= 1.0, "model.upper_body_ratio", m.upper_body_ratio, "in (0, 1]")
-        _check(round(m.upper_body_ratio * d.height) >= 8 or not m.upper_body, "model.upper_body_ratio",
-               m.upper_body_ratio, f"at least 8 rows of data.height ({d.height}) in the upper-body view")
+        _check(
+            round(m.upper_body_ratio * d.height) >= 8 or not m.upper_body,
+            "model.upper_body_ratio",
+            m.upper_body_ratio,
+            f"at least 8 rows of data.height ({d.height}) in the upper-body view",
+        )
         _check(1.0 <= m.gem_p <= 20.0, "model.gem_p", m.gem_p, "in [1, 20]")
 
         for name in ("id_weight", "triplet_weight", "mmd_intra_weight", "mmd_inter_weight"):
@@ -268,50 +280,83 @@ class Config:
             _check(v >= 0.0, f"loss.{name}", v, ">= 0")
         _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
         _check(lo.triplet_margin >= 0.0, "loss.triplet_margin", lo.triplet_margin, ">= 0")
-        _check(not (d.dataset == "regdb" and lo.imdal == "camera" and lo.mmd_intra_weight > 0), "loss.imdal",
-               lo.imdal, "branch or halves on RegDB (one camera per modality: no camera to align)")
-        _check(not (lo.imdal == "branch" and lo.mmd_intra_weight > 0 and not m.upper_body), "loss.imdal",
-               lo.imdal, "camera or halves without the upper-body branch (model.upper_body=false)")
+        _check(
+            not (d.dataset == "regdb" and lo.imdal == "camera" and lo.mmd_intra_weight > 0),
+            "loss.imdal",
+            lo.imdal,
+            "branch or halves on RegDB (one camera per modality: no camera to align)",
+        )
+        _check(
+            not (lo.imdal == "branch" and lo.mmd_intra_weight > 0 and not m.upper_body),
+            "loss.imdal",
+            lo.imdal,
+            "camera or halves without the upper-body branch (model.upper_body=false)",
+        )
         _check(lo.mmd_weight_entropy >= 0.0, "loss.mmd_weight_entropy", lo.mmd_weight_entropy, ">= 0")
-        _check(len(lo.mmd_multipliers) > 0, "loss.mmd_multipliers", lo.mmd_multipliers,
-               "a non-empty list of positive bandwidth multipliers")
+        _check(
+            len(lo.mmd_multipliers) > 0,
+            "loss.mmd_multipliers",
+            lo.mmd_multipliers,
+            "a non-empty list of positive bandwidth multipliers",
+        )
         for i, v in enumerate(lo.mmd_multipliers):
             _check(v > 0.0, f"loss.mmd_multipliers[{i}]", v, "> 0")
-        _check(len(set(lo.mmd_multipliers)) == len(lo.mmd_multipliers), "loss.mmd_multipliers",
-               lo.mmd_multipliers, "distinct values")
+        _check(
+            len(set(lo.mmd_multipliers)) == len(lo.mmd_multipliers),
+            "loss.mmd_multipliers",
+            lo.mmd_multipliers,
+            "distinct values",
+        )
 
         _check(o.lr > 0.0, "optim.lr", o.lr, "> 0")
         _check(0.0 < o.backbone_lr_mult <= 10.0, "optim.backbone_lr_mult", o.backbone_lr_mult, "in (0, 10]")
         _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "in [0, 1)")
-        _check(not (o.nesterov and o.momentum == 0.0), "optim.nesterov", o.nesterov,
-               "false when optim.momentum is 0")
+        _check(not (o.nesterov and o.momentum == 0.0), "optim.nesterov", o.nesterov, "false when optim.momentum is 0")
         _check(o.weight_decay >= 0.0, "optim.weight_decay", o.weight_decay, ">= 0")
-        _check(0.0 <= o.warmup_share < 1.0, "optim.warmup_share", o.warmup_share,
-               "a share of train.epochs in [0, 1)")
-        _check(0.0 < o.warmup_start_factor <= 1.0, "optim.warmup_start_factor", o.warmup_start_factor,
-               "in (0, 1]")
-        _check(all(b > a for a, b in zip(o.milestone_shares, o.milestone_shares[1:])), "optim.milestone_shares",
-               o.milestone_shares, "strictly increasing shares of train.epochs")
+        _check(0.0 <= o.warmup_share < 1.0, "optim.warmup_share", o.warmup_share, "a share of train.epochs in [0, 1)")
+        _check(0.0 < o.warmup_start_factor <= 1.0, "optim.warmup_start_factor", o.warmup_start_factor, "in (0, 1]")
+        _check(
+            all(b > a for a, b in zip(o.milestone_shares, o.milestone_shares[1:])),
+            "optim.milestone_shares",
+            o.milestone_shares,
+            "strictly increasing shares of train.epochs",
+        )
         for i, v in enumerate(o.milestone_shares):
-            _check(o.warmup_share <= v < 1.0, f"optim.milestone_shares[{i}]", v,
-                   f"a share in [{o.warmup_share:g}, 1) (after warm-up, before the end of training)")
+            _check(
+                o.warmup_share <= v < 1.0,
+                f"optim.milestone_shares[{i}]",
+                v,
+                f"a share in [{o.warmup_share:g}, 1) (after warm-up, before the end of training)",
+            )
         _check(0.0 < o.gamma < 1.0, "optim.gamma", o.gamma, "in (0, 1)")
         _check(0.0 <= o.min_lr_factor < 1.0, "optim.min_lr_factor", o.min_lr_factor, "in [0, 1)")
 
         _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
         _check(t.seed >= 0, "train.seed", t.seed, ">= 0")
-        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda")
-               or t.device == "mps", "train.device", t.device, '"auto", "cpu", "cuda[:N]" or "mps"')
+        _check(
+            t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
+            "train.device",
+            t.device,
+            '"auto", "cpu", "cuda[:N]" or "mps"',
+        )
         _check(t.eval_every >= 1, "train.eval_every", t.eval_every, ">= 1")
         _check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every, ">= 1")
-        _check(0 <= t.host_sync_every <= 10_000, "train.host_sync_every", t.host_sync_every,
-               "an integer in 0..10000 (0: automatic)")
+        _check(
+            0 <= t.host_sync_every <= 10_000,
+            "train.host_sync_every",
+            t.host_sync_every,
+            "an integer in 0..10000 (0: automatic)",
+        )
 
         _check(len(e.sysu_modes) > 0, "eval.sysu_modes", e.sysu_modes, 'a non-empty subset of ["all", "indoor"]')
         for i, v in enumerate(e.sysu_modes):
             _check(v in ("all", "indoor"), f"eval.sysu_modes[{i}]", v, '"all" or "indoor"')
-        _check(len(e.regdb_directions) > 0, "eval.regdb_directions", e.regdb_directions,
-               'a non-empty subset of ["v2t", "t2v"]')
+        _check(
+            len(e.regdb_directions) > 0,
+            "eval.regdb_directions",
+            e.regdb_directions,
+            'a non-empty subset of ["v2t", "t2v"]',
+        )
         for i, v in enumerate(e.regdb_directions):
             _check(v in ("v2t", "t2v"), f"eval.regdb_directions[{i}]", v, '"v2t" or "t2v"')
         _check(1 <= e.trials <= 10, "eval.trials", e.trials, "an integer in 1..10")

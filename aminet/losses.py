@@ -29,8 +29,17 @@ import torch.nn.functional as F
 
 from aminet.data.augment import to_device
 
-__all__ = ["amk_mmd", "kernel_mmd_terms", "AMKMMD", "GradReverse", "weighted_triplet", "hard_triplet",
-           "cross_entropy", "resolve_imdal", "AMINetCriterion"]
+__all__ = [
+    "amk_mmd",
+    "kernel_mmd_terms",
+    "AMKMMD",
+    "GradReverse",
+    "weighted_triplet",
+    "hard_triplet",
+    "cross_entropy",
+    "resolve_imdal",
+    "AMINetCriterion",
+]
 
 BASE_FLOOR = 1e-6
 
@@ -39,12 +48,19 @@ def _sq_distances(z: torch.Tensor) -> torch.Tensor:
     sq = (z * z).sum(dim=1)
     d = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     d = d.clamp(min=0.0)
-    return d.fill_diagonal_(0.0) if not d.requires_grad else d * (1.0 - torch.eye(len(z), device=z.device, dtype=d.dtype))
+    return (
+        d.fill_diagonal_(0.0) if not d.requires_grad else d * (1.0 - torch.eye(len(z), device=z.device, dtype=d.dtype))
+    )
 
 
-def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float],
-                     labels_x: torch.Tensor | None = None, labels_y: torch.Tensor | None = None,
-                     paired: bool = False) -> torch.Tensor:
+def kernel_mmd_terms(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    multipliers: Sequence[float],
+    labels_x: torch.Tensor | None = None,
+    labels_y: torch.Tensor | None = None,
+    paired: bool = False,
+) -> torch.Tensor:
     """Unbiased MMD^2 under each Gaussian kernel separately: a (M,) tensor (float32).
 
     Without labels: the textbook unbiased estimate (within-set sums over i != j, all cross pairs).
@@ -75,8 +91,9 @@ def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[flo
     if (labels_x is None) != (labels_y is None):
         raise ValueError("amk_mmd: give identity labels for both sets or for neither")
     if labels_x is not None and (labels_x.shape != (ns,) or labels_y.shape != (nt,)):
-        raise ValueError(f"amk_mmd: labels must be ({ns},) and ({nt},), got {tuple(labels_x.shape)} and "
-                         f"{tuple(labels_y.shape)}")
+        raise ValueError(
+            f"amk_mmd: labels must be ({ns},) and ({nt},), got {tuple(labels_x.shape)} and {tuple(labels_y.shape)}"
+        )
     if paired and ns != nt:
         raise ValueError(f"amk_mmd: paired sets must have the same size, got {ns} and {nt}")
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -95,8 +112,9 @@ def kernel_mmd_terms(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[flo
         return _composition_mmd(k, ns, nt, labels_x, labels_y, paired)
 
 
-def _composition_mmd(k: torch.Tensor, ns: int, nt: int, labels_x: torch.Tensor | None,
-                     labels_y: torch.Tensor | None, paired: bool) -> torch.Tensor:
+def _composition_mmd(
+    k: torch.Tensor, ns: int, nt: int, labels_x: torch.Tensor | None, labels_y: torch.Tensor | None, paired: bool
+) -> torch.Tensor:
     """The identity-composition-corrected estimate of ``kernel_mmd_terms`` from the kernel stack k (M, n, n).
     Everything stays on the device (pair counts included): no host synchronisation."""
     n = ns + nt
@@ -128,9 +146,15 @@ def _composition_mmd(k: torch.Tensor, ns: int, nt: int, labels_x: torch.Tensor |
     return (shares[0] / total) * parts[0] + (shares[1] / total) * parts[1]
 
 
-def amk_mmd(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float],
-            weights: torch.Tensor | None = None, labels_x: torch.Tensor | None = None,
-            labels_y: torch.Tensor | None = None, paired: bool = False) -> torch.Tensor:
+def amk_mmd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    multipliers: Sequence[float],
+    weights: torch.Tensor | None = None,
+    labels_x: torch.Tensor | None = None,
+    labels_y: torch.Tensor | None = None,
+    paired: bool = False,
+) -> torch.Tensor:
     """Unbiased multi-kernel MMD^2 between x and y; ``weights`` on the simplex (uniform if None); identity
     labels and ``paired`` as in ``kernel_mmd_terms``."""
     terms = kernel_mmd_terms(x, y, multipliers, labels_x, labels_y, paired)
@@ -179,8 +203,14 @@ class AMKMMD(nn.Module):
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, labels_x: torch.Tensor | None = None,
-                labels_y: torch.Tensor | None = None, paired: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels_x: torch.Tensor | None = None,
+        labels_y: torch.Tensor | None = None,
+        paired: bool = False,
+    ) -> torch.Tensor:
         terms = kernel_mmd_terms(x, y, self.multipliers, labels_x, labels_y, paired)
         if self.mode == "fixed":
             return terms.mean()
@@ -294,14 +324,16 @@ class AMINetCriterion(nn.Module):
         identity blocks of K). Index tensors made on the device, not boolean masks: selecting with a
         mask would make the host wait for the GPU to count the rows."""
         if n % self.instances:
-            raise ValueError(f"IMDAL: {n} images per modality is not a whole number of identities x "
-                             f"{self.instances} instances")
+            raise ValueError(
+                f"IMDAL: {n} images per modality is not a whole number of identities x {self.instances} instances"
+            )
         rows = torch.arange(n, device=device).view(-1, self.instances)
         half = self.instances // 2
         return rows[:, :half].reshape(-1), rows[:, half:].reshape(-1)
 
-    def _mmd(self, mmd: AMKMMD, x: torch.Tensor, y: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor,
-             paired: bool = False) -> torch.Tensor:
+    def _mmd(
+        self, mmd: AMKMMD, x: torch.Tensor, y: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor, paired: bool = False
+    ) -> torch.Tensor:
         if self.balanced:
             return mmd(x, y, lx, ly, paired)
         return mmd(x, y)
@@ -325,18 +357,23 @@ class AMINetCriterion(nn.Module):
         b = labels.shape[0]
         if self.imdal == "halves":
             a, h = self._halves(out.intra_visible.shape[0], out.intra_visible.device)
-            return 0.5 * sum(self._mmd(self.mmd_intra, f[a], f[h], labels[a], labels[h])
-                             for f in (out.intra_visible, out.intra_infrared))
+            return 0.5 * sum(
+                self._mmd(self.mmd_intra, f[a], f[h], labels[a], labels[h])
+                for f in (out.intra_visible, out.intra_infrared)
+            )
         if self.imdal == "branch":
             if out.global_features is None:
                 raise ValueError("loss.imdal=branch needs the upper-body branch (model.upper_body=true)")
             g, p = out.global_features, out.part_features
-            return 0.5 * sum(self._mmd(self.mmd_intra, g[s], p[s], labels, labels, paired=True)
-                             for s in (slice(0, b), slice(b, 2 * b)))
+            return 0.5 * sum(
+                self._mmd(self.mmd_intra, g[s], p[s], labels, labels, paired=True)
+                for s in (slice(0, b), slice(b, 2 * b))
+            )
         if cams is None:
             raise ValueError("loss.imdal=camera needs the camera of every image of the batch")
-        terms = (self._camera_terms(out.intra_visible, labels, cams[0])
-                 + self._camera_terms(out.intra_infrared, labels, cams[1]))
+        terms = self._camera_terms(out.intra_visible, labels, cams[0]) + self._camera_terms(
+            out.intra_infrared, labels, cams[1]
+        )
         if not terms:  # every image of each modality from one camera: nothing to align
             return out.features.new_zeros(())
         return sum(terms) / len(terms)
@@ -357,6 +394,10 @@ class AMINetCriterion(nn.Module):
         terms["idal"] = zero
         if self.w_inter > 0:
             terms["idal"] = self._mmd(self.mmd_inter, out.intra_visible, out.intra_infrared, labels, labels)
-        total = (self.w_id * terms["id"] + self.w_tri * terms["triplet"] + self.w_intra * terms["imdal"]
-                 + self.w_inter * terms["idal"])
+        total = (
+            self.w_id * terms["id"]
+            + self.w_tri * terms["triplet"]
+            + self.w_intra * terms["imdal"]
+            + self.w_inter * terms["idal"]
+        )
         return total, terms

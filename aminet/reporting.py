@@ -17,15 +17,44 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["paper_table", "seed_summary", "cmc_figure", "tsne_figure", "distance_figure", "MLflowReporter",
-           "distance_gap"]
+__all__ = [
+    "paper_table",
+    "seed_summary",
+    "cmc_figure",
+    "tsne_figure",
+    "distance_figure",
+    "MLflowReporter",
+    "distance_gap",
+]
 
-_SYSU_COLS = [("all", "R1"), ("all", "R10"), ("all", "R20"), ("all", "mAP"), ("all", "mINP"),
-              ("indoor", "R1"), ("indoor", "R10"), ("indoor", "R20"), ("indoor", "mAP"), ("indoor", "mINP")]
-_REGDB_COLS = [("t2v", "R1"), ("t2v", "R10"), ("t2v", "mAP"), ("t2v", "mINP"),
-               ("v2t", "R1"), ("v2t", "R10"), ("v2t", "mAP"), ("v2t", "mINP")]
-_SETTING_NAMES = {"all": "All Search", "indoor": "Indoor Search", "t2v": "Thermal to Visible",
-                  "v2t": "Visible to Thermal"}
+_SYSU_COLS = [
+    ("all", "R1"),
+    ("all", "R10"),
+    ("all", "R20"),
+    ("all", "mAP"),
+    ("all", "mINP"),
+    ("indoor", "R1"),
+    ("indoor", "R10"),
+    ("indoor", "R20"),
+    ("indoor", "mAP"),
+    ("indoor", "mINP"),
+]
+_REGDB_COLS = [
+    ("t2v", "R1"),
+    ("t2v", "R10"),
+    ("t2v", "mAP"),
+    ("t2v", "mINP"),
+    ("v2t", "R1"),
+    ("v2t", "R10"),
+    ("v2t", "mAP"),
+    ("v2t", "mINP"),
+]
+_SETTING_NAMES = {
+    "all": "All Search",
+    "indoor": "Indoor Search",
+    "t2v": "Thermal to Visible",
+    "v2t": "Visible to Thermal",
+}
 
 
 def seed_summary(per_trial: pd.DataFrame, feature: str = "bn") -> pd.DataFrame:
@@ -37,8 +66,9 @@ def seed_summary(per_trial: pd.DataFrame, feature: str = "bn") -> pd.DataFrame:
     metrics = ["R1", "R5", "R10", "R20", "mAP", "mINP"]
     per_seed = df.groupby(keys + ["seed"], sort=False)[metrics].mean().reset_index()
     g = per_seed.groupby(keys, sort=False)[metrics]
-    out = pd.concat([g.mean().add_suffix("_mean"), g.std(ddof=1).fillna(0.0).add_suffix("_std"),
-                     g.size().rename("seeds")], axis=1).reset_index()
+    out = pd.concat(
+        [g.mean().add_suffix("_mean"), g.std(ddof=1).fillna(0.0).add_suffix("_std"), g.size().rename("seeds")], axis=1
+    ).reset_index()
     return out
 
 
@@ -50,8 +80,10 @@ def paper_table(summary: pd.DataFrame) -> str:
     cols = _SYSU_COLS if benchmark == "sysu" else _REGDB_COLS
     present = [c for c in cols if c[0] in set(summary.setting)]
     labels = list(dict.fromkeys(summary["label"])) if "label" in summary.columns else [""]
-    head1 = f"{'':<24s}" + "".join(f"{_SETTING_NAMES[s]:<{17 * sum(1 for c in present if c[0] == s)}s}"
-                                     for s in dict.fromkeys(c[0] for c in present))
+    head1 = f"{'':<24s}" + "".join(
+        f"{_SETTING_NAMES[s]:<{17 * sum(1 for c in present if c[0] == s)}s}"
+        for s in dict.fromkeys(c[0] for c in present)
+    )
     head2 = f"{'':<24s}" + "".join(f"{m.replace('R', 'R-'):<17s}" for _, m in present)
     lines = [head1.rstrip(), head2.rstrip()]
     for label in labels:
@@ -89,8 +121,13 @@ def cmc_figure(frame: pd.DataFrame, feature: str = "bn"):
     rows = frame[frame.feature == feature]
     for setting, group in rows.groupby("setting", sort=False):
         curve = 100 * np.mean(np.stack([np.asarray(c) for c in group["cmc"]]), axis=0)
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3,
-                label=f"{_SETTING_NAMES.get(setting, setting)} (R1 {curve[0]:.1f})")
+        ax.plot(
+            np.arange(1, len(curve) + 1),
+            curve,
+            marker="o",
+            ms=3,
+            label=f"{_SETTING_NAMES.get(setting, setting)} (R1 {curve[0]:.1f})",
+        )
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_ylim(0, 100)
@@ -101,8 +138,9 @@ def cmc_figure(frame: pd.DataFrame, feature: str = "bn"):
     return fig
 
 
-def tsne_figure(vis: np.ndarray, vis_pids: np.ndarray, ir: np.ndarray, ir_pids: np.ndarray, max_ids: int = 10,
-                seed: int = 0):
+def tsne_figure(
+    vis: np.ndarray, vis_pids: np.ndarray, ir: np.ndarray, ir_pids: np.ndarray, max_ids: int = 10, seed: int = 0
+):
     """t-SNE of visible (circles) and infrared (triangles) embeddings of up to ``max_ids`` identities."""
     from sklearn.manifold import TSNE
 
@@ -112,7 +150,7 @@ def tsne_figure(vis: np.ndarray, vis_pids: np.ndarray, ir: np.ndarray, ir_pids: 
     x = np.concatenate([vis[mv], ir[mi]])
     perplexity = float(max(2, min(30, (len(x) - 1) // 3)))
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-    ev, ei = emb[: mv.sum()], emb[mv.sum():]
+    ev, ei = emb[: mv.sum()], emb[mv.sum() :]
     cmap = plt.get_cmap("tab10" if len(ids) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, pid in enumerate(ids):
@@ -178,8 +216,9 @@ def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
             return
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConnectionError(f"{where}: no tracking server answers there "
-                                  f"({' '.join(str(reason).split())})") from None
+            raise ConnectionError(
+                f"{where}: no tracking server answers there ({' '.join(str(reason).split())})"
+            ) from None
     elif scheme in ("postgresql", "mysql", "mssql"):
         default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
         try:
@@ -190,10 +229,11 @@ def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
             with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
                 pass
         except OSError as exc:
-            raise ConnectionError(f"{where}: cannot reach the database server "
-                                  f"({exc.strerror or type(exc).__name__})") from None
+            raise ConnectionError(
+                f"{where}: cannot reach the database server ({exc.strerror or type(exc).__name__})"
+            ) from None
     elif scheme in ("sqlite", "file", ""):
-        path = uri[len("sqlite:///"):] if scheme == "sqlite" else (parsed.path if scheme == "file" else uri)
+        path = uri[len("sqlite:///") :] if scheme == "sqlite" else (parsed.path if scheme == "file" else uri)
         folder = Path(path).expanduser().resolve()
         folder = folder.parent if scheme == "sqlite" else folder
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
@@ -204,7 +244,7 @@ def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
 def absolute_tracking_uri(uri: str) -> str:
     """A relative SQLite URI (``sqlite:///mlruns/x.db``) made absolute; any other URI as it is."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).expanduser().resolve()}"
     return uri
 
 
@@ -224,7 +264,7 @@ def mlflow_store(uri: str | None, experiment: str) -> tuple[str, str]:
         base.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{base / 'mlflow.db'}"
     uri = absolute_tracking_uri(uri)
-    artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri() if uri.startswith("sqlite:") else None
+    artifacts = (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri() if uri.startswith("sqlite:") else None
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifacts)
@@ -264,8 +304,13 @@ def git_commit() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

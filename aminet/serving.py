@@ -68,9 +68,14 @@ class AMINetPyfunc(_PythonModel):
             raise ValueError(f"expected uint8 images of shape (N, {h}, {w}, 3), got {images.dtype} {images.shape}")
         feature = params.get("feature") or self.cfg.eval.feature
         flip = params.get("flip")
-        feats = extract_features(self.model.extract, images, params.get("modality") or "visible",
-                                 batch_size=self.cfg.eval.batch_size, device="cpu",
-                                 flip=self.cfg.eval.flip if flip is None else bool(flip))
+        feats = extract_features(
+            self.model.extract,
+            images,
+            params.get("modality") or "visible",
+            batch_size=self.cfg.eval.batch_size,
+            device="cpu",
+            flip=self.cfg.eval.flip if flip is None else bool(flip),
+        )
         if feature not in feats:
             raise ValueError(f"feature {feature!r}: choose one of {sorted(feats)}")
         return feats[feature].numpy()
@@ -92,6 +97,10 @@ def log_pyfunc_model(model: torch.nn.Module, cfg: Config, example: np.ndarray, *
         output = wrapper.predict(None, example)
         params = {"modality": "visible", "feature": cfg.eval.feature, "flip": bool(cfg.eval.flip)}
         signature = infer_signature(example, output, params=params)
-        return mlflow.pyfunc.log_model(python_model=str(MODEL_CODE), artifacts={"weights": str(weights),
-                                       "config": str(config)}, signature=signature, input_example=example,
-                                       **log_model_kwargs)
+        return mlflow.pyfunc.log_model(
+            python_model=str(MODEL_CODE),
+            artifacts={"weights": str(weights), "config": str(config)},
+            signature=signature,
+            input_example=example,
+            **log_model_kwargs,
+        )

@@ -29,8 +29,9 @@ def load_runs(uri: str, experiments: list[str] | None) -> pd.DataFrame:
 
     mlflow.set_tracking_uri(uri)
     names = experiments or [e.name for e in mlflow.search_experiments()]
-    runs = mlflow.search_runs(experiment_names=names, filter_string="tags.`aminet.role` = 'summary'",
-                              output_format="pandas")
+    runs = mlflow.search_runs(
+        experiment_names=names, filter_string="tags.`aminet.role` = 'summary'", output_format="pandas"
+    )
     if runs.empty:
         return runs
     return runs[runs["status"] == "FINISHED"]
@@ -42,8 +43,13 @@ def table(runs: pd.DataFrame, labels: list[str] | None = None) -> pd.DataFrame:
         label = r.get("tags.aminet.label") or r.get("tags.mlflow.runName")
         if labels and label not in labels:
             continue
-        row = {"label": label, "experiment": r["experiment_id"], "run_id": r["run_id"],
-               "seeds": r.get("params.run.seeds", ""), "start": r["start_time"]}
+        row = {
+            "label": label,
+            "experiment": r["experiment_id"],
+            "run_id": r["run_id"],
+            "seeds": r.get("params.run.seeds", ""),
+            "start": r["start_time"],
+        }
         for prefix in ("test/", "val/"):
             for s in SETTINGS:
                 for m in METRICS:
@@ -73,8 +79,9 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python experiments/report.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python experiments/report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
     parser.add_argument("--experiment", action="append", default=None, help="experiment name(s) (default: all)")
     parser.add_argument("--labels", nargs="+", default=None, help="only these configuration labels")

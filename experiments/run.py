@@ -91,7 +91,7 @@ def preflight(configs: list[tuple[str, Config]], trials: list[int], quiet: bool)
         check_weights(cfg.model.arch, cfg.model.weights)
     for label, cfg in configs:
         root = resolve_root(cfg, quiet=quiet)
-        for t in (trials if cfg.data.dataset == "regdb" else [cfg.data.regdb_trial]):
+        for t in trials if cfg.data.dataset == "regdb" else [cfg.data.regdb_trial]:
             c = cfg.replace({"data.regdb_trial": t})
             build_training_data(c, root)
             evaluation_set(c, root)
@@ -127,10 +127,20 @@ def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
     plt.close(fig)
     probe = result.evalset.probes[0]
     device = next(result.model.parameters()).device
-    q = extract_features(result.model, result.cache.load(probe.query.paths), probe.query_modality,
-                         device=device)[cfg.eval.feature].cpu().numpy()
-    g = extract_features(result.model, result.cache.load(probe.gallery.paths), probe.gallery_modality,
-                         device=device)[cfg.eval.feature].cpu().numpy()
+    q = (
+        extract_features(result.model, result.cache.load(probe.query.paths), probe.query_modality, device=device)[
+            cfg.eval.feature
+        ]
+        .cpu()
+        .numpy()
+    )
+    g = (
+        extract_features(result.model, result.cache.load(probe.gallery.paths), probe.gallery_modality, device=device)[
+            cfg.eval.feature
+        ]
+        .cpu()
+        .numpy()
+    )
     gap = distance_gap(q, probe.query.pids, g, probe.gallery.pids)
     mlflow.log_metric(f"{prefix}distance_gap", gap["gap"])
     fig = distance_figure(gap)
@@ -144,8 +154,16 @@ def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
     return final
 
 
-def run_configuration(label: str, cfg: Config, seeds: list[int], trials: list[int], exp_id: str, run_root: Path,
-                      quiet: bool, tags: dict[str, str]) -> pd.DataFrame:
+def run_configuration(
+    label: str,
+    cfg: Config,
+    seeds: list[int],
+    trials: list[int],
+    exp_id: str,
+    run_root: Path,
+    quiet: bool,
+    tags: dict[str, str],
+) -> pd.DataFrame:
     import mlflow
 
     from aminet.engine.trainer import train
@@ -153,20 +171,34 @@ def run_configuration(label: str, cfg: Config, seeds: list[int], trials: list[in
 
     prefix = "test/" if cfg.data.purpose == "final" else "val/"
     frames = []
-    with mlflow.start_run(experiment_id=exp_id, run_name=label,
-                          tags={**tags, "aminet.role": "summary", "aminet.label": label}):
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=label, tags={**tags, "aminet.role": "summary", "aminet.label": label}
+    ):
         mlflow.log_params(flatten_config(cfg.flat()))
-        mlflow.log_params({"run.seeds": " ".join(map(str, seeds)),
-                           "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-"})
+        mlflow.log_params(
+            {
+                "run.seeds": " ".join(map(str, seeds)),
+                "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-",
+            }
+        )
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
         for seed in seeds:
-            for trial in (trials if cfg.data.dataset == "regdb" else [None]):
+            for trial in trials if cfg.data.dataset == "regdb" else [None]:
                 over = {"train.seed": seed} | ({"data.regdb_trial": trial} if trial is not None else {})
                 c = cfg.replace(over)
                 name = f"{label}-seed{seed}" + (f"-trial{trial}" if trial is not None else "")
-                with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True,
-                                      tags={**tags, "aminet.role": "model", "aminet.label": label,
-                                            "aminet.seed": str(seed), "aminet.trial": str(trial or "-")}):
+                with mlflow.start_run(
+                    experiment_id=exp_id,
+                    run_name=name,
+                    nested=True,
+                    tags={
+                        **tags,
+                        "aminet.role": "model",
+                        "aminet.label": label,
+                        "aminet.seed": str(seed),
+                        "aminet.trial": str(trial or "-"),
+                    },
+                ):
                     mlflow.log_params(flatten_config(c.flat()))
                     if not quiet:
                         print(f"\n=== {name} ===", file=sys.stderr, flush=True)
@@ -188,24 +220,35 @@ def run_configuration(label: str, cfg: Config, seeds: list[int], trials: list[in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python experiments/run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python experiments/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="experiment YAML (e.g. experiments/smoke.yaml)")
-    parser.add_argument("--data-root", default=None, help="dataset root in the official layout (default: "
-                                                          "the config's data.root, else the synthetic benchmark)")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset root in the official layout (default: the config's data.root, else the synthetic benchmark)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the config's train.seed)")
-    parser.add_argument("--trials", type=int, nargs="+", default=list(range(1, 11)),
-                        help="RegDB trials, one model each (default 1..10)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable")
+    parser.add_argument(
+        "--trials", type=int, nargs="+", default=list(range(1, 11)), help="RegDB trials, one model each (default 1..10)"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
     parser.add_argument("--preset", action="append", default=[], help="ablation preset (M0..M4, pesam_on/off)")
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name (default: the config's name)")
     parser.add_argument("--run-dir", default=None, help="checkpoints folder (default: <cwd>/runs/<experiment>)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier checkpoints instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra MLflow tag on every run (e.g. the search parent run), repeatable")
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra MLflow tag on every run (e.g. the search parent run), repeatable",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -252,15 +295,23 @@ def main(argv: list[str] | None = None) -> int:
 
     uri, exp_id = mlflow_store(args.mlflow_uri, experiment)
     mlflow.set_tracking_uri(uri)  # the runs below use MLflow's fluent API
-    tags = {"aminet.config_file": str(Path(args.config).resolve()), "aminet.git_commit": git_commit(),
-            "aminet.presets": " ".join(args.preset), **source_tags("experiments/run.py"), **extra_tags}
+    tags = {
+        "aminet.config_file": str(Path(args.config).resolve()),
+        "aminet.git_commit": git_commit(),
+        "aminet.presets": " ".join(args.preset),
+        **source_tags("experiments/run.py"),
+        **extra_tags,
+    }
     results = []
     try:
         for label, cfg in configs:
             results.append(run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags))
     except KeyboardInterrupt:
-        print("interrupted: the MLflow runs are marked FAILED; re-run the same command to resume from the "
-              "last checkpoints", file=sys.stderr)
+        print(
+            "interrupted: the MLflow runs are marked FAILED; re-run the same command to resume from the "
+            "last checkpoints",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # the MLflow runs were ended as FAILED by their context managers
         print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -268,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     per_trial = pd.concat(results, ignore_index=True)
     summary = seed_summary(per_trial, configs[0][1].eval.feature)
     purpose = configs[0][1].data.purpose
-    print(f"\n{'TEST' if purpose == 'final' else 'VALIDATION'} results, {configs[0][1].eval.feature} feature, "
-          f"final epoch, mean +- std over seeds {seeds} (each seed: mean over the protocol's trials)")
+    print(
+        f"\n{'TEST' if purpose == 'final' else 'VALIDATION'} results, {configs[0][1].eval.feature} feature, "
+        f"final epoch, mean +- std over seeds {seeds} (each seed: mean over the protocol's trials)"
+    )
     print(paper_table(summary))
     print(f"\nMLflow: {uri} (experiment '{experiment}'); browse with: mlflow ui --backend-store-uri {uri}")
     return 0

@@ -61,9 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     host = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", args.mlflow_uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            args.mlflow_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     problems: list[str] = []
     try:
         for _ in range(120):
@@ -91,12 +106,21 @@ def main(argv: list[str] | None = None) -> int:
                         problems.append(f"{name}: {needle!r} not shown")
 
             number = trial.data.tags.get("optuna.trial_number", "")
-            look("1_runs", f"{host}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning",
-                 [parent.info.run_name, f"trial {number}:"])
-            look("2_trial", f"{host}/#/experiments/{exp.experiment_id}/runs/{trial.info.run_id}",
-                 ["optim.lr", "val/score", "train/loss"])
-            look("3_parent", f"{host}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}",
-                 ["Winner", "val/score"])
+            look(
+                "1_runs",
+                f"{host}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning",
+                [parent.info.run_name, f"trial {number}:"],
+            )
+            look(
+                "2_trial",
+                f"{host}/#/experiments/{exp.experiment_id}/runs/{trial.info.run_id}",
+                ["optim.lr", "val/score", "train/loss"],
+            )
+            look(
+                "3_parent",
+                f"{host}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}",
+                ["Winner", "val/score"],
+            )
             registered = parent.data.tags.get("aminet.registered_model", "").split(" v")[0]
             if registered:
                 look("4_model", f"{host}/#/models/{registered}", [registered])

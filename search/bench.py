@@ -54,13 +54,28 @@ def _memory_trial(config, root: str, cache_dir: str | None, arch: str, height: i
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
 
-    cfg = load_config(None, ["model.weights=none", f"model.arch={arch}", f"data.height={height}",
-                             f"data.width={width}", "data.ids_per_batch=2"])
+    cfg = load_config(
+        None,
+        [
+            "model.weights=none",
+            f"model.arch={arch}",
+            f"data.height={height}",
+            f"data.width={width}",
+            "data.ids_per_batch=2",
+        ],
+    )
     cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
     train = sysu_train(root, "final")
     sampler = CrossModalSampler(train.labels_visible, train.labels_infrared, 2, 4, seed=0, iters_per_epoch=1)
-    loader = BatchLoader(cache.images, cache.indices(train.visible.paths), cache.indices(train.infrared.paths),
-                         sampler, "cpu", cams_visible=train.visible.cams, cams_infrared=train.infrared.cams)
+    loader = BatchLoader(
+        cache.images,
+        cache.indices(train.visible.paths),
+        cache.indices(train.infrared.paths),
+        sampler,
+        "cpu",
+        cams_visible=train.visible.cams,
+        cams_infrared=train.infrared.cams,
+    )
     model = build_model(cfg, train.num_classes).train()
     crit = AMINetCriterion(cfg, 4)
     aug = DeviceAugment.from_config(cfg)
@@ -73,8 +88,16 @@ def _memory_trial(config, root: str, cache_dir: str | None, arch: str, height: i
     _ = float(cache.images[:: max(1, len(cache.images) // 64)].mean())  # touch the shared cache
     info = psutil.Process().memory_full_info()
     time.sleep(2.0)  # let the other trial reach the same point
-    tune.report({"score": 0.0, "epoch": 1, "uss_mb": info.uss / 2**20, "rss_mb": info.rss / 2**20,
-                 "pss_mb": getattr(info, "pss", 0) / 2**20, "cache_mb": cache.images.nbytes / 2**20})
+    tune.report(
+        {
+            "score": 0.0,
+            "epoch": 1,
+            "uss_mb": info.uss / 2**20,
+            "rss_mb": info.rss / 2**20,
+            "pss_mb": getattr(info, "pss", 0) / 2**20,
+            "cache_mb": cache.images.nbytes / 2**20,
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,22 +128,39 @@ def main(argv: list[str] | None = None) -> int:
             client = MlflowClient(uri)
             exp = client.create_experiment("bench", (Path(tmp) / "artifacts").as_uri())
             parent = client.create_run(exp, run_name="bench").info.run_id
-            searcher = PrunedAwareOptunaSearch(_space, metric="score", mode="max", study_name="bench",
-                                               storage=optuna.storages.RDBStorage(f"sqlite:///{tmp}/optuna.db"),
-                                               sampler=optuna.samplers.TPESampler(multivariate=True, seed=0),
-                                               max_epochs=3)
+            searcher = PrunedAwareOptunaSearch(
+                _space,
+                metric="score",
+                mode="max",
+                study_name="bench",
+                storage=optuna.storages.RDBStorage(f"sqlite:///{tmp}/optuna.db"),
+                sampler=optuna.samplers.TPESampler(multivariate=True, seed=0),
+                max_epochs=3,
+            )
             tuner = tune.Tuner(
                 tune.with_resources(_trivial, {"cpu": 1}),
-                tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=n,
-                                            max_concurrent_trials=1,
-                                            scheduler=ASHAScheduler(time_attr="epoch", max_t=3, grace_period=1)),
-                run_config=tune.RunConfig(storage_path=f"{tmp}/ray", name="bench", verbose=0,
-                                          callbacks=[TrialRunLogger(uri, exp, parent, 3)]))
+                tune_config=tune.TuneConfig(
+                    metric="score",
+                    mode="max",
+                    search_alg=searcher,
+                    num_samples=n,
+                    max_concurrent_trials=1,
+                    scheduler=ASHAScheduler(time_attr="epoch", max_t=3, grace_period=1),
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=f"{tmp}/ray", name="bench", verbose=0, callbacks=[TrialRunLogger(uri, exp, parent, 3)]
+                ),
+            )
             t0 = time.perf_counter()
             tuner.fit()
             wall = time.perf_counter() - t0
-            figures.append((f"search: overhead per trial (Ray + Optuna TPE + ASHA + MLflow, {n} trivial trials "
-                            f"one at a time)", wall / n, "s"))
+            figures.append(
+                (
+                    f"search: overhead per trial (Ray + Optuna TPE + ASHA + MLflow, {n} trivial trials one at a time)",
+                    wall / n,
+                    "s",
+                )
+            )
 
             if args.tiny:
                 root = synthetic.generate("sysu", f"{tmp}/sysu", ids=8, images=2, height=64, width=32, workers=1)
@@ -135,16 +175,28 @@ def main(argv: list[str] | None = None) -> int:
                 tune.with_resources(tune.with_parameters(_memory_trial, **kw), {"cpu": 1}),
                 param_space={"i": tune.grid_search([0, 1])},
                 tune_config=tune.TuneConfig(max_concurrent_trials=2),
-                run_config=tune.RunConfig(storage_path=f"{tmp}/ray", name="memory", verbose=0)).fit()
+                run_config=tune.RunConfig(storage_path=f"{tmp}/ray", name="memory", verbose=0),
+            ).fit()
             rows = [r.metrics for r in res if r.metrics]
             if rows:
                 label = f"{kw['arch']} {kw['height']}x{kw['width']}, CPU, after one training step"
-                figures.append((f"search: memory per extra concurrent trial (USS), {label}",
-                                statistics.median(r["uss_mb"] for r in rows), "MiB"))
-                figures.append(("search: RSS of a trial (counts the shared cache and libraries)",
-                                statistics.median(r["rss_mb"] for r in rows), "MiB"))
-                figures.append(("search: image cache mapped by every trial (shared, counted once)",
-                                rows[0]["cache_mb"], "MiB"))
+                figures.append(
+                    (
+                        f"search: memory per extra concurrent trial (USS), {label}",
+                        statistics.median(r["uss_mb"] for r in rows),
+                        "MiB",
+                    )
+                )
+                figures.append(
+                    (
+                        "search: RSS of a trial (counts the shared cache and libraries)",
+                        statistics.median(r["rss_mb"] for r in rows),
+                        "MiB",
+                    )
+                )
+                figures.append(
+                    ("search: image cache mapped by every trial (shared, counted once)", rows[0]["cache_mb"], "MiB")
+                )
         finally:
             ray.shutdown()
     for name, value, unit in figures:

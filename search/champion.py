@@ -27,8 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finished", "Candidate", "candidates_from", "choose", "reseed_seeds", "registered_name",
-           "validation_protocol", "champion_decision", "guard_champion", "evaluate_checkpoint"]
+__all__ = [
+    "finished",
+    "Candidate",
+    "candidates_from",
+    "choose",
+    "reseed_seeds",
+    "registered_name",
+    "validation_protocol",
+    "champion_decision",
+    "guard_champion",
+    "evaluate_checkpoint",
+]
 
 METRIC = "score"
 
@@ -46,8 +56,13 @@ def reached_full_budget(result, max_epochs: int) -> bool:
     """Trained to the last epoch, no error, no divergence, a finite score."""
     m = _last(result)
     score = m.get(METRIC)
-    return (result.error is None and not m.get("diverged") and score is not None
-            and math.isfinite(float(score)) and int(m.get("epoch", 0) or 0) >= max_epochs)
+    return (
+        result.error is None
+        and not m.get("diverged")
+        and score is not None
+        and math.isfinite(float(score))
+        and int(m.get("epoch", 0) or 0) >= max_epochs
+    )
 
 
 def finished(results: Sequence, max_epochs: int) -> list:
@@ -90,11 +105,21 @@ def reseed_seeds(base_seed: int, reseeds: int) -> list[int]:
     return [base_seed + i for i in range(1, reseeds + 1)]
 
 
-def candidates_from(top: Sequence, base_seed: int, reseed_results: Sequence = (), max_epochs: int = 0) -> list[Candidate]:
+def candidates_from(
+    top: Sequence, base_seed: int, reseed_results: Sequence = (), max_epochs: int = 0
+) -> list[Candidate]:
     """Candidates from the top search results and the re-seed trials' results (their configs hold
     ``candidate`` and ``seed``). A re-seed that diverged scores 0; one that failed outright is left out."""
-    cands = [Candidate(params=dict(r.config), trial_id=str(_last(r).get("trial_id", "")), seeds=[base_seed],
-                       scores=[float(_last(r)[METRIC])], results=[r]) for r in top]
+    cands = [
+        Candidate(
+            params=dict(r.config),
+            trial_id=str(_last(r).get("trial_id", "")),
+            seeds=[base_seed],
+            scores=[float(_last(r)[METRIC])],
+            results=[r],
+        )
+        for r in top
+    ]
     for r in sorted(reseed_results, key=lambda r: (int(r.config["candidate"]), int(r.config["seed"]))):
         c = cands[int(r.config["candidate"])]
         m = _last(r)
@@ -129,13 +154,22 @@ def registered_name(dataset: str, synthetic: bool, fingerprint: str) -> str:
 def validation_protocol(cfg) -> str:
     """What the selection score measures, as a comparable string: two scores compare only when it is equal."""
     d, e = cfg.data, cfg.eval
-    parts = [f"dataset={d.dataset}", "split=validation ids", f"feature={e.feature}", f"flip={e.flip}",
-             f"rerank={e.rerank}", "score=(R1+mAP)/2"]
+    parts = [
+        f"dataset={d.dataset}",
+        "split=validation ids",
+        f"feature={e.feature}",
+        f"flip={e.flip}",
+        f"rerank={e.rerank}",
+        "score=(R1+mAP)/2",
+    ]
     if d.dataset == "sysu":
         parts += [f"modes={','.join(e.sysu_modes)}", f"gallery_trials={e.trials}"]
     else:
-        parts += [f"regdb_trial={d.regdb_trial}", f"val_share={d.regdb_val_share}",
-                  f"directions={','.join(e.regdb_directions)}"]
+        parts += [
+            f"regdb_trial={d.regdb_trial}",
+            f"val_share={d.regdb_val_share}",
+            f"directions={','.join(e.regdb_directions)}",
+        ]
     return "; ".join(parts)
 
 
@@ -167,8 +201,9 @@ def guard_champion(client, name: str, version: str, score: float, protocol: str)
     if move:
         client.set_registered_model_alias(name, "champion", str(version))
         return True, f"Registered model: models:/{name}@champion (version {version}; {why})"
-    return False, (f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version "
-                   f"{current_version}")
+    return False, (
+        f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,20 +221,27 @@ def evaluate_checkpoint(checkpoint, sysu_root: str | None, regdb_root: str | Non
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with checkpoint.as_directory() as folder:
         model, cfg = load_trained(folder, device=device)
-    return evaluate_benchmarks(model, cfg, sysu_root, regdb_root, sysu_trials=10, regdb_trials=range(1, 11),
-                               device=device)
+    return evaluate_benchmarks(
+        model, cfg, sysu_root, regdb_root, sysu_trials=10, regdb_trials=range(1, 11), device=device
+    )
 
 
-def evaluate_on_cluster(checkpoints: Sequence, sysu_root: Path | None, regdb_root: Path | None,
-                        resources: dict[str, float], retries: int) -> list:
+def evaluate_on_cluster(
+    checkpoints: Sequence, sysu_root: Path | None, regdb_root: Path | None, resources: dict[str, float], retries: int
+) -> list:
     """``evaluate_checkpoint`` for each checkpoint as parallel Ray tasks; the frames in order."""
     import ray
 
     task = ray.remote(evaluate_checkpoint).options(
-        num_cpus=resources.get("cpu", 1), num_gpus=min(1.0, resources.get("gpu", 0.0)), max_retries=retries,
-        retry_exceptions=False)
-    refs = [task.remote(ck, str(sysu_root) if sysu_root else None, str(regdb_root) if regdb_root else None)
-            for ck in checkpoints]
+        num_cpus=resources.get("cpu", 1),
+        num_gpus=min(1.0, resources.get("gpu", 0.0)),
+        max_retries=retries,
+        retry_exceptions=False,
+    )
+    refs = [
+        task.remote(ck, str(sysu_root) if sysu_root else None, str(regdb_root) if regdb_root else None)
+        for ck in checkpoints
+    ]
     return ray.get(refs)
 
 
@@ -211,21 +253,27 @@ def run_command(cmd: list[str]) -> tuple[int, str, str]:
     return out.returncode, out.stdout, out.stderr[-3000:]
 
 
-def retrain_on_cluster(commands: Sequence[list[str]], resources: dict[str, float], retries: int,
-                       local_store: bool) -> list[tuple[int, str, str]]:
+def retrain_on_cluster(
+    commands: Sequence[list[str]], resources: dict[str, float], retries: int, local_store: bool
+) -> list[tuple[int, str, str]]:
     """Fixed-config runs as Ray tasks (one GPU each when the cluster has GPUs), in parallel with a tracking
     server. ``local_store``: the tracking store is a SQLite file on this machine, so the tasks run on this
     node (the only one that can write it) and one at a time (SQLite takes one writer; two runners writing at
     once can fail with "database is locked")."""
     import ray
 
-    opts: dict[str, Any] = dict(num_cpus=resources.get("cpu", 1), num_gpus=1.0 if resources.get("gpu", 0) else 0.0,
-                                max_retries=retries, retry_exceptions=False)
+    opts: dict[str, Any] = dict(
+        num_cpus=resources.get("cpu", 1),
+        num_gpus=1.0 if resources.get("gpu", 0) else 0.0,
+        max_retries=retries,
+        retry_exceptions=False,
+    )
     if local_store:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                     soft=False)
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        )
     task = ray.remote(run_command).options(**opts)
     if local_store:
         return [ray.get(task.remote(cmd)) for cmd in commands]

@@ -53,58 +53,124 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python search/run.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="sysu", help="search space: a shipped name (sysu, regdb: search/spaces/<name>.yaml) "
-                                                   "or the path of a space YAML file (default sysu)")
-    p.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random"], default="tpe",
-                   help="Optuna sampler (default tpe: multivariate TPE)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="no new trial starts after this many seconds of searching; running trials finish, then "
-                        "the search selects, re-seeds, evaluates and registers as usual")
-    p.add_argument("--data-root", default=None, help="dataset root of the space's benchmark in the official "
-                                                     "layout (default: the synthetic benchmark)")
-    p.add_argument("--sysu-root", default=None, help="SYSU-MM01 root for the final evaluation (default: "
-                                                     "--data-root for the sysu space, synthetic without data)")
+    p = ArgumentParser(
+        prog="python search/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--space",
+        default="sysu",
+        help="search space: a shipped name (sysu, regdb: search/spaces/<name>.yaml) "
+        "or the path of a space YAML file (default sysu)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["tpe", "gp", "cmaes", "random"],
+        default="tpe",
+        help="Optuna sampler (default tpe: multivariate TPE)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="no new trial starts after this many seconds of searching; running trials finish, then "
+        "the search selects, re-seeds, evaluates and registers as usual",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset root of the space's benchmark in the official layout (default: the synthetic benchmark)",
+    )
+    p.add_argument(
+        "--sysu-root",
+        default=None,
+        help="SYSU-MM01 root for the final evaluation (default: "
+        "--data-root for the sysu space, synthetic without data)",
+    )
     p.add_argument("--regdb-root", default=None, help="RegDB root for the final evaluation (likewise)")
-    p.add_argument("--budget", choices=["auto", "quick", "full"], default="auto",
-                   help="quick: CPU-sized model and budget; full: the paper's; auto: quick on the synthetic "
-                        "benchmark, full on real data")
+    p.add_argument(
+        "--budget",
+        choices=["auto", "quick", "full"],
+        default="auto",
+        help="quick: CPU-sized model and budget; full: the paper's; auto: quick on the synthetic "
+        "benchmark, full on real data",
+    )
     p.add_argument("--quick", action="store_const", const="quick", dest="budget", help="same as --budget quick")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's budget)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the "
-                                                                    "cluster's CPUs/GPUs hold)")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial: at most 1, fractions "
-                                                                      "allowed (default: 1 with GPUs, else 0)")
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: 1 on CPU, "
-                                                                      "CPUs/GPUs (max 8) with GPUs)")
+    p.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster's CPUs/GPUs hold)"
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial: at most 1, fractions allowed (default: 1 with GPUs, else 0)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs per trial (default: 1 on CPU, CPUs/GPUs (max 8) with GPUs)",
+    )
     p.add_argument("--address", default=None, help="join this Ray cluster (host:port or 'auto')")
-    p.add_argument("--storage", default=None, help="Ray experiment storage: an absolute path or a URI shared by "
-                                                   "the nodes (default: <cwd>/ray_results)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Ray experiment storage: an absolute path or a URI shared by the nodes (default: <cwd>/ray_results)",
+    )
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
     p.add_argument("--mlflow-experiment", default="aminet-search", help="MLflow experiment name")
-    p.add_argument("--name", default=None, help="search name (default: <space>-<time>); re-running a name "
-                                                "resumes it")
+    p.add_argument("--name", default=None, help="search name (default: <space>-<time>); re-running a name resumes it")
     p.add_argument("--resume", action="store_true", help="resume the search --name (error if there is none)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (trials use the config's train.seed)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override of the base config, repeatable (e.g. train.epochs=40)")
-    p.add_argument("--grace-period", type=int, default=None, help="ASHA grace period in epochs "
-                                                                  "(default: the space's, >= a quarter)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the base config, repeatable (e.g. train.epochs=40)",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help="ASHA grace period in epochs (default: the space's, >= a quarter)",
+    )
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
-    p.add_argument("--top-k", type=int, default=None, help="finished trials re-trained with more seeds before the "
-                                                           "champion is chosen (default 3; quick budget 2)")
-    p.add_argument("--reseeds", type=int, default=None, help="extra seeds per re-trained configuration (default 2; "
-                                                             "quick budget 1; 0: choose on the search's seed alone)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="finished trials re-trained with more seeds before the champion is chosen (default 3; quick budget 2)",
+    )
+    p.add_argument(
+        "--reseeds",
+        type=int,
+        default=None,
+        help="extra seeds per re-trained configuration (default 2; "
+        "quick budget 1; 0: choose on the search's seed alone)",
+    )
     p.add_argument("--no-final-eval", action="store_true", help="skip the test-protocol evaluation of the best")
     p.add_argument("--no-register", action="store_true", help="do not log/register the best model in MLflow")
-    p.add_argument("--retrain-best", action="store_true", help="then train the best config as fixed-config final "
-                                                               "runs on both benchmarks (experiments/run.py)")
+    p.add_argument(
+        "--retrain-best",
+        action="store_true",
+        help="then train the best config as fixed-config final runs on both benchmarks (experiments/run.py)",
+    )
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of --retrain-best")
-    p.add_argument("--retrain-trials", type=int, nargs="+", default=list(range(1, 11)),
-                   help="RegDB trials of --retrain-best (default 1..10: one model each)")
-    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (local Ray only; binds "
-                                                            "127.0.0.1:8265, reach it through an SSH tunnel)")
+    p.add_argument(
+        "--retrain-trials",
+        type=int,
+        nargs="+",
+        default=list(range(1, 11)),
+        help="RegDB trials of --retrain-best (default 1..10: one model each)",
+    )
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start Ray's dashboard (local Ray only; binds 127.0.0.1:8265, reach it through an SSH tunnel)",
+    )
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
     args = p.parse_args(argv)
     args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
@@ -112,10 +178,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # What makes a search the search it is: a resume uses the saved values, and refuses different ones.
-IDENTITY = {"data_root": "--data-root", "sysu_root": "--sysu-root", "regdb_root": "--regdb-root",
-            "budget": "--budget", "num_samples": "--num-samples", "overrides": "--set", "mlflow_uri": "--mlflow-uri",
-            "mlflow_experiment": "--mlflow-experiment", "grace_period": "--grace-period", "seed": "--seed",
-            "top_k": "--top-k", "reseeds": "--reseeds", "sampler": "--sampler", "time_budget": "--time-budget"}
+IDENTITY = {
+    "data_root": "--data-root",
+    "sysu_root": "--sysu-root",
+    "regdb_root": "--regdb-root",
+    "budget": "--budget",
+    "num_samples": "--num-samples",
+    "overrides": "--set",
+    "mlflow_uri": "--mlflow-uri",
+    "mlflow_experiment": "--mlflow-experiment",
+    "grace_period": "--grace-period",
+    "seed": "--seed",
+    "top_k": "--top-k",
+    "reseeds": "--reseeds",
+    "sampler": "--sampler",
+    "time_budget": "--time-budget",
+}
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -146,8 +224,10 @@ def adopt_saved_identity(args: argparse.Namespace, saved: dict[str, Any], name: 
     given = identity(args)
     for key, flag in IDENTITY.items():
         if key in args.explicit and given[key] != saved.get(key):
-            raise UsageError(f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
-                             f"{saved.get(key)!r} saved); a resumed search keeps its settings")
+            raise UsageError(
+                f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
+                f"{saved.get(key)!r} saved); a resumed search keeps its settings"
+            )
         setattr(args, key, saved.get(key))
 
 
@@ -230,8 +310,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
     saved_state = json.loads((state_dir / STATE_FILE).read_text()) if existing else None
     if saved_state is not None:
         if saved_state["space"] != space.name:
-            raise UsageError(f"--name {name}: that search used --space {saved_state['space']}; a resumed search "
-                             f"keeps its space")
+            raise UsageError(
+                f"--name {name}: that search used --space {saved_state['space']}; a resumed search keeps its space"
+            )
         if "args" in saved_state:
             adopt_saved_identity(args, saved_state["args"], name)
     check_address(args.address)  # before anything is built or written
@@ -258,8 +339,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
-        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one device (no data-parallel "
-                         f"training per trial); use 1, or a fraction (0.5, 0.25) to share a GPU between trials")
+        raise UsageError(
+            f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one device (no data-parallel "
+            f"training per trial); use 1, or a fraction (0.5, 0.25) to share a GPU between trials"
+        )
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     bad = [t for t in args.retrain_trials if not 1 <= t <= 10]
@@ -271,8 +354,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
         import torch  # a local Ray instance has the GPUs this machine has
 
         if not torch.cuda.is_available():
-            raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no GPU "
-                             f"(trials would wait forever)")
+            raise UsageError(
+                f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no GPU (trials would wait forever)"
+            )
 
     overrides = list(args.overrides)
     if roots[space.dataset] is not None:
@@ -291,19 +375,42 @@ def plan_search(args: argparse.Namespace) -> Plan:
 
     budget = space.budget_for(quick)
     epochs = base.train.epochs
-    grace = args.grace_period if args.grace_period is not None else (
-        budget.grace_period if epochs == budget.epochs else max(1, math.ceil(epochs / 4)))
+    grace = (
+        args.grace_period
+        if args.grace_period is not None
+        else (budget.grace_period if epochs == budget.epochs else max(1, math.ceil(epochs / 4)))
+    )
     if not 1 <= grace <= epochs:
         raise UsageError(f"--grace-period {grace}: must be in 1..{epochs} (train.epochs)")
     if grace < epochs / 4:
-        print(f"warning: ASHA grace period {grace} is under a quarter of {epochs} epochs: early stopping will "
-              f"favour fast-decaying schedules", file=sys.stderr)
-    budget = type(budget)(epochs=epochs, eval_every=base.train.eval_every, grace_period=grace,
-                          num_samples=args.num_samples or budget.num_samples,
-                          reduction_factor=budget.reduction_factor)
+        print(
+            f"warning: ASHA grace period {grace} is under a quarter of {epochs} epochs: early stopping will "
+            f"favour fast-decaying schedules",
+            file=sys.stderr,
+        )
+    budget = type(budget)(
+        epochs=epochs,
+        eval_every=base.train.eval_every,
+        grace_period=grace,
+        num_samples=args.num_samples or budget.num_samples,
+        reduction_factor=budget.reduction_factor,
+    )
 
-    return Plan(space, base, budget, quick, name, storage, experiment_path, state_dir, existing,
-                roots["sysu"], roots["regdb"], synthetic_run, saved_state)
+    return Plan(
+        space,
+        base,
+        budget,
+        quick,
+        name,
+        storage,
+        experiment_path,
+        state_dir,
+        existing,
+        roots["sysu"],
+        roots["regdb"],
+        synthetic_run,
+        saved_state,
+    )
 
 
 def preflight(plan: Plan) -> str:
@@ -335,8 +442,11 @@ def quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name, level in (("ray._private.authentication.authentication_token_setup", logging.ERROR),
-                        ("mlflow.store.db.utils", logging.WARNING), ("alembic", logging.WARNING)):
+    for name, level in (
+        ("ray._private.authentication.authentication_token_setup", logging.ERROR),
+        ("mlflow.store.db.utils", logging.WARNING),
+        ("alembic", logging.WARNING),
+    ):
         logging.getLogger(name).setLevel(level)
 
 
@@ -398,8 +508,9 @@ def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[st
 def close_runs(client, exp_id: str, parent_id: str, status: str) -> None:
     """Mark the parent and any child still RUNNING as ended: nothing is left RUNNING."""
     try:
-        for run in client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                                                f"attributes.status = 'RUNNING'"):
+        for run in client.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'"
+        ):
             client.set_terminated(run.info.run_id, "KILLED" if status != "FINISHED" else "FINISHED")
         client.set_terminated(parent_id, status)
     except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
@@ -411,8 +522,9 @@ def close_runs(client, exp_id: str, parent_id: str, status: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
-                callbacks: list, study_url: str):
+def build_tuner(
+    plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str
+):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -429,20 +541,39 @@ def build_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float
         return Tuner.restore(plan.experiment_path, trainable=trainable, resume_errored=True)
     b = plan.budget
     searcher = PrunedAwareOptunaSearch(
-        plan.space.define_by_run(plan.base), metric=METRIC, mode="max",
-        points_to_evaluate=plan.space.warm_start(plan.base), sampler=make_sampler(args.sampler, args.seed, b.num_samples),
-        study_name=plan.name, storage=optuna.storages.RDBStorage(study_url), max_epochs=b.epochs,
-        deadline_file=str(plan.state_dir / DEADLINE_FILE))
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period,
-                              reduction_factor=b.reduction_factor)
+        plan.space.define_by_run(plan.base),
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=plan.space.warm_start(plan.base),
+        sampler=make_sampler(args.sampler, args.seed, b.num_samples),
+        study_name=plan.name,
+        storage=optuna.storages.RDBStorage(study_url),
+        max_epochs=b.epochs,
+        deadline_file=str(plan.state_dir / DEADLINE_FILE),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor
+    )
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
-                                    num_samples=b.num_samples, max_concurrent_trials=concurrent, reuse_actors=False),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=b.num_samples,
+            max_concurrent_trials=concurrent,
+            reuse_actors=False,
+        ),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=plan.storage, callbacks=callbacks, verbose=args.verbose,
+            name=plan.name,
+            storage_path=plan.storage,
+            callbacks=callbacks,
+            verbose=args.verbose,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+        ),
+    )
 
 
 def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: str) -> None:
@@ -455,9 +586,24 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     import pandas as pd
 
     frame = results.get_dataframe()
-    keep = [c for c in frame.columns if c.startswith("config/") or c in (
-        "trial_id", "epoch", "score", "R1", "mAP", "mINP", "diverged", "resumed_from", "training_iteration",
-        "time_total_s")]
+    keep = [
+        c
+        for c in frame.columns
+        if c.startswith("config/")
+        or c
+        in (
+            "trial_id",
+            "epoch",
+            "score",
+            "R1",
+            "mAP",
+            "mINP",
+            "diverged",
+            "resumed_from",
+            "training_iteration",
+            "time_total_s",
+        )
+    ]
     client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
     study = optuna.load_study(study_name=plan.name, storage=study_url)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -485,8 +631,11 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged")]
     client.log_metric(parent_id, "trials/diverged", float(len(diverged)))
     if diverged:
-        print(f"\n{len(diverged)} trial(s) DIVERGED (non-finite loss; not retried, told to Optuna as PRUNED at the "
-              f"worst score):", file=sys.stderr)
+        print(
+            f"\n{len(diverged)} trial(s) DIVERGED (non-finite loss; not retried, told to Optuna as PRUNED at the "
+            f"worst score):",
+            file=sys.stderr,
+        )
         for r in diverged:
             print(f"  {Path(r.path).name[:40]}: {str(r.metrics.get('error', ''))[-200:]}", file=sys.stderr)
 
@@ -494,10 +643,12 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
 
     from optuna.visualization import matplotlib as ovm
 
-    plots = {"optimization_history": ovm.plot_optimization_history,
-             "param_importances": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate,
-             "intermediate_values": ovm.plot_intermediate_values}
+    plots = {
+        "optimization_history": ovm.plot_optimization_history,
+        "param_importances": ovm.plot_param_importances,
+        "parallel_coordinate": ovm.plot_parallel_coordinate,
+        "intermediate_values": ovm.plot_intermediate_values,
+    }
     for name, fn in plots.items():
         try:
             with warnings.catch_warnings():
@@ -551,8 +702,15 @@ def stop_clock(state: dict, state_path: Path, deadline: float | None) -> None:
     _save_state(state_path, state)
 
 
-def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int,
-                 callbacks: list, points: list[dict], seeds: list[int]):
+def reseed_tuner(
+    plan: Plan,
+    args: argparse.Namespace,
+    resources: dict[str, float],
+    concurrent: int,
+    callbacks: list,
+    points: list[dict],
+    seeds: list[int],
+):
     """The re-seed trials: every (candidate, seed) pair trained to the full budget (no early stopping), with
     the search's trainable, resources and retries; restored when an interrupted re-seed is resumed."""
     from ray import tune
@@ -560,23 +718,43 @@ def reseed_tuner(plan: Plan, args: argparse.Namespace, resources: dict[str, floa
     from trainables.aminet_trainable import train_reseed
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources)
+        tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources
+    )
     path = f"{plan.experiment_path}-reseed"
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
-        trainable, param_space={"candidate": tune.grid_search(list(range(len(points)))),
-                                "seed": tune.grid_search(seeds)},
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=1, max_concurrent_trials=concurrent,
-                                    reuse_actors=False),
+        trainable,
+        param_space={"candidate": tune.grid_search(list(range(len(points)))), "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=1, max_concurrent_trials=concurrent, reuse_actors=False
+        ),
         run_config=tune.RunConfig(
-            name=f"{plan.name}-reseed", storage_path=plan.storage, callbacks=callbacks, verbose=args.verbose,
+            name=f"{plan.name}-reseed",
+            storage_path=plan.storage,
+            callbacks=callbacks,
+            verbose=args.verbose,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
 
 
-def select_champion(client, parent_id: str, plan: Plan, args, results, resources, concurrent, uri: str,
-                    exp_id: str, state: dict, state_path: Path, run_tags: dict, inputs: list):
+def select_champion(
+    client,
+    parent_id: str,
+    plan: Plan,
+    args,
+    results,
+    resources,
+    concurrent,
+    uri: str,
+    exp_id: str,
+    state: dict,
+    state_path: Path,
+    run_tags: dict,
+    inputs: list,
+):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     import pandas as pd
 
@@ -587,9 +765,11 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     b = plan.budget
     top = champion.finished(results, b.epochs)
     if not top:
-        raise RuntimeError(f"no trial trained to the full budget of {b.epochs} epochs without error or divergence: "
-                           f"nothing to select (see the trials above)")
-    top = top[:args.top_k]
+        raise RuntimeError(
+            f"no trial trained to the full budget of {b.epochs} epochs without error or divergence: "
+            f"nothing to select (see the trials above)"
+        )
+    top = top[: args.top_k]
     base_seed = plan.base.train.seed
     seeds = champion.reseed_seeds(base_seed, args.reseeds)
     points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
@@ -597,31 +777,62 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     if seeds:
         state.update(stage="reseed", reseed_points=points)
         _save_state(state_path, state)
-        print(f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
-              f"({len(points) * len(seeds)} Ray trials)", file=sys.stderr, flush=True)
-        logger = TrialRunLogger(uri, exp_id, parent_id, b.epochs, role="reseed", tags=run_tags, inputs=inputs,
-                                params_of=ResolvedParams(plan.base.to_yaml(), points))
-        grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points,
-                            seeds).fit()
+        print(
+            f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
+            f"({len(points) * len(seeds)} Ray trials)",
+            file=sys.stderr,
+            flush=True,
+        )
+        logger = TrialRunLogger(
+            uri,
+            exp_id,
+            parent_id,
+            b.epochs,
+            role="reseed",
+            tags=run_tags,
+            inputs=inputs,
+            params_of=ResolvedParams(plan.base.to_yaml(), points),
+        )
+        grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
         if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
             raise KeyboardInterrupt
         reseeded = list(grid)
     cands = champion.candidates_from(top, base_seed, reseeded, b.epochs)
     winner = champion.choose(cands)
-    rows = [{"rank": i + 1, "trial_id": c.trial_id, "mean": c.mean, "std": c.std, "n": len(c.scores),
-             "seeds": " ".join(map(str, c.seeds)), "scores": " ".join(f"{v:.4f}" for v in c.scores),
-             **{f"param.{k}": v for k, v in c.params.items()}} for i, c in enumerate(cands)]
+    rows = [
+        {
+            "rank": i + 1,
+            "trial_id": c.trial_id,
+            "mean": c.mean,
+            "std": c.std,
+            "n": len(c.scores),
+            "seeds": " ".join(map(str, c.seeds)),
+            "scores": " ".join(f"{v:.4f}" for v in c.scores),
+            **{f"param.{k}": v for k, v in c.params.items()},
+        }
+        for i, c in enumerate(cands)
+    ]
     client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "search/reseeds.csv")
     for i, c in enumerate(cands):
         client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_mean", c.mean)
         client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_std", c.std)
-        client.set_tag(parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} "
-                                                        f"+- {c.std:.4f}")
+        client.set_tag(
+            parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} +- {c.std:.4f}"
+        )
     cfg = apply_params(plan.base, winner.params)
     client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
-    client.log_dict(parent_id, {"params": winner.params, "trial_id": winner.trial_id, "seeds": winner.seeds,
-                                "val_scores": winner.scores, "val_score_mean": winner.mean,
-                                "val_score_std": winner.std}, "best/selection.json")
+    client.log_dict(
+        parent_id,
+        {
+            "params": winner.params,
+            "trial_id": winner.trial_id,
+            "seeds": winner.seeds,
+            "val_scores": winner.scores,
+            "val_score_mean": winner.mean,
+            "val_score_std": winner.std,
+        },
+        "best/selection.json",
+    )
     (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
     # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
     client.log_metric(parent_id, "val/score", winner.mean)
@@ -633,14 +844,19 @@ def select_champion(client, parent_id: str, plan: Plan, args, results, resources
     for k, v in winner.params.items():
         client.set_tag(parent_id, f"best.{k}", str(v))
     client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
-    found = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                                         f"tags.`ray.trial_id` = '{winner.trial_id}' and tags.`aminet.role` = 'trial'")
+    found = client.search_runs(
+        [exp_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+        f"tags.`ray.trial_id` = '{winner.trial_id}' and tags.`aminet.role` = 'trial'",
+    )
     if found:  # the winning trial's run: tagged, and linked from the parent
         winner.run_id = found[0].info.run_id
         client.set_tag(winner.run_id, "aminet.winner", "true")
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
-    print(f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
-          f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}")
+    print(
+        f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
+        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
+    )
     return winner
 
 
@@ -655,14 +871,22 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")
-    frames = champion.evaluate_on_cluster([r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root,
-                                          resources, args.max_failures)
+    frames = champion.evaluate_on_cluster(
+        [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, args.max_failures
+    )
     from aminet.data.cache import dataset_fingerprint
     from aminet.reporting import dataset_input
 
-    tests = [dataset_input(f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
-                           dataset_fingerprint(root), root, "test")
-             for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)) if root is not None]
+    tests = [
+        dataset_input(
+            f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
+            dataset_fingerprint(root),
+            root,
+            "test",
+        )
+        for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root))
+        if root is not None
+    ]
     client.log_inputs(parent_id, datasets=tests)
     frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
     feature = plan.base.eval.feature
@@ -676,13 +900,18 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
             for m in ("R1", "R10", "R20", "mAP", "mINP"):
                 client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}", float(getattr(row, f"{m}_mean")))
                 client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}_std", float(getattr(row, f"{m}_std")))
-            client.set_tag(parent_id, f"test.{bench}.{row.setting}.scope",
-                           f"{scope}, {g.trial.nunique()} trials, {row.seeds} seeds")
+            client.set_tag(
+                parent_id,
+                f"test.{bench}.{row.setting}.scope",
+                f"{scope}, {g.trial.nunique()} trials, {row.seeds} seeds",
+            )
     table = "\n\n".join(tables)
     client.log_text(parent_id, table + "\n", "best/test_table.txt")
-    text = (f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
-            f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
-            f"only):\n{table}")
+    text = (
+        f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
+        f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
+        f"only):\n{table}"
+    )
     print(text)
     if args.no_register:
         describe_parent(client, parent_id, plan, winner, exp_id, table)
@@ -713,50 +942,78 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
     cache = ImageCache.open(base.data.root, base.data.height, base.data.width, base.data.cache_dir, progress=False)
     example = np.array(cache.images[:2])  # two training-set images at the model's size
     trial_id = str(best.metrics.get("trial_id", winner.trial_id))
-    found = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                               f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ray.trial_id` = '{trial_id}'")
+    found = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ray.trial_id` = '{trial_id}'",
+    )
     source_run = found[0].info.run_id if found else parent_id
     data_fp = dataset_fingerprint(base.data.root)
     name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
     protocol = champion.validation_protocol(base)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=source_run):  # the model's source is the run that trained it
-        info = log_pyfunc_model(model, cfg, example, name="model", registered_model_name=name,
-                                pip_requirements=["torch", "torchvision", "numpy", "pyyaml", "aminet"],
-                                await_registration_for=60)
+        info = log_pyfunc_model(
+            model,
+            cfg,
+            example,
+            name="model",
+            registered_model_name=name,
+            pip_requirements=["torch", "torchvision", "numpy", "pyyaml", "aminet"],
+            await_registration_for=60,
+        )
     version = str(info.registered_model_version)
-    tags = {"aminet.val_score": repr(winner.mean), "aminet.val_score_std": repr(winner.std),
-            "aminet.protocol": protocol, "aminet.dataset_fingerprint": data_fp, "aminet.search": plan.name,
-            "aminet.search_run": parent_id, "aminet.source_run": source_run, "aminet.seeds": " ".join(map(str, winner.seeds)),
-            "aminet.synthetic": str(plan.synthetic_data).lower(), "aminet.trial_id": trial_id,
-            "aminet.git_commit": git_commit(), "aminet.checkpoint": str(best.checkpoint.path)}
+    tags = {
+        "aminet.val_score": repr(winner.mean),
+        "aminet.val_score_std": repr(winner.std),
+        "aminet.protocol": protocol,
+        "aminet.dataset_fingerprint": data_fp,
+        "aminet.search": plan.name,
+        "aminet.search_run": parent_id,
+        "aminet.source_run": source_run,
+        "aminet.seeds": " ".join(map(str, winner.seeds)),
+        "aminet.synthetic": str(plan.synthetic_data).lower(),
+        "aminet.trial_id": trial_id,
+        "aminet.git_commit": git_commit(),
+        "aminet.checkpoint": str(best.checkpoint.path),
+    }
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
-    client.update_model_version(name, version, description=(
-        f"AMINet selected by search `{plan.name}` on {plan.space.dataset} "
-        f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), commit `{git_commit()[:12]}`.\n\n"
-        f"Validation score (R1 + mAP) / 2: {100 * winner.mean:.2f} +- {100 * winner.std:.2f} % over seeds "
-        f"{winner.seeds} (protocol `{protocol}`); this version is the seed model best on validation.\n\n"
-        f"Input: uint8 images (N, {cfg.data.height}, {cfg.data.width}, 3); params modality, feature, flip; output: "
-        f"L2-normalised features.\n\n```\n{test_text.strip()}\n```"))
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"AMINet selected by search `{plan.name}` on {plan.space.dataset} "
+            f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), commit `{git_commit()[:12]}`.\n\n"
+            f"Validation score (R1 + mAP) / 2: {100 * winner.mean:.2f} +- {100 * winner.std:.2f} % over seeds "
+            f"{winner.seeds} (protocol `{protocol}`); this version is the seed model best on validation.\n\n"
+            f"Input: uint8 images (N, {cfg.data.height}, {cfg.data.width}, 3); params modality, feature, flip; output: "
+            f"L2-normalised features.\n\n```\n{test_text.strip()}\n```"
+        ),
+    )
     moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
     client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version}" + (" @champion" if moved else ""))
     return version, line
 
 
-def describe_parent(client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None,
-                    registered: str | None = None) -> None:
+def describe_parent(
+    client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None, registered: str | None = None
+) -> None:
     """The parent run's description (MLflow's markdown note): the winner, linked, its scores, the test table."""
     run = getattr(winner, "run_id", None)
-    link = f"[trial {winner.params.get('optuna_trial', winner.trial_id)}](#/experiments/{exp_id}/runs/{run})" if run \
+    link = (
+        f"[trial {winner.params.get('optuna_trial', winner.trial_id)}](#/experiments/{exp_id}/runs/{run})"
+        if run
         else f"trial {winner.trial_id}"
+    )
     params = "\n".join(f"| {k} | {v} |" for k, v in winner.params.items() if k != "optuna_trial")
-    text = (f"## Search `{plan.name}` ({plan.space.name} space, {plan.budget.num_samples} trials, "
-            f"{plan.budget.epochs} epochs)\n\nWinner: {link}, validation score (R1 + mAP) / 2 = "
-            f"**{100 * winner.mean:.2f} +- {100 * winner.std:.2f} %** over seeds {winner.seeds} (chosen on "
-            f"validation identities only, among trials that finished, by the mean over seeds).\n\n"
-            f"| parameter | value |\n|---|---|\n{params}\n\n"
-            f"Units: MLflow metrics are fractions (0-1); the tables below are in percent, mean +- std over seeds.\n")
+    text = (
+        f"## Search `{plan.name}` ({plan.space.name} space, {plan.budget.num_samples} trials, "
+        f"{plan.budget.epochs} epochs)\n\nWinner: {link}, validation score (R1 + mAP) / 2 = "
+        f"**{100 * winner.mean:.2f} +- {100 * winner.std:.2f} %** over seeds {winner.seeds} (chosen on "
+        f"validation identities only, among trials that finished, by the mean over seeds).\n\n"
+        f"| parameter | value |\n|---|---|\n{params}\n\n"
+        f"Units: MLflow metrics are fractions (0-1); the tables below are in percent, mean +- std over seeds.\n"
+    )
     if table:
         text += f"\n### Test protocols\n\n```\n{table.strip()}\n```\n"
     if registered:
@@ -783,10 +1040,26 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
         cfg["name"] = f"{plan.name}-best-{dataset}"
         path = plan.state_dir / f"final_{dataset}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cmd = [sys.executable, str(REPO / "experiments" / "run.py"), str(path), "--mlflow-uri", uri,
-               "--experiment", "aminet-final", "--seeds", *map(str, args.retrain_seeds), "--quiet",
-               "--run-dir", str(plan.state_dir / "final_runs" / dataset), "--tag", f"aminet.search_parent={parent_id}",
-               "--tag", f"aminet.search_name={plan.name}", "--trials", *map(str, args.retrain_trials)]
+        cmd = [
+            sys.executable,
+            str(REPO / "experiments" / "run.py"),
+            str(path),
+            "--mlflow-uri",
+            uri,
+            "--experiment",
+            "aminet-final",
+            "--seeds",
+            *map(str, args.retrain_seeds),
+            "--quiet",
+            "--run-dir",
+            str(plan.state_dir / "final_runs" / dataset),
+            "--tag",
+            f"aminet.search_parent={parent_id}",
+            "--tag",
+            f"aminet.search_name={plan.name}",
+            "--trials",
+            *map(str, args.retrain_trials),
+        ]
         print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
         commands.append(cmd)
     outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures, local_store=is_local_store(uri))
@@ -835,27 +1108,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming search {plan.name} (MLflow parent run {parent_id})", file=sys.stderr)
     else:
         b = plan.budget
-        tags = {"aminet.role": "search", "aminet.space": plan.space.name, **source_tags("search/run.py"),
-                "aminet.dataset_fingerprint": fingerprint, "aminet.data_root": str(plan.base.data.root),
-                "aminet.ray_experiment": plan.experiment_path, "aminet.optuna_study": f"{plan.name} @ {study_url}",
-                "aminet.budget": "quick" if plan.quick else "full", "aminet.synthetic": str(plan.synthetic_data)}
+        tags = {
+            "aminet.role": "search",
+            "aminet.space": plan.space.name,
+            **source_tags("search/run.py"),
+            "aminet.dataset_fingerprint": fingerprint,
+            "aminet.data_root": str(plan.base.data.root),
+            "aminet.ray_experiment": plan.experiment_path,
+            "aminet.optuna_study": f"{plan.name} @ {study_url}",
+            "aminet.budget": "quick" if plan.quick else "full",
+            "aminet.synthetic": str(plan.synthetic_data),
+        }
         parent_id = client.create_run(exp_id, run_name=plan.name, tags=tags).info.run_id
         try:
             client.log_text(parent_id, plan.base.to_yaml(), "search/base_config.yaml")
             client.log_text(parent_id, plan.space.text(), "search/space.yaml")
-            for k, v in {"space": plan.space.name, "num_samples": b.num_samples, "epochs": b.epochs,
-                         "eval_every": b.eval_every, "grace_period": b.grace_period,
-                         "reduction_factor": b.reduction_factor, "max_concurrent": concurrent,
-                         "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"],
-                         "sampler": args.sampler, "time_budget_s": args.time_budget, "seed": args.seed,
-                         "top_k": args.top_k, "space_file": str(plan.space.path),
-                         "reseeds": args.reseeds}.items():
+            for k, v in {
+                "space": plan.space.name,
+                "num_samples": b.num_samples,
+                "epochs": b.epochs,
+                "eval_every": b.eval_every,
+                "grace_period": b.grace_period,
+                "reduction_factor": b.reduction_factor,
+                "max_concurrent": concurrent,
+                "cpus_per_trial": resources["cpu"],
+                "gpus_per_trial": resources["gpu"],
+                "sampler": args.sampler,
+                "time_budget_s": args.time_budget,
+                "seed": args.seed,
+                "top_k": args.top_k,
+                "space_file": str(plan.space.path),
+                "reseeds": args.reseeds,
+            }.items():
                 client.log_param(parent_id, f"search.{k}", v)
             saved_args = {**identity(args), "mlflow_uri": uri}
-            state = {"space": plan.space.name, "parent_run_id": parent_id, "mlflow_uri": uri, "experiment_id": exp_id,
-                     "study": study_url, "created": time.time(), "stage": "search", "args": saved_args,
-                     "base_config": plan.base.to_yaml(), "budget": vars(plan.budget),
-                     "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)}}
+            state = {
+                "space": plan.space.name,
+                "parent_run_id": parent_id,
+                "mlflow_uri": uri,
+                "experiment_id": exp_id,
+                "study": study_url,
+                "created": time.time(),
+                "stage": "search",
+                "args": saved_args,
+                "base_config": plan.base.to_yaml(),
+                "budget": vars(plan.budget),
+                "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)},
+            }
             _save_state(state_path, state)
         except BaseException:
             close_runs(client, exp_id, parent_id, "FAILED")
@@ -865,9 +1164,18 @@ def main(argv: list[str] | None = None) -> int:
     # the held-out validation identities of the same folder (same content digest).
     inputs = [dataset_input(f"{data_name}-{c}", fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
     run_tags = {"aminet.space": plan.space.name, "aminet.search": plan.name, **source_tags("search/run.py")}
-    callbacks = [TrialRunLogger(uri, exp_id, parent_id, plan.budget.epochs, tags=run_tags, inputs=inputs,
-                                params_of=ResolvedParams(plan.base.to_yaml())),
-                 ProgressLines(plan.budget.epochs)]
+    callbacks = [
+        TrialRunLogger(
+            uri,
+            exp_id,
+            parent_id,
+            plan.budget.epochs,
+            tags=run_tags,
+            inputs=inputs,
+            params_of=ResolvedParams(plan.base.to_yaml()),
+        ),
+        ProgressLines(plan.budget.epochs),
+    ]
     status = "FAILED"
     summary = ""
     try:
@@ -878,10 +1186,14 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"search {plan.name}: {plan.budget.num_samples} trials, {concurrent} at once, {resources} each; "
-              f"{plan.budget.epochs} epochs, eval every {plan.budget.eval_every}, ASHA grace "
-              f"{plan.budget.grace_period}; then the top {args.top_k} finished trial(s) re-seeded x{args.reseeds}; "
-              f"Ray experiment {plan.experiment_path}", file=sys.stderr, flush=True)
+        print(
+            f"search {plan.name}: {plan.budget.num_samples} trials, {concurrent} at once, {resources} each; "
+            f"{plan.budget.epochs} epochs, eval every {plan.budget.eval_every}, ASHA grace "
+            f"{plan.budget.grace_period}; then the top {args.top_k} finished trial(s) re-seeded x{args.reseeds}; "
+            f"Ray experiment {plan.experiment_path}",
+            file=sys.stderr,
+            flush=True,
+        )
         deadline = start_clock(plan, args, state, state_path)
         try:
             results = tuner.fit()
@@ -893,14 +1205,35 @@ def main(argv: list[str] | None = None) -> int:
             # Ray catches Ctrl-C itself, saves the experiment and returns early: this is an interruption.
             raise KeyboardInterrupt
         if timed_out and len(results) < plan.budget.num_samples:
-            print(f"\n--time-budget {args.time_budget:g} s reached: {len(results)} of {plan.budget.num_samples} "
-                  f"trials ran; selecting among them", file=sys.stderr, flush=True)
-            client.set_tag(parent_id, "aminet.time_budget_reached", f"{len(results)} of {plan.budget.num_samples} trials")
+            print(
+                f"\n--time-budget {args.time_budget:g} s reached: {len(results)} of {plan.budget.num_samples} "
+                f"trials ran; selecting among them",
+                file=sys.stderr,
+                flush=True,
+            )
+            client.set_tag(
+                parent_id, "aminet.time_budget_reached", f"{len(results)} of {plan.budget.num_samples} trials"
+            )
         log_search_summary(client, parent_id, plan, results, study_url)
-        winner = select_champion(client, parent_id, plan, args, results, resources, concurrent, uri, exp_id, state,
-                                 state_path, run_tags, inputs)
-        summary = (f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
-                   f"over seeds {winner.seeds}; {winner.params}")
+        winner = select_champion(
+            client,
+            parent_id,
+            plan,
+            args,
+            results,
+            resources,
+            concurrent,
+            uri,
+            exp_id,
+            state,
+            state_path,
+            run_tags,
+            inputs,
+        )
+        summary = (
+            f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
+            f"over seeds {winner.seeds}; {winner.params}"
+        )
         if not args.no_final_eval:
             summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, uri, resources, exp_id)
         else:
@@ -910,16 +1243,18 @@ def main(argv: list[str] | None = None) -> int:
         _save_state(state_path, state)
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} "
-              f"--resume" + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        print(
+            f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} "
+            f"--resume" + (f" --storage {args.storage}" if args.storage else ""),
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, FAILED in MLflow, non-zero exit
         print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
         return 1
     finally:
         close_runs(client, exp_id, parent_id, status)
-    print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run "
-          f"{plan.name})")
+    print(f"\nMLflow: mlflow ui --backend-store-uri {uri}   (experiment '{args.mlflow_experiment}', run {plan.name})")
     print(f"  then open {runs_page(exp_id)}")
     print(f"Optuna: optuna-dashboard {study_url}")
     if args.retrain_best:

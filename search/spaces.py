@@ -41,8 +41,19 @@ import yaml
 from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
 from trainables import params as sample_params
 
-__all__ = ["SearchSpace", "Budget", "Param", "DefineByRun", "SpaceError", "SPACES_DIR", "EXPERIMENTS",
-           "shipped_spaces", "get_space", "load_space", "load_base"]
+__all__ = [
+    "SearchSpace",
+    "Budget",
+    "Param",
+    "DefineByRun",
+    "SpaceError",
+    "SPACES_DIR",
+    "EXPERIMENTS",
+    "shipped_spaces",
+    "get_space",
+    "load_space",
+    "load_base",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -142,8 +153,13 @@ class SearchSpace:
         """The search's base config: the benchmark's YAML, purpose=search, the budget, then ``overrides``."""
         b = self.budget_for(quick)
         raw = load_base(self.quick_file if quick else self.base_file)
-        fixed = {"data.dataset": self.dataset, "data.purpose": "search", "train.epochs": b.epochs,
-                 "train.eval_every": b.eval_every, **(self.quick_overrides if quick else {})}
+        fixed = {
+            "data.dataset": self.dataset,
+            "data.purpose": "search",
+            "train.epochs": b.epochs,
+            "train.eval_every": b.eval_every,
+            **(self.quick_overrides if quick else {}),
+        }
         for key, value in fixed.items():
             _set_dotted(raw, key, value)
         apply_overrides(raw, list(overrides))
@@ -188,8 +204,9 @@ def get_space(name_or_path: str) -> SearchSpace:
             raise SpaceError(f"--space {name_or_path}: file not found")
         return load_space(path)
     if name_or_path not in shipped_spaces():
-        raise SpaceError(f"--space {name_or_path!r}: choose one of {shipped_spaces()} or give a path to a space "
-                         f"YAML file")
+        raise SpaceError(
+            f"--space {name_or_path!r}: choose one of {shipped_spaces()} or give a path to a space YAML file"
+        )
     return load_space(SPACES_DIR / f"{name_or_path}.yaml")
 
 
@@ -276,9 +293,18 @@ def load_space(path: Path) -> SearchSpace:
             if not p.scale_base and not p.contains(value):
                 raise fail(key, f"{value!r} is outside the parameter's range")
 
-    space = SearchSpace(name=path.stem, path=path, dataset=dataset, base_file=base_file, quick_file=quick_file,
-                        budget=full, quick_budget=quick_budget, params=tuple(params), anchors=tuple(anchors),
-                        quick_overrides=dict(quick_set))
+    space = SearchSpace(
+        name=path.stem,
+        path=path,
+        dataset=dataset,
+        base_file=base_file,
+        quick_file=quick_file,
+        budget=full,
+        quick_budget=quick_budget,
+        params=tuple(params),
+        anchors=tuple(anchors),
+        quick_overrides=dict(quick_set),
+    )
     for quick_flag, key in ((False, "base"), (True, "quick")):  # the bases and every corner must be configs
         try:
             base = space.base(quick=quick_flag)
@@ -306,8 +332,13 @@ def _budget(spec: Any, key: str, fail) -> Budget:
         raise fail(f"{key}.eval_every", f"{spec['eval_every']} is more than epochs ({spec['epochs']})")
     if spec.get("reduction_factor", 3) < 2:
         raise fail(f"{key}.reduction_factor", "must be >= 2")
-    return Budget(epochs=spec["epochs"], eval_every=spec["eval_every"], grace_period=spec["grace"],
-                  num_samples=spec["trials"], reduction_factor=spec.get("reduction_factor", 3))
+    return Budget(
+        epochs=spec["epochs"],
+        eval_every=spec["eval_every"],
+        grace_period=spec["grace"],
+        num_samples=spec["trials"],
+        reduction_factor=spec.get("reduction_factor", 3),
+    )
 
 
 def _number(value: Any) -> bool:
@@ -365,8 +396,16 @@ def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
         raise fail(f"{key}.scale", f"{scale!r}: the only scale is 'base' (bounds are multiples of the base value)")
     if scale == "base" and sample_params.target_field(name) is None:
         raise fail(f"{key}.scale", f"{name} sets no single config field to scale by")
-    return Param(name, kind, float(low) if kind == "float" else int(low), float(high) if kind == "float" else int(high),
-                 step, log, scale_base=scale == "base", when=tuple(when))
+    return Param(
+        name,
+        kind,
+        float(low) if kind == "float" else int(low),
+        float(high) if kind == "float" else int(high),
+        step,
+        log,
+        scale_base=scale == "base",
+        when=tuple(when),
+    )
 
 
 def _check_against(space: SearchSpace, base: Config, fail) -> None:

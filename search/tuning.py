@@ -38,20 +38,47 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables.params import OPTUNA_TRIAL
 
-__all__ = ["PrunedAwareOptunaSearch", "TrialRunLogger", "ProgressLines", "mlflow_metrics", "run_name", "REPORTED_KEYS", "SAMPLERS", "make_sampler", "trial_error"]
+__all__ = [
+    "PrunedAwareOptunaSearch",
+    "TrialRunLogger",
+    "ProgressLines",
+    "mlflow_metrics",
+    "run_name",
+    "REPORTED_KEYS",
+    "SAMPLERS",
+    "make_sampler",
+    "trial_error",
+]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
-_SKIP = {"diverged", "epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid",
-         "time_since_restore", "iterations_since_restore", "done", "should_checkpoint", "date", "hostname",
-         "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
+_SKIP = {
+    "diverged",
+    "epoch",
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "timestamp",
+    "pid",
+    "time_since_restore",
+    "iterations_since_restore",
+    "done",
+    "should_checkpoint",
+    "date",
+    "hostname",
+    "node_ip",
+    "trial_id",
+    "experiment_tag",
+    "checkpoint_dir_name",
+}
 REPORTED_KEYS = ("R1", "mAP", "mINP", "score")
 
 
 class PrunedAwareOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells early-stopped trials as PRUNED (see the module doc)."""
 
-    def __init__(self, *args: Any, max_epochs: int, time_attr: str = "epoch", deadline_file: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_epochs: int, time_attr: str = "epoch", deadline_file: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._max_epochs = int(max_epochs)
         self._time_attr = time_attr
@@ -109,8 +136,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         diverged = bool(not error and result and result.get("diverged"))
-        stopped_early = diverged or (not error and result is not None and result.get(self.metric) is not None
-                                     and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs)
+        stopped_early = diverged or (
+            not error
+            and result is not None
+            and result.get(self.metric) is not None
+            and int(result.get(self._time_attr, self._max_epochs)) < self._max_epochs
+        )
         if result and not error:  # Ray hands the last result to on_trial_complete only
             self.on_trial_result(trial_id, result)
         if not stopped_early:
@@ -157,9 +188,17 @@ class TrialRunLogger(LoggerCallback):
     ``val/score`` and ``val/<setting>/<metric>`` at step = epoch; ``inputs`` (MLflow datasets) are attached
     once."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_epochs: int,
-                 tags: dict[str, str] | None = None, role: str = "trial",
-                 params_of: Callable[[dict], dict] | None = None, inputs: list | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        max_epochs: int,
+        tags: dict[str, str] | None = None,
+        role: str = "trial",
+        params_of: Callable[[dict], dict] | None = None,
+        inputs: list | None = None,
+    ) -> None:
         """``role``: the ``aminet.role`` tag of the runs (``trial``; ``reseed`` for re-seed trials).
         ``params_of``: a trial's config -> the params to log (default: the config itself).
         ``inputs``: MLflow ``DatasetInput`` objects logged on each new run."""
@@ -197,8 +236,9 @@ class TrialRunLogger(LoggerCallback):
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
-                          f"and tags.`ray.trial_id` = '{trial.trial_id}'",
-            max_results=1)
+            f"and tags.`ray.trial_id` = '{trial.trial_id}'",
+            max_results=1,
+        )
         if found:
             run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
@@ -206,12 +246,18 @@ class TrialRunLogger(LoggerCallback):
         else:
             config = dict(trial.config)
             number = config.get(OPTUNA_TRIAL)
-            tags = {**self.tags, "mlflow.parentRunId": self.parent_run_id, "ray.trial_id": trial.trial_id,
-                    "ray.trial_name": str(trial), "aminet.role": self.role}
+            tags = {
+                **self.tags,
+                "mlflow.parentRunId": self.parent_run_id,
+                "ray.trial_id": trial.trial_id,
+                "ray.trial_name": str(trial),
+                "aminet.role": self.role,
+            }
             if number is not None:
                 tags["optuna.trial_number"] = str(number)
-            run_id = self.client.create_run(self.experiment_id, run_name=run_name(config, self.role, str(trial)),
-                                            tags=tags).info.run_id
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name(config, self.role, str(trial)), tags=tags
+            ).info.run_id
             sampled = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}
             self._log_params(run_id, self.params_of(sampled) if self.params_of else sampled)
             if self.inputs:
@@ -224,7 +270,7 @@ class TrialRunLogger(LoggerCallback):
 
         items = [Param(str(k), "null" if v is None else str(v)) for k, v in sorted(_flat(params, sep=".").items())]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_trial_start(self, trial) -> None:
         self.run_id(trial)
@@ -238,7 +284,10 @@ class TrialRunLogger(LoggerCallback):
         step = int(result.get("epoch", iteration))
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, step) for name, value in mlflow_metrics(result).items()]
-        tags = {"ray.node_id": str(result.get("node_id", "")), "aminet.resumed_from": str(int(result.get("resumed_from", 0)))}
+        tags = {
+            "ray.node_id": str(result.get("node_id", "")),
+            "aminet.resumed_from": str(int(result.get("resumed_from", 0))),
+        }
         seen = self._tagged.setdefault(trial.trial_id, {})
         new_tags = [RunTag(k, v) for k, v in tags.items() if v and seen.get(k) != v]
         seen.update(tags)
@@ -250,8 +299,13 @@ class TrialRunLogger(LoggerCallback):
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0) or 0)
         diverged = bool(last.get("diverged")) and not failed
-        outcome = "failed" if failed else "diverged" if diverged else (
-            "completed" if epoch >= self.max_epochs else "stopped_early")
+        outcome = (
+            "failed"
+            if failed
+            else "diverged"
+            if diverged
+            else ("completed" if epoch >= self.max_epochs else "stopped_early")
+        )
         self.client.set_tag(run_id, "aminet.outcome", outcome)
         if failed or diverged:
             reason = trial_error(trial) if failed else str(last.get("error", "non-finite loss"))
@@ -265,8 +319,15 @@ class TrialRunLogger(LoggerCallback):
 # Keys of a report that are the latest evaluation repeated for the console, or bookkeeping (tags).
 _CONSOLE = {"val_score", "val_R1", "val_mAP", "mean_loss", "resumed_from", "node_id", OPTUNA_TRIAL}
 _EVAL = {"score", "R1", "mAP", "mINP"}
-_SHORT = {"mmd_intra": "intra", "mmd_inter": "inter", "bandwidths": "bw", "upper_body_ratio": "ubp", "lr": "lr",
-          "schedule": "", "seed": "seed"}
+_SHORT = {
+    "mmd_intra": "intra",
+    "mmd_inter": "inter",
+    "bandwidths": "bw",
+    "upper_body_ratio": "ubp",
+    "lr": "lr",
+    "schedule": "",
+    "seed": "seed",
+}
 
 
 def mlflow_metrics(result: dict) -> dict[str, float]:
@@ -274,8 +335,14 @@ def mlflow_metrics(result: dict) -> dict[str, float]:
     unprefixed R1 / mAP / mINP repeat the primary setting's and are left out), ``train/<figure>`` otherwise."""
     out: dict[str, float] = {}
     for key, value in result.items():
-        if (key in _SKIP or key in _CONSOLE or key.startswith("config") or isinstance(value, bool)
-                or not isinstance(value, (int, float)) or not math.isfinite(float(value))):
+        if (
+            key in _SKIP
+            or key in _CONSOLE
+            or key.startswith("config")
+            or isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(float(value))
+        ):
             continue
         if key == "score" or "/" in key:
             out[f"val/{key}"] = float(value)

@@ -11,9 +11,18 @@ from aminet.data import synthetic
 REPO = Path(__file__).resolve().parents[1]
 RUN = str(REPO / "search" / "run.py")
 # A search small enough for CI: 32x16 images, 3 steps per epoch, 4 epochs with validation every epoch.
-TINY = ["data.height=32", "data.width=16", "data.pad=2", "data.ids_per_batch=2",
-        "data.instances=2", "data.iters_per_epoch=3", "train.epochs=4", "train.eval_every=1",
-        "optim.milestones=[2,3]", "eval.trials=1"]
+TINY = [
+    "data.height=32",
+    "data.width=16",
+    "data.pad=2",
+    "data.ids_per_batch=2",
+    "data.instances=2",
+    "data.iters_per_epoch=3",
+    "train.epochs=4",
+    "train.eval_every=1",
+    "optim.milestones=[2,3]",
+    "eval.trials=1",
+]
 # A fixed-config experiment small enough for CI (experiments/run.py).
 TINY_EXPERIMENT_YAML = """
 name: tiny
@@ -35,9 +44,27 @@ def tiny_roots(tmp: Path) -> tuple[Path, Path, Path]:
 
 def search_args(tmp, sysu, regdb, name, *extra) -> list[str]:
     sets = [a for o in TINY + [f"data.cache_dir={tmp / 'cache'}"] for a in ("--set", o)]
-    return [sys.executable, RUN, "--space", "sysu", "--quick", "--data-root", str(sysu), "--regdb-root", str(regdb),
-            "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
-            "--verbose", "0", *sets, *extra]
+    return [
+        sys.executable,
+        RUN,
+        "--space",
+        "sysu",
+        "--quick",
+        "--data-root",
+        str(sysu),
+        "--regdb-root",
+        str(regdb),
+        "--name",
+        name,
+        "--storage",
+        str(tmp / "ray"),
+        "--mlflow-uri",
+        f"sqlite:///{tmp / (name + '.db')}",
+        "--verbose",
+        "0",
+        *sets,
+        *extra,
+    ]
 
 
 def search_env(**extra) -> dict[str, str]:
@@ -51,8 +78,11 @@ def search_runs(tmp, name):
     client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
     exp = client.get_experiment_by_name("aminet-search")
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    return (client, [r for r in runs if r.data.tags.get("aminet.role") == "search"],
-            [r for r in runs if r.data.tags.get("aminet.role") == "trial"])
+    return (
+        client,
+        [r for r in runs if r.data.tags.get("aminet.role") == "search"],
+        [r for r in runs if r.data.tags.get("aminet.role") == "trial"],
+    )
 
 
 def search_study(tmp, name) -> optuna.Study:

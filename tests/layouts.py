@@ -22,8 +22,7 @@ def _write(path: Path, pid: int, size=(16, 32), fmt="JPEG", noise_seed=None):
     Image.fromarray(arr.astype(np.uint8)).save(path, fmt)
 
 
-def write_sysu(root: Path, train=(1, 2, 3), val=(4,), test=(5, 6, 7, 8), images_per_cam=3,
-               missing=()) -> Path:
+def write_sysu(root: Path, train=(1, 2, 3), val=(4,), test=(5, 6, 7, 8), images_per_cam=3, missing=()) -> Path:
     """cam1..cam6/<pid>/<nnnn>.jpg plus exp/*.txt. ``missing`` is a set of (pid, cam) left out."""
     (root / "exp").mkdir(parents=True, exist_ok=True)
     for name, ids in (("train", train), ("val", val), ("test", test)):
@@ -47,7 +46,7 @@ def write_regdb(root: Path, n_ids=8, per_id=3, trials=(1, 2)) -> Path:
     (root / "idx").mkdir(parents=True, exist_ok=True)
     for t in trials:
         ids = np.random.default_rng(t).permutation(n_ids)
-        parts = {"train": sorted(ids[: n_ids // 2]), "test": sorted(ids[n_ids // 2:])}
+        parts = {"train": sorted(ids[: n_ids // 2]), "test": sorted(ids[n_ids // 2 :])}
         for part, chosen in parts.items():
             for mod, folder, prefix in (("visible", "Visible", "v"), ("thermal", "Thermal", "t")):
                 lines = [f"{folder}/{pid}/{prefix}_{pid}_{k}.bmp {pid}" for pid in chosen for k in range(per_id)]

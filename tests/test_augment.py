@@ -52,7 +52,7 @@ def test_crop_and_flip_are_a_shifted_or_mirrored_window():
         for flip in (False, True):
             for oy in range(2 * p + 1):
                 for ox in range(2 * p + 1):
-                    win = normalize(padded_u8[b:b + 1, :, oy:oy + h, ox:ox + w].permute(0, 2, 3, 1))[0]
+                    win = normalize(padded_u8[b : b + 1, :, oy : oy + h, ox : ox + w].permute(0, 2, 3, 1))[0]
                     if flip:
                         win = win.flip(2)
                     if torch.allclose(full[b], win, atol=1e-5):
@@ -66,7 +66,9 @@ def test_channel_augmentation_only_on_visible():
     aug = DeviceAugment(upper_height=16, pad=0, flip_p=0, erase_p=0, channel_aug_p=1.0)
     x = _images(12)
     vis, _ = aug(x, True, _gen())
-    raw = vis * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    raw = vis * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(
+        1, 3, 1, 1
+    )
     assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 1], raw[:, 2], atol=1e-5)
     ir, _ = aug(x, False, _gen())
     torch.testing.assert_close(ir, normalize(x))

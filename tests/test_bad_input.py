@@ -73,9 +73,25 @@ def test_search_cli(world, case, extra, needle):
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
     name = "s-" + case.replace(" ", "-")
-    args = [sys.executable, str(REPO / "search" / "run.py"), "--space", "sysu", "--quick", "--data-root",
-            str(world["good"]), "--regdb-root", str(world["regdb"]), "--name", name, "--storage", str(tmp / "ray"),
-            "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}", "--set", f"data.cache_dir={tmp / ('cache-' + name)}"]
+    args = [
+        sys.executable,
+        str(REPO / "search" / "run.py"),
+        "--space",
+        "sysu",
+        "--quick",
+        "--data-root",
+        str(world["good"]),
+        "--regdb-root",
+        str(world["regdb"]),
+        "--name",
+        name,
+        "--storage",
+        str(tmp / "ray"),
+        "--mlflow-uri",
+        f"sqlite:///{tmp / (name + '.db')}",
+        "--set",
+        f"data.cache_dir={tmp / ('cache-' + name)}",
+    ]
     args += [a.format(**{k: v for k, v in world.items()}) for a in extra]
     start = time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp)
@@ -102,8 +118,16 @@ EXPERIMENT_CASES = [
 def test_experiments_cli(world, case, extra, needle):
     tmp = world["tmp"]
     db = "e-" + case.replace(" ", "-") + ".db"
-    args = [sys.executable, str(REPO / "experiments" / "run.py"), "--mlflow-uri", f"sqlite:///{tmp / db}", "--quiet",
-            "--set", f"data.cache_dir={tmp / 'cache-exp'}", *[a.format(**world) for a in extra]]
+    args = [
+        sys.executable,
+        str(REPO / "experiments" / "run.py"),
+        "--mlflow-uri",
+        f"sqlite:///{tmp / db}",
+        "--quiet",
+        "--set",
+        f"data.cache_dir={tmp / 'cache-exp'}",
+        *[a.format(**world) for a in extra],
+    ]
     if "--data-root" not in extra:
         args += ["--data-root", str(world["good"])]
     start = time.monotonic()
@@ -125,8 +149,13 @@ SYNTHETIC_CASES = [
 @pytest.mark.parametrize("case, extra, needle, out_dir", SYNTHETIC_CASES, ids=[c[0] for c in SYNTHETIC_CASES])
 def test_synthetic_cli(world, case, extra, needle, out_dir):
     tmp = world["tmp"]
-    out = subprocess.run([sys.executable, "-m", "aminet.data.synthetic", *[a.format(**world) for a in extra]],
-                         capture_output=True, text=True, timeout=300, cwd=tmp)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.data.synthetic", *[a.format(**world) for a in extra]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp,
+    )
     _check(out, needle, tmp, written=[out_dir] if out_dir else [])
     assert (tmp / "occupied" / "keep.txt").read_text() == "mine"
     assert not list(tmp.glob(".syn*")) and not list(tmp.glob(".occupied*"))  # no temporary folder left
@@ -148,6 +177,7 @@ def test_bench_cli(world, case, extra, needle):
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", *extra], capture_output=True, text=True,
-                         timeout=120, cwd=world["tmp"])
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", *extra], capture_output=True, text=True, timeout=120, cwd=world["tmp"]
+    )
     _check(out, needle, world["tmp"])

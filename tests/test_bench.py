@@ -5,8 +5,12 @@ import pytest
 
 
 def test_eval_bench_runs_tiny_and_prints_every_figure():
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", "eval", "--tiny", "--repeats", "1"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", "eval", "--tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     for figure in ("SYSU 10-trial ranking", "SYSU 10-trial distances + ranking", "RegDB one direction"):
         assert figure in out.stdout
@@ -14,14 +18,19 @@ def test_eval_bench_runs_tiny_and_prints_every_figure():
 
 
 def test_bench_rejects_bad_arguments():
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", "eval", "--repeats", "0"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", "eval", "--repeats", "0"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode != 0 and "--repeats must be >= 1" in out.stderr
 
 
 def test_data_bench_runs_tiny():
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", "data", "--tiny", "--repeats", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", "data", "--tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "sampling+gather+augment" in out.stdout and "batches/s" in out.stdout
     lines = out.stdout.splitlines()
@@ -32,8 +41,12 @@ def test_data_bench_runs_tiny():
 
 
 def test_model_bench_runs_tiny():
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", "model", "--tiny", "--repeats", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", "model", "--tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     for preset in ("M0 ", "M1 ", "M2 ", "M3 ", "M4 ", "M4+pesam_off"):
         assert preset in out.stdout
@@ -41,21 +54,42 @@ def test_model_bench_runs_tiny():
 
 
 def test_model_summary_cli():
-    out = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.arch=resnet18", "--set",
-                          "data.height=64", "--set", "data.width=32"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aminet.model",
+            "--set",
+            "model.arch=resnet18",
+            "--set",
+            "data.height=64",
+            "--set",
+            "data.width=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     rows = [l for l in out.stdout.splitlines() if l.startswith("M")]
     assert [r.split()[0] for r in rows] == ["M0", "M1", "M2", "M3", "M4"]
     assert "GFLOPs" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "aminet.model", "--set", "model.upper_body_ratio=2"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "aminet.model", "--set", "model.upper_body_ratio=2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "model.upper_body_ratio" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _bench(*args, timeout=600):
-    out = subprocess.run([sys.executable, "-m", "aminet.bench", *args, "--tiny", "--repeats", "1"],
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.bench", *args, "--tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

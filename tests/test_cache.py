@@ -138,8 +138,13 @@ def test_two_processes_share_the_cache_pages(tmp_path):
     go = tmp_path / "go"
     procs = []
     for k in range(2):
-        procs.append(subprocess.Popen([sys.executable, str(script), str(root), str(tmp_path / "c"),
-                                       str(tmp_path / f"ready{k}"), str(go)], stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(root), str(tmp_path / "c"), str(tmp_path / f"ready{k}"), str(go)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     import time
 
     deadline = time.time() + 120

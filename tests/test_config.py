@@ -17,8 +17,15 @@ def test_defaults_are_valid_and_follow_the_paper():
 
 
 def test_yaml_round_trip_is_exact():
-    cfg = load_config(None, ["loss.mmd_multipliers=[0.5, 1, 2]", "optim.weight_decay=1e-3",
-                             "data.root=/data/sysu", "model.upper_body_ratio=0.6"])
+    cfg = load_config(
+        None,
+        [
+            "loss.mmd_multipliers=[0.5, 1, 2]",
+            "optim.weight_decay=1e-3",
+            "data.root=/data/sysu",
+            "model.upper_body_ratio=0.6",
+        ],
+    )
     text = cfg.to_yaml()
     again = Config.from_yaml(text)
     assert again == cfg
@@ -31,8 +38,9 @@ def test_yaml_round_trip_is_exact():
 def test_load_file_with_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data:\n  dataset: regdb\n  regdb_trial: 3\nloss:\n  mmd_intra_weight: 0.2\n")
-    cfg = load_config(path, ["loss.mmd_inter_weight=0.8", "train.epochs=5", "optim.warmup_epochs=1",
-                             "optim.milestones=[2,4]"])
+    cfg = load_config(
+        path, ["loss.mmd_inter_weight=0.8", "train.epochs=5", "optim.warmup_epochs=1", "optim.milestones=[2,4]"]
+    )
     assert cfg.data.dataset == "regdb" and cfg.data.regdb_trial == 3
     assert (cfg.loss.mmd_intra_weight, cfg.loss.mmd_inter_weight) == (0.2, 0.8)
     assert cfg.train.epochs == 5
@@ -43,8 +51,9 @@ def test_load_file_with_overrides(tmp_path):
     assert cfg.optim.warmup_epochs(5) == 1 and cfg.optim.milestone_epochs(5) == [2, 4]
 
 
-@pytest.mark.parametrize("epochs, warmup, stones", [(80, 10, [20, 50]), (40, 5, [10, 25]), (120, 15, [30, 75]),
-                                                    (7, 1, [2, 4])])
+@pytest.mark.parametrize(
+    "epochs, warmup, stones", [(80, 10, [20, 50]), (40, 5, [10, 25]), (120, 15, [30, 75]), (7, 1, [2, 4])]
+)
 def test_the_papers_schedule_follows_any_training_length(epochs, warmup, stones):
     """experiments/sysu.yaml with any train.epochs: warm-up and milestones keep their shares (the paper's
     10 / 20 / 50 of 80 epochs)."""

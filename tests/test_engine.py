@@ -43,17 +43,39 @@ def test_checkpoints_are_atomic_rotated_and_damage_is_skipped(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    return synthetic.generate("sysu", tmp_path_factory.mktemp("d") / "SYSU", ids=10, images=2, height=64,
-                              width=32, seed=0, workers=1)
+    return synthetic.generate(
+        "sysu", tmp_path_factory.mktemp("d") / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1
+    )
 
 
 def _tiny_cfg(root, cache, *extra):
-    return load_config(None, [
-        f"data.root={root}", f"data.cache_dir={cache}", "data.purpose=search", "data.height=32", "data.width=16",
-        "data.upper_height=16", "data.pad=2", "data.ids_per_batch=2", "data.instances=2", "data.iters_per_epoch=3",
-        "model.arch=resnet18", "model.weights=none", "model.last_stride=2", "optim.optimizer=adam", "optim.lr=0.001",
-        "optim.backbone_lr_mult=1.0", "optim.warmup_epochs=1", "optim.milestones=[2]", "train.epochs=3",
-        "train.eval_every=2", "eval.trials=2", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.cache_dir={cache}",
+            "data.purpose=search",
+            "data.height=32",
+            "data.width=16",
+            "data.upper_height=16",
+            "data.pad=2",
+            "data.ids_per_batch=2",
+            "data.instances=2",
+            "data.iters_per_epoch=3",
+            "model.arch=resnet18",
+            "model.weights=none",
+            "model.last_stride=2",
+            "optim.optimizer=adam",
+            "optim.lr=0.001",
+            "optim.backbone_lr_mult=1.0",
+            "optim.warmup_epochs=1",
+            "optim.milestones=[2]",
+            "train.epochs=3",
+            "train.eval_every=2",
+            "eval.trials=2",
+            *extra,
+        ],
+    )
 
 
 def test_train_reports_evaluations_and_checkpoints(tiny_root, tmp_path):
@@ -112,10 +134,18 @@ def test_host_sync_interval_does_not_change_training(tiny_root, tmp_path):
     runs = []
     for every in (1, 2):
         rep = RecordingReporter()
-        result = train(_tiny_cfg(tiny_root, tmp_path / "cache", f"train.host_sync_every={every}", "train.epochs=3"),
-                       rep, None, quiet=True)
-        runs.append(([{k: v for k, v in ep.items() if k not in ("images_per_s", "epoch_seconds")}
-                      for _, ep in rep.epochs], result.model.state_dict()))
+        result = train(
+            _tiny_cfg(tiny_root, tmp_path / "cache", f"train.host_sync_every={every}", "train.epochs=3"),
+            rep,
+            None,
+            quiet=True,
+        )
+        runs.append(
+            (
+                [{k: v for k, v in ep.items() if k not in ("images_per_s", "epoch_seconds")} for _, ep in rep.epochs],
+                result.model.state_dict(),
+            )
+        )
     assert runs[0][0] == runs[1][0]  # per-epoch mean of every loss term, all epochs
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
@@ -126,9 +156,23 @@ def test_bf16_autocast_trains_on_the_cpu(tiny_root, tmp_path):
 
     with pytest.raises(ConfigError, match=r"train.precision=bf16 on a CPU: data.width=16 gives a 1-column map"):
         train(_tiny_cfg(tiny_root, tmp_path / "cache", "train.precision=bf16"), None, None, quiet=True)
-    result = train(_tiny_cfg(tiny_root, tmp_path / "cache", "train.precision=bf16", "train.epochs=2",
-                              "optim.milestones=[]", "train.eval_every=2", "data.height=64", "data.width=32",
-                              "data.upper_height=32", "model.last_stride=1"), None, None, quiet=True)
+    result = train(
+        _tiny_cfg(
+            tiny_root,
+            tmp_path / "cache",
+            "train.precision=bf16",
+            "train.epochs=2",
+            "optim.milestones=[]",
+            "train.eval_every=2",
+            "data.height=64",
+            "data.width=32",
+            "data.upper_height=32",
+            "model.last_stride=1",
+        ),
+        None,
+        None,
+        quiet=True,
+    )
     assert result.extra["dtype"] == "torch.bfloat16"
     weights = [p for p in result.model.parameters() if p.dim() == 4]
     assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)

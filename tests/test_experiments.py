@@ -22,8 +22,14 @@ def setup(tmp_path_factory):
 
 
 def _run(tmp, *args, env=None, timeout=600):
-    return subprocess.run([sys.executable, str(REPO / "experiments" / "run.py"), *args], cwd=tmp, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "run.py"), *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _runs(uri):
@@ -37,8 +43,22 @@ def _runs(uri):
 def test_run_logs_everything_to_mlflow(setup):
     tmp, root = setup
     uri = f"sqlite:///{tmp / 'ok.db'}"
-    out = _run(tmp, str(tmp / "tiny.yaml"), "--data-root", str(root), "--seeds", "0", "1", "--mlflow-uri", uri,
-               "--quiet", "--set", f"data.cache_dir={tmp / 'cache'}", "--preset", "M4")
+    out = _run(
+        tmp,
+        str(tmp / "tiny.yaml"),
+        "--data-root",
+        str(root),
+        "--seeds",
+        "0",
+        "1",
+        "--mlflow-uri",
+        uri,
+        "--quiet",
+        "--set",
+        f"data.cache_dir={tmp / 'cache'}",
+        "--preset",
+        "M4",
+    )
     assert out.returncode == 0, out.stderr
     assert "All Search" in out.stdout and "Indoor Search" in out.stdout and "(n=2)" in out.stdout
     runs = _runs(uri)
@@ -61,8 +81,12 @@ def test_run_logs_everything_to_mlflow(setup):
     assert {f.path for f in client.list_artifacts(child.run_id, "checkpoint")} >= {"checkpoint/model.pt"}
     assert {f.path for f in client.list_artifacts(parent.run_id, "results")} >= {"results/summary.txt"}
 
-    rep = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--mlflow-uri", uri, "--out",
-                          str(tmp / "reports")], capture_output=True, text=True, timeout=300)
+    rep = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "report.py"), "--mlflow-uri", uri, "--out", str(tmp / "reports")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rep.returncode == 0, rep.stderr
     assert (tmp / "reports" / "results.csv").is_file() and "| tiny |" in (tmp / "reports" / "results.md").read_text()
 
@@ -74,8 +98,20 @@ def test_nan_in_the_loss_fails_the_mlflow_run(setup):
     import os
 
     env = dict(os.environ, AMINET_FAULT_NAN_AT_STEP="2")
-    out = _run(tmp, str(tmp / "tiny.yaml"), "--data-root", str(root), "--mlflow-uri", uri, "--quiet", "--run-dir",
-               str(tmp / "nan-runs"), "--set", f"data.cache_dir={tmp / 'cache'}", env=env)
+    out = _run(
+        tmp,
+        str(tmp / "tiny.yaml"),
+        "--data-root",
+        str(root),
+        "--mlflow-uri",
+        uri,
+        "--quiet",
+        "--run-dir",
+        str(tmp / "nan-runs"),
+        "--set",
+        f"data.cache_dir={tmp / 'cache'}",
+        env=env,
+    )
     assert out.returncode == 1
     assert "NonFiniteLossError: non-finite loss nan at epoch 1, step 3" in out.stderr
     assert "Traceback" not in out.stderr
@@ -83,15 +119,18 @@ def test_nan_in_the_loss_fails_the_mlflow_run(setup):
     assert len(runs) == 2 and set(runs.status) == {"FAILED"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{tmp}/missing.yaml"], "config file not found"),
-    (["{tmp}/tiny.yaml", "--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
-    (["{tmp}/tiny.yaml", "--set", "model.nope=1"], "unknown key"),
-    (["{tmp}/tiny.yaml", "--data-root", "{tmp}/nowhere"], "--data-root: folder not found"),
-    (["{tmp}/tiny.yaml", "--data-root", "{tmp}"], "not found"),
-    (["{tmp}/tiny.yaml", "--preset", "M7"], "unknown preset 'M7'"),
-    (["{tmp}/tiny.yaml", "--set", "model.weights=/no/such/file.pth"], "model.weights: file not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{tmp}/missing.yaml"], "config file not found"),
+        (["{tmp}/tiny.yaml", "--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
+        (["{tmp}/tiny.yaml", "--set", "model.nope=1"], "unknown key"),
+        (["{tmp}/tiny.yaml", "--data-root", "{tmp}/nowhere"], "--data-root: folder not found"),
+        (["{tmp}/tiny.yaml", "--data-root", "{tmp}"], "not found"),
+        (["{tmp}/tiny.yaml", "--preset", "M7"], "unknown preset 'M7'"),
+        (["{tmp}/tiny.yaml", "--set", "model.weights=/no/such/file.pth"], "model.weights: file not found"),
+    ],
+)
 def test_bad_input_exits_cleanly_without_runs(setup, args, message, tmp_path):
     """Bad input: one line, exit 2, no MLflow store and nothing generated. The run gets an empty cache home
     of its own: the result must not depend on whether an earlier test (or an earlier session) already
@@ -100,8 +139,15 @@ def test_bad_input_exits_cleanly_without_runs(setup, args, message, tmp_path):
     tmp, root = setup
     uri = f"sqlite:///{tmp / 'bad.db'}"
     cache = tmp_path / "empty-cache-home"
-    out = _run(tmp, *[a.format(tmp=tmp) for a in args], "--mlflow-uri", uri, "--quiet", timeout=300,
-               env=dict(os.environ, AMINET_CACHE=str(cache)))
+    out = _run(
+        tmp,
+        *[a.format(tmp=tmp) for a in args],
+        "--mlflow-uri",
+        uri,
+        "--quiet",
+        timeout=300,
+        env=dict(os.environ, AMINET_CACHE=str(cache)),
+    )
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -35,8 +35,18 @@ def _tiny_step_parts(device):
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
 
-    cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
-                             "data.pad=2", "data.instances=4", "data.ids_per_batch=2"])
+    cfg = load_config(
+        None,
+        [
+            "model.arch=resnet18",
+            "model.weights=none",
+            "data.height=64",
+            "data.width=32",
+            "data.pad=2",
+            "data.instances=4",
+            "data.ids_per_batch=2",
+        ],
+    )
     model = build_model(cfg, 4).to(device).to(memory_format=torch.channels_last).train()
     criterion = AMINetCriterion(cfg, 4).to(device)
     return cfg, model, criterion, _optimizer(cfg, model, criterion), DeviceAugment.from_config(cfg)

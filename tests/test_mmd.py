@@ -38,8 +38,9 @@ def test_matches_double_loop(seed):
 
 def test_near_zero_for_one_distribution():
     g = torch.Generator().manual_seed(0)
-    vals = torch.stack([amk_mmd(torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g), MULT)
-                        for _ in range(200)])
+    vals = torch.stack(
+        [amk_mmd(torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g), MULT) for _ in range(200)]
+    )
     se = vals.std() / len(vals) ** 0.5
     assert abs(vals.mean()) < 3 * se
     assert (vals < 0).any()  # unbiased: not clamped
@@ -57,7 +58,9 @@ def test_invariances():
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(20, 5, generator=g), torch.randn(24, 5, generator=g) + 0.5
     ref = amk_mmd(x, y, MULT)
-    torch.testing.assert_close(amk_mmd(x[torch.randperm(20, generator=g)], y[torch.randperm(24, generator=g)], MULT), ref)
+    torch.testing.assert_close(
+        amk_mmd(x[torch.randperm(20, generator=g)], y[torch.randperm(24, generator=g)], MULT), ref
+    )
     torch.testing.assert_close(amk_mmd(y, x, MULT), ref)
     torch.testing.assert_close(amk_mmd(3 * x + 1, 3 * y + 1, MULT), ref, atol=1e-5, rtol=1e-4)  # adaptive bandwidth
 
@@ -141,13 +144,21 @@ def _loop_balanced(x, y, lx, ly, multipliers, paired=False):
 
     parts, shares = [], []
     for same in (True, False):
+
         def mean(pairs):
             vals = [k(a, b) for a, b in pairs]
             return (np.mean(vals), len(vals)) if vals else (0.0, 0)
+
         xx = mean([(x[i], x[j]) for i in range(len(x)) for j in range(len(x)) if i != j and (lx[i] == lx[j]) == same])
         yy = mean([(y[i], y[j]) for i in range(len(y)) for j in range(len(y)) if i != j and (ly[i] == ly[j]) == same])
-        xy = mean([(x[i], y[j]) for i in range(len(x)) for j in range(len(y))
-                   if (lx[i] == ly[j]) == same and not (paired and i == j)])
+        xy = mean(
+            [
+                (x[i], y[j])
+                for i in range(len(x))
+                for j in range(len(y))
+                if (lx[i] == ly[j]) == same and not (paired and i == j)
+            ]
+        )
         parts.append(xx[0] + yy[0] - 2 * xy[0])
         shares.append(xy[1] if xx[1] and yy[1] and xy[1] else 0)
     return sum(p * s for p, s in zip(parts, shares)) / sum(shares)
@@ -160,8 +171,9 @@ def test_balanced_estimate_matches_pair_loops(paired):
     ly = lx.copy() if paired else np.array([0, 1, 1, 1, 2, 2, 3])
     x = rng.normal(size=(len(lx), 5))
     y = rng.normal(size=(len(ly), 5)) + 0.3
-    got = amk_mmd(torch.tensor(x), torch.tensor(y), MULT, labels_x=torch.tensor(lx), labels_y=torch.tensor(ly),
-                  paired=paired)
+    got = amk_mmd(
+        torch.tensor(x), torch.tensor(y), MULT, labels_x=torch.tensor(lx), labels_y=torch.tensor(ly), paired=paired
+    )
     assert got.item() == pytest.approx(_loop_balanced(x, y, lx, ly, MULT, paired), abs=1e-6)
 
 
@@ -188,6 +200,7 @@ def _draws(fn, n=300, seed=0):
 def test_inter_modality_estimate_is_zero_under_identity_structure_and_positive_under_shift():
     """IDAL's two sets hold the same P identities x K images. The textbook estimate is biased
     (3/31 vs 1/8 same-identity pairs) and negative with no shift; the balanced one is 0 within error."""
+
     def sample(g, shift=0.0, balanced=True):
         centres, labels = _identity_batch(g)
         x = centres[labels] + torch.randn(len(labels), 16, generator=g)
@@ -205,6 +218,7 @@ def test_inter_modality_estimate_is_zero_under_identity_structure_and_positive_u
 def test_camera_split_estimate_is_zero_without_camera_shift():
     """IMDAL by camera: the images of one camera against the rest, with identities spread unevenly over
     the cameras. Zero within error without a camera effect, clearly positive with one."""
+
     def sample(g, cam_shift=0.0):
         centres, labels = _identity_batch(g)
         cams = torch.randint(0, 4, (len(labels),), generator=g)
@@ -222,6 +236,7 @@ def test_camera_split_estimate_is_zero_without_camera_shift():
 def test_branch_estimate_is_zero_for_exchangeable_views():
     """IMDAL by branch: x_i and y_i are two views of image i; leaving those pairs out of the cross sum
     makes the estimate zero for exchangeable views (the textbook estimate is pulled negative by them)."""
+
     def sample(g, balanced=True):
         centres, labels = _identity_batch(g)
         image = centres[labels] + torch.randn(len(labels), 16, generator=g)
@@ -248,16 +263,25 @@ def test_criterion_camera_imdal_uses_host_cameras():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)
     v, i = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
-    out = SimpleNamespace(features=torch.cat([v, i]), logits=torch.randn(32, 4, generator=g),
-                          pair_index=torch.arange(16).repeat(2), intra_visible=v, intra_infrared=i,
-                          global_features=None, part_features=None)
+    out = SimpleNamespace(
+        features=torch.cat([v, i]),
+        logits=torch.randn(32, 4, generator=g),
+        pair_index=torch.arange(16).repeat(2),
+        intra_visible=v,
+        intra_infrared=i,
+        global_features=None,
+        part_features=None,
+    )
     cams_v = np.array([1, 2, 4, 5] * 4)
     cams_i = np.array([3, 6] * 8)
     _, terms = crit(out, labels, (cams_v, cams_i))
-    want = [amk_mmd(v[cams_v == c], v[cams_v != c], MULT, labels_x=labels[cams_v == c], labels_y=labels[cams_v != c])
-            for c in (1, 2, 4, 5)]
-    want.append(amk_mmd(i[cams_i == 3], i[cams_i == 6], MULT, labels_x=labels[cams_i == 3],
-                        labels_y=labels[cams_i == 6]))
+    want = [
+        amk_mmd(v[cams_v == c], v[cams_v != c], MULT, labels_x=labels[cams_v == c], labels_y=labels[cams_v != c])
+        for c in (1, 2, 4, 5)
+    ]
+    want.append(
+        amk_mmd(i[cams_i == 3], i[cams_i == 6], MULT, labels_x=labels[cams_i == 3], labels_y=labels[cams_i == 6])
+    )
     torch.testing.assert_close(terms["imdal"], torch.stack(want).mean())
     _, one_camera = crit(out, labels, (np.ones(16, int), np.full(16, 3)))
     assert one_camera["imdal"].item() == 0.0  # nothing to align

@@ -7,8 +7,14 @@ from aminet.losses import AMINetCriterion
 from aminet.model.aminet import AMINet, GeM, NonLocal, WeightsUnavailable, build_model, imagenet_weights_path
 from aminet.presets import PRESETS, preset_overrides
 
-SMALL = ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
-         "data.ids_per_batch=2", "data.instances=2"]
+SMALL = [
+    "model.arch=resnet18",
+    "model.weights=none",
+    "data.height=64",
+    "data.width=32",
+    "data.ids_per_batch=2",
+    "data.instances=2",
+]
 CAMS = (np.array([1, 2, 1, 2]), np.array([3, 6, 6, 3]))  # cameras of the visible / infrared half of _batch
 
 
@@ -137,8 +143,9 @@ def test_presets_are_valid_configs():
 def test_torch_compile_traces_the_model_with_phase_congruency_left_eager():
     """``train.compile``: dynamo traces the whole M4 forward; the only graph breaks are the phase-congruency
     calls, kept out on purpose (complex FFTs; the cached filter bank must not be rebuilt in the graph)."""
-    cfg = load_config(None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32",
-                             "data.instances=4"]).replace(preset_overrides(["M4"]))
+    cfg = load_config(
+        None, ["model.arch=resnet18", "model.weights=none", "data.height=64", "data.width=32", "data.instances=4"]
+    ).replace(preset_overrides(["M4"]))
     model = build_model(cfg, 4).train()
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32)
@@ -161,7 +168,9 @@ def _bn_calls(model, modules):
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 key = f"{prefix}.{name}"
                 calls[key] = []
-                handles.append(m.register_forward_hook(lambda mod, inp, out, key=key: calls[key].append(inp[0].shape[0])))
+                handles.append(
+                    m.register_forward_hook(lambda mod, inp, out, key=key: calls[key].append(inp[0].shape[0]))
+                )
     return calls, handles
 
 
@@ -197,8 +206,10 @@ def test_mixed_batch_is_the_two_modality_stems_concatenated():
     with torch.no_grad():
         model.backbone.stems["infrared"][0].weight.mul_(-2.0)  # make the modalities' stems differ
     seen = {}
-    hooks = [model.backbone.stems[m].register_forward_hook(lambda mod, inp, out, m=m: seen.__setitem__(m, out))
-             for m in ("visible", "infrared")]
+    hooks = [
+        model.backbone.stems[m].register_forward_hook(lambda mod, inp, out, m=m: seen.__setitem__(m, out))
+        for m in ("visible", "infrared")
+    ]
     hooks.append(model.backbone.body.register_forward_pre_hook(lambda mod, inp: seen.__setitem__("body", inp[0])))
     v, i, _ = _batch()
     model(v, i)
@@ -239,8 +250,10 @@ def test_presets_take_the_mmd_weights_of_the_config_they_are_applied_to():
     spec = importlib.util.spec_from_file_location("exp_run", root / "run.py")
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
-    want = {"regdb": {"M0": (0, 0), "M1": (0, 0), "M2": (0.2, 0), "M3": (0, 0.8), "M4": (0.2, 0.8)},
-            "sysu": {"M0": (0, 0), "M1": (0, 0), "M2": (0.4, 0), "M3": (0, 0.6), "M4": (0.4, 0.6)}}
+    want = {
+        "regdb": {"M0": (0, 0), "M1": (0, 0), "M2": (0.2, 0), "M3": (0, 0.8), "M4": (0.2, 0.8)},
+        "sysu": {"M0": (0, 0), "M1": (0, 0), "M2": (0.4, 0), "M3": (0, 0.6), "M4": (0.4, 0.6)},
+    }
     for dataset, rows in want.items():
         for row, weights in rows.items():
             [(_, cfg)] = run.load_experiment(root / f"{dataset}.yaml", [], [row])

@@ -33,9 +33,9 @@ def _natural(seed, h=72, w=48):
     rng = np.random.default_rng(seed)
     f = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2
     f[0, 0] = 1
-    noise = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(h, w))) / f ** 0.75))
+    noise = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(h, w))) / f**0.75))
     img = (noise - noise.min()) / (np.ptp(noise) + 1e-9)
-    img[h // 4: h // 2, w // 4: 3 * w // 4] += 0.8
+    img[h // 4 : h // 2, w // 4 : 3 * w // 4] += 0.8
     yy, xx = np.mgrid[:h, :w]
     img[(yy - 0.7 * h) ** 2 + (xx - 0.5 * w) ** 2 < (0.15 * w) ** 2] -= 0.5
     return img
@@ -44,9 +44,9 @@ def _natural(seed, h=72, w=48):
 def _synthetic(kind, h=64, w=40):
     img = np.zeros((h, w))
     if kind == "step":
-        img[:, w // 2:] = 1.0
+        img[:, w // 2 :] = 1.0
     elif kind == "square":
-        img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+        img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
         img += np.random.default_rng(0).normal(0, 0.05, img.shape)
     elif kind == "odd":  # odd sizes use the other frequency grid
         img = np.random.default_rng(1).random((h + 1, w + 1))
@@ -67,8 +67,17 @@ def test_other_parameters_match_too():
     img = _natural(3)
     kw = dict(nscale=4, norient=4, minWaveLength=4, mult=2.0, sigmaOnf=0.65, k=3.0, cutOff=0.4, g=8.0)
     ref = _reference(img, **kw)
-    got = phase_congruency(torch.tensor(img)[None], nscale=4, norient=4, min_wavelength=4, mult=2.0,
-                           sigma_onf=0.65, k=3.0, cutoff=0.4, g=8.0)[0, 0].numpy()
+    got = phase_congruency(
+        torch.tensor(img)[None],
+        nscale=4,
+        norient=4,
+        min_wavelength=4,
+        mult=2.0,
+        sigma_onf=0.65,
+        k=3.0,
+        cutoff=0.4,
+        g=8.0,
+    )[0, 0].numpy()
     assert np.abs(got - ref).max() < 1e-8
 
 

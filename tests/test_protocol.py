@@ -55,6 +55,7 @@ def test_regdb_protocol_per_trial_extractors(tmp_path):
         def f(images, modality):
             calls.append((trial, modality))
             return images.mean(dim=(2, 3))
+
         return f
 
     res = regdb_protocol({1: make(1), 2: make(2)}, root, trials=(1, 2), height=32, width=16)

@@ -60,9 +60,14 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     tmp, sysu, regdb = roots
     name = "faults"
     marker = tmp / "killed.marker"
-    out = subprocess.run(_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-failures", "1"),
-                         capture_output=True, text=True, timeout=900, cwd=tmp,
-                         env=search_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"))
+    out = subprocess.run(
+        _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-failures", "1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp,
+        env=search_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file(), "the SIGKILL was injected"
     assert "1 trial(s) DIVERGED" in out.stderr and "non-finite loss" in out.stderr
@@ -97,8 +102,9 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     tmp, sysu, regdb = roots
     name = "driverkill"
     args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp, start_new_session=True
+    )
 
     def one_done():
         return any("aminet.outcome" in r.data.tags for r in search_runs(tmp, name)[2])
@@ -131,8 +137,10 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
 
 
 def _alive_nodes(address: str, env: dict) -> list[str]:
-    code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
+    code = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
 
@@ -171,25 +179,48 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
     logs = open(tmp_path / "ray_nodes.log", "w")
-    head = subprocess.Popen([ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
-                            env=env, stdout=logs, stderr=subprocess.STDOUT)
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
+        env=env,
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+    )
     worker = None
     try:
         assert _wait_for(lambda: len(_alive_nodes(address, env)) == 1, 180, head), "the head did not start"
         (head_id,) = _alive_nodes(address, env)
-        worker = subprocess.Popen([ray_cli, "start", "--address", address, *common], env=env, stdout=logs,
-                                  stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [ray_cli, "start", "--address", address, *common], env=env, stdout=logs, stderr=subprocess.STDOUT
+        )
         assert _wait_for(lambda: len(_alive_nodes(address, env)) == 2, 180, worker), "the worker did not join"
         (worker_id,) = set(_alive_nodes(address, env)) - {head_id}
         # Longer epochs and no early stopping (grace = all 4 epochs), so the node dies mid-trial.
-        args = _args(tmp, sysu, regdb, name, "--num-samples", "2", "--max-concurrent", "2", "--no-final-eval",
-                     "--address", address, "--max-failures", "2", "--grace-period", "4",
-                     "--set", "data.iters_per_epoch=12")
+        args = _args(
+            tmp,
+            sysu,
+            regdb,
+            name,
+            "--num-samples",
+            "2",
+            "--max-concurrent",
+            "2",
+            "--no-final-eval",
+            "--address",
+            address,
+            "--max-failures",
+            "2",
+            "--grace-period",
+            "4",
+            "--set",
+            "data.iters_per_epoch=12",
+        )
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
 
         def on_worker():
-            return any(rows and rows[-1].get("node_id") == worker_id and 1 <= rows[-1]["epoch"] < 4
-                       for rows in _results(tmp, name).values())
+            return any(
+                rows and rows[-1].get("node_id") == worker_id and 1 <= rows[-1]["epoch"] < 4
+                for rows in _results(tmp, name).values()
+            )
 
         assert _wait_for(on_worker, 600, proc), "no trial reported from the worker node"
         # The node is lost mid-trial: its raylet is SIGKILLed (its workers die with it). A SIGTERM to `ray start`
@@ -247,8 +278,15 @@ def test_no_unsafe_loading_or_shell(path):
         name = _name(call.func)
         kw = {k.arg: k.value for k in call.keywords}
         where = f"{path.relative_to(REPO)}:{call.lineno}"
-        assert name not in ("yaml.load", "yaml.unsafe_load", "pickle.load", "pickle.loads", "os.system",
-                            "eval", "exec"), f"{where}: {name}"
+        assert name not in (
+            "yaml.load",
+            "yaml.unsafe_load",
+            "pickle.load",
+            "pickle.loads",
+            "os.system",
+            "eval",
+            "exec",
+        ), f"{where}: {name}"
         if name == "torch.load":
             assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, where
         if "shell" in kw:

@@ -34,8 +34,17 @@ def test_warm_start_reproduces_the_papers_config(name):
     base = space.base(quick=False)
     paper = Config.from_dict(load_base(REPO / "experiments" / f"{space.dataset}.yaml"))
     first = apply_params(base, space.warm_start(base)[0])
-    for key in ("loss.mmd_intra_weight", "loss.mmd_inter_weight", "loss.mmd_multipliers", "model.upper_body_ratio",
-                "optim.lr", "optim.warmup_share", "optim.milestone_shares", "optim.schedule", "train.epochs"):
+    for key in (
+        "loss.mmd_intra_weight",
+        "loss.mmd_inter_weight",
+        "loss.mmd_multipliers",
+        "model.upper_body_ratio",
+        "optim.lr",
+        "optim.warmup_share",
+        "optim.milestone_shares",
+        "optim.schedule",
+        "train.epochs",
+    ):
         assert first.flat()[key] == paper.flat()[key], key
     assert first.data.purpose == "search"  # a search never trains on, or looks at, the test ids
     expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6)}[name]
@@ -110,8 +119,13 @@ def test_a_space_file_with_every_kind_of_parameter(tmp_path):
     # Warm start: the point's values, the rest from the base where they lie in range; the conditional
     # milestone is left out (schedule is cosine), the triplet weight (active) comes from the base.
     (point,) = space.warm_start(base)
-    assert point == {"mmd_inter": 0.8, "lr": base.optim.lr, "schedule": "cosine",
-                     "cfg.data.instances": base.data.instances, "cfg.loss.triplet_weight": base.loss.triplet_weight}
+    assert point == {
+        "mmd_inter": 0.8,
+        "lr": base.optim.lr,
+        "schedule": "cosine",
+        "cfg.data.instances": base.data.instances,
+        "cfg.loss.triplet_weight": base.loss.triplet_weight,
+    }
     fn = pickle.loads(pickle.dumps(space.define_by_run(base)))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
     study.enqueue_trial(point)
@@ -131,22 +145,25 @@ def test_a_space_file_with_every_kind_of_parameter(tmp_path):
     assert seen == {"step", "cosine"}
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (("dataset: regdb", "dataset: market"), "dataset: 'market'"),
-    (("base: regdb.yaml", "base: nowhere.yaml"), "base: nowhere.yaml: not found"),
-    (("trials: 12", "trials: 0"), "budget.full.trials: expected an integer >= 1"),
-    (("grace: 10", "grace: 50"), "budget.full.grace: 50 is more than epochs"),
-    (("mmd_inter: {type", "mmd_intr: {type"), "parameters.mmd_intr: not a search parameter"),
-    (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.mmd_inter: low (1.5) is above high"),
-    (("type: int", "type: integer"), "parameters.cfg.data.instances.type: 'integer'"),
-    (("when: {schedule: step}", "when: {shedule: step}"), "parameters.milestone1_frac.when.shedule: must name"),
-    (("when: {schedule: step}", "when: {schedule: linear}"), "'linear' is not a value schedule can take"),
-    (("cfg.data.instances", "cfg.data.instancez"), "cfg.data.instancez"),
-    (("{mmd_inter: 0.8", "{mmd_inter: 0.3"), "warm_start[0].mmd_inter: 0.3 is outside"),
-    (("log: true, scale: base", "log: true, scale: paper"), "parameters.lr.scale: 'paper'"),
-    (("parameters:", "parameterz:"), "parameterz: unknown key"),
-    (("  mmd_inter: {", "  mmd_inter: [{"), "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (("dataset: regdb", "dataset: market"), "dataset: 'market'"),
+        (("base: regdb.yaml", "base: nowhere.yaml"), "base: nowhere.yaml: not found"),
+        (("trials: 12", "trials: 0"), "budget.full.trials: expected an integer >= 1"),
+        (("grace: 10", "grace: 50"), "budget.full.grace: 50 is more than epochs"),
+        (("mmd_inter: {type", "mmd_intr: {type"), "parameters.mmd_intr: not a search parameter"),
+        (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.mmd_inter: low (1.5) is above high"),
+        (("type: int", "type: integer"), "parameters.cfg.data.instances.type: 'integer'"),
+        (("when: {schedule: step}", "when: {shedule: step}"), "parameters.milestone1_frac.when.shedule: must name"),
+        (("when: {schedule: step}", "when: {schedule: linear}"), "'linear' is not a value schedule can take"),
+        (("cfg.data.instances", "cfg.data.instancez"), "cfg.data.instancez"),
+        (("{mmd_inter: 0.8", "{mmd_inter: 0.3"), "warm_start[0].mmd_inter: 0.3 is outside"),
+        (("log: true, scale: base", "log: true, scale: paper"), "parameters.lr.scale: 'paper'"),
+        (("parameters:", "parameterz:"), "parameterz: unknown key"),
+        (("  mmd_inter: {", "  mmd_inter: [{"), "not valid YAML"),
+    ],
+)
 def test_bad_space_files_fail_with_one_line_naming_the_key(tmp_path, edit, needle):
     path = tmp_path / "bad.yaml"
     assert edit[0] in _MY_SPACE
@@ -173,8 +190,15 @@ def test_every_sampler_samples_the_shipped_space(kind):
 
 def test_the_searcher_starts_no_trial_after_its_deadline(tmp_path):
     deadline = tmp_path / "deadline"
-    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=optuna.storages.InMemoryStorage(),
-                                study_name="t", max_epochs=2, deadline_file=str(deadline))
+    s = PrunedAwareOptunaSearch(
+        _x_space,
+        metric="score",
+        mode="max",
+        storage=optuna.storages.InMemoryStorage(),
+        study_name="t",
+        max_epochs=2,
+        deadline_file=str(deadline),
+    )
     assert "x" in s.suggest("a")  # no deadline file: no budget
     deadline.write_text(f"{time.time() + 60}\n")
     assert "x" in s.suggest("b")
@@ -187,10 +211,22 @@ def test_the_searcher_starts_no_trial_after_its_deadline(tmp_path):
 
 def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
     base = Config.from_dict({"train": {"epochs": 80}})
-    out = to_overrides({"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7, "lr": 0.05,
-                        "cfg.loss.triplet_weight": 0.5}, base)
-    assert out == {"optim.warmup_share": 0.1, "optim.milestone_shares": [0.3, 0.7], "optim.lr": 0.05,
-                   "loss.triplet_weight": 0.5}
+    out = to_overrides(
+        {
+            "warmup_frac": 0.1,
+            "milestone1_frac": 0.3,
+            "milestone2_frac": 0.7,
+            "lr": 0.05,
+            "cfg.loss.triplet_weight": 0.5,
+        },
+        base,
+    )
+    assert out == {
+        "optim.warmup_share": 0.1,
+        "optim.milestone_shares": [0.3, 0.7],
+        "optim.lr": 0.05,
+        "loss.triplet_weight": 0.5,
+    }
     cfg = apply_params(base, {"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7})
     assert cfg.optim.warmup_epochs(80) == 8 and cfg.optim.milestone_epochs(80) == [24, 56]
     cosine = apply_params(base, {"schedule": "cosine", "warmup_frac": 0.25})
@@ -203,8 +239,7 @@ def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
 
 def test_searcher_tells_early_stopped_trials_as_pruned():
     storage = optuna.storages.InMemoryStorage()
-    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max",
-                                storage=storage, study_name="u", max_epochs=6)
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=storage, study_name="u", max_epochs=6)
     for tid in ("full", "stopped", "crashed"):
         assert "x" in s.suggest(tid)
     for e in (2, 4, 6):
@@ -230,21 +265,30 @@ def roots(tmp_path_factory):
     return tiny_roots(tmp_path_factory.mktemp("search"))
 
 
-@pytest.mark.parametrize("case, extra, needle", [
-    ("space", ["--space", "market"], "--space 'market'"),
-    ("space-file", ["--space", "/nonexistent/space.yaml"], "--space /nonexistent/space.yaml: file not found"),
-    ("time-budget", ["--time-budget", "0"], "--time-budget must be > 0"),
-    ("root", ["--data-root", "/nonexistent/SYSU"], "--data-root: folder not found"),
-    ("override", ["--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
-    ("override-key", ["--set", "loss.mmd_weigth=1"], "mmd_weigth"),
-    ("address", ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot reach"),
-    ("resume", ["--resume"], "--resume: no search named"),
-])
+@pytest.mark.parametrize(
+    "case, extra, needle",
+    [
+        ("space", ["--space", "market"], "--space 'market'"),
+        ("space-file", ["--space", "/nonexistent/space.yaml"], "--space /nonexistent/space.yaml: file not found"),
+        ("time-budget", ["--time-budget", "0"], "--time-budget must be > 0"),
+        ("root", ["--data-root", "/nonexistent/SYSU"], "--data-root: folder not found"),
+        ("override", ["--set", "loss.mmd_intra_weight=-1"], "loss.mmd_intra_weight"),
+        ("override-key", ["--set", "loss.mmd_weigth=1"], "mmd_weigth"),
+        ("address", ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot reach"),
+        ("resume", ["--resume"], "--resume: no search named"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_before_anything_starts(roots, case, extra, needle):
     tmp, sysu, regdb = roots
     name = f"bad-{case}"
-    out = subprocess.run(search_args(tmp, sysu, regdb, name) + extra, capture_output=True, text=True, timeout=300,
-                         env=search_env(), cwd=tmp)
+    out = subprocess.run(
+        search_args(tmp, sysu, regdb, name) + extra,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=search_env(),
+        cwd=tmp,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
@@ -265,13 +309,27 @@ def test_asha_stopped_trials_are_pruned_in_optuna_with_the_real_scheduler(tmp_pa
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
-        searcher = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max",
-                                           points_to_evaluate=[{"x": 0.9}, {"x": 0.1}], storage=storage,
-                                           study_name="toy", max_epochs=6)
-        tuner = tune.Tuner(toy, tune_config=tune.TuneConfig(
-            metric="score", mode="max", search_alg=searcher, num_samples=2, max_concurrent_trials=1,
-            scheduler=ASHAScheduler(time_attr="epoch", max_t=6, grace_period=2, reduction_factor=2)),
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0))
+        searcher = PrunedAwareOptunaSearch(
+            _x_space,
+            metric="score",
+            mode="max",
+            points_to_evaluate=[{"x": 0.9}, {"x": 0.1}],
+            storage=storage,
+            study_name="toy",
+            max_epochs=6,
+        )
+        tuner = tune.Tuner(
+            toy,
+            tune_config=tune.TuneConfig(
+                metric="score",
+                mode="max",
+                search_alg=searcher,
+                num_samples=2,
+                max_concurrent_trials=1,
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=6, grace_period=2, reduction_factor=2),
+            ),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0),
+        )
         tuner.fit()
     finally:
         ray.shutdown()
@@ -288,9 +346,27 @@ def test_a_time_budget_stops_starting_trials_and_still_selects_and_registers(roo
     new one starts, and the search still selects, evaluates and registers; here with the random sampler."""
     tmp, sysu, regdb = roots
     name = "budgeted"
-    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "20", "--time-budget", "15",
-                                     "--reseeds", "0", "--sampler", "random"),
-                         capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
+    out = subprocess.run(
+        search_args(
+            tmp,
+            sysu,
+            regdb,
+            name,
+            "--num-samples",
+            "20",
+            "--time-budget",
+            "15",
+            "--reseeds",
+            "0",
+            "--sampler",
+            "random",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=search_env(),
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "--time-budget 15 s reached" in out.stderr and "champion" in out.stdout
     client, parents, trials = search_runs(tmp, name)
@@ -309,9 +385,18 @@ def test_a_time_budget_stops_starting_trials_and_still_selects_and_registers(roo
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
-                               f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}", "--host", "127.0.0.1", "--port",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "optuna-dashboard"),
+            f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(120):
             try:
@@ -336,8 +421,14 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     tmp, sysu, regdb = roots
     name = "e2e"
     marker = tmp / "crashed.marker"
-    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "3"), capture_output=True, text=True,
-                         timeout=900, env=search_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2"), cwd=tmp)
+    out = subprocess.run(
+        search_args(tmp, sysu, regdb, name, "--num-samples", "3"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=search_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2"),
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file()  # the injected crash happened ...
     assert "Thermal to Visible" in out.stdout and "All Search" in out.stdout and "champion" in out.stdout
@@ -374,8 +465,9 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
             assert sorted({m.step for m in client.get_metric_history(r.info.run_id, key)}) == list(range(1, last + 1))
         assert "val/all/R1" in r.data.metrics and not {"R1", "mAP", "score", "resumed_from"} & set(r.data.metrics)
         assert r.data.tags["mlflow.source.name"] == "search/run.py" and r.data.tags["mlflow.source.git.commit"]
-        contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
-                    for d in r.inputs.dataset_inputs}
+        contexts = {
+            next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in r.inputs.dataset_inputs
+        }
         assert set(contexts) == {"train", "validation"}
         assert {d.digest for d in contexts.values()} == {dataset_fingerprint(sysu)}
         assert contexts["train"].name == "sysu-synthetic-train" and contexts["validation"].name.endswith("validation")
@@ -388,14 +480,19 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     assert sorted(outcome.values()).count("stopped_early") == sum(t.state.name == "PRUNED" for t in study.trials)
 
     m = parent.data.metrics
-    for key in ("val/score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1",
-                "test/regdb/t2v/mINP"):
+    for key in ("val/score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1", "test/regdb/t2v/mINP"):
         assert 0.0 <= m[key] <= 1.0, key
     assert parent.data.tags["test.regdb.v2t.scope"].startswith("cross-dataset, 10 trials")
     assert parent.data.tags["test.sysu.all.scope"].startswith("in-domain, 10 trials")
     arts = {a.path for d in ("", "plots", "best", "search") for a in client.list_artifacts(parent.info.run_id, d)}
-    for path in ("plots/optimization_history.png", "plots/parallel_coordinate.png", "plots/intermediate_values.png",
-                 "best/config.yaml", "search/trials.csv", "search/base_config.yaml"):
+    for path in (
+        "plots/optimization_history.png",
+        "plots/parallel_coordinate.png",
+        "plots/intermediate_values.png",
+        "best/config.yaml",
+        "search/trials.csv",
+        "search/base_config.yaml",
+    ):
         assert path in arts, path
     local = client.download_artifacts(parent.info.run_id, "best/config.yaml", str(tmp))
     best_cfg = Config.from_yaml(Path(local).read_text())
@@ -406,25 +503,34 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     version = client.get_model_version_by_alias(name, "champion")
     assert version.version is not None and version.tags["aminet.search"] == "e2e"
     # The parent describes the search and links the winner, which is tagged.
-    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context") + ":" + d.dataset.name
-                for d in parent.inputs.dataset_inputs}
-    assert {"train:sysu-synthetic-train", "validation:sysu-synthetic-validation", "test:sysu-synthetic-test",
-            "test:regdb-synthetic-test"} <= contexts, contexts
+    contexts = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context") + ":" + d.dataset.name
+        for d in parent.inputs.dataset_inputs
+    }
+    assert {
+        "train:sysu-synthetic-train",
+        "validation:sysu-synthetic-validation",
+        "test:sysu-synthetic-test",
+        "test:regdb-synthetic-test",
+    } <= contexts, contexts
     note = parent.data.tags["mlflow.note.content"]
     assert "Winner: [trial" in note and "Test protocols" in note and "Units:" in note
     winner_run = client.get_run(parent.data.tags["aminet.best_trial_run"])
     assert winner_run.data.tags["aminet.winner"] == "true" and winner_run.info.run_id in note
     check_champion_loads_safely(client, name, version, tmp)
     # Re-seeds: the top 2 finished trials x 1 more seed, as Ray trials under the same parent run.
-    reseeds = [r for r in client.search_runs([parent.info.experiment_id],
-                                             f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-               if r.data.tags.get("aminet.role") == "reseed"]
+    reseeds = [
+        r
+        for r in client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        if r.data.tags.get("aminet.role") == "reseed"
+    ]
     finished = sum(t.state.name == "COMPLETE" for t in study.trials)
     assert len(reseeds) == min(2, finished) and {r.data.params["seed"] for r in reseeds} == {"1"}
     assert all(r.info.run_name.startswith("reseed top") for r in reseeds)
     assert {r.info.status for r in reseeds} == {"FINISHED"}
     assert m["val/score_std"] >= 0 and "search/reseeds.csv" in {
-        a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+        a.path for a in client.list_artifacts(parent.info.run_id, "search")
+    }
     assert "over seeds [0, 1]" in out.stdout or finished == 0
 
 
@@ -439,7 +545,9 @@ def check_champion_loads_safely(client, name, version, tmp):
     from aminet.evaluation.protocol import extract_features
 
     source = client.get_run(version.run_id)
-    assert source.data.tags["aminet.role"] in ("trial", "reseed") and version.tags["aminet.source_run"] == version.run_id
+    assert (
+        source.data.tags["aminet.role"] in ("trial", "reseed") and version.tags["aminet.source_run"] == version.run_id
+    )
     assert version.description and "Validation score" in version.description
     import mlflow
 
@@ -457,10 +565,12 @@ def check_champion_loads_safely(client, name, version, tmp):
     images = rng.integers(0, 256, size=(5, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
     np.save(tmp / "probe.npy", images)
     expected = extract_features(model.extract, images, "infrared", flip=cfg.eval.flip)[cfg.eval.feature].numpy()
-    code = (f"import mlflow, numpy as np; mlflow.set_tracking_uri({client.tracking_uri!r}); "
-            f"m = mlflow.pyfunc.load_model('models:/{name}@champion'); "
-            f"np.save({str(tmp / 'served.npy')!r}, m.predict(np.load({str(tmp / 'probe.npy')!r}), "
-            f"params={{'modality': 'infrared'}}))")
+    code = (
+        f"import mlflow, numpy as np; mlflow.set_tracking_uri({client.tracking_uri!r}); "
+        f"m = mlflow.pyfunc.load_model('models:/{name}@champion'); "
+        f"np.save({str(tmp / 'served.npy')!r}, m.predict(np.load({str(tmp / 'probe.npy')!r}), "
+        f"params={{'modality': 'infrared'}}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     served = np.load(tmp / "served.npy")
@@ -471,10 +581,12 @@ def check_champion_loads_safely(client, name, version, tmp):
 def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     tmp, sysu, regdb = roots
     name = "resume"
-    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register",
-                       "--reseeds", "0")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp,
-                            start_new_session=True)
+    args = search_args(
+        tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register", "--reseeds", "0"
+    )
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp, start_new_session=True
+    )
     deadline = time.time() + 400
     first_done = None
     while time.time() < deadline and proc.poll() is None:
@@ -492,20 +604,37 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     assert proc.wait(timeout=180) == 130
     client, parents, _ = search_runs(tmp, name)
     assert parents[0].info.status == "KILLED"
-    results = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
-               for p in (tmp / "ray" / name).glob("train_aminet_*") if (p / "result.json").is_file()}
+    results = {
+        p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
+        for p in (tmp / "ray" / name).glob("train_aminet_*")
+        if (p / "result.json").is_file()
+    }
     before = results[first_done]
 
-    args = search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1", "--no-register",
-                       "--reseeds", "0", "--resume")
+    args = search_args(
+        tmp,
+        sysu,
+        regdb,
+        name,
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "1",
+        "--no-register",
+        "--reseeds",
+        "0",
+        "--resume",
+    )
     out = subprocess.run(args, capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     client, parents, trials = search_runs(tmp, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == 3 and len({r.data.tags["ray.trial_id"] for r in trials}) == 3
     assert {r.info.status for r in trials} == {"FINISHED"}
-    after = {p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
-             for p in (tmp / "ray" / name).glob("train_aminet_*")}
+    after = {
+        p.name.split("_")[2]: sum(1 for _ in open(p / "result.json"))
+        for p in (tmp / "ray" / name).glob("train_aminet_*")
+    }
     assert after[first_done] == before  # the finished trial was not run again
     assert len(search_study(tmp, name).trials) == 3
     state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
@@ -524,12 +653,23 @@ def test_trials_run_on_a_second_ray_node(roots):
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         name = "cluster"
-        args = search_args(tmp, sysu, regdb, name, "--num-samples", "1", "--no-register", "--no-final-eval",
-                           "--reseeds", "0", "--address", cluster.address)
+        args = search_args(
+            tmp,
+            sysu,
+            regdb,
+            name,
+            "--num-samples",
+            "1",
+            "--no-register",
+            "--no-final-eval",
+            "--reseeds",
+            "0",
+            "--address",
+            cluster.address,
+        )
         out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=search_env(), cwd=tmp)
         assert out.returncode == 0, out.stderr[-3000:]
-        rows = [json.loads(line) for p in (tmp / "ray" / name).glob("train_aminet_*/result.json")
-                for line in open(p)]
+        rows = [json.loads(line) for p in (tmp / "ray" / name).glob("train_aminet_*/result.json") for line in open(p)]
         assert rows and {r["node_id"] for r in rows} == {worker.node_id}
         assert worker.node_id != cluster.head_node.node_id
     finally:
@@ -554,10 +694,27 @@ def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
 def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
     tmp, sysu, regdb = roots
     name = "retrain"
-    out = subprocess.run(search_args(tmp, sysu, regdb, name, "--num-samples", "2", "--no-register", "--reseeds", "0",
-                                     "--retrain-best",
-                               "--retrain-trials", "1"), capture_output=True, text=True, timeout=900, env=search_env(),
-                         cwd=tmp)
+    out = subprocess.run(
+        search_args(
+            tmp,
+            sysu,
+            regdb,
+            name,
+            "--num-samples",
+            "2",
+            "--no-register",
+            "--reseeds",
+            "0",
+            "--retrain-best",
+            "--retrain-trials",
+            "1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=search_env(),
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client, parents, _ = search_runs(tmp, name)
     parent_id = parents[0].info.run_id
@@ -600,9 +757,12 @@ def test_only_trials_that_reached_the_full_budget_can_win(tmp_path):
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        grid = tune.Tuner(toy, param_space={"x": tune.grid_search([0.9, 0.5, 0.3])},
-                          tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=StopHigh()),
-                          run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0)).fit()
+        grid = tune.Tuner(
+            toy,
+            param_space={"x": tune.grid_search([0.9, 0.5, 0.3])},
+            tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=StopHigh()),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0),
+        ).fit()
     finally:
         ray.shutdown()
     # What Ray itself would crown: the stopped trial (last score 0.9 at epoch 2 beats 0.45 at epoch 6).
@@ -625,15 +785,23 @@ def test_reseeding_picks_the_best_mean_not_the_luckiest_seed():
 
     lucky = _result(0.80, 6, {"lr": 1}, trial_id="lucky")
     steady = _result(0.70, 6, {"lr": 2}, trial_id="steady")
-    results = [lucky, steady, _result(0.95, 3, {"lr": 3}), _result(0.99, 6, {"lr": 4}, error=RuntimeError("x")),
-               _result(0.0, 6, {"lr": 5}, diverged=True)]
+    results = [
+        lucky,
+        steady,
+        _result(0.95, 3, {"lr": 3}),
+        _result(0.99, 6, {"lr": 4}, error=RuntimeError("x")),
+        _result(0.0, 6, {"lr": 5}, diverged=True),
+    ]
     top = finished(results, 6)
     assert [r.config["lr"] for r in top] == [1, 2]  # stopped, failed and diverged trials never compete
     seeds = reseed_seeds(0, 2)
     assert seeds == [1, 2]
-    reseeds = [_result(0.40, 6, {"candidate": 0, "seed": 1}), _result(0.0, 4, {"candidate": 0, "seed": 2},
-                                                                        diverged=True),
-               _result(0.72, 6, {"candidate": 1, "seed": 1}), _result(0.68, 6, {"candidate": 1, "seed": 2})]
+    reseeds = [
+        _result(0.40, 6, {"candidate": 0, "seed": 1}),
+        _result(0.0, 4, {"candidate": 0, "seed": 2}, diverged=True),
+        _result(0.72, 6, {"candidate": 1, "seed": 1}),
+        _result(0.68, 6, {"candidate": 1, "seed": 2}),
+    ]
     cands = candidates_from(top, 0, reseeds, 6)
     assert cands[0].seeds == [0, 1, 2] and cands[0].scores == [0.80, 0.40, 0.0]  # a divergence scores 0
     assert cands[1].mean == pytest.approx(0.70) and cands[1].std == pytest.approx(0.02)
@@ -677,12 +845,32 @@ def test_champion_alias_moves_only_for_a_better_score_on_the_same_data_and_proto
 def _saved_search(tmp, name, stage="search", **args):
     folder = tmp / "ray" / name
     folder.mkdir(parents=True)
-    saved = {"data_root": None, "sysu_root": None, "regdb_root": None, "budget": "quick", "num_samples": 3,
-             "overrides": [], "mlflow_uri": f"sqlite:///{tmp / (name + '.db')}", "mlflow_experiment": "aminet-search",
-             "grace_period": None, "seed": 0, "top_k": 2, "reseeds": 1, **args}
-    (folder / "aminet_search.json").write_text(json.dumps({"space": "sysu", "parent_run_id": "x", "stage": stage,
-                                                           "summary": "selected trial abc: val score 42.00",
-                                                           "args": saved}))
+    saved = {
+        "data_root": None,
+        "sysu_root": None,
+        "regdb_root": None,
+        "budget": "quick",
+        "num_samples": 3,
+        "overrides": [],
+        "mlflow_uri": f"sqlite:///{tmp / (name + '.db')}",
+        "mlflow_experiment": "aminet-search",
+        "grace_period": None,
+        "seed": 0,
+        "top_k": 2,
+        "reseeds": 1,
+        **args,
+    }
+    (folder / "aminet_search.json").write_text(
+        json.dumps(
+            {
+                "space": "sysu",
+                "parent_run_id": "x",
+                "stage": stage,
+                "summary": "selected trial abc: val score 42.00",
+                "args": saved,
+            }
+        )
+    )
     return folder
 
 
@@ -691,10 +879,12 @@ def test_resume_refuses_flags_that_differ_from_the_saved_search(roots):
     name = "resume-diff"
     _saved_search(tmp, name, data_root=str(sysu), regdb_root=str(regdb), overrides=["train.epochs=4"])
     base = [sys.executable, RUN, "--space", "sysu", "--name", name, "--storage", str(tmp / "ray"), "--resume"]
-    for extra, needle in ((["--set", "train.epochs=40"], "--set differs"),
-                          (["--data-root", str(regdb)], "--data-root differs"),
-                          (["--num-samples", "5"], "--num-samples differs"),
-                          (["--mlflow-uri", f"sqlite:///{tmp / 'other.db'}"], "--mlflow-uri differs")):
+    for extra, needle in (
+        (["--set", "train.epochs=40"], "--set differs"),
+        (["--data-root", str(regdb)], "--data-root differs"),
+        (["--num-samples", "5"], "--num-samples differs"),
+        (["--mlflow-uri", f"sqlite:///{tmp / 'other.db'}"], "--mlflow-uri differs"),
+    ):
         out = subprocess.run(base + extra, capture_output=True, text=True, timeout=120, env=search_env(), cwd=tmp)
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
         assert out.returncode == 2 and len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
@@ -705,7 +895,13 @@ def test_resuming_a_finished_search_prints_its_summary(roots):
     tmp, _, _ = roots
     name = "resume-done"
     _saved_search(tmp, name, stage="finished")
-    out = subprocess.run([sys.executable, RUN, "--space", "sysu", "--name", name, "--storage", str(tmp / "ray"),
-                          "--resume"], capture_output=True, text=True, timeout=120, env=search_env(), cwd=tmp)
+    out = subprocess.run(
+        [sys.executable, RUN, "--space", "sysu", "--name", name, "--storage", str(tmp / "ray"), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=search_env(),
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "val score 42.00" in out.stdout and "has finished" in out.stderr

@@ -75,7 +75,8 @@ def test_generation_is_deterministic(tmp_path):
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
     assert (a / "exp" / "test_id.txt").read_text() != (c / "exp" / "test_id.txt").read_text() or any(
-        (a / f).read_bytes() != (c / f).read_bytes() for f in files_a if (c / f).is_file())
+        (a / f).read_bytes() != (c / f).read_bytes() for f in files_a if (c / f).is_file()
+    )
 
 
 def test_colour_histograms_cannot_match_infrared_to_visible(sysu_root):
@@ -87,7 +88,7 @@ def test_colour_histograms_cannot_match_infrared_to_visible(sysu_root):
     def hist(paths, bins=8):
         x = load_images(paths, 128, 64) // (256 // bins)
         code = (x[..., 0].astype(int) * bins + x[..., 1]) * bins + x[..., 2]
-        h = np.stack([np.bincount(c.ravel(), minlength=bins ** 3) for c in code]).astype(np.float64)
+        h = np.stack([np.bincount(c.ravel(), minlength=bins**3) for c in code]).astype(np.float64)
         return h / h.sum(1, keepdims=True)
 
     hq, hg = hist(q_paths), hist(g_paths)
@@ -97,8 +98,9 @@ def test_colour_histograms_cannot_match_infrared_to_visible(sysu_root):
     assert cmc[0] < 3 * chance, f"IR->VIS colour matcher R1 {cmc[0]:.3f} vs chance {chance:.3f}"
     # The same matcher within the visible modality (indoor queries, outdoor gallery) does better.
     indoor, outdoor = np.isin(g_cams, [1, 2]), np.isin(g_cams, [4, 5])
-    cmc_v, _, _ = sysu_metrics(l1(hg[indoor], hg[outdoor]), g_pids[indoor], g_pids[outdoor],
-                               np.full(indoor.sum(), 6), g_cams[outdoor])
+    cmc_v, _, _ = sysu_metrics(
+        l1(hg[indoor], hg[outdoor]), g_pids[indoor], g_pids[outdoor], np.full(indoor.sum(), 6), g_cams[outdoor]
+    )
     assert cmc_v[0] > cmc[0] + chance
 
 
@@ -116,8 +118,12 @@ def test_colour_histograms_cannot_match_infrared_to_visible(sysu_root):
 def test_cli_bad_input(tmp_path, args, message):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    out = subprocess.run([sys.executable, "-m", "aminet.data.synthetic", *[a.format(tmp=tmp_path) for a in args]],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "aminet.data.synthetic", *[a.format(tmp=tmp_path) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -126,9 +132,26 @@ def test_cli_bad_input(tmp_path, args, message):
 
 
 def test_cli_writes_a_layout(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "aminet.data.synthetic", "--layout", "regdb", "--out",
-                          str(tmp_path / "r"), "--ids", "4", "--images", "2", "--seed", "3"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aminet.data.synthetic",
+            "--layout",
+            "regdb",
+            "--out",
+            str(tmp_path / "r"),
+            "--ids",
+            "4",
+            "--images",
+            "2",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "wrote 16 images" in out.stdout
     assert len(regdb.split(tmp_path / "r", 10, "test").visible[0]) == 4
@@ -164,4 +187,3 @@ def test_version_3_stays_generable_and_version_4_adds_its_cues(tmp_path):
     assert synthetic.default_root("sysu", version=3).name.endswith("-v3")
     with pytest.raises(ValueError, match="version 5"):
         synthetic.generate("regdb", tmp_path / "v5", ids=4, version=5)
-

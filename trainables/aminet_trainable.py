@@ -32,7 +32,15 @@ from aminet.engine.checkpoint import load_checkpoint
 from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, train
 from trainables.params import OPTUNA_TRIAL, apply_params
 
-__all__ = ["train_aminet", "train_reseed", "TuneReporter", "DIVERGED", "FAULT_CRASH_ENV", "FAULT_KILL_ENV", "FAULT_NAN_IF_ENV"]
+__all__ = [
+    "train_aminet",
+    "train_reseed",
+    "TuneReporter",
+    "DIVERGED",
+    "FAULT_CRASH_ENV",
+    "FAULT_KILL_ENV",
+    "FAULT_NAN_IF_ENV",
+]
 
 # Fault injection for tests and drills (never set in normal use):
 # "<marker file>:<epoch>": raise once, right after reporting that epoch (the marker records that it
@@ -81,8 +89,11 @@ class TuneReporter:
             tune.report(self._values(epoch, {}))
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        self.latest = {"val_score": float(metrics["score"]), "val_R1": float(metrics["R1"]),
-                       "val_mAP": float(metrics["mAP"])}
+        self.latest = {
+            "val_score": float(metrics["score"]),
+            "val_R1": float(metrics["R1"]),
+            "val_mAP": float(metrics["mAP"]),
+        }
         values = self._values(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(values, checkpoint=checkpoint)
@@ -143,9 +154,19 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
         try:
             train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
         except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it
-            tune.report({"score": 0.0, "R1": 0.0, "mAP": 0.0, "mINP": 0.0, "epoch": max(1, exc.epoch),
-                         DIVERGED: 1.0, "error": f"NonFiniteLossError: {exc}", "resumed_from": resumed_from,
-                         "node_id": reporter.node_id})
+            tune.report(
+                {
+                    "score": 0.0,
+                    "R1": 0.0,
+                    "mAP": 0.0,
+                    "mINP": 0.0,
+                    "epoch": max(1, exc.epoch),
+                    DIVERGED: 1.0,
+                    "error": f"NonFiniteLossError: {exc}",
+                    "resumed_from": resumed_from,
+                    "node_id": reporter.node_id,
+                }
+            )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

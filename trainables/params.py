@@ -38,8 +38,13 @@ BANDWIDTH_SETS: dict[str, list[float]] = {
     "decade3": [0.1, 1.0, 10.0],
 }
 
-_DIRECT = {"mmd_intra": "loss.mmd_intra_weight", "mmd_inter": "loss.mmd_inter_weight",
-           "upper_body_ratio": "model.upper_body_ratio", "lr": "optim.lr", "schedule": "optim.schedule"}
+_DIRECT = {
+    "mmd_intra": "loss.mmd_intra_weight",
+    "mmd_inter": "loss.mmd_inter_weight",
+    "upper_body_ratio": "model.upper_body_ratio",
+    "lr": "optim.lr",
+    "schedule": "optim.schedule",
+}
 _KNOWN = set(_DIRECT) | {"bandwidths", "warmup_frac", "milestone1_frac", "milestone2_frac"}
 
 

@@ -55,8 +55,13 @@ def _constants(device: str) -> dict[str, torch.Tensor]:
     # rows 0-2: keep channel R, G or B in all three; row 3: the grayscale image (stays on the host)
     mix = torch.cat([torch.eye(3), torch.tensor([_GRAY])])
     f32 = {"device": dev, "dtype": torch.float32}
-    return {"mean": mean.to(**f32), "std": std.to(**f32), "scale": (1.0 / (255.0 * std)).to(**f32),
-            "shift": (-mean / std).to(**f32), "mix": mix}
+    return {
+        "mean": mean.to(**f32),
+        "std": std.to(**f32),
+        "scale": (1.0 / (255.0 * std)).to(**f32),
+        "shift": (-mean / std).to(**f32),
+        "mix": mix,
+    }
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -85,8 +90,15 @@ def upper_view(x: torch.Tensor, ratio: float, out_height: int | None = None) -> 
 
 
 class DeviceAugment:
-    def __init__(self, upper_body_ratio: float = 0.5, upper_height: int | None = None, pad: int = 10, flip_p: float = 0.5,
-                 erase_p: float = 0.5, channel_aug_p: float = 0.5):
+    def __init__(
+        self,
+        upper_body_ratio: float = 0.5,
+        upper_height: int | None = None,
+        pad: int = 10,
+        flip_p: float = 0.5,
+        erase_p: float = 0.5,
+        channel_aug_p: float = 0.5,
+    ):
         self.upper_body_ratio = upper_body_ratio
         self.upper_height = upper_height
         self.pad, self.flip_p, self.erase_p, self.channel_aug_p = pad, flip_p, erase_p, channel_aug_p
@@ -96,8 +108,9 @@ class DeviceAugment:
         d = cfg.data
         return cls(cfg.model.upper_body_ratio, d.upper_height, d.pad, d.flip_p, d.erase_p, d.channel_aug_p)
 
-    def __call__(self, images: torch.Tensor, visible: torch.Tensor | bool,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, visible: torch.Tensor | bool, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment uint8 (B, H, W, 3); ``visible`` is a bool per sample (or one bool for the batch).
         Returns (full view, upper-body view), both float32 channels-last."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:

@@ -46,8 +46,11 @@ def dataset_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
-    tops = [p for p in sorted(root.iterdir()) if p.is_dir() and (
-        (p.name.startswith("cam") and p.name[3:].isdigit()) or p.name in ("Visible", "Thermal"))]
+    tops = [
+        p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and ((p.name.startswith("cam") and p.name[3:].isdigit()) or p.name in ("Visible", "Thermal"))
+    ]
     if not tops:
         raise ValueError(f"{root}: neither a SYSU-MM01 layout (cam1..cam6/) nor a RegDB layout (Visible/, Thermal/)")
     files = [p for top in tops for p in top.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
@@ -108,8 +111,15 @@ class ImageCache:
 
     # --------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, height: int, width: int, cache_dir: str | Path | None = None,
-             workers: int | None = None, progress: bool = True) -> ImageCache:
+    def open(
+        cls,
+        root: str | Path,
+        height: int,
+        width: int,
+        cache_dir: str | Path | None = None,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> ImageCache:
         """Open the cache of ``root`` at ``height x width``, building it first if needed."""
         root = Path(root).resolve()
         files = dataset_files(root)
@@ -178,19 +188,26 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _build(root: Path, folder: Path, files: list[Path], height: int, width: int, key: str,
-           workers: int | None, progress: bool) -> None:
+def _build(
+    root: Path, folder: Path, files: list[Path], height: int, width: int, key: str, workers: int | None, progress: bool
+) -> None:
     # replace=False: if a concurrent builder finished first, its (identical) cache is kept.
     with atomic_directory(folder, replace=False) as tmp:
-        arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                        shape=(len(files), height, width, 3))
+        arr = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(files), height, width, 3)
+        )
         workers = workers or min(8, os.cpu_count() or 1)
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(files), desc=f"caching {root.name} at {height}x{width}", unit="img",
-                       file=sys.stderr, mininterval=1.0)
+            bar = tqdm(
+                total=len(files),
+                desc=f"caching {root.name} at {height}x{width}",
+                unit="img",
+                file=sys.stderr,
+                mininterval=1.0,
+            )
 
         def one(i: int) -> None:
             arr[i] = load_image(files[i], height, width)  # ImageDecodeError names the file
@@ -202,6 +219,13 @@ def _build(root: Path, folder: Path, files: list[Path], height: int, width: int,
         if bar is not None:
             bar.close()
         arr.flush()
-        index = {"version": CACHE_VERSION, "key": key, "root": str(root), "height": height, "width": width,
-                 "resample": RESAMPLE, "paths": [p.relative_to(root).as_posix() for p in files]}
+        index = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "root": str(root),
+            "height": height,
+            "width": width,
+            "resample": RESAMPLE,
+            "paths": [p.relative_to(root).as_posix() for p in files],
+        }
         (tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")

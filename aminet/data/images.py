@@ -34,8 +34,7 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
         raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
 
 
-def load_images(paths: Sequence[str | Path], height: int, width: int,
-                workers: int | None = None) -> np.ndarray:
+def load_images(paths: Sequence[str | Path], height: int, width: int, workers: int | None = None) -> np.ndarray:
     """Many images as (N, height, width, 3) uint8, decoded by a thread pool (Pillow releases the GIL)."""
     out = np.empty((len(paths), height, width, 3), dtype=np.uint8)
     if not paths:

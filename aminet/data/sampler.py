@@ -26,14 +26,23 @@ __all__ = ["CrossModalSampler", "StepBatch", "BatchLoader"]
 
 
 class CrossModalSampler:
-    def __init__(self, labels_visible: np.ndarray, labels_infrared: np.ndarray, ids_per_batch: int,
-                 instances: int, seed: int, iters_per_epoch: int | None = None):
+    def __init__(
+        self,
+        labels_visible: np.ndarray,
+        labels_infrared: np.ndarray,
+        ids_per_batch: int,
+        instances: int,
+        seed: int,
+        iters_per_epoch: int | None = None,
+    ):
         labels_visible = np.asarray(labels_visible)
         labels_infrared = np.asarray(labels_infrared)
         self.ids = np.intersect1d(np.unique(labels_visible), np.unique(labels_infrared))
         if len(self.ids) < ids_per_batch:
-            raise ValueError(f"ids_per_batch={ids_per_batch}, but only {len(self.ids)} identities have both "
-                             f"visible and infrared training images")
+            raise ValueError(
+                f"ids_per_batch={ids_per_batch}, but only {len(self.ids)} identities have both "
+                f"visible and infrared training images"
+            )
         if instances < 1:
             raise ValueError(f"instances={instances}: need at least 1")
         self.P, self.K, self.seed = ids_per_batch, instances, seed
@@ -77,9 +86,17 @@ class BatchLoader:
     ``images`` (the cache's memory-mapped array); ``cams_visible`` / ``cams_infrared`` (optional) give
     their cameras, handed out with each batch on the host."""
 
-    def __init__(self, images: np.ndarray, rows_visible: np.ndarray, rows_infrared: np.ndarray,
-                 sampler: CrossModalSampler, device: torch.device | str = "cpu", prefetch: int = 3,
-                 cams_visible: np.ndarray | None = None, cams_infrared: np.ndarray | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        rows_visible: np.ndarray,
+        rows_infrared: np.ndarray,
+        sampler: CrossModalSampler,
+        device: torch.device | str = "cpu",
+        prefetch: int = 3,
+        cams_visible: np.ndarray | None = None,
+        cams_infrared: np.ndarray | None = None,
+    ):
         self.images = images
         self.rows_visible = np.asarray(rows_visible, dtype=np.int64)
         self.rows_infrared = np.asarray(rows_infrared, dtype=np.int64)
@@ -107,8 +124,14 @@ class BatchLoader:
                     for it in range(start_it if epoch == start_epoch else 0, self.sampler.iters_per_epoch):
                         vis, ir, labels = self.sampler.step(epoch, it)
                         cams = None if self.cams is None else (self.cams[0][vis], self.cams[1][ir])
-                        item = (epoch, it, self._gather(self.rows_visible[vis]), self._gather(self.rows_infrared[ir]),
-                                self._pinned(torch.from_numpy(labels)), cams)
+                        item = (
+                            epoch,
+                            it,
+                            self._gather(self.rows_visible[vis]),
+                            self._gather(self.rows_infrared[ir]),
+                            self._pinned(torch.from_numpy(labels)),
+                            cams,
+                        )
                         while not stop.is_set():
                             try:
                                 q.put(item, timeout=0.1)
@@ -132,8 +155,14 @@ class BatchLoader:
                     raise item
                 epoch, it, vis, ir, labels, cams = item
                 nb = self.device.type == "cuda"
-                yield StepBatch(epoch, it, vis.to(self.device, non_blocking=nb), ir.to(self.device, non_blocking=nb),
-                                labels.to(self.device, non_blocking=nb), cams)
+                yield StepBatch(
+                    epoch,
+                    it,
+                    vis.to(self.device, non_blocking=nb),
+                    ir.to(self.device, non_blocking=nb),
+                    labels.to(self.device, non_blocking=nb),
+                    cams,
+                )
         finally:
             stop.set()
             while worker.is_alive():

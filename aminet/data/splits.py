@@ -21,8 +21,17 @@ import numpy as np
 
 from aminet.data import regdb, sysu
 
-__all__ = ["ImageList", "Probe", "EvalSet", "TrainSet", "sysu_train", "sysu_eval", "regdb_train", "regdb_eval",
-           "regdb_val_ids"]
+__all__ = [
+    "ImageList",
+    "Probe",
+    "EvalSet",
+    "TrainSet",
+    "sysu_train",
+    "sysu_eval",
+    "regdb_train",
+    "regdb_eval",
+    "regdb_val_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,9 @@ class TrainSet:
     name: str
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.num_classes} ids, {len(self.visible)} visible + "
-                f"{len(self.infrared)} infrared images")
+        return (
+            f"{self.name}: {self.num_classes} ids, {len(self.visible)} visible + {len(self.infrared)} infrared images"
+        )
 
 
 def _relabel(name: str, visible: ImageList, infrared: ImageList) -> TrainSet:
@@ -104,8 +114,9 @@ def sysu_train(root: str | Path, purpose: str) -> TrainSet:
     return _relabel(f"sysu-{purpose}-train", visible, infrared)
 
 
-def sysu_eval(root: str | Path, purpose: str, modes: Iterable[str] = ("all",),
-              trials: int | Iterable[int] = 10, shots: int = 1) -> EvalSet:
+def sysu_eval(
+    root: str | Path, purpose: str, modes: Iterable[str] = ("all",), trials: int | Iterable[int] = 10, shots: int = 1
+) -> EvalSet:
     """Validation (search: ``val_id``) or test (final: ``test_id``) probes under the SYSU rules;
     ``trials`` is a count (0..n-1) or the trial numbers."""
     if purpose not in ("search", "final"):
@@ -119,9 +130,13 @@ def sysu_eval(root: str | Path, purpose: str, modes: Iterable[str] = ("all",),
         raise ValueError("trials: at least one trial is needed")
     split = "val" if purpose == "search" else "test"
     query = _as_list(sysu.query_set(root, split))
-    probes = [Probe(mode, t, query, "infrared",
-                    _as_list(sysu.gallery_set(root, mode, t, shots=shots, split=split)), "visible")
-              for mode in modes for t in trial_ids]
+    probes = [
+        Probe(
+            mode, t, query, "infrared", _as_list(sysu.gallery_set(root, mode, t, shots=shots, split=split)), "visible"
+        )
+        for mode in modes
+        for t in trial_ids
+    ]
     return EvalSet("sysu", f"sysu-{'val' if purpose == 'search' else 'test'}", probes)
 
 
@@ -158,8 +173,9 @@ def regdb_train(root: str | Path, trial: int, purpose: str, val_share: float = 0
     return _relabel(f"regdb-{trial}-{purpose}-train", visible, thermal)
 
 
-def regdb_eval(root: str | Path, trial: int, purpose: str, directions: Iterable[str] = ("v2t",),
-               val_share: float = 0.2) -> EvalSet:
+def regdb_eval(
+    root: str | Path, trial: int, purpose: str, directions: Iterable[str] = ("v2t",), val_share: float = 0.2
+) -> EvalSet:
     if purpose == "search":
         visible, thermal = _regdb_lists(regdb.split(root, trial, "train"))
         val = regdb_val_ids(visible.pids, trial, val_share)
@@ -177,6 +193,14 @@ def regdb_eval(root: str | Path, trial: int, purpose: str, directions: Iterable[
         if d not in regdb.DIRECTIONS:
             raise ValueError(f"RegDB direction {d!r}: choose one of {', '.join(regdb.DIRECTIONS)}")
         q, g = regdb.DIRECTIONS[d]
-        probes.append(Probe(d, trial, lists[q], "visible" if q == "visible" else "infrared",
-                            lists[g], "visible" if g == "visible" else "infrared"))
+        probes.append(
+            Probe(
+                d,
+                trial,
+                lists[q],
+                "visible" if q == "visible" else "infrared",
+                lists[g],
+                "visible" if g == "visible" else "infrared",
+            )
+        )
     return EvalSet("regdb", name, probes)

@@ -62,11 +62,13 @@ INDOOR = (1, 2, 3)
 # thermal signature seen by infrared ones (thin fabrics pass body heat, insulating or coated ones stay
 # cool). Material is what links the two modalities; colour links nothing.
 #            name        temp  texture      amplitude  period (share of person height)
-MATERIALS = (("cotton", 0.64, "plain", 0.00, 0.00),
-             ("denim", 0.46, "diagonal", 0.18, 0.06),
-             ("knit", 0.31, "checker", 0.20, 0.07),
-             ("sport", 0.80, "ribs", 0.16, 0.05),
-             ("leather", 0.20, "gloss", 0.30, 0.00))
+MATERIALS = (
+    ("cotton", 0.64, "plain", 0.00, 0.00),
+    ("denim", 0.46, "diagonal", 0.18, 0.06),
+    ("knit", 0.31, "checker", 0.20, 0.07),
+    ("sport", 0.80, "ribs", 0.16, 0.05),
+    ("leather", 0.20, "gloss", 0.30, 0.00),
+)
 
 
 @dataclass
@@ -120,11 +122,16 @@ class HeadShoulder:
 def make_head_shoulder(rng: np.random.Generator) -> HeadShoulder:
     collar = str(rng.choice(["crew", "vneck", "hood", "scarf", "open"], p=[0.3, 0.2, 0.2, 0.15, 0.15]))
     m = int(rng.integers(0, len(MATERIALS)))
-    return HeadShoulder(hair_style=str(rng.choice(["short", "long", "bun", "bald", "curly"],
-                                                  p=[0.35, 0.25, 0.15, 0.1, 0.15])),
-                        collar=collar, collar_colour=_colour(rng), collar_temp=_temp(m, rng),
-                        glasses=bool(rng.random() < 0.25), neck=rng.uniform(0.01, 0.035),
-                        slope=rng.uniform(0.0, 0.035), occlusion_p=rng.uniform(0.2, 0.5))
+    return HeadShoulder(
+        hair_style=str(rng.choice(["short", "long", "bun", "bald", "curly"], p=[0.35, 0.25, 0.15, 0.1, 0.15])),
+        collar=collar,
+        collar_colour=_colour(rng),
+        collar_temp=_temp(m, rng),
+        glasses=bool(rng.random() < 0.25),
+        neck=rng.uniform(0.01, 0.035),
+        slope=rng.uniform(0.0, 0.035),
+        occlusion_p=rng.uniform(0.2, 0.5),
+    )
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
@@ -224,8 +231,16 @@ def _paint(img: np.ndarray, mask: np.ndarray, value) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int,
-           hs: HeadShoulder | None = None, rng4: np.random.Generator | None = None) -> np.ndarray:
+def _scene(
+    person: Person,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    infrared: bool,
+    cam: int,
+    hs: HeadShoulder | None = None,
+    rng4: np.random.Generator | None = None,
+) -> np.ndarray:
     cv = Canvas(h, w)
     indoor = cam in INDOOR
     # Background: camera base, floor, clutter.
@@ -247,7 +262,7 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
         _paint(img, m, shade())
     if rng4 is not None:  # v4 clutter: a grid of windows / tiles / shelves and a passer-by's silhouette
         period, duty = rng4.uniform(6, 16), rng4.uniform(0.2, 0.6)
-        grid = ((np.sin(2 * np.pi * cv.x / period) > 1 - 2 * duty) & (np.sin(2 * np.pi * cv.y / (1.3 * period)) > 0))
+        grid = (np.sin(2 * np.pi * cv.x / period) > 1 - 2 * duty) & (np.sin(2 * np.pi * cv.y / (1.3 * period)) > 0)
         _paint(img, grid.astype(np.float32) * rng4.uniform(0.3, 0.7), shade())
         if rng4.random() < 0.4:
             side = rng4.choice([-1, 1])
@@ -313,8 +328,11 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
             _paint(img, leg * (cv.y < knee_y), bottom_c)
         else:
             _paint(img, leg, bottom_c)
-        _paint(img, cv.ellipse(fx + side * limb * 0.3, foot_y - limb * 0.6, limb * 1.5, limb * 0.8),
-               col(person.shoes, 0.35))
+        _paint(
+            img,
+            cv.ellipse(fx + side * limb * 0.3, foot_y - limb * 0.6, limb * 1.5, limb * 0.8),
+            col(person.shoes, 0.35),
+        )
     # Torso with texture.
     torso = cv.trapezoid(cx, sh_y, hip_y + 0.04 * ph, sh_w, hip_w)
     if person.texture in ("hstripes", "vstripes"):
@@ -327,8 +345,11 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
         _paint(img, torso, top_c)
         if person.texture == "logo" and view == "front":
             ly, lr = sh_y + 0.12 * ph, 0.045 * ph
-            shape = [cv.ellipse(cx, ly, lr, lr), cv.rect(cx - lr, ly - lr, cx + lr, ly + lr),
-                     cv.trapezoid(cx, ly - lr, ly + lr, 0.1, lr)][person.logo_shape]
+            shape = [
+                cv.ellipse(cx, ly, lr, lr),
+                cv.rect(cx - lr, ly - lr, cx + lr, ly + lr),
+                cv.trapezoid(cx, ly - lr, ly + lr, 0.1, lr),
+            ][person.logo_shape]
             _paint(img, shape, material(person.tex_colour, person.tex_temp, person.tex_material))
     # Backpack on the back / side.
     if person.backpack is not None and view != "front":
@@ -347,10 +368,14 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
     # Bag hanging at the hip.
     if person.bag is not None:
         bx = cx + person.bag_side * (hip_w + 0.04 * ph)
-        _paint(img, cv.capsule(cx - person.bag_side * sh_w * 0.6, sh_y, bx, hip_y - 0.02 * ph, 0.6),
-               col(person.bag * 0.6, 0.28))
-        _paint(img, cv.rect(bx - 0.05 * ph, hip_y - 0.03 * ph, bx + 0.05 * ph, hip_y + 0.07 * ph),
-               col(person.bag, 0.28))
+        _paint(
+            img,
+            cv.capsule(cx - person.bag_side * sh_w * 0.6, sh_y, bx, hip_y - 0.02 * ph, 0.6),
+            col(person.bag * 0.6, 0.28),
+        )
+        _paint(
+            img, cv.rect(bx - 0.05 * ph, hip_y - 0.03 * ph, bx + 0.05 * ph, hip_y + 0.07 * ph), col(person.bag, 0.28)
+        )
     # Head, hair, hat.
     _paint(img, cv.ellipse(cx, head_cy, head_r * 0.85, head_r), skin)
     hair_c = col(person.hair, 0.6)
@@ -359,12 +384,24 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
     else:
         _paint(img, cv.ellipse(cx, head_cy - head_r * 0.45, head_r * 0.9, head_r * 0.6), hair_c)
     if person.long_hair:
-        _paint(img, cv.rect(cx - head_r * 0.9, head_cy, cx + head_r * 0.9, head_cy + head_r * 2.2)
-               * (1.0 if view != "front" else 0.0), hair_c)
+        _paint(
+            img,
+            cv.rect(cx - head_r * 0.9, head_cy, cx + head_r * 0.9, head_cy + head_r * 2.2)
+            * (1.0 if view != "front" else 0.0),
+            hair_c,
+        )
         if view == "front":
             for side in (-1, 1):
-                _paint(img, cv.rect(cx + side * head_r * 0.6 - 1.2, head_cy - head_r * 0.2,
-                                    cx + side * head_r * 0.6 + 1.2, head_cy + head_r * 1.8), hair_c)
+                _paint(
+                    img,
+                    cv.rect(
+                        cx + side * head_r * 0.6 - 1.2,
+                        head_cy - head_r * 0.2,
+                        cx + side * head_r * 0.6 + 1.2,
+                        head_cy + head_r * 1.8,
+                    ),
+                    hair_c,
+                )
     if hs is not None:
         _head_shoulder(img, cv, hs, person, view, cx, head_cy, head_r, sh_y, sh_w, ph, col, skin, hair_c)
     if person.hat is not None:
@@ -379,15 +416,19 @@ def _scene(person: Person, rng: np.random.Generator, h: int, w: int, infrared: b
     return img
 
 
-def _head_shoulder(img, cv, hs: HeadShoulder, person: Person, view: str, cx, head_cy, head_r, sh_y, sh_w, ph,
-                   col, skin, hair_c) -> None:
+def _head_shoulder(
+    img, cv, hs: HeadShoulder, person: Person, view: str, cx, head_cy, head_r, sh_y, sh_w, ph, col, skin, hair_c
+) -> None:
     """Version 4 head-shoulder cues, drawn over the v3 person (see ``HeadShoulder``)."""
     neck_top = head_cy + head_r * 0.8
     _paint(img, cv.rect(cx - head_r * 0.35, neck_top, cx + head_r * 0.35, sh_y + 1), skin)
     # sloped shoulders: a fabric wedge from the neck to each shoulder tip
     for side in (-1, 1):
-        _paint(img, cv.capsule(cx, sh_y - 0.01 * ph, cx + side * sh_w * 0.95, sh_y + hs.slope * ph,
-                               max(1.0, 0.03 * ph)), col(person.top, person.top_temp))
+        _paint(
+            img,
+            cv.capsule(cx, sh_y - 0.01 * ph, cx + side * sh_w * 0.95, sh_y + hs.slope * ph, max(1.0, 0.03 * ph)),
+            col(person.top, person.top_temp),
+        )
     fabric = col(hs.collar_colour, hs.collar_temp)
     if hs.collar == "vneck" and view != "back":
         _paint(img, cv.trapezoid(cx, sh_y, sh_y + 0.08 * ph, sh_w * 0.35, 0.3), skin)
@@ -411,11 +452,17 @@ def _head_shoulder(img, cv, hs: HeadShoulder, person: Person, view: str, cx, hea
             _paint(img, cv.ellipse(cx + dx * head_r, head_cy - head_r * 0.75, head_r * 0.42, head_r * 0.38), hair_c)
     elif hs.hair_style == "long" and view != "back":
         for side in (-1, 1):
-            _paint(img, cv.rect(cx + side * head_r * 0.95 - 1.5, head_cy, cx + side * head_r * 0.95 + 1.5,
-                                sh_y + 0.06 * ph), hair_c)
+            _paint(
+                img,
+                cv.rect(cx + side * head_r * 0.95 - 1.5, head_cy, cx + side * head_r * 0.95 + 1.5, sh_y + 0.06 * ph),
+                hair_c,
+            )
     if hs.glasses and view != "back":
-        _paint(img, cv.rect(cx - head_r * 0.7, head_cy - head_r * 0.15, cx + head_r * 0.7, head_cy + head_r * 0.1),
-               col(np.array([0.1, 0.1, 0.12]), 0.15))
+        _paint(
+            img,
+            cv.rect(cx - head_r * 0.7, head_cy - head_r * 0.15, cx + head_r * 0.7, head_cy + head_r * 0.1),
+            col(np.array([0.1, 0.1, 0.12]), 0.15),
+        )
 
 
 def _lower_occluder(img, cv, rng, hip_y, foot_y, cx, ph, w, shade, infrared: bool) -> None:
@@ -466,8 +513,16 @@ def _illumination(img: np.ndarray, rng: np.random.Generator, h: int, w: int, cam
     return img * light[..., None]
 
 
-def render(person: Person, rng: np.random.Generator, h: int, w: int, infrared: bool, cam: int,
-           hs: HeadShoulder | None = None, rng4: np.random.Generator | None = None) -> np.ndarray:
+def render(
+    person: Person,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    infrared: bool,
+    cam: int,
+    hs: HeadShoulder | None = None,
+    rng4: np.random.Generator | None = None,
+) -> np.ndarray:
     """One (h, w, 3) uint8 image of ``person`` seen by camera ``cam`` (``hs`` / ``rng4``: version 4 cues)."""
     img = _scene(person, rng, h, w, infrared, cam, hs, rng4)
     if rng4 is not None and not infrared:
@@ -514,9 +569,11 @@ def _sysu_plan(ids: int, seed: int, images: int) -> tuple[dict[str, list[int]], 
     pids = sorted(int(p) for p in rng.choice(np.arange(1, max(ids * 2, 10) + 1), ids, replace=False))
     n_train, n_val, _ = _split_counts(ids)
     order = rng.permutation(pids)
-    splits = {"train": sorted(int(p) for p in order[:n_train]),
-              "val": sorted(int(p) for p in order[n_train:n_train + n_val]),
-              "test": sorted(int(p) for p in order[n_train + n_val:])}
+    splits = {
+        "train": sorted(int(p) for p in order[:n_train]),
+        "val": sorted(int(p) for p in order[n_train : n_train + n_val]),
+        "test": sorted(int(p) for p in order[n_train + n_val :]),
+    }
     jobs = []
     for pid in pids:
         vis = [c for c in SYSU_VISIBLE if rng.random() < 0.75] or [int(rng.choice(SYSU_VISIBLE))]
@@ -539,7 +596,9 @@ def _render_sysu(args: tuple) -> None:
     out, seed, h, w, batch, version = args
     for pid, cam, k in batch:
         person = make_person(_person_rng(seed, pid))
-        img = render(person, _image_rng(seed, pid, cam, k), h, w, cam in SYSU_INFRARED, cam, *_v4(seed, pid, cam, k, version))
+        img = render(
+            person, _image_rng(seed, pid, cam, k), h, w, cam in SYSU_INFRARED, cam, *_v4(seed, pid, cam, k, version)
+        )
         path = Path(out) / f"cam{cam}" / f"{pid:04d}" / f"{k:04d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(path, "JPEG", quality=92)
@@ -559,7 +618,7 @@ def _render_regdb(args: tuple) -> None:
 
 
 def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int, version: int) -> None:
-    chunks = [jobs[i::max(1, workers * 4)] for i in range(max(1, workers * 4))]
+    chunks = [jobs[i :: max(1, workers * 4)] for i in range(max(1, workers * 4))]
     tasks = [(str(out), seed, h, w, c, version) for c in chunks if c]
     if workers <= 1:
         for t in tasks:
@@ -571,9 +630,18 @@ def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int
             list(pool.map(fn, tasks))
 
 
-def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0, images: int | None = None,
-             height: int | None = None, width: int | None = None, workers: int | None = None,
-             overwrite: bool = False, version: int = GENERATOR_VERSION) -> Path:
+def generate(
+    layout: str,
+    out: str | Path,
+    ids: int | None = None,
+    seed: int = 0,
+    images: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    version: int = GENERATOR_VERSION,
+) -> Path:
     """Write a synthetic benchmark in the ``layout`` ("sysu" or "regdb") layout to ``out``; ``version`` 3
     is the benchmark without the version-4 cues (head-shoulder, lower-body occlusion, illumination)."""
     if layout not in DEFAULTS:
@@ -612,14 +680,25 @@ def generate(layout: str, out: str | Path, ids: int | None = None, seed: int = 0
             (tmp / "idx").mkdir()
             for trial in range(1, 11):
                 perm = np.random.default_rng([seed, trial, 31]).permutation(pids)
-                half = {"train": sorted(perm[: ids // 2].tolist()), "test": sorted(perm[ids // 2:].tolist())}
+                half = {"train": sorted(perm[: ids // 2].tolist()), "test": sorted(perm[ids // 2 :].tolist())}
                 for part, members in half.items():
                     for folder, kind in (("Visible", "visible"), ("Thermal", "thermal")):
-                        lines = [f"{folder}/{pid}/{kind}_{pid:04d}_{k:02d}.bmp {pid - 1}"
-                                 for pid in members for k in range(1, images + 1)]
+                        lines = [
+                            f"{folder}/{pid}/{kind}_{pid:04d}_{k:02d}.bmp {pid - 1}"
+                            for pid in members
+                            for k in range(1, images + 1)
+                        ]
                         (tmp / "idx" / f"{part}_{kind}_{trial}.txt").write_text("\n".join(lines) + "\n")
-        manifest = {"generator": "aminet.data.synthetic", "version": version, "layout": layout,
-                    "ids": ids, "seed": seed, "images": images, "height": h, "width": w}
+        manifest = {
+            "generator": "aminet.data.synthetic",
+            "version": version,
+            "layout": layout,
+            "ids": ids,
+            "seed": seed,
+            "images": images,
+            "height": h,
+            "width": w,
+        }
         (tmp / "SYNTHETIC.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 
@@ -643,19 +722,24 @@ def default_root(layout: str, ids: int | None = None, seed: int = 0, version: in
     return cache_home() / "synthetic" / key
 
 
-def ensure_default(layout: str, ids: int | None = None, seed: int = 0, quiet: bool = False,
-                   version: int = GENERATOR_VERSION) -> Path:
+def ensure_default(
+    layout: str, ids: int | None = None, seed: int = 0, quiet: bool = False, version: int = GENERATOR_VERSION
+) -> Path:
     """The synthetic benchmark used when no data root is given: generated once, then reused."""
     root = default_root(layout, ids, seed, version)
     if (root / "SYNTHETIC.json").is_file():
         if not quiet:
-            print(f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
-                  f"Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
-                  file=sys.stderr)
+            print(
+                f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
+                f"Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+                file=sys.stderr,
+            )
         return root
-    print(f"[aminet] no --data-root given: GENERATING the SYNTHETIC {layout} benchmark into {root} "
-          f"(once). Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
-          file=sys.stderr)
+    print(
+        f"[aminet] no --data-root given: GENERATING the SYNTHETIC {layout} benchmark into {root} "
+        f"(once). Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+        file=sys.stderr,
+    )
     try:
         generate(layout, root, ids=ids, seed=seed, overwrite=True, version=version)
     except OSError:
@@ -674,25 +758,46 @@ def fingerprint(root: str | Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m aminet.data.synthetic",
-                                     description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.")
+    parser = ArgumentParser(
+        prog="python -m aminet.data.synthetic",
+        description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.",
+    )
     parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu or regdb")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     parser.add_argument("--ids", type=int, default=None, help="number of identities (default: sysu 100, regdb 40)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=None,
-                        help="images per camera (sysu, +-1) or per modality (regdb); default sysu 6, regdb 10")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per camera (sysu, +-1) or per modality (regdb); default sysu 6, regdb 10",
+    )
     parser.add_argument("--height", type=int, default=None, help="rendered height (default 128)")
     parser.add_argument("--width", type=int, default=None, help="rendered width (default 64)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--version", type=int, default=GENERATOR_VERSION, choices=VERSIONS,
-                        help=f"benchmark version (default {GENERATOR_VERSION}; 3 = without head-shoulder cues, "
-                             "lower-body occlusion and illumination changes)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=GENERATOR_VERSION,
+        choices=VERSIONS,
+        help=f"benchmark version (default {GENERATOR_VERSION}; 3 = without head-shoulder cues, "
+        "lower-body occlusion and illumination changes)",
+    )
     args = parser.parse_args(argv)
     try:
-        out = generate(args.layout, args.out, ids=args.ids, seed=args.seed, images=args.images, height=args.height,
-                       width=args.width, workers=args.workers, overwrite=args.overwrite, version=args.version)
+        out = generate(
+            args.layout,
+            args.out,
+            ids=args.ids,
+            seed=args.seed,
+            images=args.images,
+            height=args.height,
+            width=args.width,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            version=args.version,
+        )
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -110,8 +110,7 @@ def query_set(root: str | Path, split: str = "test") -> Sample:
     return _pack(paths, f"query set ({split} ids)", root)
 
 
-def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int = 1,
-                split: str = "test") -> Sample:
+def gallery_set(root: str | Path, mode: str = "all", trial: int = 0, shots: int = 1, split: str = "test") -> Sample:
     """Visible gallery of the ``split`` identities for one trial: ``(paths, pids, cams)``."""
     if mode not in MODES:
         raise ValueError(f"SYSU-MM01 mode {mode!r}: choose one of {', '.join(MODES)}")

@@ -4,5 +4,15 @@ from aminet.engine.checkpoint import CheckpointError, latest_checkpoint, load_ch
 from aminet.engine.reporting import NullReporter, RecordingReporter, Reporter
 from aminet.engine.trainer import NonFiniteLossError, TrainResult, train
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "Reporter", "NullReporter", "RecordingReporter",
-           "save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointError"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "NonFiniteLossError",
+    "Reporter",
+    "NullReporter",
+    "RecordingReporter",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "CheckpointError",
+]

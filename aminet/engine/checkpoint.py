@@ -28,8 +28,7 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(directory: str | Path, epoch: int, state: dict[str, Any], config_yaml: str,
-                    keep: int = 2) -> Path:
+def save_checkpoint(directory: str | Path, epoch: int, state: dict[str, Any], config_yaml: str, keep: int = 2) -> Path:
     directory = Path(directory)
     final = directory / f"epoch-{epoch:04d}"
     with atomic_directory(final) as tmp:

@@ -45,10 +45,19 @@ def load_trained(checkpoint_dir: str | Path, device: str | torch.device = "cpu")
     return model.to(device).eval(), cfg
 
 
-def evaluate_benchmarks(model: AMINet, cfg: Config, sysu_root: str | Path | None, regdb_root: str | Path | None,
-                        *, sysu_modes: Iterable[str] = ("all", "indoor"), sysu_trials: int = 10,
-                        regdb_trials: Iterable[int] = range(1, 11), directions: Iterable[str] = ("v2t", "t2v"),
-                        device: str | torch.device = "cpu", quiet: bool = True) -> pd.DataFrame:
+def evaluate_benchmarks(
+    model: AMINet,
+    cfg: Config,
+    sysu_root: str | Path | None,
+    regdb_root: str | Path | None,
+    *,
+    sysu_modes: Iterable[str] = ("all", "indoor"),
+    sysu_trials: int = 10,
+    regdb_trials: Iterable[int] = range(1, 11),
+    directions: Iterable[str] = ("v2t", "t2v"),
+    device: str | torch.device = "cpu",
+    quiet: bool = True,
+) -> pd.DataFrame:
     """Per-trial test metrics (one row per benchmark, setting, feature and trial) with a ``scope`` column:
     ``in-domain`` or ``cross-dataset``. A root of None skips that benchmark."""
     trained_on = cfg.data.dataset

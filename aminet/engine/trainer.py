@@ -42,8 +42,17 @@ from aminet.evaluation.protocol import evaluate_set
 from aminet.losses import AMINetCriterion
 from aminet.model.aminet import AMINet, build_model
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "resolve_device", "resolve_root", "build_training_data",
-           "evaluation_set", "metrics_from_frame", "FAULT_NAN_ENV"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "NonFiniteLossError",
+    "resolve_device",
+    "resolve_root",
+    "build_training_data",
+    "evaluation_set",
+    "metrics_from_frame",
+    "FAULT_NAN_ENV",
+]
 
 # Fault injection for tests (and the reliability suite): make the loss NaN at this global step.
 FAULT_NAN_ENV = "AMINET_FAULT_NAN_AT_STEP"
@@ -139,9 +148,11 @@ def _check_cpu_bf16(cfg: Config) -> None:
     width / 16 with model.last_stride=2 (layer 4): refuse bf16 on a CPU where that is <= 2."""
     narrowest = cfg.data.width // (16 if cfg.model.last_stride == 2 else 8)
     if narrowest <= 2:
-        raise ConfigError(f"train.precision=bf16 on a CPU: data.width={cfg.data.width} gives a {narrowest}-column "
-                          "map at a stride-2 convolution, which oneDNN's bf16 kernels compute wrongly; use "
-                          f"train.precision=fp32 or data.width >= {24 if cfg.model.last_stride == 1 else 48}")
+        raise ConfigError(
+            f"train.precision=bf16 on a CPU: data.width={cfg.data.width} gives a {narrowest}-column "
+            "map at a stride-2 convolution, which oneDNN's bf16 kernels compute wrongly; use "
+            f"train.precision=fp32 or data.width >= {24 if cfg.model.last_stride == 1 else 48}"
+        )
 
 
 def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -158,8 +169,10 @@ def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
 def _optimizer(cfg: Config, model: AMINet, criterion: AMINetCriterion) -> torch.optim.Optimizer:
     o = cfg.optim
     groups = model.param_groups()
-    params = [{"params": groups["backbone"], "lr_mult": o.backbone_lr_mult, "weight_decay": o.weight_decay},
-              {"params": groups["head"], "lr_mult": 1.0, "weight_decay": o.weight_decay}]
+    params = [
+        {"params": groups["backbone"], "lr_mult": o.backbone_lr_mult, "weight_decay": o.weight_decay},
+        {"params": groups["head"], "lr_mult": 1.0, "weight_decay": o.weight_decay},
+    ]
     kernel = [p for p in criterion.parameters() if p.requires_grad]
     if kernel:  # the MMD kernel-weight logits: no weight decay (it would pull them to uniform)
         params.append({"params": kernel, "lr_mult": 1.0, "weight_decay": 0.0})
@@ -171,16 +184,36 @@ def _optimizer(cfg: Config, model: AMINet, criterion: AMINetCriterion) -> torch.
     return torch.optim.Adam(params, lr=o.lr, fused=True)
 
 
-def _evaluate(model: AMINet, evalset: splits.EvalSet, cache: ImageCache, cfg: Config,
-              device: torch.device, dtype: torch.dtype | None) -> pd.DataFrame:
+def _evaluate(
+    model: AMINet,
+    evalset: splits.EvalSet,
+    cache: ImageCache,
+    cfg: Config,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> pd.DataFrame:
     with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        return evaluate_set(model, evalset, cache.load, batch_size=cfg.eval.batch_size, device=device,
-                            flip=cfg.eval.flip, max_rank=cfg.eval.max_rank)
+        return evaluate_set(
+            model,
+            evalset,
+            cache.load,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+            flip=cfg.eval.flip,
+            max_rank=cfg.eval.max_rank,
+        )
 
 
-def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, *, resume: bool = True,
-          quiet: bool = False, log: Callable[[str], None] | None = None,
-          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+def train(
+    cfg: Config,
+    reporter: Any = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = True,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
     """Train ``cfg``; checkpoints go to ``run_dir/checkpoints`` (resumed from when ``resume``)."""
     reporter = reporter or NullReporter()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -194,10 +227,23 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
     train_set = build_training_data(cfg, root)
     evalset = evaluation_set(cfg, root)
     cache = ImageCache.open(root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
-    sampler = CrossModalSampler(train_set.labels_visible, train_set.labels_infrared, cfg.data.ids_per_batch,
-                                cfg.data.instances, cfg.train.seed, cfg.data.iters_per_epoch)
-    loader = BatchLoader(cache.images, cache.indices(train_set.visible.paths), cache.indices(train_set.infrared.paths),
-                         sampler, device, cams_visible=train_set.visible.cams, cams_infrared=train_set.infrared.cams)
+    sampler = CrossModalSampler(
+        train_set.labels_visible,
+        train_set.labels_infrared,
+        cfg.data.ids_per_batch,
+        cfg.data.instances,
+        cfg.train.seed,
+        cfg.data.iters_per_epoch,
+    )
+    loader = BatchLoader(
+        cache.images,
+        cache.indices(train_set.visible.paths),
+        cache.indices(train_set.infrared.paths),
+        sampler,
+        device,
+        cams_visible=train_set.visible.cams,
+        cams_infrared=train_set.infrared.cams,
+    )
     augment = DeviceAugment.from_config(cfg)
     model = build_model(cfg, train_set.num_classes).to(device)
     criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
@@ -228,8 +274,10 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
     epochs = cfg.train.epochs
     iters = sampler.iters_per_epoch
     batch_images = 2 * sampler.batch_size
-    say(f"[aminet] {train_set.describe()}; {evalset.name}: {len(evalset.probes)} probes; device {device}"
-        f"{' ' + str(dtype).replace('torch.', '') if dtype else ' fp32'}; {epochs} epochs x {iters} steps")
+    say(
+        f"[aminet] {train_set.describe()}; {evalset.name}: {len(evalset.probes)} probes; device {device}"
+        f"{' ' + str(dtype).replace('torch.', '') if dtype else ' fp32'}; {epochs} epochs x {iters} steps"
+    )
 
     def set_lr(epoch: int) -> float:
         factor = lr_factor(epoch, cfg.optim, epochs)
@@ -252,8 +300,10 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
         for (ep_i, step_i, _), row in zip(pending, values):
             if not np.isfinite(row[0]):
                 detail = ", ".join(f"{k} {v:.4g}" for k, v in zip(names[1:], row[1:]))
-                raise NonFiniteLossError(f"non-finite loss {row[0]} at epoch {ep_i + 1}, step {step_i + 1} "
-                                         f"({detail}); lr {lr:.3g}", epoch=ep_i + 1)
+                raise NonFiniteLossError(
+                    f"non-finite loss {row[0]} at epoch {ep_i + 1}, step {step_i + 1} ({detail}); lr {lr:.3g}",
+                    epoch=ep_i + 1,
+                )
             for k, v in zip(names, row):
                 sums[k] = sums.get(k, 0.0) + float(v)
         pending.clear()
@@ -289,12 +339,15 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
         done = epoch + 1
         seconds = time.perf_counter() - t_epoch
         ep = {k: v / iters for k, v in sums.items()}
-        ep.update(lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds,
-                  step=done * iters)  # step: optimizer steps so far
+        ep.update(
+            lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds, step=done * iters
+        )  # step: optimizer steps so far
         epoch_log.append({"epoch": done, **ep})
-        say(f"epoch {done:3d}/{epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
+        say(
+            f"epoch {done:3d}/{epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
             f"imdal {ep['imdal']:.4f} idal {ep['idal']:.4f}) | lr {lr:.2e} | {ep['images_per_s']:.0f} img/s | "
-            f"{seconds:.1f} s")
+            f"{seconds:.1f} s"
+        )
         if hasattr(reporter, "log_epoch"):
             reporter.log_epoch(done, ep)
         evaluate_now = done % cfg.train.eval_every == 0 or done == epochs
@@ -303,14 +356,23 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
             frame = df
             metrics = {"epoch": done, **metrics_from_frame(df, cfg)}
             history.append(metrics)
-            say(f"  eval {evalset.name} ({cfg.eval.feature}): R1 {100 * metrics['R1']:.2f}  mAP "
-                f"{100 * metrics['mAP']:.2f}  mINP {100 * metrics['mINP']:.2f}  score {100 * metrics['score']:.2f}")
+            say(
+                f"  eval {evalset.name} ({cfg.eval.feature}): R1 {100 * metrics['R1']:.2f}  mAP "
+                f"{100 * metrics['mAP']:.2f}  mINP {100 * metrics['mINP']:.2f}  score {100 * metrics['score']:.2f}"
+            )
             model.train()
         if ckpt_dir is not None and (evaluate_now or done % cfg.train.checkpoint_every == 0):
-            state = {"model": model.state_dict(), "criterion": criterion.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "aug_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": done,
-                     "history": history, "epochs": epoch_log}
+            state = {
+                "model": model.state_dict(),
+                "criterion": criterion.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "aug_rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": done,
+                "history": history,
+                "epochs": epoch_log,
+            }
             last_ckpt = save_checkpoint(ckpt_dir, done, state, cfg.to_yaml())
         if evaluate_now:
             reporter.report(done, dict(metrics), last_ckpt)
@@ -319,5 +381,16 @@ def train(cfg: Config, reporter: Any = None, run_dir: str | Path | None = None, 
 
     if frame is None and history:  # resumed after the last epoch: evaluate the restored model once
         frame = _evaluate(model, evalset, cache, cfg, device, dtype)
-    return TrainResult(metrics, history, epoch_log, model, root, cache, train_set, last_ckpt, frame, evalset,
-                       {"device": str(device), "dtype": str(dtype) if dtype else "fp32"})
+    return TrainResult(
+        metrics,
+        history,
+        epoch_log,
+        model,
+        root,
+        cache,
+        train_set,
+        last_ckpt,
+        frame,
+        evalset,
+        {"device": str(device), "dtype": str(dtype) if dtype else "fp32"},
+    )

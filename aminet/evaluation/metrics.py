@@ -37,23 +37,33 @@ __all__ = ["sysu_metrics", "regdb_metrics", "rank_metrics"]
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def sysu_metrics(distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any, g_cams: Any,
-                 max_rank: int = 20) -> tuple[np.ndarray, float, float]:
+def sysu_metrics(
+    distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any, g_cams: Any, max_rank: int = 20
+) -> tuple[np.ndarray, float, float]:
     """CMC (length ``max_rank``), mAP and mINP under the SYSU-MM01 rules. Fractions in [0, 1]."""
-    return rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank,
-                        remove_cam2_for_cam3=True, dedup_cmc=True)
+    return rank_metrics(
+        distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank, remove_cam2_for_cam3=True, dedup_cmc=True
+    )
 
 
-def regdb_metrics(distmat: Any, q_pids: Any, g_pids: Any,
-                  max_rank: int = 20) -> tuple[np.ndarray, float, float]:
+def regdb_metrics(distmat: Any, q_pids: Any, g_pids: Any, max_rank: int = 20) -> tuple[np.ndarray, float, float]:
     """CMC (length ``max_rank``), mAP and mINP under the RegDB rules. Fractions in [0, 1]."""
-    return rank_metrics(distmat, q_pids, g_pids, None, None, max_rank=max_rank,
-                        remove_cam2_for_cam3=False, dedup_cmc=False)
+    return rank_metrics(
+        distmat, q_pids, g_pids, None, None, max_rank=max_rank, remove_cam2_for_cam3=False, dedup_cmc=False
+    )
 
 
-def rank_metrics(distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any = None, g_cams: Any = None, *,
-                 max_rank: int = 20, remove_cam2_for_cam3: bool = False,
-                 dedup_cmc: bool = False) -> tuple[np.ndarray, float, float]:
+def rank_metrics(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_cams: Any = None,
+    g_cams: Any = None,
+    *,
+    max_rank: int = 20,
+    remove_cam2_for_cam3: bool = False,
+    dedup_cmc: bool = False,
+) -> tuple[np.ndarray, float, float]:
     dist = _as_tensor(distmat, "distmat", None)
     if dist.dim() != 2:
         raise ValueError(f"distmat: expected a 2-D (queries x gallery) matrix, got shape {tuple(dist.shape)}")
@@ -131,8 +141,7 @@ def rank_metrics(distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any = None, g_c
             best_j = torch.zeros(n, dtype=torch.int64, device=device)
             best_j[qi[is_first]] = gj[is_first]
             rows_v = torch.nonzero(valid).squeeze(1)
-            before = _before_mask(d[rows_v], rows_v, best_j[rows_v], g_index,
-                                  None if keep is None else keep[rows_v])
+            before = _before_mask(d[rows_v], rows_v, best_j[rows_v], g_index, None if keep is None else keep[rows_v])
             # Identities (other than the query's own, which cannot precede its first hit) seen first.
             first_rank = torch.zeros(n, dtype=torch.int64, device=device)
             first_rank[rows_v] = ((before.to(onehot.dtype) @ onehot) > 0).sum(dim=1)
@@ -152,8 +161,9 @@ def rank_metrics(distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any = None, g_c
     return cmc, float(ap_sum.item() / total), float(inp_sum.item() / total)
 
 
-def _before_mask(d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, g_index: torch.Tensor,
-                 keep: torch.Tensor | None) -> torch.Tensor:
+def _before_mask(
+    d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, g_index: torch.Tensor, keep: torch.Tensor | None
+) -> torch.Tensor:
     """(len(rows), G) mask of kept gallery entries ranked strictly before entry ``cols`` of each row
     of ``d`` (``d`` rows already selected)."""
     pivot = d[torch.arange(d.shape[0], device=d.device), cols][:, None]
@@ -163,8 +173,9 @@ def _before_mask(d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, g_inde
     return before
 
 
-def _kept_before(d: torch.Tensor, keep: torch.Tensor | None, qi: torch.Tensor, gj: torch.Tensor,
-                 g_index: torch.Tensor) -> torch.Tensor:
+def _kept_before(
+    d: torch.Tensor, keep: torch.Tensor | None, qi: torch.Tensor, gj: torch.Tensor, g_index: torch.Tensor
+) -> torch.Tensor:
     """For each (query row, gallery column) pair, the number of kept entries ranked before it."""
     return _before_mask(d[qi], qi, gj, g_index, None if keep is None else keep[qi]).sum(dim=1)
 

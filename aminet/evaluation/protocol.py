@@ -67,8 +67,11 @@ class ProtocolResult:
         return {k: float(rows[k].mean()) for k in METRIC_COLUMNS}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta, "per_trial": self.per_trial.to_dict(orient="records"),
-                "summary": self.summary.to_dict(orient="records")}
+        return {
+            "meta": self.meta,
+            "per_trial": self.per_trial.to_dict(orient="records"),
+            "summary": self.summary.to_dict(orient="records"),
+        }
 
 
 def summarise(per_trial: pd.DataFrame) -> pd.DataFrame:
@@ -105,8 +108,9 @@ def _as_callable(extractor: Any) -> tuple[Extractor, torch.nn.Module | None]:
         return extractor.extract, extractor
     if callable(extractor):
         return extractor, extractor if isinstance(extractor, torch.nn.Module) else None
-    raise TypeError(f"extractor: expected a callable f(images, modality) or a model with .extract, "
-                    f"got {type(extractor).__name__}")
+    raise TypeError(
+        f"extractor: expected a callable f(images, modality) or a model with .extract, got {type(extractor).__name__}"
+    )
 
 
 def _named(out: Any) -> dict[str, torch.Tensor]:
@@ -118,15 +122,25 @@ def _named(out: Any) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def extract_features(extractor: Any, images: np.ndarray, modality: str, *, batch_size: int = 256,
-                     device: torch.device | str | None = None, flip: bool = False) -> dict[str, torch.Tensor]:
+def extract_features(
+    extractor: Any,
+    images: np.ndarray,
+    modality: str,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    flip: bool = False,
+) -> dict[str, torch.Tensor]:
     """L2-normalised features of uint8 images (N, H, W, 3), each name a (N, D) float32 tensor."""
     if modality not in ("visible", "infrared"):
         raise ValueError(f"modality {modality!r}: choose visible or infrared")
     fn, module = _as_callable(extractor)
     if device is None:
-        device = next(module.parameters()).device if module is not None and any(
-            True for _ in module.parameters()) else torch.device("cpu")
+        device = (
+            next(module.parameters()).device
+            if module is not None and any(True for _ in module.parameters())
+            else torch.device("cpu")
+        )
     device = torch.device(device)
     was_training = module.training if module is not None else False
     if module is not None:
@@ -135,16 +149,14 @@ def extract_features(extractor: Any, images: np.ndarray, modality: str, *, batch
     try:
         for start in range(0, len(images), batch_size):
             # on a GPU the copy is page-locked and asynchronous: reading the next batch overlaps this forward
-            x = normalize(to_device(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])), device))
+            x = normalize(to_device(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])), device))
             feats = {k: F.normalize(v.float(), dim=1) for k, v in _named(fn(x, modality)).items()}
             if flip:
                 flipped = _named(fn(torch.flip(x, dims=[3]), modality))
-                feats = {k: F.normalize(v + F.normalize(flipped[k].float(), dim=1), dim=1)
-                         for k, v in feats.items()}
+                feats = {k: F.normalize(v + F.normalize(flipped[k].float(), dim=1), dim=1) for k, v in feats.items()}
             for k, v in feats.items():
                 if v.dim() != 2 or v.shape[0] != x.shape[0]:
-                    raise ValueError(f"extractor feature {k!r}: expected shape ({x.shape[0]}, D), "
-                                     f"got {tuple(v.shape)}")
+                    raise ValueError(f"extractor feature {k!r}: expected shape ({x.shape[0]}, D), got {tuple(v.shape)}")
                 chunks.setdefault(k, []).append(v)
     finally:
         if module is not None and was_training:
@@ -163,18 +175,37 @@ def _distance(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _row(benchmark: str, setting: str, feature: str, trial: int, cmc: np.ndarray, mAP: float,
-         mINP: float) -> dict[str, Any]:
+def _row(
+    benchmark: str, setting: str, feature: str, trial: int, cmc: np.ndarray, mAP: float, mINP: float
+) -> dict[str, Any]:
     def at(k: int) -> float:
         return float(cmc[k - 1]) if k <= len(cmc) else float("nan")
 
-    return {"benchmark": benchmark, "setting": setting, "feature": feature, "trial": trial,
-            "R1": at(1), "R5": at(5), "R10": at(10), "R20": at(20), "mAP": mAP, "mINP": mINP,
-            "cmc": [float(v) for v in cmc]}
+    return {
+        "benchmark": benchmark,
+        "setting": setting,
+        "feature": feature,
+        "trial": trial,
+        "R1": at(1),
+        "R5": at(5),
+        "R10": at(10),
+        "R20": at(20),
+        "mAP": mAP,
+        "mINP": mINP,
+        "cmc": [float(v) for v in cmc],
+    }
 
 
-def evaluate_set(extractor: Any, evalset: EvalSet, load: Loader, *, batch_size: int = 256,
-                 device: torch.device | str | None = None, flip: bool = False, max_rank: int = 20) -> pd.DataFrame:
+def evaluate_set(
+    extractor: Any,
+    evalset: EvalSet,
+    load: Loader,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    flip: bool = False,
+    max_rank: int = 20,
+) -> pd.DataFrame:
     """Metrics of every probe of ``evalset``; each distinct (image, modality) is embedded once."""
     wanted: dict[str, dict[str, int]] = {"visible": {}, "infrared": {}}
     for probe in evalset.probes:
@@ -185,8 +216,9 @@ def evaluate_set(extractor: Any, evalset: EvalSet, load: Loader, *, batch_size: 
     feats = {}
     for modality, table in wanted.items():
         if table:
-            feats[modality] = extract_features(extractor, load(list(table)), modality, batch_size=batch_size,
-                                               device=device, flip=flip)
+            feats[modality] = extract_features(
+                extractor, load(list(table)), modality, batch_size=batch_size, device=device, flip=flip
+            )
     metric = sysu_metrics if evalset.benchmark == "sysu" else regdb_metrics
     rows = []
     for probe in evalset.probes:
@@ -197,35 +229,63 @@ def evaluate_set(extractor: Any, evalset: EvalSet, load: Loader, *, batch_size: 
         for name in q_feats:
             dist = _distance(q_feats[name][qi], g_feats[name][gi])
             if evalset.benchmark == "sysu":
-                cmc, mAP, mINP = metric(dist, probe.query.pids, probe.gallery.pids, probe.query.cams,
-                                        probe.gallery.cams, max_rank=max_rank)
+                cmc, mAP, mINP = metric(
+                    dist, probe.query.pids, probe.gallery.pids, probe.query.cams, probe.gallery.cams, max_rank=max_rank
+                )
             else:
                 cmc, mAP, mINP = metric(dist, probe.query.pids, probe.gallery.pids, max_rank=max_rank)
             rows.append(_row(evalset.benchmark, probe.setting, name, probe.trial, cmc, mAP, mINP))
     return pd.DataFrame(rows)
 
 
-def sysu_protocol(extractor: Any, root: str | Path, modes: Iterable[str] = ("all", "indoor"),
-                  trials: int | Iterable[int] = 10, *, height: int = 288, width: int = 144,
-                  batch_size: int = 256, device: torch.device | str | None = None, flip: bool = False,
-                  shots: int = 1, max_rank: int = 20, loader: Loader | None = None) -> ProtocolResult:
+def sysu_protocol(
+    extractor: Any,
+    root: str | Path,
+    modes: Iterable[str] = ("all", "indoor"),
+    trials: int | Iterable[int] = 10,
+    *,
+    height: int = 288,
+    width: int = 144,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    flip: bool = False,
+    shots: int = 1,
+    max_rank: int = 20,
+    loader: Loader | None = None,
+) -> ProtocolResult:
     """SYSU-MM01 single-shot (or 10-shot) test protocol: infrared queries against visible galleries,
     trials ``0..trials-1`` (or the given trial numbers), for each mode."""
     evalset = splits.sysu_eval(root, "final", modes, trials, shots=shots)
     load = loader or (lambda paths: load_images(paths, height, width))
-    df = evaluate_set(extractor, evalset, load, batch_size=batch_size, device=device, flip=flip,
-                      max_rank=max_rank)
+    df = evaluate_set(extractor, evalset, load, batch_size=batch_size, device=device, flip=flip, max_rank=max_rank)
     probes = evalset.probes
-    meta = {"benchmark": "sysu", "root": str(root), "modes": sorted({p.setting for p in probes}),
-            "trials": sorted({p.trial for p in probes}), "shots": shots, "flip": flip,
-            "num_query": len(probes[0].query), "num_gallery": {f"{p.setting}/{p.trial}": len(p.gallery) for p in probes}}
+    meta = {
+        "benchmark": "sysu",
+        "root": str(root),
+        "modes": sorted({p.setting for p in probes}),
+        "trials": sorted({p.trial for p in probes}),
+        "shots": shots,
+        "flip": flip,
+        "num_query": len(probes[0].query),
+        "num_gallery": {f"{p.setting}/{p.trial}": len(p.gallery) for p in probes},
+    }
     return ProtocolResult(df, meta)
 
 
-def regdb_protocol(extractor: Any | Mapping[int, Any], root: str | Path, trials: Iterable[int] = (1,),
-                   directions: Iterable[str] = ("v2t", "t2v"), *, height: int = 288, width: int = 144,
-                   batch_size: int = 256, device: torch.device | str | None = None, flip: bool = False,
-                   max_rank: int = 20, loader: Loader | None = None) -> ProtocolResult:
+def regdb_protocol(
+    extractor: Any | Mapping[int, Any],
+    root: str | Path,
+    trials: Iterable[int] = (1,),
+    directions: Iterable[str] = ("v2t", "t2v"),
+    *,
+    height: int = 288,
+    width: int = 144,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    flip: bool = False,
+    max_rank: int = 20,
+    loader: Loader | None = None,
+) -> ProtocolResult:
     """RegDB test protocol for each trial (its own test files) and direction.
 
     ``extractor`` is either one extractor or a mapping ``{trial: extractor}``: the protocol trains one
@@ -246,22 +306,35 @@ def regdb_protocol(extractor: Any | Mapping[int, Any], root: str | Path, trials:
     for trial in trial_ids:
         evalset = splits.regdb_eval(root, trial, "final", directions)
         ext = extractor[trial] if isinstance(extractor, Mapping) else extractor
-        frames.append(evaluate_set(ext, evalset, load, batch_size=batch_size, device=device, flip=flip,
-                                   max_rank=max_rank))
+        frames.append(
+            evaluate_set(ext, evalset, load, batch_size=batch_size, device=device, flip=flip, max_rank=max_rank)
+        )
         sizes[trial] = {p.setting: (len(p.query), len(p.gallery)) for p in evalset.probes}
-    meta = {"benchmark": "regdb", "root": str(root), "trials": trial_ids, "directions": directions,
-            "flip": flip, "sizes": sizes}
+    meta = {
+        "benchmark": "regdb",
+        "root": str(root),
+        "trials": trial_ids,
+        "directions": directions,
+        "flip": flip,
+        "sizes": sizes,
+    }
     return ProtocolResult(pd.concat(frames, ignore_index=True), meta)
 
 
-def run_protocol(extractor: Any, root: str | Path, benchmark: str, settings: Iterable[str] | None = None,
-                 trials: Any = None, **kwargs: Any) -> ProtocolResult:
+def run_protocol(
+    extractor: Any,
+    root: str | Path,
+    benchmark: str,
+    settings: Iterable[str] | None = None,
+    trials: Any = None,
+    **kwargs: Any,
+) -> ProtocolResult:
     """Dispatch: ``benchmark="sysu"`` (settings = modes, trials = count or list, default 10) or
     ``benchmark="regdb"`` (settings = directions, trials = trial numbers, default 1..10)."""
     if benchmark == "sysu":
-        return sysu_protocol(extractor, root, settings or ("all", "indoor"), 10 if trials is None else trials,
-                             **kwargs)
+        return sysu_protocol(extractor, root, settings or ("all", "indoor"), 10 if trials is None else trials, **kwargs)
     if benchmark == "regdb":
-        return regdb_protocol(extractor, root, regdb_data.TRIALS if trials is None else trials,
-                              settings or ("v2t", "t2v"), **kwargs)
+        return regdb_protocol(
+            extractor, root, regdb_data.TRIALS if trials is None else trials, settings or ("v2t", "t2v"), **kwargs
+        )
     raise ValueError(f"benchmark {benchmark!r}: choose sysu or regdb")

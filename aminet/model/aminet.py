@@ -50,9 +50,18 @@ from aminet.data.augment import upper_view
 from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
 from aminet.model.phase import phase_congruency
 
-__all__ = ["AMINet", "NonLocal", "GeM", "PESAM", "DualStemResNet", "WeightsUnavailable", "imagenet_weights_path",
-           "check_weights",
-           "build_model", "ModelOutput"]
+__all__ = [
+    "AMINet",
+    "NonLocal",
+    "GeM",
+    "PESAM",
+    "DualStemResNet",
+    "WeightsUnavailable",
+    "imagenet_weights_path",
+    "check_weights",
+    "build_model",
+    "ModelOutput",
+]
 
 MODALITIES = ("visible", "infrared")
 
@@ -127,8 +136,9 @@ class PESAM(nn.Module):
         self.attention = nn.Conv2d(1, 1, 3, padding=1)  # W_e
         nn.init.zeros_(self.attention.weight)
         nn.init.zeros_(self.attention.bias)
-        self.phase_stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
-                                        nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.phase_stem = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
         self.logits = nn.Parameter(torch.tensor([0.0, 0.0, phase_init]))  # visible, infrared, phase
 
     @property
@@ -173,7 +183,8 @@ def check_weights(arch: str, weights: str) -> Path | None:
             raise WeightsUnavailable(
                 f"model.weights=imagenet: the torchvision ImageNet weights of {arch} are not on this machine "
                 f"(expected {path}); nothing is downloaded at run time. Copy the file there, give a path "
-                f"with model.weights=/path/to/{path.name}, or train from scratch with model.weights=none")
+                f"with model.weights=/path/to/{path.name}, or train from scratch with model.weights=none"
+            )
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -195,8 +206,10 @@ def _load_resnet(arch: str, weights: str) -> nn.Module:
     missing, unexpected = net.load_state_dict(state, strict=False)
     body_missing = [k for k in missing if not k.startswith("fc.")]
     if body_missing or unexpected:
-        raise WeightsUnavailable(f"model.weights: {path} does not match {arch} "
-                                 f"(missing {body_missing[:3]}..., unexpected {list(unexpected)[:3]}...)")
+        raise WeightsUnavailable(
+            f"model.weights: {path} does not match {arch} "
+            f"(missing {body_missing[:3]}..., unexpected {list(unexpected)[:3]}...)"
+        )
     return net
 
 
@@ -264,11 +277,25 @@ class ModelOutput:
 
 
 class AMINet(nn.Module):
-    def __init__(self, num_classes: int, arch: str = "resnet50", weights: str = "none", last_stride: int = 1,
-                 non_local: bool = True, upper_body: bool = True, upper_body_ratio: float = 0.5,
-                 upper_height: int | None = None, share_branches: bool = True, iffs: bool = True, pesam: bool = True,
-                 gem_p: float = 3.0, gem_learnable: bool = False, fusion: str = "residual", pc_eps: float = 1e-4,
-                 mixed_bn: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "resnet50",
+        weights: str = "none",
+        last_stride: int = 1,
+        non_local: bool = True,
+        upper_body: bool = True,
+        upper_body_ratio: float = 0.5,
+        upper_height: int | None = None,
+        share_branches: bool = True,
+        iffs: bool = True,
+        pesam: bool = True,
+        gem_p: float = 3.0,
+        gem_learnable: bool = False,
+        fusion: str = "residual",
+        pc_eps: float = 1e-4,
+        mixed_bn: bool = True,
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes {num_classes}: need at least 2 identities")
@@ -295,8 +322,9 @@ class AMINet(nn.Module):
                 self.fusion = nn.Sequential(nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim))
                 nn.init.zeros_(self.fusion[1].weight)
             else:
-                self.fusion = nn.Sequential(nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim),
-                                            nn.ReLU(inplace=True))
+                self.fusion = nn.Sequential(
+                    nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)
+                )
         self.neck = BNNeck(dim)
         self.classifier = nn.Linear(dim, num_classes, bias=False)
         nn.init.normal_(self.classifier.weight, 0.0, 0.001)
@@ -349,8 +377,13 @@ class AMINet(nn.Module):
         return self._fuse(g, self._branch([(modality, upper)], part=True))
 
     # ---- training -------------------------------------------------------------------------------
-    def forward(self, visible: torch.Tensor, infrared: torch.Tensor, visible_upper: torch.Tensor | None = None,
-                infrared_upper: torch.Tensor | None = None) -> ModelOutput:
+    def forward(
+        self,
+        visible: torch.Tensor,
+        infrared: torch.Tensor,
+        visible_upper: torch.Tensor | None = None,
+        infrared_upper: torch.Tensor | None = None,
+    ) -> ModelOutput:
         """``visible`` and ``infrared`` are identity-paired halves of a batch (row k of each shares an
         identity), with their upper-body views."""
         if visible.shape[0] != infrared.shape[0]:
@@ -374,7 +407,7 @@ class AMINet(nn.Module):
                     sets = [self._fuse(torch.cat([g, g]), torch.cat([p, swapped]))]
                 else:
                     sets = [self._fuse(g, p)]
-                intra = sets[0][:2 * b]
+                intra = sets[0][: 2 * b]
             else:
                 intra = torch.cat([self._fuse(g[:b], p[:b]), self._fuse(g[b:], p[b:])])
                 sets = [intra]
@@ -404,7 +437,20 @@ class AMINet(nn.Module):
 def build_model(cfg, num_classes: int) -> AMINet:
     """An ``AMINet`` from a ``aminet.config.Config``."""
     m = cfg.model
-    return AMINet(num_classes, arch=m.arch, weights=m.weights, last_stride=m.last_stride, non_local=m.non_local,
-                  upper_body=m.upper_body, upper_body_ratio=m.upper_body_ratio, upper_height=cfg.data.upper_height,
-                  share_branches=m.share_branches, iffs=m.iffs, pesam=m.pesam, gem_p=m.gem_p,
-                  gem_learnable=m.gem_learnable, fusion=m.fusion, mixed_bn=m.mixed_bn)
+    return AMINet(
+        num_classes,
+        arch=m.arch,
+        weights=m.weights,
+        last_stride=m.last_stride,
+        non_local=m.non_local,
+        upper_body=m.upper_body,
+        upper_body_ratio=m.upper_body_ratio,
+        upper_height=cfg.data.upper_height,
+        share_branches=m.share_branches,
+        iffs=m.iffs,
+        pesam=m.pesam,
+        gem_p=m.gem_p,
+        gem_learnable=m.gem_learnable,
+        fusion=m.fusion,
+        mixed_bn=m.mixed_bn,
+    )

@@ -34,8 +34,17 @@ def _freq_axis(n: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _bank_cached(h: int, w: int, device: str, dtype: torch.dtype, nscale: int, norient: int,
-                 min_wavelength: float, mult: float, sigma_onf: float) -> torch.Tensor:
+def _bank_cached(
+    h: int,
+    w: int,
+    device: str,
+    dtype: torch.dtype,
+    nscale: int,
+    norient: int,
+    min_wavelength: float,
+    mult: float,
+    sigma_onf: float,
+) -> torch.Tensor:
     # Build in float64 on the CPU (exactly as the reference does), then cast and move once.
     x = _freq_axis(w, torch.float64)[None, :]
     y = _freq_axis(h, torch.float64)[:, None]
@@ -48,7 +57,7 @@ def _bank_cached(h: int, w: int, device: str, dtype: torch.dtype, nscale: int, n
     denom = 2.0 * math.log(sigma_onf) ** 2
     radial = []
     for s in range(nscale):
-        f0 = 1.0 / (min_wavelength * mult ** s)
+        f0 = 1.0 / (min_wavelength * mult**s)
         g = torch.exp(-(torch.log(radius / f0) ** 2) / denom) * lowpass
         g[0, 0] = 0.0
         radial.append(g)
@@ -64,12 +73,29 @@ def _bank_cached(h: int, w: int, device: str, dtype: torch.dtype, nscale: int, n
     return filters.to(device=device, dtype=dtype)
 
 
-def log_gabor_bank(h: int, w: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   nscale: int = 5, norient: int = 6, min_wavelength: float = 3.0, mult: float = 2.1,
-                   sigma_onf: float = 0.55) -> torch.Tensor:
+def log_gabor_bank(
+    h: int,
+    w: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    nscale: int = 5,
+    norient: int = 6,
+    min_wavelength: float = 3.0,
+    mult: float = 2.1,
+    sigma_onf: float = 0.55,
+) -> torch.Tensor:
     """(norient, nscale, H, W) real filters, DC at [0, 0]; cached per size, device, dtype and parameters."""
-    return _bank_cached(int(h), int(w), str(torch.device(device)), dtype, int(nscale), int(norient),
-                        float(min_wavelength), float(mult), float(sigma_onf))
+    return _bank_cached(
+        int(h),
+        int(w),
+        str(torch.device(device)),
+        dtype,
+        int(nscale),
+        int(norient),
+        float(min_wavelength),
+        float(mult),
+        float(sigma_onf),
+    )
 
 
 def to_luminance(images: torch.Tensor) -> torch.Tensor:
@@ -81,9 +107,18 @@ def to_luminance(images: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"images: expected (B, C, H, W) or (B, H, W), got shape {tuple(images.shape)}")
 
 
-def phase_congruency(images: torch.Tensor, nscale: int = 5, norient: int = 6, min_wavelength: float = 3,
-                     mult: float = 2.1, sigma_onf: float = 0.55, k: float = 2.0, cutoff: float = 0.5,
-                     g: float = 10.0, eps: float = 1e-4) -> torch.Tensor:
+def phase_congruency(
+    images: torch.Tensor,
+    nscale: int = 5,
+    norient: int = 6,
+    min_wavelength: float = 3,
+    mult: float = 2.1,
+    sigma_onf: float = 0.55,
+    k: float = 2.0,
+    cutoff: float = 0.5,
+    g: float = 10.0,
+    eps: float = 1e-4,
+) -> torch.Tensor:
     """Phase congruency pooled over orientations, (B, 1, H, W), in the dtype of ``images``
     (float32 or float64; other dtypes are computed in float32)."""
     img = to_luminance(images)
