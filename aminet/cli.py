@@ -6,7 +6,12 @@ import argparse
 import sys
 from typing import NoReturn
 
-__all__ = ["ArgumentParser"]
+__all__ = ["ArgumentParser", "UsageError"]
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (a folder, a value's range, a file's content): the entry points
+    report it as one line, ``error: <message>``, with exit status 2, before anything is written."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

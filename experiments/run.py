@@ -30,16 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from aminet.cli import ArgumentParser
+from aminet.cli import ArgumentParser, UsageError
 from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
 from aminet.presets import preset_overrides
 from aminet.reporting import check_tracking_uri
 
 RESERVED = ("extends", "presets", "sweep", "name")
-
-
-class UsageError(Exception):
-    pass
 
 
 # ------------------------------------------------------------------------------------------------

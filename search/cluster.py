@@ -1,0 +1,197 @@
+"""Ray: the cluster, the resources of a trial, and the tuners (the search and the re-seed trials)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+from search.plan import DEADLINE_FILE, METRIC, Plan, UsageError
+
+__all__ = ["quiet_libraries", "init_ray", "trial_resources", "build_tuner", "fit_search", "reseed_tuner"]
+
+
+def quiet_libraries() -> None:
+    """Keep the first screen for the search: library notices a user cannot act on go below the log level
+    (Ray's note that its local instance uses token authentication, MLflow's table creation, Optuna's "study
+    created"); warnings and errors still show."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name, level in (
+        ("ray._private.authentication.authentication_token_setup", logging.ERROR),
+        ("mlflow.store.db.utils", logging.WARNING),
+        ("alembic", logging.WARNING),
+    ):
+        logging.getLogger(name).setLevel(level)
+
+
+def init_ray(args: argparse.Namespace) -> None:
+    # Snapshot the experiment state (trial states, searcher) at least every 2 s instead of Ray's adaptive
+    # ~10 s+: after a hard kill of this driver, fewer finished trials look unfinished to the restore.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Trials report every epoch (training figures) and the search metric at evaluation epochs only; ASHA
+    # and the searcher skip reports without it (trainables.aminet_trainable.TuneReporter).
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # The frequent snapshots above are chosen (a kill loses less); Ray's note that they are frequent is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_libraries()
+    import ray
+
+    try:
+        if args.address:
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose > 1)
+        else:  # the dashboard is off unless asked for, and then only on this machine's loopback
+            ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=args.verbose > 1)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
+        raise UsageError(f"ray.init(address={args.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
+
+
+def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[str, float], int]:
+    """Per-trial resources and concurrency from what the cluster has; never a GPU request without GPUs."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
+    gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
+    if gpt > 0 and gpus == 0:
+        raise UsageError(f"--gpus-per-trial {gpt}: the Ray cluster has no GPU (trials would wait forever)")
+    if gpt > gpus:
+        raise UsageError(f"--gpus-per-trial {gpt}: the cluster has {gpus:g} GPUs")
+    if 0 < gpt < 1 and not math.isclose(1 / gpt, round(1 / gpt)):
+        raise UsageError(f"--gpus-per-trial {gpt}: fractions must divide 1 (0.5, 0.25, ...)")
+    if args.cpus_per_trial is not None:
+        cpt = args.cpus_per_trial
+    elif gpt > 0:
+        cpt = float(max(1, min(8, int(cpus // max(1, round(gpus / gpt))))))
+    else:
+        cpt = 1.0
+    if cpt > cpus:
+        raise UsageError(f"--cpus-per-trial {cpt:g}: the cluster has {cpus:g} CPUs")
+    fit = int(cpus // cpt)
+    if gpt > 0:
+        fit = min(fit, int(round(gpus / gpt, 6) // 1))
+    concurrent = args.max_concurrent or max(1, min(fit, num_samples))
+    return {"cpu": cpt, "gpu": gpt}, concurrent
+
+
+def build_tuner(
+    plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str
+):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.tuning import PrunedAwareOptunaSearch, make_sampler
+    from trainables.aminet_trainable import train_aminet
+
+    trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
+    if plan.resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(plan.experiment_path):
+            raise UsageError(f"--name {plan.name}: {plan.experiment_path} holds no restorable Ray experiment")
+        return Tuner.restore(plan.experiment_path, trainable=trainable, resume_errored=True)
+    b = plan.budget
+    searcher = PrunedAwareOptunaSearch(
+        plan.space.define_by_run(plan.base),
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=plan.space.warm_start(plan.base),
+        sampler=make_sampler(args.sampler, args.seed, b.num_samples),
+        study_name=plan.name,
+        storage=optuna.storages.RDBStorage(study_url),
+        max_epochs=b.epochs,
+        deadline_file=str(plan.state_dir / DEADLINE_FILE),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=b.num_samples,
+            max_concurrent_trials=concurrent,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name,
+            storage_path=plan.storage,
+            callbacks=callbacks,
+            verbose=args.verbose,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+        ),
+    )
+
+
+def reseed_tuner(
+    plan: Plan,
+    args: argparse.Namespace,
+    resources: dict[str, float],
+    concurrent: int,
+    callbacks: list,
+    points: list[dict],
+    seeds: list[int],
+):
+    """The re-seed trials: every (candidate, seed) pair trained to the full budget (no early stopping), with
+    the search's trainable, resources and retries; restored when an interrupted re-seed is resumed."""
+    from ray import tune
+
+    from trainables.aminet_trainable import train_reseed
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources
+    )
+    path = f"{plan.experiment_path}-reseed"
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space={"candidate": tune.grid_search(list(range(len(points)))), "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=1, max_concurrent_trials=concurrent, reuse_actors=False
+        ),
+        run_config=tune.RunConfig(
+            name=f"{plan.name}-reseed",
+            storage_path=plan.storage,
+            callbacks=callbacks,
+            verbose=args.verbose,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def fit_search(tuner, plan: Plan, args: argparse.Namespace, record) -> object:
+    """``tuner.fit()`` under the time budget (``search.lineage.start_clock``); an interrupted fit (Ray catches
+    Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
+    from search.lineage import start_clock, stop_clock
+
+    deadline = start_clock(plan, args, record.state, record.state_path)
+    try:
+        results = tuner.fit()
+    finally:
+        stop_clock(record.state, record.state_path, deadline)
+    timed_out = deadline is not None and time.time() >= deadline
+    ended = results.num_terminated + results.num_errors
+    if ended < len(results) or (ended < plan.budget.num_samples and not timed_out):
+        raise KeyboardInterrupt
+    if timed_out and len(results) < plan.budget.num_samples:
+        n = f"{len(results)} of {plan.budget.num_samples}"
+        print(
+            f"\n--time-budget {args.time_budget:g} s reached: {n} trials ran; selecting among them",
+            file=sys.stderr,
+            flush=True,
+        )
+        record.client.set_tag(record.parent_id, "aminet.time_budget_reached", f"{n} trials")
+    return results

@@ -1,0 +1,288 @@
+"""MLflow lineage of a search: the parent run, the state file, the summary of the trials, the description,
+and closing every run whatever ends the driver. The driver is MLflow's only writer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.plan import DEADLINE_FILE, STATE_FILE, Plan, identity
+
+__all__ = [
+    "SearchRecord",
+    "open_search",
+    "close_runs",
+    "log_search_summary",
+    "save_state",
+    "start_clock",
+    "stop_clock",
+    "describe_parent",
+]
+
+
+@dataclass
+class SearchRecord:
+    """Where a search is recorded: the MLflow store and parent run, the state file, the Optuna study, and
+    what every trial run gets (tags, dataset inputs)."""
+
+    client: Any
+    uri: str
+    exp_id: str
+    parent_id: str
+    state: dict
+    state_path: Path
+    study_url: str
+    run_tags: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)
+
+
+def open_search(
+    plan: Plan, args: argparse.Namespace, fingerprint: str, resources: dict, concurrent: int
+) -> SearchRecord:
+    """The search's parent run (created, or reopened on a resume) and its state file."""
+    import datetime as _dt
+
+    from mlflow.tracking import MlflowClient
+
+    from aminet.reporting import dataset_input, mlflow_store, source_tags
+
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
+    uri, exp_id = mlflow_store(args.mlflow_uri, args.mlflow_experiment)
+    client = MlflowClient(uri)
+    state_path = plan.state_dir / STATE_FILE
+    data_name = f"{plan.space.dataset}-{'synthetic' if plan.synthetic_data else 'real'}"
+    # One input per split (MLflow keeps one context per dataset name and digest): the training identities and
+    # the held-out validation identities of the same folder (same content digest).
+    inputs = [dataset_input(f"{data_name}-{c}", fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
+    run_tags = {"aminet.space": plan.space.name, "aminet.search": plan.name, **source_tags("search/run.py")}
+    if plan.resume:
+        state = json.loads(state_path.read_text())
+        parent_id = state["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, "aminet.resumed_at", _dt.datetime.now().isoformat(timespec="seconds"))
+        print(f"resuming search {plan.name} (MLflow parent run {parent_id})", file=sys.stderr)
+        return SearchRecord(client, uri, exp_id, parent_id, state, state_path, study_url, run_tags, inputs)
+    b = plan.budget
+    tags = {
+        "aminet.role": "search",
+        "aminet.space": plan.space.name,
+        **source_tags("search/run.py"),
+        "aminet.dataset_fingerprint": fingerprint,
+        "aminet.data_root": str(plan.base.data.root),
+        "aminet.ray_experiment": plan.experiment_path,
+        "aminet.optuna_study": f"{plan.name} @ {study_url}",
+        "aminet.budget": "quick" if plan.quick else "full",
+        "aminet.synthetic": str(plan.synthetic_data),
+    }
+    parent_id = client.create_run(exp_id, run_name=plan.name, tags=tags).info.run_id
+    try:
+        client.log_text(parent_id, plan.base.to_yaml(), "search/base_config.yaml")
+        client.log_text(parent_id, plan.space.text(), "search/space.yaml")
+        settings = {
+            "space": plan.space.name,
+            "num_samples": b.num_samples,
+            "epochs": b.epochs,
+            "eval_every": b.eval_every,
+            "grace_period": b.grace_period,
+            "reduction_factor": b.reduction_factor,
+            "max_concurrent": concurrent,
+            "cpus_per_trial": resources["cpu"],
+            "gpus_per_trial": resources["gpu"],
+            "sampler": args.sampler,
+            "time_budget_s": args.time_budget,
+            "seed": args.seed,
+            "top_k": args.top_k,
+            "space_file": str(plan.space.path),
+            "reseeds": args.reseeds,
+        }
+        for k, v in settings.items():
+            client.log_param(parent_id, f"search.{k}", v)
+        client.log_inputs(parent_id, datasets=inputs)
+        state = {
+            "space": plan.space.name,
+            "parent_run_id": parent_id,
+            "mlflow_uri": uri,
+            "experiment_id": exp_id,
+            "study": study_url,
+            "created": time.time(),
+            "stage": "search",
+            "args": {**identity(args), "mlflow_uri": uri},
+            "base_config": plan.base.to_yaml(),
+            "budget": vars(plan.budget),
+            "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)},
+        }
+        save_state(state_path, state)
+    except BaseException:
+        close_runs(client, exp_id, parent_id, "FAILED")
+        raise
+    return SearchRecord(client, uri, exp_id, parent_id, state, state_path, study_url, run_tags, inputs)
+
+
+def close_runs(client, exp_id: str, parent_id: str, status: str) -> None:
+    """Mark the parent and any child still RUNNING as ended: nothing is left RUNNING."""
+    try:
+        for run in client.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'"
+        ):
+            client.set_terminated(run.info.run_id, "KILLED" if status != "FINISHED" else "FINISHED")
+        client.set_terminated(parent_id, status)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
+        print(f"warning: could not close MLflow runs: {exc}", file=sys.stderr)
+
+
+def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: str) -> None:
+    """Trials table, trial states, failures, Optuna plots and importances on the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    import pandas as pd
+
+    frame = results.get_dataframe()
+    keep = [
+        c
+        for c in frame.columns
+        if c.startswith("config/")
+        or c
+        in (
+            "trial_id",
+            "epoch",
+            "score",
+            "R1",
+            "mAP",
+            "mINP",
+            "diverged",
+            "resumed_from",
+            "training_iteration",
+            "time_total_s",
+        )
+    ]
+    client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
+    study = optuna.load_study(study_name=plan.name, storage=study_url)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # Asked for by a driver that was killed before Ray recorded the trial: it never ran. Every Ray trial
+        # has ended here, so a RUNNING Optuna trial can only be such an orphan.
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    sdf = study.trials_dataframe()
+    client.log_text(parent_id, sdf.to_csv(index=False), "search/optuna_trials.csv")
+    counts = sdf["state"].value_counts().to_dict() if len(sdf) else {}
+    for state, n in counts.items():
+        client.log_metric(parent_id, f"trials/{str(state).lower()}", float(n))
+
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        lines = []
+        for r in failed:
+            msg = " ".join(str(r.error).split())
+            tail = msg.split("Traceback")[0][-300:] if "Traceback" in msg else msg[-300:]
+            lines.append({"trial": Path(r.path).name, "error": tail})
+        client.log_text(parent_id, pd.DataFrame(lines).to_csv(index=False), "search/failed_trials.csv")
+        print(f"\n{len(failed)} trial(s) FAILED (the search went on):", file=sys.stderr)
+        for row in lines:
+            print(f"  {row['trial'][:40]}: {row['error'][-200:]}", file=sys.stderr)
+    client.log_metric(parent_id, "trials/errored", float(len(failed)))
+    diverged = [r for r in results if r.error is None and (r.metrics or {}).get("diverged")]
+    client.log_metric(parent_id, "trials/diverged", float(len(diverged)))
+    if diverged:
+        print(
+            f"\n{len(diverged)} trial(s) DIVERGED (non-finite loss; not retried, told to Optuna as PRUNED at the "
+            f"worst score):",
+            file=sys.stderr,
+        )
+        for r in diverged:
+            print(f"  {Path(r.path).name[:40]}: {str(r.metrics.get('error', ''))[-200:]}", file=sys.stderr)
+
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {
+        "optimization_history": ovm.plot_optimization_history,
+        "param_importances": ovm.plot_param_importances,
+        "parallel_coordinate": ovm.plot_parallel_coordinate,
+        "intermediate_values": ovm.plot_intermediate_values,
+    }
+    for name, fn in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            # Wide enough for one axis per parameter and full labels; cropped to what is drawn. The same plots,
+            # interactive, are in optuna-dashboard (README).
+            fig.set_size_inches(14 if name == "parallel_coordinate" else 10, 6)
+            fig.tight_layout()
+            client.log_figure(parent_id, fig, f"plots/{name}.png", save_kwargs={"bbox_inches": "tight", "dpi": 110})
+            plt.close(fig)
+        except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
+            client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp = optuna.importance.get_param_importances(study)
+        for k, v in imp.items():
+            client.log_metric(parent_id, f"importance/{k}", float(v))
+        client.log_dict(parent_id, {k: float(v) for k, v in imp.items()}, "search/importances.json")
+    except Exception as exc:  # noqa: BLE001
+        client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write the search's state file whole or not at all (a kill mid-write leaves the previous one)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    tmp.replace(path)
+
+
+def start_clock(plan: Plan, args: argparse.Namespace, state: dict, state_path: Path) -> float | None:
+    """Write the deadline of --time-budget (the budget less the searching time of earlier runs of this search)
+    for the searcher; None without a budget."""
+    path = plan.state_dir / DEADLINE_FILE
+    if args.time_budget is None:
+        path.unlink(missing_ok=True)
+        return None
+    state["clock_started"] = time.time()
+    deadline = state["clock_started"] + args.time_budget - float(state.get("search_seconds", 0.0))
+    path.write_text(f"{deadline:.3f}\n")
+    return deadline
+
+
+def stop_clock(state: dict, state_path: Path, deadline: float | None) -> None:
+    """Add this run's searching time to the state file (a resume gets the rest of the budget)."""
+    if deadline is None:
+        return
+    state["search_seconds"] = float(state.get("search_seconds", 0.0)) + time.time() - state.pop("clock_started")
+    save_state(state_path, state)
+
+
+def describe_parent(
+    client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None, registered: str | None = None
+) -> None:
+    """The parent run's description (MLflow's markdown note): the winner, linked, its scores, the test table."""
+    run = getattr(winner, "run_id", None)
+    link = (
+        f"[trial {winner.params.get('optuna_trial', winner.trial_id)}](#/experiments/{exp_id}/runs/{run})"
+        if run
+        else f"trial {winner.trial_id}"
+    )
+    params = "\n".join(f"| {k} | {v} |" for k, v in winner.params.items() if k != "optuna_trial")
+    text = (
+        f"## Search `{plan.name}` ({plan.space.name} space, {plan.budget.num_samples} trials, "
+        f"{plan.budget.epochs} epochs)\n\nWinner: {link}, validation score (R1 + mAP) / 2 = "
+        f"**{100 * winner.mean:.2f} +- {100 * winner.std:.2f} %** over seeds {winner.seeds} (chosen on "
+        f"validation identities only, among trials that finished, by the mean over seeds).\n\n"
+        f"| parameter | value |\n|---|---|\n{params}\n\n"
+        f"Units: MLflow metrics are fractions (0-1); the tables below are in percent, mean +- std over seeds.\n"
+    )
+    if table:
+        text += f"\n### Test protocols\n\n```\n{table.strip()}\n```\n"
+    if registered:
+        text += f"\n{registered}\n"
+    client.set_tag(parent_id, "mlflow.note.content", text)

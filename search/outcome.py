@@ -1,0 +1,248 @@
+"""After the search: the champion chosen among finished trials (re-seeded on the cluster), its test
+evaluation on both benchmarks (Ray tasks), and the fixed-config re-training of ``--retrain-best``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from search.cluster import reseed_tuner
+from search.lineage import describe_parent, save_state
+from search.plan import REPO, Plan
+from search.registry import register_champion
+
+__all__ = ["select_champion", "final_evaluation", "retrain_best"]
+
+
+def select_champion(
+    client,
+    parent_id: str,
+    plan: Plan,
+    args,
+    results,
+    resources,
+    concurrent,
+    uri: str,
+    exp_id: str,
+    state: dict,
+    state_path: Path,
+    run_tags: dict,
+    inputs: list,
+):
+    """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
+    import pandas as pd
+
+    from search import champion
+    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger, mlflow_metrics
+    from trainables.params import OPTUNA_TRIAL, apply_params
+
+    b = plan.budget
+    top = champion.finished(results, b.epochs)
+    if not top:
+        raise RuntimeError(
+            f"no trial trained to the full budget of {b.epochs} epochs without error or divergence: "
+            f"nothing to select (see the trials above)"
+        )
+    top = top[: args.top_k]
+    base_seed = plan.base.train.seed
+    seeds = champion.reseed_seeds(base_seed, args.reseeds)
+    points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
+    reseeded = []
+    if seeds:
+        state.update(stage="reseed", reseed_points=points)
+        save_state(state_path, state)
+        print(
+            f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
+            f"({len(points) * len(seeds)} Ray trials)",
+            file=sys.stderr,
+            flush=True,
+        )
+        logger = TrialRunLogger(
+            uri,
+            exp_id,
+            parent_id,
+            b.epochs,
+            role="reseed",
+            tags=run_tags,
+            inputs=inputs,
+            params_of=ResolvedParams(plan.base.to_yaml(), points),
+        )
+        grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
+        if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
+            raise KeyboardInterrupt
+        reseeded = list(grid)
+    cands = champion.candidates_from(top, base_seed, reseeded, b.epochs)
+    winner = champion.choose(cands)
+    rows = [
+        {
+            "rank": i + 1,
+            "trial_id": c.trial_id,
+            "mean": c.mean,
+            "std": c.std,
+            "n": len(c.scores),
+            "seeds": " ".join(map(str, c.seeds)),
+            "scores": " ".join(f"{v:.4f}" for v in c.scores),
+            **{f"param.{k}": v for k, v in c.params.items()},
+        }
+        for i, c in enumerate(cands)
+    ]
+    client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "search/reseeds.csv")
+    for i, c in enumerate(cands):
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_mean", c.mean)
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_std", c.std)
+        client.set_tag(
+            parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} +- {c.std:.4f}"
+        )
+    cfg = apply_params(plan.base, winner.params)
+    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
+    client.log_dict(
+        parent_id,
+        {
+            "params": winner.params,
+            "trial_id": winner.trial_id,
+            "seeds": winner.seeds,
+            "val_scores": winner.scores,
+            "val_score_mean": winner.mean,
+            "val_score_std": winner.std,
+        },
+        "best/selection.json",
+    )
+    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
+    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
+    client.log_metric(parent_id, "val/score", winner.mean)
+    client.log_metric(parent_id, "val/score_std", winner.std)
+    per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
+    for k in per_seed[0] if per_seed else []:
+        if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):
+            client.log_metric(parent_id, k, sum(m[k] for m in per_seed) / len(per_seed))
+    for k, v in winner.params.items():
+        client.set_tag(parent_id, f"best.{k}", str(v))
+    client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
+    found = client.search_runs(
+        [exp_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+        f"tags.`ray.trial_id` = '{winner.trial_id}' and tags.`aminet.role` = 'trial'",
+    )
+    if found:  # the winning trial's run: tagged, and linked from the parent
+        winner.run_id = found[0].info.run_id
+        client.set_tag(winner.run_id, "aminet.winner", "true")
+        client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
+    print(
+        f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
+        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
+    )
+    return winner
+
+
+def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:
+    """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
+    seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
+    import pandas as pd
+
+    from aminet.reporting import paper_table, seed_summary
+    from search import champion
+
+    models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
+    if not models:
+        raise RuntimeError("the selected configuration left no checkpoint")
+    frames = champion.evaluate_on_cluster(
+        [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, args.max_failures
+    )
+    from aminet.data.cache import dataset_fingerprint
+    from aminet.reporting import dataset_input
+
+    tests = [
+        dataset_input(
+            f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
+            dataset_fingerprint(root),
+            root,
+            "test",
+        )
+        for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root))
+        if root is not None
+    ]
+    client.log_inputs(parent_id, datasets=tests)
+    frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
+    feature = plan.base.eval.feature
+    client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
+    tables = []
+    for bench, g in frame.groupby("benchmark", sort=False):
+        scope = str(g.scope.iloc[0])  # in-domain or cross-dataset: one per benchmark
+        summary = seed_summary(g.drop(columns=["scope"]).assign(label=scope), feature)
+        tables.append(paper_table(summary))
+        for row in summary.itertuples():
+            for m in ("R1", "R10", "R20", "mAP", "mINP"):
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}", float(getattr(row, f"{m}_mean")))
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}_std", float(getattr(row, f"{m}_std")))
+            client.set_tag(
+                parent_id,
+                f"test.{bench}.{row.setting}.scope",
+                f"{scope}, {g.trial.nunique()} trials, {row.seeds} seeds",
+            )
+    table = "\n\n".join(tables)
+    client.log_text(parent_id, table + "\n", "best/test_table.txt")
+    text = (
+        f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
+        f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
+        f"only):\n{table}"
+    )
+    print(text)
+    if args.no_register:
+        describe_parent(client, parent_id, plan, winner, exp_id, table)
+        return text
+    best = winner.best_model()
+    version, line = register_champion(client, parent_id, plan, winner, best, uri, text)
+    describe_parent(client, parent_id, plan, winner, exp_id, table, line)
+    print("\n" + line)
+    return text + "\n\n" + line
+
+
+def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
+    """Fixed-config final runs of the best config on both benchmarks (experiments/run.py), as parallel Ray
+    tasks, linked to the search's parent run."""
+    import yaml
+
+    from aminet.reporting import is_local_store
+    from search import champion
+
+    best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
+    commands = []
+    for dataset, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)):
+        if root is None:
+            print(f"--retrain-best: no {dataset} root: skipped (pass --{dataset}-root)", file=sys.stderr)
+            continue
+        cfg = dict(best)
+        cfg["data"] = {**best["data"], "dataset": dataset, "purpose": "final", "root": str(root)}
+        cfg["name"] = f"{plan.name}-best-{dataset}"
+        path = plan.state_dir / f"final_{dataset}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cmd = [
+            sys.executable,
+            str(REPO / "experiments" / "run.py"),
+            str(path),
+            "--mlflow-uri",
+            uri,
+            "--experiment",
+            "aminet-final",
+            "--seeds",
+            *map(str, args.retrain_seeds),
+            "--quiet",
+            "--run-dir",
+            str(plan.state_dir / "final_runs" / dataset),
+            "--tag",
+            f"aminet.search_parent={parent_id}",
+            "--tag",
+            f"aminet.search_name={plan.name}",
+            "--trials",
+            *map(str, args.retrain_trials),
+        ]
+        print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
+        commands.append(cmd)
+    outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures, local_store=is_local_store(uri))
+    status = 0
+    for cmd, (code, stdout, stderr) in zip(commands, outcomes):
+        print(stdout, end="", flush=True)
+        if code:
+            print(f"error: retrain run failed (exit {code}): {' '.join(cmd[1:3])}\n{stderr}", file=sys.stderr)
+            status = status or code
+    return status

@@ -1,0 +1,429 @@
+"""The search's plan: the command line, its checks, and everything decided before anything starts.
+
+``parse_args`` reads the flags; ``plan_search`` checks them (space file, data roots, overrides, budget,
+resources asked for, tracking URI, cluster address; a resume adopts the saved search's settings and
+refuses different ones) and returns the ``Plan``; ``preflight`` reads the data, splits and weights and
+builds the image cache. Bad input raises ``UsageError`` (one line, exit 2) before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aminet.cli import ArgumentParser, UsageError
+
+__all__ = [
+    "UsageError",
+    "Plan",
+    "parse_args",
+    "plan_search",
+    "preflight",
+    "identity",
+    "IDENTITY",
+    "STATE_FILE",
+    "DEADLINE_FILE",
+    "METRIC",
+    "REPO",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+STATE_FILE = "aminet_search.json"
+DEADLINE_FILE = "deadline"  # the Unix time after which no new trial starts (--time-budget)
+METRIC = "score"
+DESCRIPTION = """Distributed hyperparameter search for AMINet: Ray Tune + Optuna + ASHA, tracked in MLflow.
+
+    python search/run.py --space sysu                       # synthetic benchmark, CPU-sized budget
+    python search/run.py --space sysu --data-root /data/SYSU-MM01 --gpus-per-trial 0.5
+    python search/run.py --space sysu --name s1 --resume    # continue an interrupted search
+    python search/run.py --smoke-test                       # the quick budget (as Ray Tune's examples call it)
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(
+        prog="python search/run.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--space",
+        default="sysu",
+        help="search space: a shipped name (sysu, regdb: search/spaces/<name>.yaml) "
+        "or the path of a space YAML file (default sysu)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["tpe", "gp", "cmaes", "random"],
+        default="tpe",
+        help="Optuna sampler (default tpe: multivariate TPE)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="no new trial starts after this many seconds of searching; running trials finish, then "
+        "the search selects, re-seeds, evaluates and registers as usual",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset root of the space's benchmark in the official layout (default: the synthetic benchmark)",
+    )
+    p.add_argument(
+        "--sysu-root",
+        default=None,
+        help="SYSU-MM01 root for the final evaluation (default: "
+        "--data-root for the sysu space, synthetic without data)",
+    )
+    p.add_argument("--regdb-root", default=None, help="RegDB root for the final evaluation (likewise)")
+    p.add_argument(
+        "--budget",
+        choices=["auto", "quick", "full"],
+        default="auto",
+        help="quick: CPU-sized model and budget; full: the paper's; auto: quick on the synthetic "
+        "benchmark, full on real data",
+    )
+    p.add_argument("--quick", action="store_const", const="quick", dest="budget", help="same as --budget quick")
+    p.add_argument(
+        "--smoke-test",
+        action="store_const",
+        const="quick",
+        dest="budget",
+        help="same as --budget quick (the name Ray Tune's examples use)",
+    )
+    p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's budget)")
+    p.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster's CPUs/GPUs hold)"
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial: at most 1, fractions allowed (default: 1 with GPUs, else 0)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs per trial (default: 1 on CPU, CPUs/GPUs (max 8) with GPUs)",
+    )
+    p.add_argument("--address", default=None, help="join this Ray cluster (host:port or 'auto')")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Ray experiment storage: an absolute path or a URI shared by the nodes (default: <cwd>/ray_results)",
+    )
+    p.add_argument("--mlflow-uri", default=None, help="tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)")
+    p.add_argument("--mlflow-experiment", default="aminet-search", help="MLflow experiment name")
+    p.add_argument("--name", default=None, help="search name (default: <space>-<time>); re-running a name resumes it")
+    p.add_argument("--resume", action="store_true", help="resume the search --name (error if there is none)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (trials use the config's train.seed)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the base config, repeatable (e.g. train.epochs=40)",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help="ASHA grace period in epochs (default: the space's, >= a quarter)",
+    )
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="finished trials re-trained with more seeds before the champion is chosen (default 3; quick budget 2)",
+    )
+    p.add_argument(
+        "--reseeds",
+        type=int,
+        default=None,
+        help="extra seeds per re-trained configuration (default 2; "
+        "quick budget 1; 0: choose on the search's seed alone)",
+    )
+    p.add_argument("--no-final-eval", action="store_true", help="skip the test-protocol evaluation of the best")
+    p.add_argument("--no-register", action="store_true", help="do not log/register the best model in MLflow")
+    p.add_argument(
+        "--retrain-best",
+        action="store_true",
+        help="then train the best config as fixed-config final runs on both benchmarks (experiments/run.py)",
+    )
+    p.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of --retrain-best")
+    p.add_argument(
+        "--retrain-trials",
+        type=int,
+        nargs="+",
+        default=list(range(1, 11)),
+        help="RegDB trials of --retrain-best (default 1..10: one model each)",
+    )
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start Ray's dashboard (local Ray only; binds 127.0.0.1:8265, reach it through an SSH tunnel)",
+    )
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
+    args = p.parse_args(argv)
+    args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
+    return args
+
+
+IDENTITY = {
+    "data_root": "--data-root",
+    "sysu_root": "--sysu-root",
+    "regdb_root": "--regdb-root",
+    "budget": "--budget",
+    "num_samples": "--num-samples",
+    "overrides": "--set",
+    "mlflow_uri": "--mlflow-uri",
+    "mlflow_experiment": "--mlflow-experiment",
+    "grace_period": "--grace-period",
+    "seed": "--seed",
+    "top_k": "--top-k",
+    "reseeds": "--reseeds",
+    "sampler": "--sampler",
+    "time_budget": "--time-budget",
+}
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options given on the command line (not left at their defaults)."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {action.dest for action in parser._actions if given & set(action.option_strings)}
+
+
+def _norm_path(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
+def identity(args: argparse.Namespace) -> dict[str, Any]:
+    """The identity flags, normalised (absolute paths and SQLite URIs)."""
+    from aminet.reporting import absolute_tracking_uri
+
+    out = {k: getattr(args, k) for k in IDENTITY}
+    for k in ("data_root", "sysu_root", "regdb_root"):
+        out[k] = _norm_path(out[k])
+    out["mlflow_uri"] = absolute_tracking_uri(out["mlflow_uri"]) if out["mlflow_uri"] else None
+    out["overrides"] = list(out["overrides"])
+    return out
+
+
+def adopt_saved_identity(args: argparse.Namespace, saved: dict[str, Any], name: str) -> None:
+    """A resume runs the saved search: flags not given take the saved values; a given flag that differs is
+    refused (one line naming it)."""
+    given = identity(args)
+    for key, flag in IDENTITY.items():
+        if key in args.explicit and given[key] != saved.get(key):
+            raise UsageError(
+                f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
+                f"{saved.get(key)!r} saved); a resumed search keeps its settings"
+            )
+        setattr(args, key, saved.get(key))
+
+
+def _abs_dir(value: str | None, flag: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise UsageError(f"{flag}: folder not found: {path}")
+    return path
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast (one line) when a Ray head cannot be reached, instead of ray.init's long retries."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: expected host:port (e.g. 10.0.0.1:6379), 'auto' or ray://...")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--address {address}: cannot reach a Ray head there ({exc.strerror or exc})") from None
+
+
+@dataclass
+class Plan:
+    space: Any
+    base: Any  # aminet Config
+    budget: Any
+    quick: bool
+    name: str
+    storage: str
+    experiment_path: str
+    state_dir: Path
+    resume: bool
+    sysu_root: Path | None
+    regdb_root: Path | None
+    synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
+    saved_state: dict | None = None
+
+    @property
+    def synthetic_data(self) -> bool:
+        """The training data is a synthetic benchmark (the default one or one generated into a folder)."""
+        return (Path(self.base.data.root) / "SYNTHETIC.json").is_file()
+
+
+def plan_search(args: argparse.Namespace) -> Plan:
+    from aminet.config import ConfigError
+    from aminet.data import synthetic
+    from aminet.reporting import check_tracking_uri
+    from search.spaces import SpaceError, get_space
+
+    try:
+        space = get_space(args.space)
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.reseeds is not None and args.reseeds < 0:
+        raise UsageError(f"--reseeds must be >= 0, got {args.reseeds}")
+    storage = args.storage or str(Path.cwd() / "ray_results")
+    if not _is_uri(storage):  # trials chdir into their own folders: only absolute paths mean the same there
+        storage = str(Path(storage).expanduser().resolve())
+    name = args.name or f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: a plain folder name is needed")
+    experiment_path = f"{storage.rstrip('/')}/{name}"
+    state_dir = (Path(experiment_path) if not _is_uri(storage) else Path.cwd() / "search_state" / name).resolve()
+    existing = (state_dir / STATE_FILE).is_file()
+    if args.resume and not existing:
+        raise UsageError(f"--resume: no search named {name!r} under {storage} (no {STATE_FILE})")
+    saved_state = json.loads((state_dir / STATE_FILE).read_text()) if existing else None
+    if saved_state is not None:
+        if saved_state["space"] != space.name:
+            raise UsageError(
+                f"--name {name}: that search used --space {saved_state['space']}; a resumed search keeps its space"
+            )
+        if "args" in saved_state:
+            adopt_saved_identity(args, saved_state["args"], name)
+    check_address(args.address)  # before anything is built or written
+    try:
+        check_tracking_uri(args.mlflow_uri)
+    except ConnectionError as exc:
+        raise UsageError(str(exc)) from None
+    data_root = _abs_dir(args.data_root, "--data-root")
+    roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
+    if data_root is not None:
+        if roots[space.dataset] not in (None, data_root):
+            raise UsageError(f"--data-root and --{space.dataset}-root name different folders")
+        roots[space.dataset] = data_root
+    synthetic_run = roots[space.dataset] is None
+    quick = args.budget == "quick" or (args.budget == "auto" and synthetic_run)
+    if args.top_k is None:
+        args.top_k = 2 if quick else 3
+    if args.reseeds is None:
+        args.reseeds = 1 if quick else 2
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
+        raise UsageError(
+            f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one device (no data-parallel "
+            f"training per trial); use 1, or a fraction (0.5, 0.25) to share a GPU between trials"
+        )
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    bad = [t for t in args.retrain_trials if not 1 <= t <= 10]
+    if bad:
+        raise UsageError(f"--retrain-trials: RegDB trials are 1..10, got {bad}")
+    if any(s < 0 for s in args.retrain_seeds):
+        raise UsageError(f"--retrain-seeds: seeds must be >= 0, got {args.retrain_seeds}")
+    if args.address is None and (args.gpus_per_trial or 0) > 0:
+        import torch  # a local Ray instance has the GPUs this machine has
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no GPU (trials would wait forever)"
+            )
+
+    overrides = list(args.overrides)
+    if roots[space.dataset] is not None:
+        overrides.append(f"data.root={roots[space.dataset]}")
+    try:
+        base = space.base(quick=quick, overrides=overrides)
+    except ConfigError as exc:
+        raise UsageError(f"--set: {exc}") from None
+    if base.data.root is None:  # the synthetic benchmark, generated once, passed to trials as an absolute path
+        base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset, quiet=False))})
+    for d in ("sysu", "regdb"):
+        if roots[d] is None and (synthetic_run or d == space.dataset):
+            roots[d] = Path(base.data.root) if d == space.dataset else synthetic.ensure_default(d, quiet=False)
+    if base.data.cache_dir is not None:
+        base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
+
+    budget = space.budget_for(quick)
+    epochs = base.train.epochs
+    grace = (
+        args.grace_period
+        if args.grace_period is not None
+        else (budget.grace_period if epochs == budget.epochs else max(1, math.ceil(epochs / 4)))
+    )
+    if not 1 <= grace <= epochs:
+        raise UsageError(f"--grace-period {grace}: must be in 1..{epochs} (train.epochs)")
+    if grace < epochs / 4:
+        print(
+            f"warning: ASHA grace period {grace} is under a quarter of {epochs} epochs: early stopping will "
+            f"favour fast-decaying schedules",
+            file=sys.stderr,
+        )
+    budget = type(budget)(
+        epochs=epochs,
+        eval_every=base.train.eval_every,
+        grace_period=grace,
+        num_samples=args.num_samples or budget.num_samples,
+        reduction_factor=budget.reduction_factor,
+    )
+
+    return Plan(
+        space,
+        base,
+        budget,
+        quick,
+        name,
+        storage,
+        experiment_path,
+        state_dir,
+        existing,
+        roots["sysu"],
+        roots["regdb"],
+        synthetic_run,
+        saved_state,
+    )
+
+
+def preflight(plan: Plan) -> str:
+    """Readable layout, splits, weights and a built image cache; returns the dataset fingerprint (a digest of
+    the folder's content listing: the same on every machine and in the model registry)."""
+    from aminet.data.cache import ImageCache, dataset_fingerprint
+    from aminet.engine.trainer import build_training_data, evaluation_set
+    from aminet.model.aminet import check_weights
+
+    root = Path(plan.base.data.root)
+    build_training_data(plan.base, root)
+    evaluation_set(plan.base, root)
+    check_weights(plan.base.model.arch, plan.base.model.weights)
+    ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
+    return dataset_fingerprint(root)

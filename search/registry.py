@@ -1,0 +1,80 @@
+"""The model registry: the champion logged as a safe pyfunc model in the run that trained it, registered per
+benchmark and data fingerprint, the ``champion`` alias moved only under the guarded rule."""
+
+from __future__ import annotations
+
+from search.plan import Plan
+
+__all__ = ["register_champion"]
+
+
+def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str, test_text: str):
+    """Log the best seed model as a pyfunc model from code (weights as a state dict, no pickle) with a
+    signature and an input example, in the MLflow run of the trial that trained it, register it, tag and
+    describe the version, and move ``@champion`` only under the guarded rule. Returns (version, line)."""
+    import mlflow
+    import numpy as np
+
+    from aminet.data.cache import ImageCache, dataset_fingerprint
+    from aminet.engine.evaluate import load_trained
+    from aminet.reporting import git_commit
+    from aminet.serving import log_pyfunc_model
+    from search import champion
+
+    with best.checkpoint.as_directory() as folder:
+        model, cfg = load_trained(folder, device="cpu")
+    base = plan.base
+    cache = ImageCache.open(base.data.root, base.data.height, base.data.width, base.data.cache_dir, progress=False)
+    example = np.array(cache.images[:2])  # two training-set images at the model's size
+    trial_id = str(best.metrics.get("trial_id", winner.trial_id))
+    found = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ray.trial_id` = '{trial_id}'",
+    )
+    source_run = found[0].info.run_id if found else parent_id
+    data_fp = dataset_fingerprint(base.data.root)
+    name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
+    protocol = champion.validation_protocol(base)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=source_run):  # the model's source is the run that trained it
+        info = log_pyfunc_model(
+            model,
+            cfg,
+            example,
+            name="model",
+            registered_model_name=name,
+            pip_requirements=["torch", "torchvision", "numpy", "pyyaml", "aminet"],
+            await_registration_for=60,
+        )
+    version = str(info.registered_model_version)
+    tags = {
+        "aminet.val_score": repr(winner.mean),
+        "aminet.val_score_std": repr(winner.std),
+        "aminet.protocol": protocol,
+        "aminet.dataset_fingerprint": data_fp,
+        "aminet.search": plan.name,
+        "aminet.search_run": parent_id,
+        "aminet.source_run": source_run,
+        "aminet.seeds": " ".join(map(str, winner.seeds)),
+        "aminet.synthetic": str(plan.synthetic_data).lower(),
+        "aminet.trial_id": trial_id,
+        "aminet.git_commit": git_commit(),
+        "aminet.checkpoint": str(best.checkpoint.path),
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"AMINet selected by search `{plan.name}` on {plan.space.dataset} "
+            f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), commit `{git_commit()[:12]}`.\n\n"
+            f"Validation score (R1 + mAP) / 2: {100 * winner.mean:.2f} +- {100 * winner.std:.2f} % over seeds "
+            f"{winner.seeds} (protocol `{protocol}`); this version is the seed model best on validation.\n\n"
+            f"Input: uint8 images (N, {cfg.data.height}, {cfg.data.width}, 3); params modality, feature, flip; output: "
+            f"L2-normalised features.\n\n```\n{test_text.strip()}\n```"
+        ),
+    )
+    moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
+    client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version}" + (" @champion" if moved else ""))
+    return version, line
