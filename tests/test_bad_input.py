@@ -14,6 +14,8 @@ from aminet.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -178,6 +180,6 @@ def test_bench_cli(world, case, extra, needle):
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", *extra], capture_output=True, text=True, timeout=120, cwd=world["tmp"]
+        [sys.executable, str(BENCH), *extra], capture_output=True, text=True, timeout=120, cwd=world["tmp"]
     )
     _check(out, needle, world["tmp"])

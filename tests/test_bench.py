@@ -1,12 +1,15 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
 def test_eval_bench_runs_tiny_and_prints_every_figure():
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", "eval", "--tiny", "--repeats", "1"],
+        [sys.executable, str(BENCH), "eval", "--tiny", "--repeats", "1"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -19,14 +22,14 @@ def test_eval_bench_runs_tiny_and_prints_every_figure():
 
 def test_bench_rejects_bad_arguments():
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", "eval", "--repeats", "0"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(BENCH), "eval", "--repeats", "0"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode != 0 and "--repeats must be >= 1" in out.stderr
 
 
 def test_data_bench_runs_tiny():
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", "data", "--tiny", "--repeats", "1"],
+        [sys.executable, str(BENCH), "data", "--tiny", "--repeats", "1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -42,7 +45,7 @@ def test_data_bench_runs_tiny():
 
 def test_model_bench_runs_tiny():
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", "model", "--tiny", "--repeats", "1"],
+        [sys.executable, str(BENCH), "model", "--tiny", "--repeats", "1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -85,7 +88,7 @@ def test_model_summary_cli():
 
 def _bench(*args, timeout=600):
     out = subprocess.run(
-        [sys.executable, "-m", "aminet.bench", *args, "--tiny", "--repeats", "1"],
+        [sys.executable, str(BENCH), *args, "--tiny", "--repeats", "1"],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,13 +1,16 @@
 """GPU behaviour. The utilisation sampler's logic runs everywhere; the rest needs a CUDA device and is
 skipped without one (these machines have none: run `pytest tests/test_gpu.py` on a GPU machine)."""
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from aminet.bench_train import GpuUtilisation
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ folder is not installed
+from benchmarks.train_pipeline import GpuUtilisation  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -1,4 +1,6 @@
-"""Benchmarks that print figures for this machine: ``python -m aminet.bench [all|eval|data] [--repeats N]``.
+"""Benchmarks that print figures for this machine: ``python benchmarks/bench.py [all|eval|data|...] [--repeats N]``.
+
+Outside the installed package (as timm keeps its benchmark script): run it from a checkout.
 
 ``model``: forward+backward time of one training step (model + all losses) for each ablation preset,
 at 288x144 with ResNet-50 (CPU: fp32, 8 + 8 images by default; GPU: bf16 autocast, channels-last,
@@ -26,12 +28,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from aminet.cli import ArgumentParser
-from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # ``python benchmarks/bench.py``: the ``benchmarks`` package is the checkout's
+    sys.path.insert(0, str(REPO))
+
+from aminet.cli import ArgumentParser  # noqa: E402
+from aminet.evaluation.metrics import regdb_metrics, sysu_metrics  # noqa: E402
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -149,7 +156,7 @@ def bench_data(repeats: int, devices: list[torch.device], tiny: bool) -> list[tu
         )
         # The usual code path's input pipeline alone: torchvision transforms per sample, in the main process
         # (per-core rate) and in DataLoader workers.
-        from aminet.bench_train import baseline_loader, baseline_pad
+        from benchmarks.train_pipeline import baseline_loader, baseline_pad
 
         for workers in sorted({0, min(4, os.cpu_count() or 1)}):
 
@@ -253,8 +260,8 @@ def bench_train(
     """Full training steps, this pipeline vs the per-sample DataLoader baseline (see aminet.bench_train)."""
     import tempfile
 
-    from aminet.bench_train import train_throughput
     from aminet.data import synthetic
+    from benchmarks.train_pipeline import train_throughput
 
     cuda = device.type == "cuda"
     if tiny:  # 64x32: CPU bf16 needs stride-2 maps wider than 2 columns (see engine.trainer._check_cpu_bf16)
@@ -380,19 +387,19 @@ def bench_phase(repeats: int, device: torch.device, tiny: bool) -> list[tuple[st
 
 
 def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
-    """Search overhead per trial and memory per concurrent trial: run in a subprocess (``search.bench``)
+    """Search overhead per trial and memory per concurrent trial: run in a subprocess (``benchmarks/search_stack.py``)
     because ``aminet`` itself never imports Ray."""
     import json
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "search" / "bench.py"
+    script = Path(__file__).resolve().parent / "search_stack.py"
     if not script.is_file():
-        return [("search overhead: search/bench.py not found (installed without the repository)", float("nan"), "")]
+        return [("search overhead: benchmarks/search_stack.py not found", float("nan"), "")]
     cmd = [sys.executable, str(script), "--json"] + (["--tiny"] if tiny else [])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if res.returncode != 0:
-        raise RuntimeError(f"search/bench.py failed: {res.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"benchmarks/search_stack.py failed: {res.stderr.strip().splitlines()[-1:]}")
     return [tuple(row) for row in json.loads(res.stdout.strip().splitlines()[-1])]
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Search-stack costs on this machine: ``python search/bench.py [--tiny] [--json]``.
+"""Search-stack costs on this machine: ``python benchmarks/search_stack.py [--tiny] [--json]``.
 
 * **Overhead per trial**: a trivial trainable (three reports, no work) through the same stack as a real
   search: ``Tuner`` + ``PrunedAwareOptunaSearch`` (TPE, SQLite study) + ASHA + ``TrialRunLogger``
@@ -10,7 +10,7 @@
   holds: what one more concurrent trial costs) and RSS (which also counts the shared cache and library
   pages).
 
-Called by ``python -m aminet.bench search`` (``aminet`` never imports Ray itself).
+Called by ``python benchmarks/bench.py search`` (``aminet`` never imports Ray itself).
 """
 
 from __future__ import annotations

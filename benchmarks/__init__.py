@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (not installed; run from a checkout): see ``bench.py``."""
