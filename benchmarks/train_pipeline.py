@@ -237,7 +237,7 @@ def train_throughput(
     from aminet.data.cache import ImageCache
     from aminet.data.sampler import BatchLoader, CrossModalSampler
     from aminet.data.splits import sysu_train
-    from aminet.engine.trainer import CHECK_EVERY_CUDA, _precision
+    from aminet.engine.trainer import CHECK_EVERY_CUDA, precision
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
     from aminet.presets import preset_overrides
@@ -260,7 +260,7 @@ def train_throughput(
     cfg = cfg.replace(
         {**preset_overrides([preset]), "train.precision": "bf16" if fast and (cuda or cpu_bf16) else "fp32"}
     )
-    dtype = _precision(cfg, device)
+    dtype = precision(cfg, device)
     root = root or synthetic.ensure_default("sysu", quiet=True)
     cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
     train = sysu_train(root, "final")

@@ -18,6 +18,8 @@ __all__ = ["Reporter", "NullReporter", "RecordingReporter"]
 class Reporter(Protocol):
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None: ...
 
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
 
 class NullReporter:
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:

@@ -17,6 +17,7 @@ sampler is keyed by (seed, epoch, step), so a resumed run repeats exactly what i
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -36,7 +37,7 @@ from aminet.data.augment import DeviceAugment
 from aminet.data.cache import ImageCache
 from aminet.data.sampler import BatchLoader, CrossModalSampler
 from aminet.engine.checkpoint import latest_checkpoint, save_checkpoint
-from aminet.engine.reporting import NullReporter
+from aminet.engine.reporting import NullReporter, Reporter
 from aminet.engine.schedule import lr_factor
 from aminet.evaluation.protocol import evaluate_set
 from aminet.losses import AMINetCriterion
@@ -52,6 +53,12 @@ __all__ = [
     "evaluation_set",
     "metrics_from_frame",
     "FAULT_NAN_ENV",
+    "CHECK_EVERY_CUDA",
+    "Run",
+    "setup",
+    "run_step",
+    "LossMeter",
+    "precision",
 ]
 
 # Fault injection for tests (and the reliability suite): make the loss NaN at this global step.
@@ -155,7 +162,7 @@ def _check_cpu_bf16(cfg: Config) -> None:
         )
 
 
-def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
+def precision(cfg: Config, device: torch.device) -> torch.dtype | None:
     p = cfg.train.precision
     if device.type != "cuda":
         if p == "bf16" and device.type == "cpu":
@@ -204,23 +211,48 @@ def _evaluate(
         )
 
 
-def train(
-    cfg: Config,
-    reporter: Any = None,
-    run_dir: str | Path | None = None,
-    *,
-    resume: bool = True,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-) -> TrainResult:
-    """Train ``cfg``; checkpoints go to ``run_dir/checkpoints`` (resumed from when ``resume``)."""
-    reporter = reporter or NullReporter()
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say = (lambda msg: None) if quiet else log
+@dataclass
+class Run:
+    """Everything a training step touches, built once by ``setup``."""
+
+    cfg: Config
+    device: torch.device
+    dtype: torch.dtype | None
+    root: Path
+    train_set: splits.TrainSet
+    evalset: splits.EvalSet
+    cache: ImageCache
+    sampler: CrossModalSampler
+    loader: BatchLoader
+    augment: DeviceAugment
+    model: AMINet
+    forward: Callable  # the model, or its torch.compile'd version
+    criterion: AMINetCriterion
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # the augmentation RNG (checkpointed)
+
+    def describe(self) -> str:
+        precision = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
+        return (
+            f"[aminet] {self.train_set.describe()}; {self.evalset.name}: {len(self.evalset.probes)} probes; "
+            f"device {self.device} {precision}; {self.cfg.train.epochs} epochs x {self.sampler.iters_per_epoch} steps"
+        )
+
+    def set_lr(self, epoch: int) -> float:
+        """The schedule's lr for ``epoch`` (0-based) on every parameter group; returns the base lr."""
+        o = self.cfg.optim
+        factor = lr_factor(epoch, o, self.cfg.train.epochs)
+        for g in self.optimizer.param_groups:
+            g["lr"] = o.lr * g["lr_mult"] * factor
+        return o.lr * factor
+
+
+def setup(cfg: Config, quiet: bool = False) -> Run:
+    """Data (splits, cache, sampler, loader, augmentation), model, loss and optimiser for ``cfg``."""
     _seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    dtype = _precision(cfg, device)
+    dtype = precision(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune each convolution once
     root = resolve_root(cfg, quiet=quiet)
@@ -244,153 +276,224 @@ def train(
         cams_visible=train_set.visible.cams,
         cams_infrared=train_set.infrared.cams,
     )
-    augment = DeviceAugment.from_config(cfg)
     model = build_model(cfg, train_set.num_classes).to(device)
     criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
     if cfg.train.channels_last and (device.type == "cuda" or dtype is not None):
         # GPU, or bf16 autocast on a CPU (oneDNN's fast bf16 kernels want NHWC); fp32 on a CPU stays NCHW
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(cfg, model, criterion)
-    scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
-    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    forward = torch.compile(model) if cfg.train.compile else model
-
-    ckpt_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
-    start_epoch, history, epoch_log, last_ckpt = 0, [], [], None
-    if resume and ckpt_dir is not None:
-        found = latest_checkpoint(ckpt_dir, map_location=device)
-        if found is not None:
-            last_ckpt, state = found
-            model.load_state_dict(state["model"])
-            criterion.load_state_dict(state["criterion"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            gen.set_state(state["aug_rng"].cpu())
-            torch.set_rng_state(state["torch_rng"].cpu())
-            start_epoch, history, epoch_log = int(state["epoch"]), list(state["history"]), list(state["epochs"])
-            say(f"[aminet] resuming from {last_ckpt} (epoch {start_epoch} done)")
-
-    fault_step = int(os.environ.get(FAULT_NAN_ENV, "-1"))
-    epochs = cfg.train.epochs
-    iters = sampler.iters_per_epoch
-    batch_images = 2 * sampler.batch_size
-    say(
-        f"[aminet] {train_set.describe()}; {evalset.name}: {len(evalset.probes)} probes; device {device}"
-        f"{' ' + str(dtype).replace('torch.', '') if dtype else ' fp32'}; {epochs} epochs x {iters} steps"
+    return Run(
+        cfg,
+        device,
+        dtype,
+        root,
+        train_set,
+        evalset,
+        cache,
+        sampler,
+        loader,
+        DeviceAugment.from_config(cfg),
+        model,
+        torch.compile(model) if cfg.train.compile else model,
+        criterion,
+        _optimizer(cfg, model, criterion),
+        torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16)),
+        torch.Generator().manual_seed(cfg.train.seed + 1),
     )
 
-    def set_lr(epoch: int) -> float:
-        factor = lr_factor(epoch, cfg.optim, epochs)
-        for g in optimizer.param_groups:
-            g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
-        return cfg.optim.lr * factor
 
+class LossMeter:
+    """The loss terms of each step, kept on the device and fetched in one copy every ``every`` steps and at
+    the end of an epoch (no host sync inside a step on a GPU); the first non-finite loss raises
+    ``NonFiniteLossError`` with its epoch and step. ``means(iters)`` gives the epoch's averages."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.pending: list[tuple[int, int, torch.Tensor]] = []  # (epoch, step, [loss, *terms])
+        self.names: list[str] = []
+        self.sums: dict[str, float] = {}
+
+    def add(self, epoch: int, it: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        self.names = ["loss", *terms]
+        values = [loss.detach().float(), *(v.detach().float() for v in terms.values())]
+        self.pending.append((epoch, it, torch.stack(values)))
+
+    def due(self, last_of_epoch: bool) -> bool:
+        return len(self.pending) >= self.every or last_of_epoch
+
+    def drain(self, lr: float) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([v for _, _, v in self.pending]).cpu().numpy()
+        for (epoch, it, _), row in zip(self.pending, values):
+            if not np.isfinite(row[0]):
+                detail = ", ".join(f"{k} {v:.4g}" for k, v in zip(self.names[1:], row[1:]))
+                raise NonFiniteLossError(
+                    f"non-finite loss {row[0]} at epoch {epoch + 1}, step {it + 1} ({detail}); lr {lr:.3g}",
+                    epoch=epoch + 1,
+                )
+            for k, v in zip(self.names, row):
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.pending.clear()
+
+    def means(self, iters: int) -> dict[str, float]:
+        out = {k: v / iters for k, v in self.sums.items()}
+        self.sums = {}
+        return out
+
+
+def run_step(r: Run, batch, meter: LossMeter, lr: float, on_loss: Callable | None = None) -> None:
+    """One optimiser step: augment both halves on the device, forward, the loss terms, update. The loss values
+    are checked (host copy) when the meter is due, before the update: a non-finite loss never reaches the
+    weights on a CPU. ``on_loss(epoch, step, loss) -> loss`` is a test hook (fault injection)."""
+    vis, vis_up = r.augment(batch.visible, True, r.gen)
+    ir, ir_up = r.augment(batch.infrared, False, r.gen)
+    with torch.autocast(device_type=r.device.type, dtype=r.dtype or torch.float32, enabled=r.dtype is not None):
+        out = r.forward(vis, ir, vis_up, ir_up)
+        loss, terms = r.criterion(out, batch.labels, batch.cams)
+    if on_loss is not None:
+        loss = on_loss(batch.epoch, batch.it, loss)
+    meter.add(batch.epoch, batch.it, loss, terms)
+    if meter.due(batch.it + 1 == r.sampler.iters_per_epoch):
+        meter.drain(lr)
+    r.optimizer.zero_grad(set_to_none=True)
+    r.scaler.scale(loss).backward()
+    r.scaler.step(r.optimizer)
+    r.scaler.update()
+
+
+def nan_fault_from_env(iters: int) -> Callable | None:
+    """``AMINET_FAULT_NAN_AT_STEP=<global step>`` (tests and drills, any entry point): a loss hook that makes
+    that step's loss NaN; None when the variable is unset."""
+    step = int(os.environ.get(FAULT_NAN_ENV, "-1"))
+    if step < 0:
+        return None
+    return lambda epoch, it, loss: loss * float("nan") if epoch * iters + it == step else loss
+
+
+def train(
+    cfg: Config,
+    reporter: Reporter | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = True,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_loss: Callable | None = None,
+) -> TrainResult:
+    """Train ``cfg``; checkpoints go to ``run_dir/checkpoints`` (resumed from when ``resume``). ``on_step(epoch,
+    step)`` and ``on_loss(epoch, step, loss) -> loss`` are hooks for tests and fault drills."""
+    reporter = reporter or NullReporter()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (lambda msg: None) if quiet else log
+    r = setup(cfg, quiet)
+    ckpt_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
+    start_epoch, history, epoch_log, last_ckpt = restore(r, ckpt_dir, say) if resume else (0, [], [], None)
+    epochs, iters = cfg.train.epochs, r.sampler.iters_per_epoch
+    on_loss = on_loss or nan_fault_from_env(iters)
+    say(r.describe())
+    check_every = cfg.train.host_sync_every or (CHECK_EVERY_CUDA if r.device.type == "cuda" else 1)
     metrics: dict[str, float] = history[-1] if history else {}
     frame: pd.DataFrame | None = None
-    sums: dict[str, float] = {}
-    check_every = cfg.train.host_sync_every or (CHECK_EVERY_CUDA if device.type == "cuda" else 1)
-    pending: list[tuple[int, int, torch.Tensor]] = []  # (epoch, step, [loss, *terms]) not yet on the host
-    names: list[str] = []
 
-    def drain() -> None:
-        """Fetch the pending steps' loss values in one copy; stop at the first non-finite loss."""
-        if not pending:
-            return
-        values = torch.stack([v for _, _, v in pending]).cpu().numpy()
-        for (ep_i, step_i, _), row in zip(pending, values):
-            if not np.isfinite(row[0]):
-                detail = ", ".join(f"{k} {v:.4g}" for k, v in zip(names[1:], row[1:]))
-                raise NonFiniteLossError(
-                    f"non-finite loss {row[0]} at epoch {ep_i + 1}, step {step_i + 1} ({detail}); lr {lr:.3g}",
-                    epoch=ep_i + 1,
-                )
-            for k, v in zip(names, row):
-                sums[k] = sums.get(k, 0.0) + float(v)
-        pending.clear()
-
-    t_epoch = time.perf_counter()
-    lr = set_lr(start_epoch) if start_epoch < epochs else 0.0
-    model.train()
-    for batch in loader.run(start_epoch, 0, epochs):
-        epoch, it = batch.epoch, batch.it
-        if it == 0 and epoch != start_epoch:
-            lr = set_lr(epoch)
-        if on_step is not None:
-            on_step(epoch, it)
-        vis, vis_up = augment(batch.visible, True, gen)
-        ir, ir_up = augment(batch.infrared, False, gen)
-        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = forward(vis, ir, vis_up, ir_up)
-            loss, terms = criterion(out, batch.labels, batch.cams)
-        if epoch * iters + it == fault_step:
-            loss = loss * float("nan")
-        names = ["loss", *terms]
-        pending.append((epoch, it, torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])))
-        if len(pending) >= check_every or it + 1 == iters:
-            drain()  # before the update: on a CPU a non-finite loss never reaches the weights
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-        if it + 1 < iters:
-            continue
-        # ---- end of epoch -------------------------------------------------------------------------
+    r.model.train()
+    batches = r.loader.run(start_epoch, 0, epochs)  # one stream over all epochs: prefetching never stops
+    for epoch, steps in itertools.groupby(batches, key=lambda b: b.epoch):
+        lr, meter, t0 = r.set_lr(epoch), LossMeter(check_every), time.perf_counter()
+        for batch in steps:
+            if on_step is not None:
+                on_step(epoch, batch.it)
+            run_step(r, batch, meter, lr, on_loss)
+        figures = {**meter.means(iters), "lr": lr}
         done = epoch + 1
-        seconds = time.perf_counter() - t_epoch
-        ep = {k: v / iters for k, v in sums.items()}
-        ep.update(
-            lr=lr, images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds, step=done * iters
-        )  # step: optimizer steps so far
-        epoch_log.append({"epoch": done, **ep})
-        say(
-            f"epoch {done:3d}/{epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
-            f"imdal {ep['imdal']:.4f} idal {ep['idal']:.4f}) | lr {lr:.2e} | {ep['images_per_s']:.0f} img/s | "
-            f"{seconds:.1f} s"
-        )
-        if hasattr(reporter, "log_epoch"):
-            reporter.log_epoch(done, ep)
-        evaluate_now = done % cfg.train.eval_every == 0 or done == epochs
-        if evaluate_now:
-            df = _evaluate(model, evalset, cache, cfg, device, dtype)
-            frame = df
-            metrics = {"epoch": done, **metrics_from_frame(df, cfg)}
+        evaluation = end_of_epoch(r, done, figures, time.perf_counter() - t0, epoch_log, reporter, say)
+        if evaluation is not None:
+            frame, metrics = evaluation
             history.append(metrics)
-            say(
-                f"  eval {evalset.name} ({cfg.eval.feature}): R1 {100 * metrics['R1']:.2f}  mAP "
-                f"{100 * metrics['mAP']:.2f}  mINP {100 * metrics['mINP']:.2f}  score {100 * metrics['score']:.2f}"
-            )
-            model.train()
-        if ckpt_dir is not None and (evaluate_now or done % cfg.train.checkpoint_every == 0):
-            state = {
-                "model": model.state_dict(),
-                "criterion": criterion.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "aug_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": done,
-                "history": history,
-                "epochs": epoch_log,
-            }
-            last_ckpt = save_checkpoint(ckpt_dir, done, state, cfg.to_yaml())
-        if evaluate_now:
+        last_ckpt = checkpoint(r, ckpt_dir, done, history, epoch_log, evaluation is not None) or last_ckpt
+        if evaluation is not None:
             reporter.report(done, dict(metrics), last_ckpt)
-        sums = {}
-        t_epoch = time.perf_counter()
 
-    if frame is None and history:  # resumed after the last epoch: evaluate the restored model once
-        frame = _evaluate(model, evalset, cache, cfg, device, dtype)
+    return finish(r, metrics, history, epoch_log, last_ckpt, frame)
+
+
+def finish(r: Run, metrics: dict, history: list, epoch_log: list, last_ckpt: Path | None, frame) -> TrainResult:
+    """The run's result; a run resumed after its last epoch evaluates the restored model once."""
+    if frame is None and history:
+        frame = _evaluate(r.model, r.evalset, r.cache, r.cfg, r.device, r.dtype)
+    extra = {"device": str(r.device), "dtype": str(r.dtype) if r.dtype else "fp32"}
     return TrainResult(
-        metrics,
-        history,
-        epoch_log,
-        model,
-        root,
-        cache,
-        train_set,
-        last_ckpt,
-        frame,
-        evalset,
-        {"device": str(device), "dtype": str(dtype) if dtype else "fp32"},
+        metrics, history, epoch_log, r.model, r.root, r.cache, r.train_set, last_ckpt, frame, r.evalset, extra
     )
+
+
+def restore(r: Run, ckpt_dir: Path | None, say: Callable[[str], None]) -> tuple[int, list, list, Path | None]:
+    """Continue from the latest checkpoint in ``ckpt_dir``: (epochs done, evaluations, epoch figures, path)."""
+    found = latest_checkpoint(ckpt_dir, map_location=r.device) if ckpt_dir is not None else None
+    if found is None:
+        return 0, [], [], None
+    path, state = found
+    r.model.load_state_dict(state["model"])
+    r.criterion.load_state_dict(state["criterion"])
+    r.optimizer.load_state_dict(state["optimizer"])
+    r.scaler.load_state_dict(state["scaler"])
+    r.gen.set_state(state["aug_rng"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    say(f"[aminet] resuming from {path} (epoch {int(state['epoch'])} done)")
+    return int(state["epoch"]), list(state["history"]), list(state["epochs"]), path
+
+
+def end_of_epoch(
+    r: Run,
+    done: int,
+    figures: dict[str, float],
+    seconds: float,
+    epoch_log: list,
+    reporter: Reporter,
+    say: Callable[[str], None],
+) -> tuple[pd.DataFrame, dict[str, float]] | None:
+    """The epoch's figures (logged, printed, told to the reporter) and, on an evaluation epoch, the evaluation:
+    (per-trial frame, metrics), else None."""
+    cfg, iters = r.cfg, r.sampler.iters_per_epoch
+    batch_images = 2 * r.sampler.batch_size
+    ep = dict(figures)
+    ep.update(
+        images_per_s=batch_images * iters / max(seconds, 1e-9), epoch_seconds=seconds, step=done * iters
+    )  # step: optimizer steps so far
+    epoch_log.append({"epoch": done, **ep})
+    say(
+        f"epoch {done:3d}/{cfg.train.epochs} | loss {ep['loss']:.3f} (id {ep['id']:.3f} tri {ep['triplet']:.3f} "
+        f"imdal {ep['imdal']:.4f} idal {ep['idal']:.4f}) | lr {ep['lr']:.2e} | {ep['images_per_s']:.0f} img/s | "
+        f"{seconds:.1f} s"
+    )
+    reporter.log_epoch(done, ep)
+    if not (done % cfg.train.eval_every == 0 or done == cfg.train.epochs):
+        return None
+    frame = _evaluate(r.model, r.evalset, r.cache, cfg, r.device, r.dtype)
+    metrics = {"epoch": done, **metrics_from_frame(frame, cfg)}
+    say(
+        f"  eval {r.evalset.name} ({cfg.eval.feature}): R1 {100 * metrics['R1']:.2f}  mAP {100 * metrics['mAP']:.2f}  "
+        f"mINP {100 * metrics['mINP']:.2f}  score {100 * metrics['score']:.2f}"
+    )
+    r.model.train()
+    return frame, metrics
+
+
+def checkpoint(
+    r: Run, ckpt_dir: Path | None, done: int, history: list, epoch_log: list, evaluated: bool
+) -> Path | None:
+    """Save a checkpoint after an evaluation or every ``train.checkpoint_every`` epochs; its path, else None."""
+    if ckpt_dir is None or not (evaluated or done % r.cfg.train.checkpoint_every == 0):
+        return None
+    state = {
+        "model": r.model.state_dict(),
+        "criterion": r.criterion.state_dict(),
+        "optimizer": r.optimizer.state_dict(),
+        "scaler": r.scaler.state_dict(),
+        "aug_rng": r.gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": done,
+        "history": history,
+        "epochs": epoch_log,
+    }
+    return save_checkpoint(ckpt_dir, done, state, r.cfg.to_yaml())
