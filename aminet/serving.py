@@ -39,13 +39,11 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
 
 def load_weights(weights: str | Path, config: str | Path):
     """(model in eval mode, config) from ``weights.pt`` and ``config.yaml``; ``weights_only`` loading."""
-    from aminet.model.aminet import build_model
+    from aminet.engine.evaluate import model_from_weights
 
     cfg = Config.load(Path(config))
     state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-    model = build_model(cfg.replace({"model.weights": "none"}), int(state["classifier.weight"].shape[0]))
-    model.load_state_dict(state)
-    return model.eval(), cfg
+    return model_from_weights(cfg, state).eval(), cfg
 
 
 class AMINetPyfunc(_PythonModel):

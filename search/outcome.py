@@ -33,7 +33,7 @@ def select_champion(
     import pandas as pd
 
     from search import champion
-    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger, mlflow_metrics
+    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger, mlflow_metrics, trial_run
     from trainables.params import OPTUNA_TRIAL, apply_params
 
     b = plan.budget
@@ -118,13 +118,9 @@ def select_champion(
     for k, v in winner.params.items():
         client.set_tag(parent_id, f"best.{k}", str(v))
     client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
-    found = client.search_runs(
-        [exp_id],
-        f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-        f"tags.`ray.trial_id` = '{winner.trial_id}' and tags.`aminet.role` = 'trial'",
-    )
-    if found:  # the winning trial's run: tagged, and linked from the parent
-        winner.run_id = found[0].info.run_id
+    found = trial_run(client, exp_id, parent_id, winner.trial_id)
+    if found is not None:  # the winning trial's run: tagged, and linked from the parent
+        winner.run_id = found.info.run_id
         client.set_tag(winner.run_id, "aminet.winner", "true")
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
     print(
@@ -154,7 +150,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     tests = [
         dataset_input(
             f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
-            dataset_fingerprint(root),
+            plan.fingerprint if Path(root) == Path(plan.base.data.root) else dataset_fingerprint(root),
             root,
             "test",
         )

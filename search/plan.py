@@ -274,6 +274,7 @@ class Plan:
     regdb_root: Path | None
     synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
     saved_state: dict | None = None
+    fingerprint: str | None = None  # of the search's data folder, set by preflight
 
     @property
     def synthetic_data(self) -> bool:
@@ -415,8 +416,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
 
 
 def preflight(plan: Plan) -> str:
-    """Readable layout, splits, weights and a built image cache; returns the dataset fingerprint (a digest of
-    the folder's content listing: the same on every machine and in the model registry)."""
+    """Readable layout, splits, weights and a built image cache; sets and returns ``plan.fingerprint`` (a digest
+    of the data folder's content listing: the same on every machine and in the model registry)."""
     from aminet.data.cache import ImageCache, dataset_fingerprint
     from aminet.engine.trainer import build_training_data, evaluation_set
     from aminet.model.aminet import check_weights
@@ -426,4 +427,5 @@ def preflight(plan: Plan) -> str:
     evaluation_set(plan.base, root)
     check_weights(plan.base.model.arch, plan.base.model.weights)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
-    return dataset_fingerprint(root)
+    plan.fingerprint = dataset_fingerprint(root)
+    return plan.fingerprint

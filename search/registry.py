@@ -15,11 +15,12 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
     import mlflow
     import numpy as np
 
-    from aminet.data.cache import ImageCache, dataset_fingerprint
+    from aminet.data.cache import ImageCache
     from aminet.engine.evaluate import load_trained
     from aminet.reporting import git_commit
     from aminet.serving import log_pyfunc_model
     from search import champion
+    from search.tuning import trial_run
 
     with best.checkpoint.as_directory() as folder:
         model, cfg = load_trained(folder, device="cpu")
@@ -27,12 +28,9 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
     cache = ImageCache.open(base.data.root, base.data.height, base.data.width, base.data.cache_dir, progress=False)
     example = np.array(cache.images[:2])  # two training-set images at the model's size
     trial_id = str(best.metrics.get("trial_id", winner.trial_id))
-    found = client.search_runs(
-        [client.get_run(parent_id).info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ray.trial_id` = '{trial_id}'",
-    )
-    source_run = found[0].info.run_id if found else parent_id
-    data_fp = dataset_fingerprint(base.data.root)
+    found = trial_run(client, client.get_run(parent_id).info.experiment_id, parent_id, trial_id)
+    source_run = found.info.run_id if found is not None else parent_id
+    data_fp = plan.fingerprint  # computed once, by preflight
     name = champion.registered_name(plan.space.dataset, plan.synthetic_data, data_fp)
     protocol = champion.validation_protocol(base)
     mlflow.set_tracking_uri(uri)

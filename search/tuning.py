@@ -30,6 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -48,6 +49,7 @@ __all__ = [
     "SAMPLERS",
     "make_sampler",
     "trial_error",
+    "trial_run",
 ]
 
 # Keys a trial reports (see trainables.aminet_trainable.TuneReporter) that go to MLflow as metrics.
@@ -90,7 +92,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if not self._deadline_file or not os.path.isfile(self._deadline_file):
             return False
         try:
-            return time.time() >= float(open(self._deadline_file).read().strip())
+            return time.time() >= float(Path(self._deadline_file).read_text().strip())
         except ValueError:
             return False
 
@@ -233,15 +235,10 @@ class TrialRunLogger(LoggerCallback):
         """The trial's run: found by tags (after a restore or retry) or created."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
-            f"and tags.`ray.trial_id` = '{trial.trial_id}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
+        found = trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if found is not None:
+            run_id = found.info.run_id
+            if found.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
         else:
             config = dict(trial.config)
@@ -427,6 +424,16 @@ class ResolvedParams:
             resolved = apply_params(base, {**sampled, "cfg.train.seed": int(config["seed"])})
             sampled.update(candidate=int(config["candidate"]), seed=int(config["seed"]))
         return {**resolved.flat(), **sampled}
+
+
+def trial_run(client, experiment_id: str, parent_run_id: str, ray_trial_id: str):
+    """The MLflow run of a Ray trial (search or re-seed) under the search's parent run, or None."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`ray.trial_id` = '{ray_trial_id}'",
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def trial_error(trial) -> str:

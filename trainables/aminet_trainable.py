@@ -29,7 +29,7 @@ from ray import tune
 
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
-from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, train
+from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, evaluates, train
 from trainables.params import OPTUNA_TRIAL, apply_params
 
 __all__ = [
@@ -64,12 +64,12 @@ class TuneReporter:
     and ``val_mAP`` carry the latest evaluation on every report for the console table, whose first
     columns Ray takes from the first keys of a report (so their order here is the table's)."""
 
-    def __init__(self, resumed_from: int, eval_epochs: set[int]) -> None:
+    def __init__(self, resumed_from: int, cfg: Config) -> None:
         import ray
 
         self.resumed_from = resumed_from
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.eval_epochs = eval_epochs
+        self.cfg = cfg
         self.latest = {"val_score": float("nan"), "val_R1": float("nan"), "val_mAP": float("nan")}
         self._epoch: dict[str, float] = {}
 
@@ -85,7 +85,7 @@ class TuneReporter:
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self._epoch = {k: float(v) for k, v in metrics.items()}
-        if epoch not in self.eval_epochs:  # an evaluation epoch reports once, with its evaluation
+        if not evaluates(self.cfg, epoch):  # an evaluation epoch reports once, with its evaluation
             tune.report(self._values(epoch, {}))
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
@@ -148,9 +148,7 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        epochs, every = cfg.train.epochs, cfg.train.eval_every
-        eval_epochs = {e for e in range(1, epochs + 1) if e % every == 0 or e == epochs}
-        reporter = TuneReporter(resumed_from, eval_epochs)
+        reporter = TuneReporter(resumed_from, cfg)
         try:
             train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
         except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it

@@ -27,7 +27,7 @@ from aminet.engine.checkpoint import CheckpointError, load_checkpoint
 from aminet.evaluation.protocol import evaluate_set
 from aminet.model.aminet import AMINet, build_model
 
-__all__ = ["load_trained", "evaluate_benchmarks"]
+__all__ = ["load_trained", "model_from_weights", "evaluate_benchmarks"]
 
 
 def load_trained(checkpoint_dir: str | Path, device: str | torch.device = "cpu") -> tuple[AMINet, Config]:
@@ -37,12 +37,16 @@ def load_trained(checkpoint_dir: str | Path, device: str | torch.device = "cpu")
     if not cfg_file.is_file():
         raise CheckpointError(f"checkpoint {folder}: config.yaml is missing")
     cfg = Config.load(cfg_file)
-    state = load_checkpoint(folder, map_location="cpu")
-    weights = state["model"]
-    num_classes = int(weights["classifier.weight"].shape[0])
-    model = build_model(cfg.replace({"model.weights": "none"}), num_classes)
-    model.load_state_dict(weights)
+    model = model_from_weights(cfg, load_checkpoint(folder, map_location="cpu")["model"])
     return model.to(device).eval(), cfg
+
+
+def model_from_weights(cfg: Config, weights: dict[str, torch.Tensor]) -> AMINet:
+    """The trained ``AMINet`` of ``cfg`` (no pretrained download) with ``weights`` loaded; the number of
+    classes is read from the classifier's weights."""
+    model = build_model(cfg.replace({"model.weights": "none"}), int(weights["classifier.weight"].shape[0]))
+    model.load_state_dict(weights)
+    return model
 
 
 def evaluate_benchmarks(

@@ -59,6 +59,7 @@ __all__ = [
     "run_step",
     "LossMeter",
     "precision",
+    "evaluates",
 ]
 
 # Fault injection for tests (and the reliability suite): make the loss NaN at this global step.
@@ -467,7 +468,7 @@ def end_of_epoch(
         f"{seconds:.1f} s"
     )
     reporter.log_epoch(done, ep)
-    if not (done % cfg.train.eval_every == 0 or done == cfg.train.epochs):
+    if not evaluates(cfg, done):
         return None
     frame = _evaluate(r.model, r.evalset, r.cache, cfg, r.device, r.dtype)
     metrics = {"epoch": done, **metrics_from_frame(frame, cfg)}
@@ -477,6 +478,11 @@ def end_of_epoch(
     )
     r.model.train()
     return frame, metrics
+
+
+def evaluates(cfg: Config, done: int) -> bool:
+    """Whether the run evaluates after epoch ``done`` (1-based): every ``train.eval_every`` and the last."""
+    return done % cfg.train.eval_every == 0 or done == cfg.train.epochs
 
 
 def checkpoint(
