@@ -20,6 +20,7 @@ import pandas as pd
 __all__ = [
     "paper_table",
     "seed_summary",
+    "log_seed_summary",
     "cmc_figure",
     "tsne_figure",
     "distance_figure",
@@ -70,6 +71,24 @@ def seed_summary(per_trial: pd.DataFrame, feature: str = "bn") -> pd.DataFrame:
         [g.mean().add_suffix("_mean"), g.std(ddof=1).fillna(0.0).add_suffix("_std"), g.size().rename("seeds")], axis=1
     ).reset_index()
     return out
+
+
+def log_seed_summary(client, run_id: str, per_trial: pd.DataFrame, cfg) -> pd.DataFrame:
+    """On run ``run_id`` (an ``MlflowClient``'s): every metric's mean and std over seeds as
+    ``<test|val>/<setting>/<metric>_mean|_std``, and the per-trial, summary and paper-layout tables as text
+    artifacts. ``per_trial`` holds the models' per-trial frames with a ``seed`` column. Returns the summary."""
+    prefix = "test/" if cfg.data.purpose == "final" else "val/"
+    summary = seed_summary(per_trial, cfg.eval.feature)
+    for _, r in summary.iterrows():
+        for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
+            client.log_metric(run_id, f"{prefix}{r.setting}/{m}_mean", float(r[f"{m}_mean"]))
+            client.log_metric(run_id, f"{prefix}{r.setting}/{m}_std", float(r[f"{m}_std"]))
+    client.log_text(
+        run_id, per_trial.drop(columns=["cmc"], errors="ignore").to_csv(index=False), "results/per_trial.csv"
+    )
+    client.log_text(run_id, summary.to_csv(index=False), "results/summary.csv")
+    client.log_text(run_id, paper_table(summary) + "\n", "results/summary.txt")
+    return summary
 
 
 def paper_table(summary: pd.DataFrame) -> str:

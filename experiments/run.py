@@ -150,6 +150,56 @@ def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
     return final
 
 
+def run_unit(
+    label: str,
+    cfg: Config,
+    seed: int,
+    trial: int | None,
+    exp_id: str,
+    run_root: Path,
+    quiet: bool,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+) -> pd.DataFrame:
+    """One trained model (a seed, and a RegDB trial), as an MLflow child run of the active run or of
+    ``parent_run_id``: per-epoch metrics, final test metrics, weights, plots. Returns its per-trial frame."""
+    import mlflow
+
+    from aminet.engine.trainer import train
+    from aminet.reporting import MLflowReporter, flatten_config
+
+    prefix = "test/" if cfg.data.purpose == "final" else "val/"
+    over = {"train.seed": seed} | ({"data.regdb_trial": trial} if trial is not None else {})
+    c = cfg.replace(over)
+    name = f"{label}-seed{seed}" + (f"-trial{trial}" if trial is not None else "")
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=name,
+        nested=parent_run_id is None,
+        parent_run_id=parent_run_id,
+        tags={
+            **tags,
+            "aminet.role": "model",
+            "aminet.label": label,
+            "aminet.seed": str(seed),
+            "aminet.trial": str(trial or "-"),
+        },
+    ):
+        mlflow.log_params(flatten_config(c.flat()))
+        if not quiet:
+            print(f"\n=== {name} ===", file=sys.stderr, flush=True)
+        result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet)
+        mlflow.set_tag("aminet.dataset_fingerprint", result.cache.folder.name)
+        result.frame = result.frame.assign(seed=seed, label=label)
+        log_child_artifacts(result, c, prefix)
+    return result.frame
+
+
+def units(cfg: Config, seeds: list[int], trials: list[int]) -> list[tuple[int, int | None]]:
+    """The models of a configuration: one per seed, and per RegDB trial (the protocol trains one each)."""
+    return [(s, t) for s in seeds for t in (trials if cfg.data.dataset == "regdb" else [None])]
+
+
 def run_configuration(
     label: str,
     cfg: Config,
@@ -160,16 +210,15 @@ def run_configuration(
     quiet: bool,
     tags: dict[str, str],
 ) -> pd.DataFrame:
+    """A summary run with one child run per model (``run_unit``), then the mean +- std over seeds."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    from aminet.engine.trainer import train
-    from aminet.reporting import MLflowReporter, flatten_config, paper_table, seed_summary
+    from aminet.reporting import flatten_config, log_seed_summary
 
-    prefix = "test/" if cfg.data.purpose == "final" else "val/"
-    frames = []
     with mlflow.start_run(
         experiment_id=exp_id, run_name=label, tags={**tags, "aminet.role": "summary", "aminet.label": label}
-    ):
+    ) as parent:
         mlflow.log_params(flatten_config(cfg.flat()))
         mlflow.log_params(
             {
@@ -178,40 +227,9 @@ def run_configuration(
             }
         )
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
-        for seed in seeds:
-            for trial in trials if cfg.data.dataset == "regdb" else [None]:
-                over = {"train.seed": seed} | ({"data.regdb_trial": trial} if trial is not None else {})
-                c = cfg.replace(over)
-                name = f"{label}-seed{seed}" + (f"-trial{trial}" if trial is not None else "")
-                with mlflow.start_run(
-                    experiment_id=exp_id,
-                    run_name=name,
-                    nested=True,
-                    tags={
-                        **tags,
-                        "aminet.role": "model",
-                        "aminet.label": label,
-                        "aminet.seed": str(seed),
-                        "aminet.trial": str(trial or "-"),
-                    },
-                ):
-                    mlflow.log_params(flatten_config(c.flat()))
-                    if not quiet:
-                        print(f"\n=== {name} ===", file=sys.stderr, flush=True)
-                    result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet)
-                    mlflow.set_tag("aminet.dataset_fingerprint", result.cache.folder.name)
-                    log_child_artifacts(result, c, prefix)
-                    frames.append(result.frame.assign(seed=seed, label=label))
+        frames = [run_unit(label, cfg, s, t, exp_id, run_root, quiet, tags) for s, t in units(cfg, seeds, trials)]
         per_trial = pd.concat(frames, ignore_index=True)
-        summary = seed_summary(per_trial, cfg.eval.feature)
-        for _, r in summary.iterrows():
-            for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
-                mlflow.log_metric(f"{prefix}{r.setting}/{m}_mean", float(r[f"{m}_mean"]))
-                mlflow.log_metric(f"{prefix}{r.setting}/{m}_std", float(r[f"{m}_std"]))
-        table = paper_table(summary)
-        mlflow.log_text(per_trial.drop(columns=["cmc"]).to_csv(index=False), "results/per_trial.csv")
-        mlflow.log_text(summary.to_csv(index=False), "results/summary.csv")
-        mlflow.log_text(table + "\n", "results/summary.txt")
+        log_seed_summary(MlflowClient(), parent.info.run_id, per_trial, cfg)
     return per_trial
 
 
@@ -245,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra MLflow tag on every run (e.g. the search parent run), repeatable",
     )
+    parser.add_argument(
+        "--parent-run-id",
+        default=None,
+        metavar="RUN_ID",
+        help="log each model as a child of this existing run and write no summary run (the caller, e.g. the "
+        "search's --retrain-best, trains the models as separate tasks and summarises them)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -272,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = load_experiment(args.config, overrides, args.preset)
         experiment = args.experiment or Path(args.config).stem
         seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]
+        if args.parent_run_id is not None and len(configs) != 1:
+            raise UsageError(f"--parent-run-id: {args.config} has {len(configs)} configurations; give one")
         preflight(configs, args.trials, args.quiet)
     except (UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -301,7 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for label, cfg in configs:
-            results.append(run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags))
+            if args.parent_run_id is not None:
+                for seed, trial in units(cfg, seeds, args.trials):
+                    unit = run_unit(label, cfg, seed, trial, exp_id, run_root, args.quiet, tags, args.parent_run_id)
+                    results.append(unit)
+            else:
+                results.append(run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags))
     except KeyboardInterrupt:
         print(
             "interrupted: the MLflow runs are marked FAILED; re-run the same command to resume from the "

@@ -11,7 +11,9 @@ from search.lineage import describe_parent, save_state
 from search.plan import REPO, Plan
 from search.registry import register_champion
 
-__all__ = ["select_champion", "final_evaluation", "retrain_best"]
+__all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units"]
+
+FINAL_EXPERIMENT = "aminet-final"  # the MLflow experiment of --retrain-best's fixed-config runs
 
 
 def select_champion(
@@ -193,52 +195,136 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     return text + "\n\n" + line
 
 
-def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
-    """Fixed-config final runs of the best config on both benchmarks (experiments/run.py), as parallel Ray
-    tasks, linked to the search's parent run."""
-    import yaml
+def retrain_units(
+    plan: Plan, args, uri: str, summaries: dict[str, str], search_parent: str
+) -> list[tuple[str, list[str]]]:
+    """One ``experiments/run.py`` command per model of ``--retrain-best``: per benchmark in ``summaries``
+    (dataset -> its summary run), per seed of ``--retrain-seeds`` and, on RegDB, per trial of
+    ``--retrain-trials``. Each logs its model as a child of the benchmark's summary run."""
+    out = []
+    for dataset, parent in summaries.items():
+        path = plan.state_dir / f"final_{dataset}.yaml"
+        trials = args.retrain_trials if dataset == "regdb" else [None]
+        for seed in args.retrain_seeds:
+            for trial in trials:
+                cmd = [
+                    sys.executable,
+                    str(REPO / "experiments" / "run.py"),
+                    str(path),
+                    "--mlflow-uri",
+                    uri,
+                    "--experiment",
+                    FINAL_EXPERIMENT,
+                    "--seeds",
+                    str(seed),
+                    "--quiet",
+                    "--run-dir",
+                    str(plan.state_dir / "final_runs" / dataset),
+                    "--parent-run-id",
+                    parent,
+                    "--tag",
+                    f"aminet.search_parent={search_parent}",
+                    "--tag",
+                    f"aminet.search_name={plan.name}",
+                ]
+                if trial is not None:
+                    cmd += ["--trials", str(trial)]
+                out.append((dataset, cmd))
+    return out
 
-    from aminet.reporting import is_local_store
+
+def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
+    """Fixed-config final runs of the best config on both benchmarks: one summary run per benchmark, one
+    Ray task per model (seed, and RegDB trial), in parallel where the tracking store allows, each model a
+    child run of its benchmark's summary; then the mean +- std over seeds on each summary run."""
+    import pandas as pd
+    import yaml
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from aminet.config import Config
+    from aminet.reporting import (
+        flatten_config,
+        git_commit,
+        is_local_store,
+        log_seed_summary,
+        mlflow_store,
+        paper_table,
+        source_tags,
+    )
     from search import champion
 
     best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
-    commands = []
+    uri, exp_id = mlflow_store(uri, FINAL_EXPERIMENT)
+    client = MlflowClient(uri)
+    summaries: dict[str, str] = {}
+    configs: dict[str, Config] = {}
     for dataset, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)):
         if root is None:
             print(f"--retrain-best: no {dataset} root: skipped (pass --{dataset}-root)", file=sys.stderr)
             continue
-        cfg = dict(best)
-        cfg["data"] = {**best["data"], "dataset": dataset, "purpose": "final", "root": str(root)}
-        cfg["name"] = f"{plan.name}-best-{dataset}"
-        path = plan.state_dir / f"final_{dataset}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cmd = [
-            sys.executable,
-            str(REPO / "experiments" / "run.py"),
-            str(path),
-            "--mlflow-uri",
-            uri,
-            "--experiment",
-            "aminet-final",
-            "--seeds",
-            *map(str, args.retrain_seeds),
-            "--quiet",
-            "--run-dir",
-            str(plan.state_dir / "final_runs" / dataset),
-            "--tag",
-            f"aminet.search_parent={parent_id}",
-            "--tag",
-            f"aminet.search_name={plan.name}",
-            "--trials",
-            *map(str, args.retrain_trials),
-        ]
-        print(f"\n=== retrain best on {dataset} (Ray task): {' '.join(cmd[1:])}", flush=True)
-        commands.append(cmd)
-    outcomes = champion.retrain_on_cluster(commands, resources, args.max_failures, local_store=is_local_store(uri))
+        raw = dict(best)
+        raw["data"] = {**best["data"], "dataset": dataset, "purpose": "final", "root": str(root)}
+        label = f"{plan.name}-best-{dataset}"
+        (plan.state_dir / f"final_{dataset}.yaml").write_text(yaml.safe_dump({**raw, "name": label}, sort_keys=False))
+        cfg = configs[dataset] = Config.from_dict(raw)
+        trials = " ".join(map(str, args.retrain_trials)) if dataset == "regdb" else "-"
+        run = client.create_run(
+            exp_id,
+            run_name=label,
+            tags={
+                "aminet.role": "summary",
+                "aminet.label": label,
+                "aminet.search_parent": parent_id,
+                "aminet.search_name": plan.name,
+                "aminet.git_commit": git_commit(),
+                **source_tags("search/run.py --retrain-best"),
+            },
+        )
+        summaries[dataset] = run.info.run_id
+        params = {
+            **flatten_config(cfg.flat()),
+            "run.seeds": " ".join(map(str, args.retrain_seeds)),
+            "run.trials": trials,
+        }
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run.info.run_id, params=items[i : i + 100])
+        client.log_text(run.info.run_id, cfg.to_yaml(), "config.yaml")
+    commands = retrain_units(plan, args, uri, summaries, parent_id)
+    print(
+        f"\n=== retrain best: {len(commands)} model(s) as Ray tasks "
+        f"({', '.join(f'{d}: {sum(1 for x, _ in commands if x == d)}' for d in summaries)})",
+        flush=True,
+    )
+    outcomes = champion.retrain_on_cluster(
+        [cmd for _, cmd in commands], resources, args.max_failures, local_store=is_local_store(uri)
+    )
     status = 0
-    for cmd, (code, stdout, stderr) in zip(commands, outcomes):
-        print(stdout, end="", flush=True)
+    failed: set[str] = set()
+    for (dataset, cmd), (code, stdout, stderr) in zip(commands, outcomes):
         if code:
-            print(f"error: retrain run failed (exit {code}): {' '.join(cmd[1:3])}\n{stderr}", file=sys.stderr)
+            print(f"error: retrain run failed (exit {code}): {' '.join(cmd[1:])}\n{stderr}", file=sys.stderr)
             status = status or code
+            failed.add(dataset)
+    for dataset, run_id in summaries.items():
+        if dataset in failed:
+            client.set_terminated(run_id, "FAILED")
+            continue
+        children = client.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`aminet.role` = 'model'"
+        )
+        frames = []
+        for child in children:
+            local = client.download_artifacts(child.info.run_id, "results/per_trial.csv")
+            frames.append(pd.read_csv(local))
+        per_trial = pd.concat(frames, ignore_index=True)
+        summary = log_seed_summary(client, run_id, per_trial, configs[dataset])
+        client.set_terminated(run_id, "FINISHED")
+        print(
+            f"\nTEST results of the retrained best config on {dataset} ({configs[dataset].eval.feature} feature, "
+            f"final epoch, mean +- std over seeds {args.retrain_seeds}; each seed the mean over the protocol's "
+            f"trials):\n{paper_table(summary)}",
+            flush=True,
+        )
     return status

@@ -727,6 +727,48 @@ def test_retrain_best_runs_linked_final_runs_on_both_benchmarks(roots):
     models = [r for r in runs if r.data.tags.get("aminet.role") == "model"]
     assert sorted(r.data.tags["aminet.trial"] for r in models) == ["-", "1"]  # SYSU: one run; RegDB: trial 1
     assert "Visible to Thermal" in out.stdout and "All Search" in out.stdout
+    # Each model was its own Ray task, a child of its benchmark's summary run, which then holds the
+    # mean +- std over seeds computed from the children's per-trial tables.
+    assert "2 model(s) as Ray tasks (sysu: 1, regdb: 1)" in out.stdout
+    by_dataset = {r.data.params["data.dataset"]: r for r in summaries}
+    for m in models:
+        assert m.data.tags["mlflow.parentRunId"] == by_dataset[m.data.params["data.dataset"]].info.run_id
+    sysu_model = next(m for m in models if m.data.params["data.dataset"] == "sysu")
+    sysu_summary = by_dataset["sysu"].data.metrics
+    assert sysu_summary["test/all/R1_mean"] == pytest.approx(sysu_model.data.metrics["test/all/R1"])
+    assert sysu_summary["test/all/R1_std"] == 0.0
+    assert "test/v2t/mAP_mean" in by_dataset["regdb"].data.metrics
+
+
+def test_retrain_best_plans_one_task_per_model(tmp_path):
+    """--retrain-best trains each model (seed, and RegDB trial) as its own task under its benchmark's
+    summary run, so the cluster can run them in parallel."""
+    from types import SimpleNamespace
+
+    from search.outcome import retrain_units
+
+    plan = SimpleNamespace(state_dir=tmp_path, name="s")
+    args = SimpleNamespace(retrain_seeds=[0, 1], retrain_trials=[1, 2])
+    units = retrain_units(plan, args, "sqlite:///x.db", {"sysu": "P1", "regdb": "P2"}, "SEARCH")
+    assert [d for d, _ in units] == ["sysu"] * 2 + ["regdb"] * 4
+
+    def flag(cmd, name):
+        i = cmd.index(name)
+        return cmd[i + 1 : i + 2]
+
+    got = [
+        (d, flag(c, "--seeds"), flag(c, "--trials") if "--trials" in c else None, flag(c, "--parent-run-id"))
+        for d, c in units
+    ]
+    assert got == [
+        ("sysu", ["0"], None, ["P1"]),
+        ("sysu", ["1"], None, ["P1"]),
+        ("regdb", ["0"], ["1"], ["P2"]),
+        ("regdb", ["0"], ["2"], ["P2"]),
+        ("regdb", ["1"], ["1"], ["P2"]),
+        ("regdb", ["1"], ["2"], ["P2"]),
+    ]
+    assert all("aminet.search_parent=SEARCH" in c for _, c in units)
 
 
 # ------------------------------------------------------------------------------------------------
