@@ -1,43 +1,95 @@
 """Shared by the end-to-end tests: tiny synthetic data and configs, the search command, its MLflow and Optuna."""
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import optuna
+import yaml
 
 from aminet.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = str(REPO / "search" / "run.py")
-# A search small enough for CI: 32x16 images, 3 steps per epoch, 4 epochs with validation every epoch.
-TINY = [
-    "data.height=32",
-    "data.width=16",
-    "data.pad=2",
-    "data.ids_per_batch=2",
-    "data.instances=2",
-    "data.iters_per_epoch=3",
-    "train.epochs=4",
-    "train.eval_every=1",
-    "optim.milestones=[2,3]",
-    "eval.trials=1",
-]
-# A fixed-config experiment small enough for CI (experiments/run.py).
-TINY_EXPERIMENT_YAML = """
-name: tiny
-data: {dataset: sysu, purpose: final, height: 32, width: 16, pad: 2, ids_per_batch: 2,
-       instances: 2, iters_per_epoch: 3}
-model: {arch: resnet18, weights: none, last_stride: 2}
-optim: {optimizer: adam, lr: 0.001, backbone_lr_mult: 1.0, warmup_epochs: 0, milestones: []}
-train: {epochs: 2, eval_every: 2}
-eval: {trials: 2}
-"""
+# The tiny training setting every end-to-end test starts from (one definition; each test adds its own
+# schedule): 32x16 images, 2 identities x 2 images per modality and batch, 3 steps per epoch.
+TINY_DATA = {
+    "data.height": 32,
+    "data.width": 16,
+    "data.pad": 2,
+    "data.ids_per_batch": 2,
+    "data.instances": 2,
+    "data.iters_per_epoch": 3,
+}
+# ... and for a fixed config (the search samples its own lr): a ResNet-18 from scratch with Adam.
+TINY_MODEL = {"model.arch": "resnet18", "model.weights": "none", "model.last_stride": 2}
+TINY_OPTIM = {"optim.optimizer": "adam", "optim.lr": 0.001, "optim.backbone_lr_mult": 1.0}
+
+
+def overrides(settings: dict) -> list[str]:
+    """``--set`` / ``load_config`` overrides (``key=value``) of a dotted-key mapping."""
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items()]
+
+
+def nested(settings: dict) -> dict:
+    """A config file's nested mapping of a dotted-key mapping."""
+    out: dict = {}
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+# A search small enough for CI: the tiny data, 4 epochs with validation every epoch.
+TINY = overrides({**TINY_DATA, "train.epochs": 4, "train.eval_every": 1, "optim.milestones": [2, 3], "eval.trials": 1})
+# A fixed-config experiment small enough for CI (experiments/run.py): 2 epochs, the test protocol.
+TINY_EXPERIMENT_YAML = yaml.safe_dump(
+    {
+        "name": "tiny",
+        **nested(
+            {
+                "data.dataset": "sysu",
+                "data.purpose": "final",
+                **TINY_DATA,
+                **TINY_MODEL,
+                **TINY_OPTIM,
+                "optim.warmup_epochs": 0,
+                "optim.milestones": [],
+                "train.epochs": 2,
+                "train.eval_every": 2,
+                "eval.trials": 2,
+            }
+        ),
+    },
+    sort_keys=False,
+)
+# The engine's tests: the validation protocol, 3 epochs, a warm-up epoch and one lr step.
+TINY_TRAIN = {
+    "data.purpose": "search",
+    **TINY_DATA,
+    "data.upper_height": 16,
+    **TINY_MODEL,
+    **TINY_OPTIM,
+    "optim.warmup_epochs": 1,
+    "optim.milestones": [2],
+    "train.epochs": 3,
+    "train.eval_every": 2,
+    "eval.trials": 2,
+}
+
+
+def tiny_sysu(folder: Path) -> Path:
+    """A tiny synthetic SYSU-MM01 (10 identities, 2 images per camera) in the official layout."""
+    return synthetic.generate("sysu", folder / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
 
 
 def tiny_roots(tmp: Path) -> tuple[Path, Path, Path]:
     """(tmp, SYSU root, RegDB root): tiny synthetic benchmarks in the official layouts."""
-    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    sysu = tiny_sysu(tmp)
     regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
     return tmp, sysu, regdb
 

@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import TINY_EXPERIMENT_YAML
-
-from aminet.data import synthetic
+from e2e_helpers import TINY_EXPERIMENT_YAML, tiny_roots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,8 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad")
-    good = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
-    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    _, good, regdb = tiny_roots(tmp)
     empty_split = tmp / "SYSU-empty-split"
     shutil.copytree(good, empty_split)
     (empty_split / "exp" / "val_id.txt").write_text("\n")

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from aminet.config import load_config
-from aminet.data import synthetic
 from aminet.engine import NonFiniteLossError, RecordingReporter, latest_checkpoint, save_checkpoint, train
 from aminet.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from aminet.engine.schedule import lr_factor
@@ -41,46 +40,9 @@ def test_checkpoints_are_atomic_rotated_and_damage_is_skipped(tmp_path):
     assert path.name == "epoch-0002" and torch.equal(state["w"], torch.full((3,), 2.0))
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return synthetic.generate(
-        "sysu", tmp_path_factory.mktemp("d") / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1
-    )
-
-
-def _tiny_cfg(root, cache, *extra):
-    return load_config(
-        None,
-        [
-            f"data.root={root}",
-            f"data.cache_dir={cache}",
-            "data.purpose=search",
-            "data.height=32",
-            "data.width=16",
-            "data.upper_height=16",
-            "data.pad=2",
-            "data.ids_per_batch=2",
-            "data.instances=2",
-            "data.iters_per_epoch=3",
-            "model.arch=resnet18",
-            "model.weights=none",
-            "model.last_stride=2",
-            "optim.optimizer=adam",
-            "optim.lr=0.001",
-            "optim.backbone_lr_mult=1.0",
-            "optim.warmup_epochs=1",
-            "optim.milestones=[2]",
-            "train.epochs=3",
-            "train.eval_every=2",
-            "eval.trials=2",
-            *extra,
-        ],
-    )
-
-
-def test_train_reports_evaluations_and_checkpoints(tiny_root, tmp_path):
+def test_train_reports_evaluations_and_checkpoints(tiny_config, tmp_path):
     rep = RecordingReporter()
-    result = train(_tiny_cfg(tiny_root, tmp_path / "cache"), rep, tmp_path / "run", quiet=True)
+    result = train(tiny_config(), rep, tmp_path / "run", quiet=True)
     assert [e for e, _, _ in rep.reports] == [2, 3]  # every eval_every epochs and at the end
     for _, metrics, ckpt in rep.reports:
         assert {"R1", "mAP", "mINP", "score"} <= set(metrics)
@@ -93,8 +55,8 @@ def test_train_reports_evaluations_and_checkpoints(tiny_root, tmp_path):
     assert result.metrics == rep.reports[-1][1]
 
 
-def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tiny_root, tmp_path):
-    cfg = _tiny_cfg(tiny_root, tmp_path / "cache", "train.checkpoint_every=1")
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tiny_config, tmp_path):
+    cfg = tiny_config("train.checkpoint_every=1")
     full = train(cfg, None, tmp_path / "a", quiet=True)
 
     class Killed(Exception):
@@ -115,27 +77,27 @@ def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tiny_root, tmp_pat
     assert resumed.metrics["R1"] == full.metrics["R1"] and resumed.metrics["mAP"] == full.metrics["mAP"]
 
 
-def test_nan_loss_stops_the_run_with_a_clear_error(tiny_root, tmp_path, monkeypatch):
+def test_nan_loss_stops_the_run_with_a_clear_error(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_NAN_ENV, "4")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 2"):
-        train(_tiny_cfg(tiny_root, tmp_path / "cache"), None, tmp_path / "run", quiet=True)
+        train(tiny_config(), None, tmp_path / "run", quiet=True)
 
 
-def test_deferred_loss_check_names_the_step_it_happened_at(tiny_root, tmp_path, monkeypatch):
+def test_deferred_loss_check_names_the_step_it_happened_at(tiny_config, tmp_path, monkeypatch):
     # Loss values reach the host every 3 steps (as on a GPU, where each fetch is a synchronisation):
     # a NaN at epoch 2, step 1 is found two steps later and still named by its own step.
     monkeypatch.setenv(FAULT_NAN_ENV, "3")
-    cfg = _tiny_cfg(tiny_root, tmp_path / "cache", "train.host_sync_every=3")
+    cfg = tiny_config("train.host_sync_every=3")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 1 "):
         train(cfg, None, tmp_path / "run", quiet=True)
 
 
-def test_host_sync_interval_does_not_change_training(tiny_root, tmp_path):
+def test_host_sync_interval_does_not_change_training(tiny_config, tmp_path):
     runs = []
     for every in (1, 2):
         rep = RecordingReporter()
         result = train(
-            _tiny_cfg(tiny_root, tmp_path / "cache", f"train.host_sync_every={every}", "train.epochs=3"),
+            tiny_config(f"train.host_sync_every={every}", "train.epochs=3"),
             rep,
             None,
             quiet=True,
@@ -150,16 +112,14 @@ def test_host_sync_interval_does_not_change_training(tiny_root, tmp_path):
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
 
-def test_bf16_autocast_trains_on_the_cpu(tiny_root, tmp_path):
+def test_bf16_autocast_trains_on_the_cpu(tiny_config, tmp_path):
     # train.precision=bf16 on a CPU: autocast with a channels-last model (fast where the CPU has bf16 units)
     from aminet.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"train.precision=bf16 on a CPU: data.width=16 gives a 1-column map"):
-        train(_tiny_cfg(tiny_root, tmp_path / "cache", "train.precision=bf16"), None, None, quiet=True)
+        train(tiny_config("train.precision=bf16"), None, None, quiet=True)
     result = train(
-        _tiny_cfg(
-            tiny_root,
-            tmp_path / "cache",
+        tiny_config(
             "train.precision=bf16",
             "train.epochs=2",
             "optim.milestones=[]",

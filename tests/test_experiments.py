@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_helpers import TINY_EXPERIMENT_YAML
-
-from aminet.data import synthetic
+from e2e_helpers import TINY_EXPERIMENT_YAML, tiny_sysu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
-    root = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    root = tiny_sysu(tmp)
     (tmp / "tiny.yaml").write_text(TINY_EXPERIMENT_YAML)
     return tmp, root
 
