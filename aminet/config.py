@@ -233,7 +233,7 @@ class Config:
         if isinstance(overrides, Mapping):
             raw = self.to_dict()
             for key, value in overrides.items():
-                _set_dotted(raw, key, value)
+                set_dotted(raw, key, value)
             return Config.from_dict(raw)
         return Config.from_dict(self.to_dict(), overrides)
 
@@ -441,11 +441,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key}: cannot read value {text!r}: {_one_line(exc)}") from None
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return raw
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):

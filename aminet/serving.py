@@ -39,7 +39,7 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
 
 def load_weights(weights: str | Path, config: str | Path):
     """(model in eval mode, config) from ``weights.pt`` and ``config.yaml``; ``weights_only`` loading."""
-    from aminet.engine.evaluate import model_from_weights
+    from aminet.evaluation.trained import model_from_weights
 
     cfg = Config.load(Path(config))
     state = torch.load(Path(weights), map_location="cpu", weights_only=True)

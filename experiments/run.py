@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from aminet.cli import ArgumentParser, UsageError
-from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
+from aminet.cli import ArgumentParser, UsageError, check_inputs
+from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
 from aminet.presets import preset_overrides
 from aminet.reporting import check_tracking_uri
 
@@ -60,11 +60,11 @@ def load_experiment(path: str | Path, overrides: list[str], presets: list[str]) 
         d = copy.deepcopy(raw)
         try:
             for key, value in preset_overrides(file_presets + presets).items():
-                _set_dotted(d, key, value)
+                set_dotted(d, key, value)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         for key, value in point.items():
-            _set_dotted(d, key, value)
+            set_dotted(d, key, value)
         apply_overrides(d, overrides)
         try:
             cfg = Config.from_dict(d)
@@ -80,17 +80,12 @@ def load_experiment(path: str | Path, overrides: list[str], presets: list[str]) 
 
 
 def preflight(configs: list[tuple[str, Config]], trials: list[int], quiet: bool) -> None:
-    from aminet.engine.trainer import build_training_data, evaluation_set, resolve_root
     from aminet.model.aminet import check_weights
 
     for _, cfg in configs:  # cheap checks first: a bad weights path fails before any data is generated
         check_weights(cfg.model.arch, cfg.model.weights)
-    for label, cfg in configs:
-        root = resolve_root(cfg, quiet=quiet)
-        for t in trials if cfg.data.dataset == "regdb" else [cfg.data.regdb_trial]:
-            c = cfg.replace({"data.regdb_trial": t})
-            build_training_data(c, root)
-            evaluation_set(c, root)
+    for _, cfg in configs:
+        check_inputs(cfg, regdb_trials=trials, quiet=quiet)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,8 +99,7 @@ def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
     import mlflow
     import torch
 
-    from aminet.engine.trainer import metrics_from_frame
-    from aminet.evaluation.protocol import extract_features
+    from aminet.evaluation.protocol import extract_features, metrics_from_frame
     from aminet.reporting import cmc_figure, distance_figure, distance_gap, tsne_figure
 
     frame = result.frame

@@ -216,7 +216,7 @@ def evaluate_checkpoint(checkpoint, sysu_root: str | None, regdb_root: str | Non
     holds one). ``checkpoint``: a ``ray.tune.Checkpoint``."""
     import torch
 
-    from aminet.engine.evaluate import evaluate_benchmarks, load_trained
+    from aminet.evaluation.trained import evaluate_benchmarks, load_trained
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with checkpoint.as_directory() as folder:

@@ -418,14 +418,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
 def preflight(plan: Plan) -> str:
     """Readable layout, splits, weights and a built image cache; sets and returns ``plan.fingerprint`` (a digest
     of the data folder's content listing: the same on every machine and in the model registry)."""
+    from aminet.cli import check_inputs
     from aminet.data.cache import ImageCache, dataset_fingerprint
-    from aminet.engine.trainer import build_training_data, evaluation_set
-    from aminet.model.aminet import check_weights
 
-    root = Path(plan.base.data.root)
-    build_training_data(plan.base, root)
-    evaluation_set(plan.base, root)
-    check_weights(plan.base.model.arch, plan.base.model.weights)
+    root = check_inputs(plan.base)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     plan.fingerprint = dataset_fingerprint(root)
     return plan.fingerprint

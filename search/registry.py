@@ -16,7 +16,7 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
     import numpy as np
 
     from aminet.data.cache import ImageCache
-    from aminet.engine.evaluate import load_trained
+    from aminet.evaluation.trained import load_trained
     from aminet.reporting import git_commit
     from aminet.serving import log_pyfunc_model
     from search import champion

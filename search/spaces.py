@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from aminet.config import Config, ConfigError, _set_dotted, apply_overrides, read_yaml_tree
+from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
 from trainables import params as sample_params
 
 __all__ = [
@@ -161,7 +161,7 @@ class SearchSpace:
             **(self.quick_overrides if quick else {}),
         }
         for key, value in fixed.items():
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         apply_overrides(raw, list(overrides))
         return Config.from_dict(raw)
 

@@ -541,8 +541,8 @@ def check_champion_loads_safely(client, name, version, tmp):
     import numpy as np
     import torch
 
-    from aminet.engine.evaluate import load_trained
     from aminet.evaluation.protocol import extract_features
+    from aminet.evaluation.trained import load_trained
 
     source = client.get_run(version.run_id)
     assert (

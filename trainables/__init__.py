@@ -1,4 +1,2 @@
-"""Ray Tune adapters over ``aminet`` (thin: map sampled values onto the config, report, checkpoint).
-
-The Ray Tune function trainable lands with the search issue; ``aminet`` itself never imports Ray.
-"""
+"""Ray Tune adapters over ``aminet`` (thin): ``aminet_trainable`` runs one engine training per trial and
+reports to Ray; ``params`` maps sampled values onto the config. ``aminet`` itself never imports Ray."""

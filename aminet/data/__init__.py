@@ -1,1 +1,2 @@
-"""Dataset layouts (SYSU-MM01, RegDB), image decoding and, later, caches, samplers and augmentation."""
+"""Datasets in their official layouts (SYSU-MM01, RegDB) and the synthetic benchmark; splits; what a config
+reads (``builders``); the memory-mapped image cache, the cross-modal sampler and loader, device augmentation."""

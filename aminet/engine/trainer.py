@@ -32,14 +32,15 @@ import pandas as pd
 import torch
 
 from aminet.config import Config, ConfigError
-from aminet.data import splits, synthetic
+from aminet.data import splits
 from aminet.data.augment import DeviceAugment
+from aminet.data.builders import build_training_data, evaluation_set, resolve_root
 from aminet.data.cache import ImageCache
 from aminet.data.sampler import BatchLoader, CrossModalSampler
 from aminet.engine.checkpoint import latest_checkpoint, save_checkpoint
-from aminet.engine.reporting import NullReporter, Reporter
+from aminet.engine.reporter import NullReporter, Reporter
 from aminet.engine.schedule import lr_factor
-from aminet.evaluation.protocol import evaluate_set
+from aminet.evaluation.protocol import evaluate_set, metrics_from_frame
 from aminet.losses import AMINetCriterion
 from aminet.model.aminet import AMINet, build_model
 
@@ -48,10 +49,6 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "resolve_device",
-    "resolve_root",
-    "build_training_data",
-    "evaluation_set",
-    "metrics_from_frame",
     "FAULT_NAN_ENV",
     "CHECK_EVERY_CUDA",
     "Run",
@@ -101,46 +98,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={name}: no CUDA device on this machine")
     return dev
-
-
-def resolve_root(cfg: Config, quiet: bool = False) -> Path:
-    """``data.root`` (must exist) or the synthetic benchmark of the layout, generated once."""
-    if cfg.data.root is None:
-        return synthetic.ensure_default(cfg.data.dataset, quiet=quiet)
-    root = Path(cfg.data.root).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root: dataset folder not found: {root}")
-    return root
-
-
-def build_training_data(cfg: Config, root: Path) -> splits.TrainSet:
-    d = cfg.data
-    if d.dataset == "sysu":
-        return splits.sysu_train(root, d.purpose)
-    return splits.regdb_train(root, d.regdb_trial, d.purpose, d.regdb_val_share)
-
-
-def evaluation_set(cfg: Config, root: Path, trials: int | None = None) -> splits.EvalSet:
-    """Validation probes (search) or test probes (final) of the configured benchmark."""
-    d, e = cfg.data, cfg.eval
-    if d.dataset == "sysu":
-        return splits.sysu_eval(root, d.purpose, e.sysu_modes, e.trials if trials is None else trials)
-    return splits.regdb_eval(root, d.regdb_trial, d.purpose, e.regdb_directions, d.regdb_val_share)
-
-
-def metrics_from_frame(df: pd.DataFrame, cfg: Config) -> dict[str, float]:
-    """Means over trials of the headline feature: the primary setting unprefixed (R1, mAP, mINP,
-    score = (R1 + mAP) / 2), every setting as ``<setting>/<metric>``."""
-    rows = df[df.feature == cfg.eval.feature]
-    primary = cfg.eval.sysu_modes[0] if cfg.data.dataset == "sysu" else cfg.eval.regdb_directions[0]
-    out: dict[str, float] = {}
-    for setting, group in rows.groupby("setting", sort=False):
-        for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
-            out[f"{setting}/{m}"] = float(group[m].mean())
-    for m in ("R1", "mAP", "mINP"):
-        out[m] = out[f"{primary}/{m}"]
-    out["score"] = (out["R1"] + out["mAP"]) / 2.0
-    return out
 
 
 def _seed_everything(seed: int) -> None:

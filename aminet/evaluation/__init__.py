@@ -1,4 +1,5 @@
-"""Rank-k, mAP and mINP under the SYSU-MM01 and RegDB rules, and the full test protocols."""
+"""Rank-k, mAP and mINP under the SYSU-MM01 and RegDB rules, the full test protocols over any feature
+extractor, and a saved checkpoint on both benchmarks' test protocols (``aminet.evaluation.trained``)."""
 
 from aminet.evaluation.metrics import rank_metrics, regdb_metrics, sysu_metrics
 from aminet.evaluation.protocol import (

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from aminet.data.images import load_images
 from aminet.data.splits import EvalSet
 from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
 
+if TYPE_CHECKING:
+    from aminet.config import Config
+
 __all__ = [
     "ProtocolResult",
     "extract_features",
@@ -42,6 +45,7 @@ __all__ = [
     "run_protocol",
     "format_summary",
     "METRIC_COLUMNS",
+    "metrics_from_frame",
 ]
 
 Extractor = Callable[[torch.Tensor, str], Any]
@@ -338,3 +342,18 @@ def run_protocol(
             extractor, root, regdb_data.TRIALS if trials is None else trials, settings or ("v2t", "t2v"), **kwargs
         )
     raise ValueError(f"benchmark {benchmark!r}: choose sysu or regdb")
+
+
+def metrics_from_frame(df: pd.DataFrame, cfg: Config) -> dict[str, float]:
+    """Means over trials of the headline feature: the primary setting unprefixed (R1, mAP, mINP,
+    score = (R1 + mAP) / 2), every setting as ``<setting>/<metric>``."""
+    rows = df[df.feature == cfg.eval.feature]
+    primary = cfg.eval.sysu_modes[0] if cfg.data.dataset == "sysu" else cfg.eval.regdb_directions[0]
+    out: dict[str, float] = {}
+    for setting, group in rows.groupby("setting", sort=False):
+        for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
+            out[f"{setting}/{m}"] = float(group[m].mean())
+    for m in ("R1", "mAP", "mINP"):
+        out[m] = out[f"{primary}/{m}"]
+    out["score"] = (out["R1"] + out["mAP"]) / 2.0
+    return out
