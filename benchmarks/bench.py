@@ -257,7 +257,7 @@ def _cpu_bf16_units() -> str:
 def bench_train(
     device: torch.device, tiny: bool, batch_ids: int | None, steps: int | None, compile_too: bool
 ) -> list[tuple[str, float, str]]:
-    """Full training steps, this pipeline vs the per-sample DataLoader baseline (see aminet.bench_train)."""
+    """Full training steps, this pipeline vs the per-sample DataLoader baseline (see benchmarks/train_pipeline.py)."""
     import tempfile
 
     from aminet.data import synthetic
@@ -405,7 +405,7 @@ def bench_search(tiny: bool) -> list[tuple[str, float, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
-        prog="python -m aminet.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python benchmarks/bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "what",

@@ -15,13 +15,16 @@ Both pipelines train the same AMINet preset with the same losses, optimiser (SGD
 
 Images/s counts visible + infrared images per second of wall time, sampling to optimiser step, over
 ``steps`` steps after ``warmup`` steps, with one synchronisation at each end of the timed stretch (the
-steps overlap as they do in training). Each loop does what its code path does per step: the baseline
-reads ``loss.item()`` (the usual per-step logging, one host-device synchronisation per step); aminet
-keeps the loss terms on the device and fetches them once every ``CHECK_EVERY_CUDA`` steps, as the
-trainer does, with the trainer's fused optimiser and cuDNN autotuning.
+steps overlap as they do in training). The aminet pipeline *is* the trainer: ``aminet.engine.trainer.setup``
+builds it from the config and every step is the trainer's own ``run_step`` (augmentation, forward, loss,
+the ``LossMeter`` that fetches the loss terms once every ``CHECK_EVERY_CUDA`` steps on a GPU, the fused
+optimiser of the config, SGD here), so the figure follows any change to the training loop. The baseline
+loop does what the usual code does per step, including ``loss.item()`` (the usual per-step logging, one
+host-device synchronisation per step).
 
 Starvation evidence: ``data_wait_share`` is the share of the timed wall time the loop spent getting its
-next batch (waiting for DataLoader workers, or producing the batch: gather, copy, augmentation launch);
+next batch (baseline: waiting for DataLoader workers and copying the batch; aminet: waiting for the
+loader thread's gathered, device-resident uint8 batch, its augmentation being part of ``run_step``);
 on a GPU, ``gpu_util`` is the mean (and ``gpu_util_min`` the lowest sample) of NVML's utilisation
 ("share of time a kernel was running") sampled every 100 ms through the timed steps.
 """
@@ -233,11 +236,11 @@ def train_throughput(
     ``cpu_bf16`` (``train.precision=bf16``; fast where the CPU has bf16 units, e.g. AMX); else fp32."""
     from aminet.config import load_config
     from aminet.data import synthetic
-    from aminet.data.augment import DeviceAugment, upper_view
+    from aminet.data.augment import upper_view
     from aminet.data.cache import ImageCache
-    from aminet.data.sampler import BatchLoader, CrossModalSampler
+    from aminet.data.sampler import CrossModalSampler
     from aminet.data.splits import sysu_train
-    from aminet.engine.trainer import CHECK_EVERY_CUDA, precision
+    from aminet.engine.trainer import CHECK_EVERY_CUDA, LossMeter, precision, run_step, setup
     from aminet.losses import AMINetCriterion
     from aminet.model.aminet import build_model
     from aminet.presets import preset_overrides
@@ -254,58 +257,68 @@ def train_throughput(
             f"data.ids_per_batch={ids}",
             f"data.instances={instances}",
             f"data.pad={baseline_pad(height)}",
+            "optim.optimizer=sgd",
         ],
     )
     # the trainer's precision rule (and its refusals): bf16 for aminet on a GPU or when asked on a CPU
     cfg = cfg.replace(
         {**preset_overrides([preset]), "train.precision": "bf16" if fast and (cuda or cpu_bf16) else "fp32"}
     )
-    dtype = precision(cfg, device)
     root = root or synthetic.ensure_default("sysu", quiet=True)
-    cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
-    train = sysu_train(root, "final")
-    rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
     total = warmup + steps
-    sampler = CrossModalSampler(
-        train.labels_visible, train.labels_infrared, ids, instances, seed=0, iters_per_epoch=total
-    )
-    torch.manual_seed(0)
-    model = build_model(cfg, train.num_classes).to(device).train()
-    criterion = AMINetCriterion(cfg, instances).to(device)
-    if dtype is not None:
-        model = model.to(memory_format=torch.channels_last)
-    if fast and cuda:
-        torch.backends.cudnn.benchmark = True
-    forward = torch.compile(model) if compile else model
-    opt = torch.optim.SGD(
-        list(model.parameters()) + [p for p in criterion.parameters() if p.requires_grad],
-        lr=0.01,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        fused=fast,
-    )
-    gen = torch.Generator().manual_seed(0)
-    ratio, up_h = cfg.model.upper_body_ratio, cfg.data.upper_height
+
+    def check(values: torch.Tensor) -> None:
+        if not torch.isfinite(values.float()).all():  # a benchmark of garbage must not print a figure
+            raise RuntimeError(f"train bench {pipeline} {preset}: non-finite loss {values.tolist()}")
 
     if fast:
-        aug = DeviceAugment.from_config(cfg)
-        loader = BatchLoader(
-            cache.images,
-            rows_v,
-            rows_i,
-            sampler,
-            device,
-            cams_visible=train.visible.cams,
-            cams_infrared=train.infrared.cams,
+        # the trainer itself: one epoch of ``total`` steps on the final split, from the same cache
+        r = setup(
+            cfg.replace(
+                {
+                    "data.root": str(root),
+                    "data.cache_dir": None if cache_dir is None else str(cache_dir),
+                    "data.purpose": "final",
+                    "data.iters_per_epoch": total,
+                    "train.device": str(device),
+                    "train.compile": compile,
+                    "train.seed": 0,
+                }
+            ),
+            quiet=True,
         )
+        dtype, batch_size = r.dtype, r.sampler.batch_size
+        meter = LossMeter(CHECK_EVERY_CUDA if cuda else 1)
+        lr = r.set_lr(r.cfg.optim.warmup_epochs(r.cfg.train.epochs))  # the peak lr, after warm-up
+        r.model.train()
+        source = r.loader.run(0, 0, 1)
 
-        def batches():
-            for b in loader.run(0, 0, 1):
-                vis, vis_up = aug(b.visible, True, gen)
-                ir, ir_up = aug(b.infrared, False, gen)
-                yield vis, ir, vis_up, ir_up, b.labels, b.cams
+        def step(batch) -> None:
+            run_step(r, batch, meter, lr)
+
+        def finish() -> None:
+            meter.drain(lr)  # raises NonFiniteLossError on a non-finite loss: no figure for garbage
     else:
+        dtype = precision(cfg, device)
+        cache = ImageCache.open(root, height, width, cache_dir=cache_dir, progress=False)
+        train = sysu_train(root, "final")
+        rows_v, rows_i = cache.indices(train.visible.paths), cache.indices(train.infrared.paths)
+        sampler = CrossModalSampler(
+            train.labels_visible, train.labels_infrared, ids, instances, seed=0, iters_per_epoch=total
+        )
+        batch_size = sampler.batch_size
+        torch.manual_seed(0)
+        model = build_model(cfg, train.num_classes).to(device).train()
+        criterion = AMINetCriterion(cfg, instances).to(device)
+        forward = torch.compile(model) if compile else model
+        opt = torch.optim.SGD(
+            list(model.parameters()) + [p for p in criterion.parameters() if p.requires_grad],
+            lr=0.01,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+        )
+        ratio, up_h = cfg.model.upper_body_ratio, cfg.data.upper_height
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         dl = baseline_loader(cache.images, rows_v, rows_i, sampler, total, pad=cfg.data.pad, workers=workers, pin=cuda)
         steps_all = [sampler.step(0, it) for it in range(total)]
@@ -324,35 +337,26 @@ def train_throughput(
                     cams_all[it],
                 )
 
-    check_every = CHECK_EVERY_CUDA if cuda else 1
-    pending: list[torch.Tensor] = []
+        source = batches()
 
-    def step(vis, ir, vis_up, ir_up, labels, cams) -> None:
-        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        def step(batch) -> None:
+            vis, ir, vis_up, ir_up, labels, cams = batch
             out = forward(vis, ir, vis_up, ir_up)
             loss, _ = criterion(out, labels, cams)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if not fast:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
             check(torch.tensor([loss.item()]))  # the usual per-step logging
-        else:
-            pending.append(loss.detach())
-            if len(pending) >= check_every:
-                check(torch.stack(pending).cpu())
-                pending.clear()
 
-    def check(values: torch.Tensor) -> None:
-        if not torch.isfinite(values.float()).all():  # a benchmark of garbage must not print a figure
-            raise RuntimeError(f"train bench {pipeline} {preset}: non-finite loss {values.tolist()}")
+        def finish() -> None:
+            pass
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize(device)
 
-    source = batches()
     for _ in range(warmup):
-        step(*next(source))
+        step(next(source))
     sync()
     wait = 0.0
     with GpuUtilisation(device) as util:
@@ -361,9 +365,8 @@ def train_throughput(
             t0 = time.perf_counter()
             batch = next(source)
             wait += time.perf_counter() - t0
-            step(*batch)
-        if pending:
-            check(torch.stack(pending).cpu())
+            step(batch)
+        finish()
         sync()
         elapsed = time.perf_counter() - t_start
     source.close()
@@ -372,7 +375,7 @@ def train_throughput(
         preset,
         device.type,
         "bf16" if dtype else "fp32",
-        2 * sampler.batch_size * steps / elapsed,
+        2 * batch_size * steps / elapsed,
         elapsed / steps,
         wait / elapsed,
         util.mean,
