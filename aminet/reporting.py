@@ -301,6 +301,13 @@ def runs_page(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
     return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def run_page(experiment_id: str, run_id: str, host: str = "") -> str:
+    """A run's page in ``mlflow ui``, in the machine-learning view (without ``workflowType`` MLflow 3.17 opens
+    a run linked from outside its runs table in the GenAI view, as an "evaluation run"); ``host=""``: the
+    link relative to the UI (a run description's markdown)."""
+    return f"{host}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def dataset_input(name: str, digest: str, source: str | Path, context: str):
     """An MLflow dataset input (shown under a run's Datasets): ``name``, a content ``digest`` (see
     ``aminet.data.cache.dataset_fingerprint``), the folder it was read from and its use (``train``,

@@ -7,15 +7,18 @@
 It starts ``mlflow server`` on 127.0.0.1, opens the experiment's training-runs page (the link the search
 prints), a trial run, the parent run and the registered champion, checks that each shows what a user
 needs (trial names with the Optuna number, ``val/score``, the parent's description, the model's
-signature), and saves a full-page screenshot of each under ``--out`` to be looked at. Needs Playwright
-and a Chromium (``pip install playwright && playwright install chromium``, or ``--browser`` pointing at
-a system Chrome/Chromium); where none can be installed (no access to Playwright's CDN) it says so in one
-line and exits 77, which CI treats as skipped.
+signature), and saves a full-page screenshot of each under ``--out`` to be looked at. Run pages are opened
+with ``?workflowType=machine_learning`` (MLflow 3.17 shows a run linked from outside its table in the GenAI
+view otherwise), and the runs page's parent row is expanded to show the trials under it. Needs Playwright
+(in the ``dev`` extra) and a Chromium: the system's (Debian: ``apt-get install chromium``; found on the PATH,
+or ``--browser PATH``) or Playwright's (``playwright install chromium``); with neither it says so in one
+line and exits 77 (skipped). The end-to-end search test runs it where both exist (CI installs them).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow-uri", required=True, help="the search's tracking URI (sqlite:///... or a server)")
     p.add_argument("--experiment", default="aminet-search")
     p.add_argument("--out", default="ui_screens", help="folder for the screenshots")
-    p.add_argument("--browser", default=None, help="path of a Chrome/Chromium executable (default: Playwright's)")
+    p.add_argument(
+        "--browser",
+        default=next(
+            (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+        ),
+        help="path of a Chrome/Chromium executable (default: one on the PATH, else Playwright's own)",
+    )
     args = p.parse_args(argv)
     try:
         from playwright.sync_api import sync_playwright
@@ -45,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print("skipped: Playwright is not installed (pip install playwright)", file=sys.stderr)
         return SKIP
     from mlflow.tracking import MlflowClient
+
+    from aminet.reporting import run_page
 
     client = MlflowClient(args.mlflow_uri)
     exp = client.get_experiment_by_name(args.experiment)
@@ -89,41 +100,51 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
         with sync_playwright() as pw:
             try:
-                browser = pw.chromium.launch(executable_path=args.browser) if args.browser else pw.chromium.launch()
+                # no background traffic: this machine (and CI) has no network beyond localhost
+                flags = ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                browser = pw.chromium.launch(executable_path=args.browser, args=flags)
             except Exception as exc:  # noqa: BLE001 - no browser binary: a skip, said in one line
                 print(f"skipped: no Chromium to drive ({' '.join(str(exc).split())[:200]})", file=sys.stderr)
                 return SKIP
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
 
-            def look(name: str, url: str, must_show: list[str]) -> None:
-                page.goto(url)
-                page.wait_for_load_state("networkidle")
-                time.sleep(2)
+            def look(name: str, url: str, must_show: list[str], expand: str | None = None) -> None:
+                # MLflow's pages keep polling the server, so "network idle" never comes: wait for the page's
+                # load, then until what it must show is there (at most 60 s), then keep a screenshot.
+                page.goto(url, wait_until="load")
+                deadline = time.monotonic() + 60
+                if expand is not None:  # e.g. open the search's parent run to show its trial runs
+                    page.locator(expand).first.click(timeout=60_000)
+                missing = list(must_show)
+                while missing and time.monotonic() < deadline:
+                    time.sleep(1)
+                    text = page.inner_text("body")
+                    missing = [needle for needle in must_show if needle not in text]
+                time.sleep(1)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
-                text = page.inner_text("body")
-                for needle in must_show:
-                    if needle not in text:
-                        problems.append(f"{name}: {needle!r} not shown")
+                problems.extend(f"{name}: {needle!r} not shown" for needle in missing)
 
             number = trial.data.tags.get("optuna.trial_number", "")
             look(
                 "1_runs",
                 f"{host}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning",
                 [parent.info.run_name, f"trial {number}:"],
+                # the parent's expander in the run-name cell: MLflow lists child runs under their parent
+                expand='button[data-component-id*="runnamecellrenderer"]',
             )
             look(
                 "2_trial",
-                f"{host}/#/experiments/{exp.experiment_id}/runs/{trial.info.run_id}",
+                run_page(exp.experiment_id, trial.info.run_id, host),
                 ["optim.lr", "val/score", "train/loss"],
             )
             look(
                 "3_parent",
-                f"{host}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}",
+                run_page(exp.experiment_id, parent.info.run_id, host),
                 ["Winner", "val/score"],
             )
             registered = parent.data.tags.get("aminet.registered_model", "").split(" v")[0]
             if registered:
-                look("4_model", f"{host}/#/models/{registered}", [registered])
+                look("4_model", f"{host}/#/models/{registered}?workflowType=machine_learning", [registered, "champion"])
             browser.close()
     finally:
         server.terminate()

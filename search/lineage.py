@@ -266,9 +266,11 @@ def describe_parent(
     client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None, registered: str | None = None
 ) -> None:
     """The parent run's description (MLflow's markdown note): the winner, linked, its scores, the test table."""
+    from aminet.reporting import run_page
+
     run = getattr(winner, "run_id", None)
     link = (
-        f"[trial {winner.params.get('optuna_trial', winner.trial_id)}](#/experiments/{exp_id}/runs/{run})"
+        f"[trial {winner.params.get('optuna_trial', winner.trial_id)}]({run_page(exp_id, run)[1:]})"
         if run
         else f"trial {winner.trial_id}"
     )

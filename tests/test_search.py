@@ -1,9 +1,11 @@
 """The search: sample -> config mapping, spaces, the PRUNED-aware searcher, and end-to-end searches with Ray
 Tune, Optuna and MLflow on tiny synthetic data (crash retry, interrupt + resume, a second Ray node)."""
 
+import importlib.util
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -532,6 +534,37 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
         a.path for a in client.list_artifacts(parent.info.run_id, "search")
     }
     assert "over seeds [0, 1]" in out.stdout or finished == 0
+
+    # The same search in the real MLflow UI, in a headless Chromium (scripts/check_mlflow_ui.py): the runs page
+    # in the training view with the trial runs under the parent, a trial, the parent's description and the
+    # champion's model page. CI installs Debian's chromium and Playwright (.ci/run); elsewhere this part needs
+    # both and is left out without them.
+    browser = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
+    if browser and importlib.util.find_spec("playwright"):
+        ui = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "check_mlflow_ui.py"),
+                "--mlflow-uri",
+                f"sqlite:///{tmp / (name + '.db')}",
+                "--out",
+                str(tmp / "ui_screens"),
+                "--browser",
+                browser,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert ui.returncode == 0, (ui.stdout + ui.stderr)[-3000:]
+        assert {p.name for p in (tmp / "ui_screens").iterdir()} == {
+            "1_runs.png",
+            "2_trial.png",
+            "3_parent.png",
+            "4_model.png",
+        }
 
 
 def check_champion_loads_safely(client, name, version, tmp):
