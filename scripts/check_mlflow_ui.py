@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from aminet.reporting import run_page
 
+    if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///") :]).is_file():
+        print(f"error: --mlflow-uri {args.mlflow_uri}: no such database file", file=sys.stderr)
+        return 2
     client = MlflowClient(args.mlflow_uri)
     exp = client.get_experiment_by_name(args.experiment)
     if exp is None:

@@ -548,7 +548,7 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
                 sys.executable,
                 str(REPO / "scripts" / "check_mlflow_ui.py"),
                 "--mlflow-uri",
-                f"sqlite:///{tmp / (name + '.db')}",
+                f"sqlite:///{tmp / 'e2e.db'}",  # the search's store (``name`` is now the registered model's)
                 "--out",
                 str(tmp / "ui_screens"),
                 "--browser",
