@@ -81,7 +81,9 @@ class ModelConfig:
     non_local: bool = True
     upper_body: bool = True  # UBF: the upper-body branch of HMG-DBNet
     upper_body_ratio: float = 0.5  # top share of the image that forms the upper-body view
-    share_branches: bool = True
+    # false: the paper's phi_global != phi_part, each branch its own backbone (chosen from the measured
+    # ablation, docs/results.md); true: one backbone for both branches.
+    share_branches: bool = False
     # Shared layers run once per branch on the visible+infrared batch (their BNs see both modalities, as
     # at test time); false: once per modality (the BN statistics then hide the modality shift in training).
     mixed_bn: bool = True

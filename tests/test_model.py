@@ -94,8 +94,8 @@ def test_gem_pooling():
 
 
 def test_branch_sharing_and_param_groups():
-    shared = build_model(_cfg("M4"), 3)
-    separate = build_model(_cfg("M4", extra=["model.share_branches=false"]), 3)
+    shared = build_model(_cfg("M4", extra=["model.share_branches=true"]), 3)
+    separate = build_model(_cfg("M4"), 3)  # the default: the paper's phi_global != phi_part
     n = lambda m: sum(p.numel() for p in m.parameters())
     assert separate.part_backbone is not None and shared.part_backbone is None
     assert n(separate) > 1.8 * n(shared) - 2 * n(shared.fusion)
@@ -219,7 +219,8 @@ def test_mixed_batch_is_the_two_modality_stems_concatenated():
 
 
 def test_per_modality_switch_keeps_the_old_behaviour():
-    cfg = _cfg("M4", extra=["model.mixed_bn=false"])
+    # one shared backbone: its body runs once per modality and branch
+    cfg = _cfg("M4", extra=["model.mixed_bn=false", "model.share_branches=true"])
     model = build_model(cfg, 3).train()
     v, i, _ = _batch()
     calls, handles = _bn_calls(model, {"body": model.backbone.body, "fusion": model.fusion})
@@ -235,7 +236,8 @@ def test_upper_body_view_follows_the_share_without_distortion(ratio):
     cfg = _cfg("M4", extra=[f"model.upper_body_ratio={ratio}"])
     model = build_model(cfg, 3).train()
     seen = []
-    model.backbone.stems["visible"].register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape[-2:]))
+    for backbone in {id(b): b for b in (model.backbone, model.part_backbone or model.backbone)}.values():
+        backbone.stems["visible"].register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape[-2:]))
     v, i, _ = _batch()
     model(v, i)
     assert seen == [torch.Size([64, 32]), torch.Size([round(ratio * 64), 32])]

@@ -287,7 +287,7 @@ class AMINet(nn.Module):
         upper_body: bool = True,
         upper_body_ratio: float = 0.5,
         upper_height: int | None = None,
-        share_branches: bool = True,
+        share_branches: bool = False,
         iffs: bool = True,
         pesam: bool = True,
         gem_p: float = 3.0,
