@@ -316,6 +316,8 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
         )
         frames = []
         for child in children:
+            if child.info.status != "FINISHED":  # a task's attempt that was lost and retried by Ray
+                continue
             local = client.download_artifacts(child.info.run_id, "results/per_trial.csv")
             frames.append(pd.read_csv(local))
         per_trial = pd.concat(frames, ignore_index=True)
