@@ -21,6 +21,7 @@ __all__ = [
     "paper_table",
     "seed_summary",
     "log_seed_summary",
+    "log_summary_inputs",
     "cmc_figure",
     "tsne_figure",
     "distance_figure",
@@ -71,6 +72,22 @@ def seed_summary(per_trial: pd.DataFrame, feature: str = "bn") -> pd.DataFrame:
         [g.mean().add_suffix("_mean"), g.std(ddof=1).fillna(0.0).add_suffix("_std"), g.size().rename("seeds")], axis=1
     ).reset_index()
     return out
+
+
+def log_summary_inputs(client, run_id: str, cfg, seeds: list[int], trials: list[int]) -> None:
+    """On a summary run (``run_id``, an ``MlflowClient``'s): the whole config as params, the seeds and the RegDB
+    trials (``-`` on SYSU) as ``run.seeds`` / ``run.trials``, and the config as ``config.yaml``."""
+    from mlflow.entities import Param
+
+    params = {
+        **flatten_config(cfg.flat()),
+        "run.seeds": " ".join(map(str, seeds)),
+        "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-",
+    }
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i : i + 100])
+    client.log_text(run_id, cfg.to_yaml(), "config.yaml")
 
 
 def log_seed_summary(client, run_id: str, per_trial: pd.DataFrame, cfg) -> pd.DataFrame:

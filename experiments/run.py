@@ -208,19 +208,12 @@ def run_configuration(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from aminet.reporting import flatten_config, log_seed_summary
+    from aminet.reporting import log_seed_summary, log_summary_inputs
 
     with mlflow.start_run(
         experiment_id=exp_id, run_name=label, tags={**tags, "aminet.role": "summary", "aminet.label": label}
     ) as parent:
-        mlflow.log_params(flatten_config(cfg.flat()))
-        mlflow.log_params(
-            {
-                "run.seeds": " ".join(map(str, seeds)),
-                "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-",
-            }
-        )
-        mlflow.log_text(cfg.to_yaml(), "config.yaml")
+        log_summary_inputs(MlflowClient(), parent.info.run_id, cfg, seeds, trials)
         frames = [run_unit(label, cfg, s, t, exp_id, run_root, quiet, tags) for s, t in units(cfg, seeds, trials)]
         per_trial = pd.concat(frames, ignore_index=True)
         log_seed_summary(MlflowClient(), parent.info.run_id, per_trial, cfg)

@@ -239,15 +239,14 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
     child run of its benchmark's summary; then the mean +- std over seeds on each summary run."""
     import pandas as pd
     import yaml
-    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     from aminet.config import Config
     from aminet.reporting import (
-        flatten_config,
         git_commit,
         is_local_store,
         log_seed_summary,
+        log_summary_inputs,
         mlflow_store,
         paper_table,
         source_tags,
@@ -268,7 +267,6 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
         label = f"{plan.name}-best-{dataset}"
         (plan.state_dir / f"final_{dataset}.yaml").write_text(yaml.safe_dump({**raw, "name": label}, sort_keys=False))
         cfg = configs[dataset] = Config.from_dict(raw)
-        trials = " ".join(map(str, args.retrain_trials)) if dataset == "regdb" else "-"
         run = client.create_run(
             exp_id,
             run_name=label,
@@ -282,15 +280,7 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
             },
         )
         summaries[dataset] = run.info.run_id
-        params = {
-            **flatten_config(cfg.flat()),
-            "run.seeds": " ".join(map(str, args.retrain_seeds)),
-            "run.trials": trials,
-        }
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            client.log_batch(run.info.run_id, params=items[i : i + 100])
-        client.log_text(run.info.run_id, cfg.to_yaml(), "config.yaml")
+        log_summary_inputs(client, run.info.run_id, cfg, args.retrain_seeds, args.retrain_trials)
     commands = retrain_units(plan, args, uri, summaries, parent_id)
     print(
         f"\n=== retrain best: {len(commands)} model(s) as Ray tasks "
