@@ -65,12 +65,12 @@ def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
-def gradient_pull(r, batches: int, intra: float, inter: float) -> dict[str, float]:
-    """Mean over ``batches`` steps of each weighted term's backbone-gradient norm, and IDAL's cosine with ID +
-    triplet. The model is in training mode (as in a step); nothing is updated."""
+def gradient_pull(r, batches: int) -> dict[str, float]:
+    """Mean over ``batches`` steps of each weighted term's backbone-gradient norm (the weights are the
+    criterion's, i.e. the measuring config's), and IDAL's cosine with ID + triplet. The model is in training
+    mode (as in a step); nothing is updated."""
     crit = r.criterion
-    crit.w_intra, crit.w_inter = intra, inter
-    weights = {"id": crit.w_id, "triplet": crit.w_tri, "imdal": intra, "idal": inter}
+    weights = {"id": crit.w_id, "triplet": crit.w_tri, "imdal": crit.w_intra, "idal": crit.w_inter}
     params = [p for p in r.model.param_groups()["backbone"] if p.requires_grad]
     norms: dict[str, list[float]] = {t: [] for t in TERMS}
     values: dict[str, list[float]] = {t: [] for t in TERMS}
@@ -104,15 +104,14 @@ def gradient_pull(r, batches: int, intra: float, inter: float) -> dict[str, floa
 
 
 def measure(folder: Path, batches: int, intra: float, inter: float) -> dict[str, float]:
-    cfg = Config.load(folder / "config.yaml", [f"loss.mmd_intra_weight={intra}", f"loss.mmd_inter_weight={inter}"])
-    r = setup(cfg, quiet=True)
+    trained = Config.load(folder / "config.yaml")
+    r = setup(trained.replace({"loss.mmd_intra_weight": intra, "loss.mmd_inter_weight": inter}), quiet=True)
     state = load_checkpoint(folder, map_location=r.device)
     r.model.load_state_dict(state["model"])
-    trained = Config.load(folder / "config.yaml")
     if trained.loss.mmd_intra_weight > 0 or trained.loss.mmd_inter_weight > 0:
         r.criterion.load_state_dict(state["criterion"])  # the learnt kernel weights of the trained terms
     gap = modality_gap(r)  # before any training-mode forward touches the BN statistics
-    return {**gap, **gradient_pull(r, batches, intra, inter)}
+    return {**gap, **gradient_pull(r, batches)}
 
 
 def main(argv: list[str] | None = None) -> int:
