@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.lineage import close_runs, describe_parent, log_search_summary, open_search, save_state
     from search.outcome import final_evaluation, retrain_best, select_champion
     from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
+    from trainables.aminet_trainable import remove_orphaned_trial_folders
 
     rec = open_search(plan, args, fingerprint, resources, concurrent)
     client, parent_id = rec.client, rec.parent_id
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         close_runs(client, rec.exp_id, parent_id, status)
+        remove_orphaned_trial_folders()  # this machine's folders of trials whose process Ray ended (early stops)
     print(
         f"\nMLflow: mlflow ui --backend-store-uri {rec.uri}   (experiment '{args.mlflow_experiment}', run {plan.name})"
     )

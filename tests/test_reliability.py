@@ -26,7 +26,9 @@ def roots(tmp_path_factory):
 
 
 def _args(tmp, sysu, regdb, name, *extra):
-    return search_args(tmp, sysu, regdb, name, "--no-register", "--reseeds", "0", *extra)
+    """A drill's search: no re-seeds, no test protocols, no registration (the end-to-end tests in
+    test_search.py cover those); what is drilled is the search itself surviving the fault."""
+    return search_args(tmp, sysu, regdb, name, "--no-register", "--reseeds", "0", "--no-final-eval", *extra)
 
 
 def _results(tmp, name):
@@ -136,13 +138,14 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     assert len(told) == 3 and not [t for t in study.trials if t.state.name == "RUNNING"]
 
 
-def _alive_nodes(address: str, env: dict) -> list[str]:
+def _alive_nodes(address: str, env: dict) -> dict[str, bool]:
+    """{node id: whether it is the head} of the cluster's alive nodes ({} while it cannot be reached)."""
     code = (
-        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-        "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); print(json.dumps("
+        "{n['NodeID']: 'node:__internal_head__' in n['Resources'] for n in ray.nodes() if n['Alive']}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
 def _kill_raylet(node_id: str) -> bool:
@@ -164,7 +167,8 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
     """The README's multi-node steps for real: a head and a worker started as separate ``ray start``
     processes on this machine (two nodes, two node ids), the search joined with ``--address``; trials run on
     both nodes; the worker node is stopped mid-trial and the search still finishes, the interrupted trial
-    retried from its checkpoint on the head, every MLflow run FINISHED."""
+    retried from its checkpoint on the head, every MLflow run FINISHED. (It is also the test that trials are
+    placed on a node other than the driver's, through Ray's own cluster.)"""
     tmp, sysu, regdb = roots
     name = "nodeloss"
     # Its own Ray temp folder (no other Ray instance on this machine is seen or joined), token auth as a
@@ -187,13 +191,19 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
     )
     worker = None
     try:
-        assert _wait_for(lambda: len(_alive_nodes(address, env)) == 1, 180, head), "the head did not start"
-        (head_id,) = _alive_nodes(address, env)
+        nodes: dict[str, bool] = {}
+
+        def alive(count: int) -> bool:
+            nodes.update(_alive_nodes(address, env))
+            return len(nodes) == count
+
+        assert _wait_for(lambda: alive(1), 180, head), "the head did not start"
         worker = subprocess.Popen(
             [ray_cli, "start", "--address", address, *common], env=env, stdout=logs, stderr=subprocess.STDOUT
         )
-        assert _wait_for(lambda: len(_alive_nodes(address, env)) == 2, 180, worker), "the worker did not join"
-        (worker_id,) = set(_alive_nodes(address, env)) - {head_id}
+        assert _wait_for(lambda: alive(2), 180, worker), "the worker did not join"
+        head_id = next(n for n, is_head in nodes.items() if is_head)
+        worker_id = next(n for n, is_head in nodes.items() if not is_head)
         # Longer epochs and no early stopping (grace = all 4 epochs), so the node dies mid-trial.
         args = _args(
             tmp,
@@ -204,7 +214,6 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
             "2",
             "--max-concurrent",
             "2",
-            "--no-final-eval",
             "--address",
             address,
             "--max-failures",
@@ -212,7 +221,7 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
             "--grace-period",
             "4",
             "--set",
-            "data.iters_per_epoch=60",  # epochs of a few seconds even on an idle machine: the kill lands mid-trial
+            "data.iters_per_epoch=20",  # epochs of a few seconds even on an idle machine: the kill lands mid-trial
         )
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
 
@@ -245,6 +254,26 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
                 p.wait(timeout=120)
         logs.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_trial_folder_whose_process_died_is_removed_by_the_next_trial(tmp_path, monkeypatch):
+    """A trial process that Ray ends (an early-stopped trial) or that is SIGKILLed cannot remove its local
+    checkpoint folder; the next trial on the machine removes every folder of a process that no longer runs,
+    and nothing else."""
+    from trainables.aminet_trainable import TRIAL_FOLDER_PREFIX, trial_folder
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    orphan = tmp_path / f"{TRIAL_FOLDER_PREFIX}{ended.pid}-a1"
+    (orphan / "checkpoints" / "epoch-0002").mkdir(parents=True)
+    running = tmp_path / f"{TRIAL_FOLDER_PREFIX}{os.getppid()}-b2"  # e.g. a trial still training
+    running.mkdir()
+    unnamed = tmp_path / f"{TRIAL_FOLDER_PREFIX}c3"  # not a trial folder of this code: left alone
+    unnamed.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = trial_folder()
+    assert not orphan.exists() and running.is_dir() and unnamed.is_dir()
+    assert mine.is_dir() and mine.parent == tmp_path and mine.name.startswith(f"{TRIAL_FOLDER_PREFIX}{os.getpid()}-")
 
 
 # ------------------------------------------------------------------------------------------------

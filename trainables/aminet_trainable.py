@@ -6,7 +6,10 @@
 The trial's ``config`` holds the sampled values (see ``trainables.params``); the base config arrives
 through ``with_parameters`` with absolute data and cache paths, so every trial on a machine reads the
 same memory-mapped image cache. Resuming: a retried or restored trial copies the checkpoint Ray hands
-back (``tune.get_checkpoint()``) into a fresh local folder and the engine continues from it. Reporting:
+back (``tune.get_checkpoint()``) into a fresh local folder and the engine continues from it. That folder
+(``<tmp>/aminet-trial-<pid>-*``) is removed when the trial returns; a trial process that cannot clean up
+(an early-stopped trial whose actor Ray ends, a SIGKILL, a lost node) leaves it behind, so every trial
+first removes the folders of trial processes on its machine that no longer run. Reporting:
 ``tune.report`` at every evaluation, with the checkpoint of that epoch and the search metric ``score``.
 Progress lines are off under Ray (``quiet``): Tune's own table shows the trials.
 
@@ -37,6 +40,8 @@ __all__ = [
     "train_reseed",
     "TuneReporter",
     "DIVERGED",
+    "trial_folder",
+    "remove_orphaned_trial_folders",
     "FAULT_CRASH_ENV",
     "FAULT_KILL_ENV",
     "FAULT_NAN_IF_ENV",
@@ -52,6 +57,36 @@ FAULT_KILL_ENV = "AMINET_FAULT_KILL_ONCE"
 FAULT_NAN_IF_ENV = "AMINET_FAULT_NAN_IF"
 # Result key of a trial whose loss became non-finite (1.0); its reason is under "error".
 DIVERGED = "diverged"
+# A trial's local folder (its engine checkpoints): <tmp>/aminet-trial-<pid of the trial process>-<random>.
+TRIAL_FOLDER_PREFIX = "aminet-trial-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
+
+
+def remove_orphaned_trial_folders(tmp: str | Path | None = None) -> list[Path]:
+    """Remove the trial folders under ``tmp`` (default: the temp folder) whose trial process no longer runs;
+    returns them. A folder whose name carries no process id is left alone."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{TRIAL_FOLDER_PREFIX}*"):
+        pid = folder.name[len(TRIAL_FOLDER_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def trial_folder() -> Path:
+    """A new local folder for this trial process, after removing the folders orphaned by dead ones."""
+    remove_orphaned_trial_folders()
+    return Path(tempfile.mkdtemp(prefix=f"{TRIAL_FOLDER_PREFIX}{os.getpid()}-"))
 
 
 class TuneReporter:
@@ -136,7 +171,7 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     config = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}  # bookkeeping, not a sampled value
     cfg = apply_params(Config.from_yaml(base_yaml, source="search base config"), config)
     on_step = _fault_hooks(config)
-    run_dir = Path(tempfile.mkdtemp(prefix="aminet-trial-"))
+    run_dir = trial_folder()
     try:
         resumed_from = 0
         checkpoint = tune.get_checkpoint()
