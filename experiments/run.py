@@ -213,10 +213,11 @@ def run_configuration(
     with mlflow.start_run(
         experiment_id=exp_id, run_name=label, tags={**tags, "aminet.role": "summary", "aminet.label": label}
     ) as parent:
-        log_summary_inputs(MlflowClient(), parent.info.run_id, cfg, seeds, trials)
+        client = MlflowClient()  # the tracking URI mlflow.start_run uses
+        log_summary_inputs(client, parent.info.run_id, cfg, seeds, trials)
         frames = [run_unit(label, cfg, s, t, exp_id, run_root, quiet, tags) for s, t in units(cfg, seeds, trials)]
         per_trial = pd.concat(frames, ignore_index=True)
-        log_seed_summary(MlflowClient(), parent.info.run_id, per_trial, cfg)
+        log_seed_summary(client, parent.info.run_id, per_trial, cfg)
     return per_trial
 
 
