@@ -395,6 +395,7 @@ def test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_a
     assert {r.info.status for r in runs} == {"FINISHED"}
     models = [r for r in runs if r.data.tags.get("aminet.role") == "model"]
     assert sorted(r.data.tags["aminet.trial"] for r in models) == ["-", "1"]  # SYSU: one run; RegDB: trial 1
+    assert "Visible to Thermal" in out.stdout and "All Search" in out.stdout
     # Each model was its own Ray task, a child of its benchmark's summary run, which then holds the
     # mean +- std over seeds computed from the children's per-trial tables.
     assert "2 model(s) as Ray tasks (sysu: 1, regdb: 1)" in out.stdout
