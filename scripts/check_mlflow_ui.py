@@ -60,19 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///") :]).is_file():
         print(f"error: --mlflow-uri {args.mlflow_uri}: no such database file", file=sys.stderr)
         return 2
-    client = MlflowClient(args.mlflow_uri)
-    exp = client.get_experiment_by_name(args.experiment)
-    if exp is None:
-        print(f"error: no experiment {args.experiment!r} in {args.mlflow_uri}", file=sys.stderr)
-        return 2
-    runs = client.search_runs([exp.experiment_id])
-    parent = next((r for r in runs if r.data.tags.get("aminet.role") == "search"), None)
-    trial = next((r for r in runs if r.data.tags.get("aminet.role") == "trial"), None)
-    if parent is None or trial is None:
-        print("error: the experiment holds no search (parent and trial runs)", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The server takes ~15 s to come up on two cores: start it first, read the runs and start the browser
+    # while it does.
     port = free_port()
     host = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -93,14 +82,21 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    out = Path(args.out)
     problems: list[str] = []
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{host}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        client = MlflowClient(args.mlflow_uri)
+        exp = client.get_experiment_by_name(args.experiment)
+        if exp is None:
+            print(f"error: no experiment {args.experiment!r} in {args.mlflow_uri}", file=sys.stderr)
+            return 2
+        runs = client.search_runs([exp.experiment_id])
+        parent = next((r for r in runs if r.data.tags.get("aminet.role") == "search"), None)
+        trial = next((r for r in runs if r.data.tags.get("aminet.role") == "trial"), None)
+        if parent is None or trial is None:
+            print("error: the experiment holds no search (parent and trial runs)", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
             try:
                 # no background traffic: this machine (and CI) has no network beyond localhost
@@ -109,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - no browser binary: a skip, said in one line
                 print(f"skipped: no Chromium to drive ({' '.join(str(exc).split())[:200]})", file=sys.stderr)
                 return SKIP
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f"{host}/health", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
             page = browser.new_page(viewport={"width": 1920, "height": 1080})
 
             def look(name: str, url: str, must_show: list[str], expand: str | None = None) -> None:
