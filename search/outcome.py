@@ -32,11 +32,7 @@ def select_champion(
     inputs: list,
 ):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
-    import pandas as pd
-
     from search import champion
-    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger, mlflow_metrics, trial_run
-    from trainables.params import OPTUNA_TRIAL, apply_params
 
     b = plan.budget
     top = champion.finished(results, b.epochs)
@@ -46,35 +42,62 @@ def select_champion(
             f"nothing to select (see the trials above)"
         )
     top = top[: args.top_k]
-    base_seed = plan.base.train.seed
-    seeds = champion.reseed_seeds(base_seed, args.reseeds)
-    points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
+    seeds = champion.reseed_seeds(plan.base.train.seed, args.reseeds)
     reseeded = []
     if seeds:
-        state.update(stage="reseed", reseed_points=points)
-        save_state(state_path, state)
-        print(
-            f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
-            f"({len(points) * len(seeds)} Ray trials)",
-            file=sys.stderr,
-            flush=True,
+        reseeded = _reseed(
+            top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_id, state, state_path, run_tags, inputs
         )
-        logger = TrialRunLogger(
-            uri,
-            exp_id,
-            parent_id,
-            b.epochs,
-            role="reseed",
-            tags=run_tags,
-            inputs=inputs,
-            params_of=ResolvedParams(plan.base.to_yaml(), points),
-        )
-        grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
-        if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
-            raise KeyboardInterrupt
-        reseeded = list(grid)
-    cands = champion.candidates_from(top, base_seed, reseeded, b.epochs)
+    cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
     winner = champion.choose(cands)
+    _record_selection(client, parent_id, exp_id, plan, cands, winner)
+    print(
+        f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
+        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
+    )
+    return winner
+
+
+def _reseed(top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_id, state, state_path, run_tags, inputs):
+    """The top finished trials' parameters trained again with each of ``seeds``, as Ray trials logged under the
+    search's parent run. The stage is saved first, so that --resume re-seeds instead of searching again."""
+    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
+    from trainables.params import OPTUNA_TRIAL
+
+    b = plan.budget
+    points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
+    state.update(stage="reseed", reseed_points=points)
+    save_state(state_path, state)
+    print(
+        f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
+        f"({len(points) * len(seeds)} Ray trials)",
+        file=sys.stderr,
+        flush=True,
+    )
+    logger = TrialRunLogger(
+        uri,
+        exp_id,
+        parent_id,
+        b.epochs,
+        role="reseed",
+        tags=run_tags,
+        inputs=inputs,
+        params_of=ResolvedParams(plan.base.to_yaml(), points),
+    )
+    grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
+    if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
+        raise KeyboardInterrupt  # stopped (Ctrl-C) before every re-seed ended
+    return list(grid)
+
+
+def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, winner) -> None:
+    """On the parent run: every candidate's scores over seeds, the winner's config, selection and validation
+    figures (mean over seeds), its parameters as tags, and a link to (and tag on) the winning trial's run."""
+    import pandas as pd
+
+    from search.tuning import mlflow_metrics, trial_run
+    from trainables.params import apply_params
+
     rows = [
         {
             "rank": i + 1,
@@ -125,11 +148,6 @@ def select_champion(
         winner.run_id = found.info.run_id
         client.set_tag(winner.run_id, "aminet.winner", "true")
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
-    print(
-        f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
-        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
-    )
-    return winner
 
 
 def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:
