@@ -203,12 +203,16 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
 
     from optuna.visualization import matplotlib as ovm
 
+    too_few = importance_withheld(study)
     plots = {
         "optimization_history": ovm.plot_optimization_history,
         "param_importances": ovm.plot_param_importances,
         "parallel_coordinate": ovm.plot_parallel_coordinate,
         "intermediate_values": ovm.plot_intermediate_values,
     }
+    if too_few:
+        del plots["param_importances"]
+        client.set_tag(parent_id, "plot.param_importances", f"not drawn: {too_few}")
     for name, fn in plots.items():
         try:
             with warnings.catch_warnings():
@@ -223,6 +227,9 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             plt.close(fig)
         except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
+    if too_few:
+        client.set_tag(parent_id, "importance", f"not computed: {too_few}")
+        return
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -232,6 +239,21 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
         client.log_dict(parent_id, {k: float(v) for k, v in imp.items()}, "search/importances.json")
     except Exception as exc:  # noqa: BLE001
         client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
+
+
+# Optuna's importances (fANOVA: a random forest fitted to the COMPLETE trials' parameters and values) are noise
+# on a handful of points, and ASHA leaves few trials complete; below this many they are not reported.
+MIN_TRIALS_FOR_IMPORTANCE = 10
+
+
+def importance_withheld(study) -> str:
+    """Why the study's parameter importances are not reported ("" when they are): too few complete trials."""
+    import optuna
+
+    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if n >= MIN_TRIALS_FOR_IMPORTANCE:
+        return ""
+    return f"{n} trial(s) trained to the full budget; importances need at least {MIN_TRIALS_FOR_IMPORTANCE}"
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -527,6 +527,9 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
         "search/base_config.yaml",
     ):
         assert path in arts, path
+    # three trials are too few for parameter importances: said, not drawn from noise
+    assert parent.data.tags["importance"].startswith("not computed: ") and "plots/param_importances.png" not in arts
+    assert not any(k.startswith("importance/") for k in m)
     local = client.download_artifacts(parent.info.run_id, "best/config.yaml", str(tmp))
     best_cfg = Config.from_yaml(Path(local).read_text())
     assert best_cfg.data.purpose == "search" and best_cfg.model.arch == "resnet18"
@@ -700,6 +703,25 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
     assert len(search_study(tmp, name).trials) == 3
     state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
     assert state["parent_run_id"] == parents[0].info.run_id
+
+
+def test_importances_are_withheld_until_enough_trials_completed():
+    """Parameter importances (fANOVA on the COMPLETE trials) are reported only from MIN_TRIALS_FOR_IMPORTANCE
+    complete trials on; pruned (ASHA-stopped) trials do not count, and the reason names the count."""
+    from search.lineage import MIN_TRIALS_FOR_IMPORTANCE, importance_withheld
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(MIN_TRIALS_FOR_IMPORTANCE - 1):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, trial.params["x"])
+    for _ in range(5):  # stopped early: not evidence for importances
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    reason = importance_withheld(study)
+    assert reason.startswith(f"{MIN_TRIALS_FOR_IMPORTANCE - 1} trial(s) trained to the full budget")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, trial.params["x"])
+    assert importance_withheld(study) == ""
 
 
 def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
