@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from search.cluster import reseed_tuner
-from search.lineage import describe_parent, save_state
+from search.lineage import SearchRecord, describe_parent, save_state
 from search.plan import REPO, Plan
 from search.registry import register_champion
 
@@ -16,21 +16,7 @@ __all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units
 FINAL_EXPERIMENT = "aminet-final"  # the MLflow experiment of --retrain-best's fixed-config runs
 
 
-def select_champion(
-    client,
-    parent_id: str,
-    plan: Plan,
-    args,
-    results,
-    resources,
-    concurrent,
-    uri: str,
-    exp_id: str,
-    state: dict,
-    state_path: Path,
-    run_tags: dict,
-    inputs: list,
-):
+def select_champion(rec: SearchRecord, plan: Plan, args, results, resources, concurrent):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     from search import champion
 
@@ -45,12 +31,10 @@ def select_champion(
     seeds = champion.reseed_seeds(plan.base.train.seed, args.reseeds)
     reseeded = []
     if seeds:
-        reseeded = _reseed(
-            top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_id, state, state_path, run_tags, inputs
-        )
+        reseeded = _reseed(rec, top, seeds, plan, args, resources, concurrent)
     cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
     winner = champion.choose(cands)
-    _record_selection(client, parent_id, exp_id, plan, cands, winner)
+    _record_selection(rec.client, rec.parent_id, rec.exp_id, plan, cands, winner)
     print(
         f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
         f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
@@ -58,7 +42,7 @@ def select_champion(
     return winner
 
 
-def _reseed(top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_id, state, state_path, run_tags, inputs):
+def _reseed(rec: SearchRecord, top, seeds, plan: Plan, args, resources, concurrent):
     """The top finished trials' parameters trained again with each of ``seeds``, as Ray trials logged under the
     search's parent run. The stage is saved first, so that --resume re-seeds instead of searching again."""
     from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
@@ -66,8 +50,8 @@ def _reseed(top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_i
 
     b = plan.budget
     points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
-    state.update(stage="reseed", reseed_points=points)
-    save_state(state_path, state)
+    rec.state.update(stage="reseed", reseed_points=points)
+    save_state(rec.state_path, rec.state)
     print(
         f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
         f"({len(points) * len(seeds)} Ray trials)",
@@ -75,13 +59,13 @@ def _reseed(top, seeds, plan, args, resources, concurrent, uri, exp_id, parent_i
         flush=True,
     )
     logger = TrialRunLogger(
-        uri,
-        exp_id,
-        parent_id,
+        rec.uri,
+        rec.exp_id,
+        rec.parent_id,
         b.epochs,
         role="reseed",
-        tags=run_tags,
-        inputs=inputs,
+        tags=rec.run_tags,
+        inputs=rec.inputs,
         params_of=ResolvedParams(plan.base.to_yaml(), points),
     )
     grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()

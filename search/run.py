@@ -91,21 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = fit_search(tuner, plan, args, rec)
         log_search_summary(client, parent_id, plan, results, rec.study_url)
-        winner = select_champion(
-            client,
-            parent_id,
-            plan,
-            args,
-            results,
-            resources,
-            concurrent,
-            rec.uri,
-            rec.exp_id,
-            rec.state,
-            rec.state_path,
-            rec.run_tags,
-            rec.inputs,
-        )
+        winner = select_champion(rec, plan, args, results, resources, concurrent)
         summary = (
             f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
             f"over seeds {winner.seeds}; {winner.params}"
