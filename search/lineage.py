@@ -203,16 +203,16 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
 
     from optuna.visualization import matplotlib as ovm
 
-    too_few = importance_withheld(study)
+    withheld = importance_withheld(study)
+    if withheld:
+        client.set_tag(parent_id, "plot.param_importances", f"not drawn: {withheld}")
+        client.set_tag(parent_id, "importance", f"not computed: {withheld}")
     plots = {
         "optimization_history": ovm.plot_optimization_history,
-        "param_importances": ovm.plot_param_importances,
+        **({} if withheld else {"param_importances": ovm.plot_param_importances}),
         "parallel_coordinate": ovm.plot_parallel_coordinate,
         "intermediate_values": ovm.plot_intermediate_values,
     }
-    if too_few:
-        del plots["param_importances"]
-        client.set_tag(parent_id, "plot.param_importances", f"not drawn: {too_few}")
     for name, fn in plots.items():
         try:
             with warnings.catch_warnings():
@@ -227,8 +227,7 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             plt.close(fig)
         except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
-    if too_few:
-        client.set_tag(parent_id, "importance", f"not computed: {too_few}")
+    if withheld:
         return
     try:
         with warnings.catch_warnings():

@@ -711,7 +711,7 @@ def test_importances_are_withheld_until_enough_trials_completed():
     from search.lineage import MIN_TRIALS_FOR_IMPORTANCE, importance_withheld
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    for i in range(MIN_TRIALS_FOR_IMPORTANCE - 1):
+    for _ in range(MIN_TRIALS_FOR_IMPORTANCE - 1):
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         study.tell(trial, trial.params["x"])
     for _ in range(5):  # stopped early: not evidence for importances
