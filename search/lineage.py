@@ -203,13 +203,24 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
 
     from optuna.visualization import matplotlib as ovm
 
-    withheld = importance_withheld(study)
-    if withheld:
-        client.set_tag(parent_id, "plot.param_importances", f"not drawn: {withheld}")
-        client.set_tag(parent_id, "importance", f"not computed: {withheld}")
+    from search.importance import FittedImportances, parameter_importances
+
+    # Importances are computed once: the logged metrics and the plot's bars are the same numbers.
+    importances, why_not = parameter_importances(study)
+    if why_not:
+        client.set_tag(parent_id, "importance", f"not computed: {why_not}")
+        client.set_tag(parent_id, "plot.param_importances", f"not drawn: {why_not}")
+    else:
+        for k, v in importances.items():
+            client.log_metric(parent_id, f"importance/{k}", v)
+        client.log_dict(parent_id, importances, "search/importances.json")
     plots = {
         "optimization_history": ovm.plot_optimization_history,
-        **({} if withheld else {"param_importances": ovm.plot_param_importances}),
+        **(
+            {"param_importances": lambda s: ovm.plot_param_importances(s, evaluator=FittedImportances(importances))}
+            if importances
+            else {}
+        ),
         "parallel_coordinate": ovm.plot_parallel_coordinate,
         "intermediate_values": ovm.plot_intermediate_values,
     }
@@ -225,34 +236,8 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             fig.tight_layout()
             client.log_figure(parent_id, fig, f"plots/{name}.png", save_kwargs={"bbox_inches": "tight", "dpi": 110})
             plt.close(fig)
-        except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
+        except Exception as exc:  # noqa: BLE001 - a plot Optuna cannot draw for this study
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
-    if withheld:
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            imp = optuna.importance.get_param_importances(study)
-        for k, v in imp.items():
-            client.log_metric(parent_id, f"importance/{k}", float(v))
-        client.log_dict(parent_id, {k: float(v) for k, v in imp.items()}, "search/importances.json")
-    except Exception as exc:  # noqa: BLE001
-        client.set_tag(parent_id, "importance", f"not computed: {' '.join(str(exc).split())[:200]}")
-
-
-# Optuna's importances (fANOVA: a random forest fitted to the COMPLETE trials' parameters and values) are noise
-# on a handful of points, and ASHA leaves few trials complete; below this many they are not reported.
-MIN_TRIALS_FOR_IMPORTANCE = 10
-
-
-def importance_withheld(study) -> str:
-    """Why the study's parameter importances are not reported ("" when they are): too few complete trials."""
-    import optuna
-
-    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if n >= MIN_TRIALS_FOR_IMPORTANCE:
-        return ""
-    return f"{n} trial(s) trained to the full budget; importances need at least {MIN_TRIALS_FOR_IMPORTANCE}"
 
 
 def save_state(path: Path, state: dict) -> None:
