@@ -761,6 +761,39 @@ def test_importances_rank_the_parameter_that_matters_and_the_plot_draws_the_same
     assert drawn == pytest.approx(imp)
 
 
+def test_search_summary_logs_importances_and_their_plot_once_enough_trials_completed(tmp_path):
+    """A search with enough complete trials gets importance metrics, the same numbers as a JSON artifact, and
+    the importance plot among the parent's plots, and no "not computed" tag."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from search.importance import MIN_TRIALS_FOR_IMPORTANCE
+    from search.lineage import log_search_summary
+
+    study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(
+        study_name="s", storage=study_url, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    study.optimize(lambda t: t.suggest_float("lr", 0, 1) + 0.0 * t.suggest_float("w", 0, 1), MIN_TRIALS_FOR_IMPORTANCE)
+
+    class Results(list):  # what the summary reads of Ray's ResultGrid
+        def get_dataframe(self):
+            return pd.DataFrame({"trial_id": ["a"], "score": [0.5], "config/lr": [0.1]})
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    log_search_summary(client, run_id, SimpleNamespace(name="s"), Results(), study_url)
+    run = client.get_run(run_id)
+    logged = {k.split("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("importance/")}
+    assert set(logged) == {"lr", "w"} and max(logged, key=logged.get) == "lr"
+    saved = json.loads(Path(client.download_artifacts(run_id, "search/importances.json", str(tmp_path))).read_text())
+    assert saved == pytest.approx(logged)
+    assert "plots/param_importances.png" in [a.path for a in client.list_artifacts(run_id, "plots")]
+    assert "importance" not in run.data.tags and "plot.param_importances" not in run.data.tags
+
+
 def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
     """After a driver is SIGKILLed, Ray may restore a trial whose end it had not snapshotted although the
     study (SQLite) already holds it: its repeated results must not fail the trial."""
