@@ -210,10 +210,13 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     if why_not:
         client.set_tag(parent_id, "importance", f"not computed: {why_not}")
         client.set_tag(parent_id, "plot.param_importances", f"not drawn: {why_not}")
+        print(f"parameter importances: not computed ({why_not})", file=sys.stderr)
     else:
         for k, v in importances.items():
             client.log_metric(parent_id, f"importance/{k}", v)
         client.log_dict(parent_id, importances, "search/importances.json")
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))
+        print(f"parameter importances (Optuna's PED-ANOVA): {ranked}", file=sys.stderr)
     plots = {
         "optimization_history": ovm.plot_optimization_history,
         **(

@@ -761,9 +761,9 @@ def test_importances_rank_the_parameter_that_matters_and_the_plot_draws_the_same
     assert drawn == pytest.approx(imp)
 
 
-def test_search_summary_logs_importances_and_their_plot_once_enough_trials_completed(tmp_path):
+def test_search_summary_logs_importances_and_their_plot_once_enough_trials_completed(tmp_path, capsys):
     """A search with enough complete trials gets importance metrics, the same numbers as a JSON artifact, and
-    the importance plot among the parent's plots, and no "not computed" tag."""
+    the importance plot among the parent's plots, and no "not computed" tag; the console ranks them."""
     from types import SimpleNamespace
 
     import pandas as pd
@@ -792,6 +792,7 @@ def test_search_summary_logs_importances_and_their_plot_once_enough_trials_compl
     assert saved == pytest.approx(logged)
     assert "plots/param_importances.png" in [a.path for a in client.list_artifacts(run_id, "plots")]
     assert "importance" not in run.data.tags and "plot.param_importances" not in run.data.tags
+    assert f"parameter importances (Optuna's PED-ANOVA): lr {logged['lr']:.2f}, w " in capsys.readouterr().err
 
 
 def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
