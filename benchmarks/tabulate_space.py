@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Tabulate a search space: train a fixed, space-filling set of its configurations once and keep, per
+configuration and seed, the validation score after every epoch, the time of every epoch and the final test
+metrics (``search/blackbox.py`` describes the table). Searches are then replayed on the table
+(``benchmarks/search_study.py``).
+
+    python benchmarks/tabulate_space.py --out benchmarks/tables/sysu-quick              # the shipped table
+    nice -n 19 python benchmarks/tabulate_space.py --out ... --shard 0/2 &              # two processes, one core
+    nice -n 19 python benchmarks/tabulate_space.py --out ... --shard 1/2 &              #   each, one shared table
+    python benchmarks/tabulate_space.py --out benchmarks/tables/sysu-quick --only 17:0  # regenerate one row
+
+An interrupted tabulation resumes where it stopped: rows already in ``rows.jsonl`` are skipped. The first
+call writes ``meta.json`` (configurations, seeds, base config, budget, command, commit); a later call with
+other settings is refused (one line). ``--only C:S`` trains that row again and prints it beside the stored
+one without writing anything.
+
+The budget is the space's quick budget (the synthetic benchmark's search: ResNet-18 at 64x32, 6 epochs) with
+an evaluation on the validation identities after every epoch, so any ASHA rung can be replayed; the test
+metrics (SYSU all + indoor search, 10 gallery trials of the test identities) are for the study's analysis
+only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from aminet.cli import ArgumentParser, UsageError  # noqa: E402
+from search import blackbox  # noqa: E402
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class EpochClock:
+    """The engine's reporter: the time of every epoch (the engine's own figure) and of every evaluation."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.eval_seconds: list[float] = []
+        self.val: list[dict[str, float]] = []
+        self._t = 0.0
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epoch_seconds.append(round(float(metrics["epoch_seconds"]), 4))
+        self._t = time.perf_counter()
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir) -> None:
+        self.eval_seconds.append(round(time.perf_counter() - self._t, 4))
+        self.val.append({"epoch": epoch, **{k: round(float(metrics[k]), 6) for k in ("score", "R1", "mAP", "mINP")}})
+
+
+def table_base(space, overrides: list[str], data_root: str | None):
+    """The base config every row trains: the space's quick budget, evaluated after every epoch."""
+    from aminet.data import synthetic
+
+    over = ["train.eval_every=1", *overrides]
+    if data_root:
+        over.append(f"data.root={Path(data_root).resolve()}")
+    base = space.base(quick=True, overrides=over)
+    if base.data.root is None:
+        base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset))})
+    return base
+
+
+def train_row(base, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train one (configuration, seed) and return its row."""
+    import torch
+
+    from aminet.engine.trainer import NonFiniteLossError, train
+    from aminet.evaluation.protocol import metrics_from_frame
+    from aminet.evaluation.trained import evaluate_benchmarks
+    from trainables.params import apply_params
+
+    cfg = apply_params(base, {**config["params"], "cfg.train.seed": seed})
+    clock = EpochClock()
+    t0 = time.perf_counter()
+    diverged, test, test_seconds = None, None, 0.0
+    try:
+        res = train(cfg, clock, run_dir=None, resume=False, quiet=True)
+    except NonFiniteLossError as exc:
+        diverged, res = max(1, exc.epoch), None
+    if res is not None:
+        t1 = time.perf_counter()
+        frame = evaluate_benchmarks(
+            res.model.eval(),
+            cfg,
+            cfg.data.root,
+            None,
+            sysu_modes=("all", "indoor"),
+            sysu_trials=10,
+            device=res.extra["device"],
+        )
+        test_seconds = time.perf_counter() - t1
+        summary = metrics_from_frame(frame, cfg.replace({"eval.sysu_modes": ["all", "indoor"]}))
+        test = {
+            f"{s}/{m}": round(summary[f"{s}/{m}"], 6) for s in ("all", "indoor") for m in ("R1", "R10", "mAP", "mINP")
+        }
+    return {
+        "config": config["config"],
+        "seed": seed,
+        "kind": config["kind"],
+        "params": config["params"],
+        "val": clock.val,
+        "epoch_seconds": clock.epoch_seconds,
+        "eval_seconds": clock.eval_seconds,
+        "test": test,
+        "test_seconds": round(test_seconds, 3),
+        "diverged": diverged,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "commit": git_commit(),
+        "host": f"{platform.node()} ({cpu_name()})",
+        "torch_threads": torch.get_num_threads(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def parse_args(argv):
+    p = ArgumentParser(prog="python benchmarks/tabulate_space.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="table folder (created; an existing one is resumed)")
+    p.add_argument("--space", default="sysu", help="search space name or file (default sysu)")
+    p.add_argument("--configs", type=int, default=150, help="configurations (default 150)")
+    p.add_argument("--multi-seed", type=int, default=20, help="configurations trained with --seeds seeds (default 20)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the multi-seed configurations (default 3)")
+    p.add_argument("--sobol-seed", type=int, default=0, help="scrambling seed of the Sobol sample (default 0)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the base config (a test's tiny table)",
+    )
+    p.add_argument("--data-root", default=None, help="dataset root (default: the synthetic benchmark)")
+    p.add_argument("--shard", default="0/1", help="K/N: train every N-th job from the K-th (default 0/1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many new rows")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="C:S",
+        help="train these rows again and print them beside the stored ones (writes nothing)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from aminet.config import ConfigError
+    from search.spaces import SpaceError, get_space
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out).resolve()
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--shard {args.shard!r}: expected K/N with 0 <= K < N") from None
+    try:
+        space = get_space(args.space)
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+
+    meta_file = out / blackbox.META
+    if meta_file.is_file():  # resume: the table's own settings
+        meta = json.loads(meta_file.read_text())
+        base = __import__("aminet.config", fromlist=["Config"]).Config.from_yaml(meta["base"], source=str(meta_file))
+        asked = {
+            "space": space.name,
+            "configs": args.configs,
+            "multi_seed": args.multi_seed,
+            "seeds": args.seeds,
+            "sobol_seed": args.sobol_seed,
+            "overrides": args.overrides,
+        }
+        differ = [k for k, v in asked.items() if meta["settings"].get(k) != v]
+        if differ and args.only is None:
+            raise UsageError(
+                f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
+                f"{ {k: meta['settings'].get(k) for k in differ} }); use another --out or the same settings"
+            )
+        configs = meta["configs"]
+        seed_map = {int(k): v for k, v in meta["seeds"].items()}
+    else:
+        if args.only is not None:
+            raise UsageError(f"--only: {out} is not a table (no {blackbox.META})")
+        if args.configs < 1 or args.seeds < 1 or not 0 <= args.multi_seed <= args.configs:
+            raise UsageError("--configs and --seeds must be >= 1 and --multi-seed in 0..--configs")
+        try:
+            base = table_base(space, args.overrides, args.data_root)
+        except ConfigError as exc:
+            raise UsageError(f"--set: {exc}") from None
+        configs, seed_map = blackbox.design(space, base, args.configs, args.multi_seed, args.seeds, args.sobol_seed)
+        meta = {
+            "space": space.name,
+            "space_sha256": __import__("hashlib").sha256(space.text().encode()).hexdigest(),
+            "settings": {
+                "space": space.name,
+                "configs": args.configs,
+                "multi_seed": args.multi_seed,
+                "seeds": args.seeds,
+                "sobol_seed": args.sobol_seed,
+                "overrides": args.overrides,
+            },
+            "budget": {
+                "epochs": base.train.epochs,
+                "eval_every": 1,
+                "search_eval_every": space.budget_for(True).eval_every,
+                "grace": space.budget_for(True).grace_period,
+                "reduction_factor": space.budget_for(True).reduction_factor,
+                "trials_quick": space.budget_for(True).num_samples,
+                "trials_full": space.budget_for(False).num_samples,
+            },
+            "base": base.to_yaml(),
+            "configs": configs,
+            "seeds": {str(k): v for k, v in seed_map.items()},
+            "command": "python benchmarks/tabulate_space.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = meta_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+        os.replace(tmp, meta_file)
+
+    by_id = {c["config"]: c for c in configs}
+    if args.only is not None:
+        stored = {(r["config"], r["seed"]): r for r in blackbox.read_rows(out / blackbox.ROWS)}
+        for spec in args.only:
+            try:
+                c, s = (int(x) for x in spec.split(":"))
+                config = by_id[c]
+            except (ValueError, KeyError):
+                raise UsageError(f"--only {spec!r}: expected CONFIG:SEED with a configuration of {meta_file}") from None
+            row = train_row(base, config, s)
+            old = stored.get((c, s))
+            print(json.dumps({"regenerated": row, "stored": old}, indent=1, sort_keys=True))
+            if old is not None:
+                new_v = [v["score"] for v in row["val"]]
+                old_v = [v["score"] for v in old["val"]]
+                print(f"config {c} seed {s}: val score stored {old_v}, now {new_v}", file=sys.stderr)
+        return 0
+
+    jobs = blackbox.job_order(seed_map, args.multi_seed)[shard::shards]
+    written = 0
+    for c, s in jobs:
+        if (c, s) in blackbox.done_jobs(out):
+            continue
+        if args.limit is not None and written >= args.limit:
+            break
+        row = train_row(base, by_id[c], s)
+        blackbox.append_row(out, row)
+        written += 1
+        score = row["val"][-1]["score"] if row["val"] else float("nan")
+        test = f"test all R1 {100 * row['test']['all/R1']:.2f}" if row["test"] else f"diverged at {row['diverged']}"
+        print(
+            f"[tabulate {shard}/{shards}] config {c} seed {s}: val score {100 * score:.2f}, {test}, "
+            f"{row['seconds']:.0f} s",
+            flush=True,
+        )
+    total = len(blackbox.done_jobs(out))
+    print(f"[tabulate {shard}/{shards}] {written} new rows; {total} of {sum(map(len, seed_map.values()))} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UsageError as exc:
+        print(f"tabulate: error: {exc}", file=sys.stderr)
+        sys.exit(2)
