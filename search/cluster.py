@@ -10,7 +10,16 @@ import time
 
 from search.plan import DEADLINE_FILE, METRIC, Plan, UsageError
 
-__all__ = ["quiet_libraries", "init_ray", "trial_resources", "build_tuner", "fit_search", "reseed_tuner"]
+__all__ = [
+    "quiet_libraries",
+    "init_ray",
+    "trial_resources",
+    "make_searcher",
+    "make_scheduler",
+    "build_tuner",
+    "fit_search",
+    "reseed_tuner",
+]
 
 
 def quiet_libraries() -> None:
@@ -80,17 +89,56 @@ def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[st
     return {"cpu": cpt, "gpu": gpt}, concurrent
 
 
+def make_searcher(space, base, budget, sampler: str, seed: int, *, study_name: str, storage=None, deadline_file=None):
+    """The search algorithm of a search (and of ``benchmarks/search_study.py``'s simulator, which drives the same
+    object without Ray): ``PrunedAwareOptunaSearch`` over the space's define-by-run function, warm-started from
+    its points, with the ``--sampler`` sampler; ``storage`` None keeps the study in memory."""
+    from search.tuning import PrunedAwareOptunaSearch, make_sampler
+
+    return PrunedAwareOptunaSearch(
+        space.define_by_run(base),
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=space.warm_start(base),
+        sampler=make_sampler(sampler, seed, budget.num_samples),
+        study_name=study_name,
+        storage=storage,
+        max_epochs=budget.epochs,
+        deadline_file=deadline_file,
+    )
+
+
+def make_scheduler(budget):
+    """The trial scheduler: ASHA on the epoch counter, from the budget's grace period and reduction factor."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=budget.epochs,
+        grace_period=budget.grace_period,
+        reduction_factor=budget.reduction_factor,
+    )
+
+
+def _replay_kwargs(plan: Plan) -> dict:
+    b = plan.budget
+    return dict(table_dir=str(plan.replay), eval_every=b.eval_every, epochs=b.epochs, time_scale=plan.replay_time_scale)
+
+
 def build_tuner(
     plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str
 ):
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    from search.tuning import PrunedAwareOptunaSearch, make_sampler
     from trainables.aminet_trainable import train_aminet
 
-    trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
+    if plan.replay is not None:
+        from trainables.replay import train_replay
+
+        trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), resources)
+    else:
+        trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
     if plan.resume:
         from ray.tune import Tuner
 
@@ -98,20 +146,17 @@ def build_tuner(
             raise UsageError(f"--name {plan.name}: {plan.experiment_path} holds no restorable Ray experiment")
         return Tuner.restore(plan.experiment_path, trainable=trainable, resume_errored=True)
     b = plan.budget
-    searcher = PrunedAwareOptunaSearch(
-        plan.space.define_by_run(plan.base),
-        metric=METRIC,
-        mode="max",
-        points_to_evaluate=plan.space.warm_start(plan.base),
-        sampler=make_sampler(args.sampler, args.seed, b.num_samples),
+    searcher = make_searcher(
+        plan.space,
+        plan.base,
+        b,
+        args.sampler,
+        args.seed,
         study_name=plan.name,
         storage=optuna.storages.RDBStorage(study_url),
-        max_epochs=b.epochs,
         deadline_file=str(plan.state_dir / DEADLINE_FILE),
     )
-    scheduler = ASHAScheduler(
-        time_attr="epoch", max_t=b.epochs, grace_period=b.grace_period, reduction_factor=b.reduction_factor
-    )
+    scheduler = make_scheduler(b) if getattr(args, "scheduler", "asha") == "asha" else None
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -149,9 +194,16 @@ def reseed_tuner(
 
     from trainables.aminet_trainable import train_reseed
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources
-    )
+    if plan.replay is not None:
+        from trainables.replay import replay_reseed
+
+        trainable = tune.with_resources(
+            tune.with_parameters(replay_reseed, points=points, **_replay_kwargs(plan)), resources
+        )
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources
+        )
     path = f"{plan.experiment_path}-reseed"
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

@@ -95,6 +95,8 @@ def open_search(
             "cpus_per_trial": resources["cpu"],
             "gpus_per_trial": resources["gpu"],
             "sampler": args.sampler,
+            "scheduler": args.scheduler,
+            "replay": str(plan.replay) if plan.replay else "none",
             "time_budget_s": args.time_budget,
             "seed": args.seed,
             "top_k": args.top_k,

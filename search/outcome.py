@@ -142,6 +142,8 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     from aminet.reporting import paper_table, seed_summary
     from search import champion
 
+    if plan.replay is not None:
+        return replay_evaluation(client, parent_id, plan, winner, exp_id)
     models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")
@@ -195,6 +197,47 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     describe_parent(client, parent_id, plan, winner, exp_id, table, line)
     print("\n" + line)
     return text + "\n\n" + line
+
+
+def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -> str:
+    """A replayed search's "test evaluation": the recorded test metrics of the table rows that answered the
+    winner's seeds (no model exists, so none is registered). Logged on the parent run as the real evaluation
+    is, under ``test/sysu/<setting>/<metric>``, with the tag ``aminet.replay``."""
+    import statistics
+
+    from search.blackbox import Table
+
+    table = Table.load(plan.replay)
+    rows = []
+    for seed, r in zip(winner.seeds, winner.results):
+        m = (r.metrics or {}) if r is not None else {}
+        if "replay_config" in m:
+            rows.append(table.row(int(m["replay_config"]), int(m.get("replay_seed", seed))))
+    rows = [row for row in rows if row.test is not None]
+    if not rows:
+        raise RuntimeError("the selected configuration's table rows hold no test metrics")
+    lines = [f"{'setting':8s} {'R1':>14s} {'mAP':>14s} {'mINP':>14s}"]
+    for setting in ("all", "indoor"):
+        cells = []
+        for metric in ("R1", "mAP", "mINP"):
+            values = [100 * float(row.test[f"{setting}/{metric}"]) for row in rows]
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            client.log_metric(parent_id, f"test/sysu/{setting}/{metric}", mean / 100)
+            client.log_metric(parent_id, f"test/sysu/{setting}/{metric}_std", std / 100)
+            cells.append(f"{mean:6.2f} +- {std:5.2f}")
+        lines.append(f"{setting:8s} " + " ".join(f"{c:>14s}" for c in cells))
+    where = f"{plan.replay} (rows {[(row.config, row.seed) for row in rows]})"
+    client.set_tag(parent_id, "aminet.replay", where)
+    table_text = "\n".join(lines)
+    client.log_text(parent_id, table_text + "\n", "best/test_table.txt")
+    describe_parent(client, parent_id, plan, winner, exp_id, table_text)
+    text = (
+        f"\nREPLAYED test metrics of the selected configuration (SYSU-MM01 protocol as recorded in the table {where}; "
+        f"mean +- std over its seeds; no model is registered in a replay):\n{table_text}"
+    )
+    print(text)
+    return text
 
 
 def retrain_units(

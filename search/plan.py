@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Optuna sampler (default tpe: multivariate TPE)",
     )
     p.add_argument(
+        "--scheduler",
+        choices=["asha", "none"],
+        default="asha",
+        help="asha: stop weak trials early (ASHA from --grace-period); none: every trial trains the full budget "
+        "(default asha)",
+    )
+    p.add_argument(
         "--time-budget",
         type=float,
         default=None,
@@ -173,6 +180,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="start Ray's dashboard (local Ray only; binds 127.0.0.1:8265, reach it through an SSH tunnel)",
     )
+    p.add_argument(
+        "--replay",
+        default=None,
+        metavar="TABLE",
+        help="answer every trial from a tabulated benchmark of the space (a folder of benchmarks/tabulate_space.py, "
+        "e.g. benchmarks/tables/sysu-quick) instead of training: the search itself runs unchanged",
+    )
+    p.add_argument(
+        "--replay-time-scale",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --replay: each replayed epoch sleeps its recorded time x S (default 0: no sleep)",
+    )
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
     args = p.parse_args(argv)
     args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
@@ -193,7 +214,9 @@ IDENTITY = {
     "top_k": "--top-k",
     "reseeds": "--reseeds",
     "sampler": "--sampler",
+    "scheduler": "--scheduler",
     "time_budget": "--time-budget",
+    "replay": "--replay",
 }
 
 
@@ -212,7 +235,7 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
     from aminet.reporting import absolute_tracking_uri
 
     out = {k: getattr(args, k) for k in IDENTITY}
-    for k in ("data_root", "sysu_root", "regdb_root"):
+    for k in ("data_root", "sysu_root", "regdb_root", "replay"):
         out[k] = _norm_path(out[k])
     out["mlflow_uri"] = absolute_tracking_uri(out["mlflow_uri"]) if out["mlflow_uri"] else None
     out["overrides"] = list(out["overrides"])
@@ -229,7 +252,8 @@ def adopt_saved_identity(args: argparse.Namespace, saved: dict[str, Any], name: 
                 f"--resume {name}: {flag} differs from the saved search ({given[key]!r} here, "
                 f"{saved.get(key)!r} saved); a resumed search keeps its settings"
             )
-        setattr(args, key, saved.get(key))
+        if key in saved:  # a search saved before a flag existed keeps that flag's default
+            setattr(args, key, saved[key])
 
 
 def _abs_dir(value: str | None, flag: str) -> Path | None:
@@ -275,6 +299,8 @@ class Plan:
     synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
     saved_state: dict | None = None
     fingerprint: str | None = None  # of the search's data folder, set by preflight
+    replay: Path | None = None  # --replay: the table folder that answers every trial (trainables/replay.py)
+    replay_time_scale: float = 0.0
 
     @property
     def synthetic_data(self) -> bool:
@@ -292,6 +318,11 @@ def plan_search(args: argparse.Namespace) -> Plan:
         space = get_space(args.space)
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
+    if args.sampler == "gp" and args.scheduler == "asha":
+        raise UsageError(
+            "--sampler gp learns only from trials trained to the full budget, and ASHA stops about 2 in 3 before "
+            "it (docs/search-study.md): use --scheduler none with gp, or --sampler tpe / cmaes with ASHA"
+        )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
     if args.top_k is not None and args.top_k < 1:
@@ -375,6 +406,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if base.data.cache_dir is not None:
         base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
 
+    replay = check_replay(args, space, base) if args.replay else None
     budget = space.budget_for(quick)
     epochs = base.train.epochs
     grace = (
@@ -412,7 +444,33 @@ def plan_search(args: argparse.Namespace) -> Plan:
         roots["regdb"],
         synthetic_run,
         saved_state,
+        replay=replay,
+        replay_time_scale=float(args.replay_time_scale),
     )
+
+
+def check_replay(args: argparse.Namespace, space, base) -> Path:
+    """The --replay table folder, checked against the search: same space, same epochs and evaluation schedule
+    reachable (the table evaluates every epoch), same base config apart from the evaluation interval."""
+    from search.blackbox import Table, TableError
+
+    if args.retrain_best:
+        raise UsageError("--retrain-best trains real models; a --replay search has none to re-train")
+    folder = Path(args.replay).expanduser().resolve()
+    try:
+        table = Table.load(folder)
+    except TableError as exc:
+        raise UsageError(f"--replay: {exc}") from None
+    if args.replay_time_scale < 0:
+        raise UsageError(f"--replay-time-scale must be >= 0, got {args.replay_time_scale:g}")
+    if table.meta["space"] != space.name:
+        raise UsageError(f"--replay {folder}: a table of space {table.meta['space']!r}, not {space.name!r}")
+    if int(table.meta["budget"]["epochs"]) != base.train.epochs:
+        raise UsageError(
+            f"--replay {folder}: the table holds {table.meta['budget']['epochs']}-epoch runs; this search trains "
+            f"{base.train.epochs} epochs (use the table's budget: --budget quick)"
+        )
+    return folder
 
 
 def preflight(plan: Plan) -> str:
@@ -421,6 +479,11 @@ def preflight(plan: Plan) -> str:
     from aminet.cli import check_inputs
     from aminet.data.cache import ImageCache, dataset_fingerprint
 
+    if plan.replay is not None:  # no data is read: the table answers; its digest stands for the data
+        from search.blackbox import Table
+
+        plan.fingerprint = f"replay-{Table.load(plan.replay).digest()}"
+        return plan.fingerprint
     root = check_inputs(plan.base)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     plan.fingerprint = dataset_fingerprint(root)

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         b = plan.budget
         print(
             f"search {plan.name}: {b.num_samples} trials, {concurrent} at once, {resources} each; {b.epochs} epochs, "
-            f"eval every {b.eval_every}, ASHA grace {b.grace_period}; then the top {args.top_k} finished trial(s) "
+            f"eval every {b.eval_every}, "
+            + (f"ASHA grace {b.grace_period}" if args.scheduler == "asha" else "no early stopping")
+            + f"; then the top {args.top_k} finished trial(s) "
             f"re-seeded x{args.reseeds}; Ray experiment {plan.experiment_path}",
             file=sys.stderr,
             flush=True,

@@ -161,7 +161,14 @@ def make_sampler(kind: str, seed: int, num_samples: int):
     """The Optuna sampler of ``--sampler``: ``tpe`` (multivariate, grouped for the conditional milestones),
     ``gp`` (Gaussian process), ``cmaes`` (CMA-ES on the numeric parameters, the categorical ones sampled
     independently) or ``random``. The model-based ones start after a third of the trials (2..8) sampled at
-    random, after the warm-start points."""
+    random, after the warm-start points.
+
+    Set explicitly rather than left to the installed Optuna's defaults:
+    * TPE ``constant_liar=True``: trials still running count as bad points, so trials asked for at the same
+      time are spread out instead of near-duplicates (Optuna 5's default; Optuna 4's was False).
+    * CMA-ES ``consider_pruned_trials=True``: under ASHA most trials end PRUNED, and by default CMA-ES learns
+      from COMPLETE ones only (docs/search-study.md measures the share of model-based proposals).
+    GP learns from COMPLETE trials only (Optuna has no option): ``search.plan`` refuses it under ASHA."""
     import warnings
 
     import optuna
@@ -170,11 +177,15 @@ def make_sampler(kind: str, seed: int, num_samples: int):
     with warnings.catch_warnings():  # the samplers we chose knowingly: their "experimental" notes are noise
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "tpe":
-            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=startup)
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, seed=seed, n_startup_trials=startup, constant_liar=True
+            )
         if kind == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
         if kind == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, n_startup_trials=startup, warn_independent_sampling=False, consider_pruned_trials=True
+            )
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"--sampler {kind!r}: choose one of {list(SAMPLERS)}")

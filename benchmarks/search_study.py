@@ -1,0 +1,656 @@
+#!/usr/bin/env python
+"""The search study: does the search earn its compute? Replays searches on a tabulated benchmark of the space.
+
+    python benchmarks/search_study.py --table benchmarks/tables/sysu-quick --out docs/search-study   # the study
+    python benchmarks/search_study.py --table ... --reps 3 --samplers tpe random --trials 6 --out /tmp/s  # toy
+    python benchmarks/search_study.py --table ... --check-driver 2      # simulator against the real driver
+
+**The simulator** (``simulate``) runs one search the way ``search/run.py`` does, without Ray: the searcher and
+the scheduler are the objects the driver builds (``search.cluster.make_searcher`` / ``make_scheduler``: the
+same space, warm start, Optuna sampler, ASHA), called in the order Ray's trial controller calls them
+(scheduler first on each result; on a stop, the scheduler's then the searcher's ``on_trial_complete``).
+Each trial is answered by the table (``trainables.replay.answer``: the exact row, else the nearest) and
+advances on a simulated clock by its recorded epoch and evaluation times, with ``concurrency`` workers
+(Syne Tune's simulator backend): a new trial is asked for whenever a worker is free. ``--check-driver N``
+runs N searches through the real driver (``search/run.py --replay``, concurrency 1) and compares their trial
+sequences (sampled values, states, scores) with the simulator's.
+
+**What is measured** (``docs/search-study.md`` explains each):
+
+* validation regret: the table's best final validation score minus the best final validation score among
+  the search's trials that trained to the full budget, against epochs consumed (all trials' epochs, stopped
+  ones included) and against simulated time;
+* test regret: the table's best test score minus the test score of the configuration the search would
+  select at that point (the best finished trial on validation, as ``search.champion`` selects; before any
+  trial finished: the paper's default, the user's fallback);
+* interquartile mean over repetitions with a 95 % bootstrap interval (resampling repetitions);
+* the share of proposals the sampler made from its model (``sample_relative`` returned values) rather than
+  its start-up / independent sampling, warm-start points excluded;
+* from the table alone: the rank correlation of validation and test over configurations next to the seed
+  noise ceiling, the agreement of every rung's ranking with the final one by schedule type, the spread of
+  configuration means against the seed spread, and the re-seed rule with and without the selection seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from aminet.cli import ArgumentParser, UsageError  # noqa: E402
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark: a table, its space and base config, the scores a study compares
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    table: Any  # search.blackbox.Table
+    space: Any  # search.spaces.SearchSpace
+    base: Any  # the table's base config with the search's evaluation interval
+    space_params: tuple
+    budget: Any  # search.spaces.Budget (the search's quick budget)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Bench:
+        from aminet.config import Config
+        from search.blackbox import Table
+        from search.spaces import get_space
+
+        table = Table.load(folder)
+        space = get_space(table.meta["space"])
+        b = space.budget_for(True)
+        if b.epochs != table.epochs:
+            raise UsageError(f"{folder}: a table of {table.epochs}-epoch runs, the space's quick budget has {b.epochs}")
+        base = Config.from_yaml(table.meta["base"], source=str(folder)).replace({"train.eval_every": b.eval_every})
+        return cls(table, space, base, tuple(p.resolved(base) for p in space.params), b)
+
+    def budget_with(self, trials: int):
+        from dataclasses import replace
+
+        return replace(self.budget, num_samples=int(trials))
+
+    # scores of a row: validation (final epoch) and test (SYSU all-search: (R1 + mAP) / 2, and R1)
+    def val(self, config: int, seed: int = 0) -> float:
+        return self.table.row(config, seed).final
+
+    def test(self, config: int, seed: int = 0, metric: str = "score") -> float:
+        t = self.table.row(config, seed).test
+        if t is None:
+            return 0.0
+        return (t["all/R1"] + t["all/mAP"]) / 2 if metric == "score" else float(t[f"all/{metric}"])
+
+    def best_val(self) -> float:
+        return max(self.val(c) for c in self.table.config_ids())
+
+    def best_test(self, metric: str = "score") -> float:
+        return max(self.test(c, 0, metric) for c in self.table.config_ids())
+
+
+# ------------------------------------------------------------------------------------------------
+# The simulator
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimTrial:
+    trial_id: str
+    number: int
+    params: dict[str, Any]
+    config: int
+    row: Any
+    start: float
+    epoch: int = 0
+    state: str = "RUNNING"  # COMPLETE | STOPPED (by ASHA) | DIVERGED
+    last_result: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # Ray keys some dicts by trial objects
+        return hash(self.trial_id)
+
+
+def _epoch_time(row, epoch: int, evaluates: bool) -> float:
+    t = row.epoch_seconds[epoch - 1]
+    if evaluates and row.eval_seconds:
+        t += row.eval_seconds[min(epoch, len(row.eval_seconds)) - 1]
+    return t
+
+
+def simulate(
+    bench: Bench, sampler: str, seed: int, trials: int, concurrency: int = 1, asha: bool = True
+) -> dict[str, Any]:
+    """One replayed search (see the module doc); returns its trace and outcome."""
+    import warnings
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.cluster import make_scheduler, make_searcher, quiet_libraries
+    from trainables.replay import answer
+
+    quiet_libraries()
+    budget = bench.budget_with(trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        searcher = make_searcher(bench.space, bench.base, budget, sampler, seed, study_name=f"sim-{seed}")
+    scheduler = make_scheduler(budget) if asha else None
+    if scheduler is not None:
+        scheduler.set_search_properties("score", "max")
+    model_based: dict[int, bool] = {}
+    ot_sampler = searcher._ot_study.sampler
+    original = ot_sampler.sample_relative
+
+    def recording(study, trial, search_space):
+        out = original(study, trial, search_space)
+        model_based[trial.number] = bool(out)
+        return out
+
+    ot_sampler.sample_relative = recording
+    enqueued = {t.number for t in searcher._ot_study.get_trials(deepcopy=False)}  # the warm-start points
+
+    epochs_total, events, seq, now = budget.epochs, [], 0, 0.0
+    started: list[SimTrial] = []
+    running = 0
+    consumed = 0
+    trace: list[tuple[int, float, int | None]] = []  # (epochs consumed, time, selected config) after each epoch
+    selected: tuple[float, int] | None = None  # (val score, config) of the best finished trial so far
+
+    def start(t_now: float) -> None:
+        nonlocal seq, running
+        trial_id = f"t{len(started):05d}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = searcher.suggest(trial_id)
+        params = {k: v for k, v in config.items() if k != "optuna_trial"}
+        number = int(config.get("optuna_trial", len(started)))
+        cid = answer(bench.table, bench.space_params, params)
+        row = bench.table.row(cid, int(bench.base.train.seed))
+        trial = SimTrial(trial_id, number, params, cid, row, t_now)
+        if scheduler is not None:
+            scheduler.on_trial_add(None, trial)
+        started.append(trial)
+        running += 1
+        heapq.heappush(events, (t_now + _epoch_time(row, 1, _evaluates(1)), seq, trial))
+        seq += 1
+
+    def _evaluates(epoch: int) -> bool:
+        return epoch % budget.eval_every == 0 or epoch == epochs_total
+
+    def end(trial: SimTrial, state: str) -> None:
+        nonlocal running, selected
+        trial.state = state
+        running -= 1
+        if scheduler is not None:
+            scheduler.on_trial_complete(None, trial, trial.last_result)
+        searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
+        if state == "COMPLETE":
+            score = float(trial.last_result["score"])
+            if selected is None or score > selected[0]:
+                selected = (score, trial.config)
+
+    while len(started) < trials and running < concurrency:
+        start(now)
+    while events:
+        now, _, trial = heapq.heappop(events)
+        trial.epoch += 1
+        consumed += 1
+        e = trial.epoch
+        result: dict[str, Any] = {"epoch": e, "training_iteration": e, "trial_id": trial.trial_id}
+        diverged = trial.row.diverged is not None and e >= trial.row.diverged
+        if diverged:
+            result.update(score=0.0, diverged=1.0)
+        elif _evaluates(e):
+            result.update(trial.row.val_metrics(e))
+        trial.last_result = result
+        decision = TrialScheduler.CONTINUE
+        if scheduler is not None and not diverged:
+            decision = scheduler.on_trial_result(None, trial, result)
+        if diverged:
+            end(trial, "DIVERGED")
+        elif decision == TrialScheduler.STOP or e >= epochs_total:
+            end(trial, "COMPLETE" if e >= epochs_total else "STOPPED")
+        else:
+            searcher.on_trial_result(trial.trial_id, result)
+            heapq.heappush(events, (now + _epoch_time(trial.row, e + 1, _evaluates(e + 1)), seq, trial))
+            seq += 1
+        trace.append((consumed, now, selected[1] if selected else None))
+        while len(started) < trials and running < concurrency:
+            start(now)
+
+    learned = [model_based.get(t.number, False) for t in started if t.number not in enqueued]
+    return {
+        "sampler": sampler,
+        "seed": seed,
+        "trials": trials,
+        "concurrency": concurrency,
+        "asha": asha,
+        "sequence": [
+            {"number": t.number, "config": t.config, "state": t.state, "epochs": t.epoch, "params": t.params}
+            for t in started
+        ],
+        "trace": trace,
+        "epochs": consumed,
+        "time": now,
+        "model_based": sum(learned),
+        "proposals": len(learned),
+        "selected": selected[1] if selected else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregates: regret curves, IQM and bootstrap intervals
+# ------------------------------------------------------------------------------------------------
+
+
+def iqm(values: Sequence[float]) -> float:
+    """The interquartile mean: the mean of the middle 50 % (Agarwal et al. 2021; scipy's trim_mean at 0.25)."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(list(values), 0.25))
+
+
+def bootstrap_ci(values: Sequence[float], stat=iqm, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95 % percentile bootstrap interval of ``stat`` over the repetitions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v[0]), float(v[0])
+    stats = [stat(v[rng.integers(0, len(v), len(v))]) for _ in range(n)]
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def regret_at(bench: Bench, sim: dict[str, Any], grid: Sequence[int], axis: str = "epochs") -> dict[str, list[float]]:
+    """Validation and test regret of one search at each point of ``grid`` (epochs consumed, or seconds)."""
+    best_val, best_test, default = bench.best_val(), bench.best_test(), bench.table.default_config()
+    key = 0 if axis == "epochs" else 1
+    val_out, test_out, i, sel = [], [], 0, None
+    trace = sim["trace"]
+    for g in grid:
+        while i < len(trace) and trace[i][key] <= g:
+            sel = trace[i][2]
+            i += 1
+        val_out.append(best_val - bench.val(sel) if sel is not None else math.nan)
+        test_out.append(best_test - bench.test(default if sel is None else sel))
+    return {"val": val_out, "test": test_out}
+
+
+# ------------------------------------------------------------------------------------------------
+# Analyses of the table alone
+# ------------------------------------------------------------------------------------------------
+
+
+def table_analysis(bench: Bench) -> dict[str, Any]:
+    """Selection validity, seed noise, rung agreement by schedule, the re-seed rule (see the module doc)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    t = bench.table
+    ids = [c for c in t.config_ids() if t.row(c, 0).diverged is None]
+    out: dict[str, Any] = {"configs": len(t.config_ids()), "diverged": len(t.config_ids()) - len(ids)}
+    val = np.array([bench.val(c) for c in ids])
+    test_r1 = np.array([bench.test(c, 0, "R1") for c in ids])
+    test_score = np.array([bench.test(c) for c in ids])
+    out["spearman_val_test_r1"] = float(spearmanr(val, test_r1).statistic)
+    out["spearman_val_test_score"] = float(spearmanr(val, test_score).statistic)
+    multi = [c for c in ids if len(t.seeds(c)) >= 2]
+    out["multi_seed_configs"] = len(multi)
+    if len(multi) >= 3:
+        s0 = np.array([bench.val(c, t.seeds(c)[0]) for c in multi])
+        s1 = np.array([bench.val(c, t.seeds(c)[1]) for c in multi])
+        out["spearman_val_seed0_seed1"] = float(spearmanr(s0, s1).statistic)
+        x0 = np.array([bench.test(c, t.seeds(c)[1], "R1") for c in multi])
+        out["spearman_val_seed0_test_r1_seed1"] = float(spearmanr(s0, x0).statistic)
+        means = [statistics.fmean(bench.val(c, s) for s in t.seeds(c)) for c in multi]
+        sds = [statistics.stdev(bench.val(c, s) for s in t.seeds(c)) for c in multi]
+        out["val_spread_of_config_means"] = float(statistics.stdev(means))
+        out["val_seed_sd_mean"] = float(statistics.fmean(sds))
+        tmeans = [statistics.fmean(bench.test(c, s, "R1") for s in t.seeds(c)) for c in multi]
+        tsds = [statistics.stdev(bench.test(c, s, "R1") for s in t.seeds(c)) for c in multi]
+        out["test_r1_spread_of_config_means"] = float(statistics.stdev(tmeans))
+        out["test_r1_seed_sd_mean"] = float(statistics.fmean(tsds))
+    out["val_spread_all_configs"] = float(np.std(val, ddof=1)) if len(val) > 1 else 0.0
+    # rung agreement: Spearman of the score after epoch r with the final one, overall and by schedule
+    agree: dict[str, dict[int, float]] = {}
+    for group in ("all", "step", "cosine"):
+        members = [c for c in ids if group == "all" or t.params(c).get("schedule") == group]
+        if len(members) < 4:
+            continue
+        final = [bench.val(c) for c in members]
+        agree[group] = {
+            r: float(spearmanr([t.row(c, 0).score(r) for c in members], final).statistic) for r in range(1, t.epochs)
+        }
+        agree[group]["n"] = len(members)
+    out["rung_agreement"] = agree
+    # what a rung cut keeps: of the configurations in the final top third, the share in the top third at rung r
+    keep: dict[int, float] = {}
+    k = max(1, len(ids) // 3)
+    final_top = set(sorted(ids, key=lambda c: -bench.val(c))[:k])
+    for r in range(1, t.epochs):
+        rung_top = set(sorted(ids, key=lambda c: -t.row(c, 0).score(r))[:k])
+        keep[r] = len(final_top & rung_top) / k
+    out["rung_top_third_kept"] = keep
+    out["reseed_rule"] = reseed_rule(bench, multi)
+    return out
+
+
+def reseed_rule(bench: Bench, multi: Sequence[int], draws: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """The re-seed rule on the configurations with 3 seeds: draw ``n`` of them, take the top ``k`` on seed 0 (the
+    search's seed), re-seed with seeds 1..; choose the best mean over (a) all seeds, the selection seed included
+    (the shipped rule) or (b) the fresh seeds only. Quality of the chosen: its test R1 averaged over all its
+    seeds (the expected test R1 of a model of that configuration). Also (c): no re-seeding (top-1 on seed 0)."""
+    import numpy as np
+
+    t = bench.table
+    multi = [c for c in multi if len(t.seeds(c)) >= 3]
+    if len(multi) < 4:
+        return {"configs": len(multi)}
+    rng = np.random.default_rng(seed)
+    quality = {c: statistics.fmean(bench.test(c, s, "R1") for s in t.seeds(c)[:3]) for c in multi}
+    out: dict[str, Any] = {"configs": len(multi)}
+    for n, k, reseeds in ((6, 2, 1), (min(len(multi), 12), 3, 2)):
+        res = {"with_selection_seed": [], "fresh_only": [], "no_reseed": [], "oracle": []}
+        for _ in range(draws):
+            pool = list(rng.choice(multi, size=n, replace=False))
+            top = sorted(pool, key=lambda c: -bench.val(c, 0))[:k]
+            fresh = list(range(1, 1 + reseeds))
+            a = max(top, key=lambda c: statistics.fmean([bench.val(c, 0)] + [bench.val(c, s) for s in fresh]))
+            b = max(top, key=lambda c: statistics.fmean([bench.val(c, s) for s in fresh]))
+            res["with_selection_seed"].append(quality[a])
+            res["fresh_only"].append(quality[b])
+            res["no_reseed"].append(quality[top[0]])
+            res["oracle"].append(max(quality[c] for c in pool))
+        out[f"n{n}_top{k}_reseeds{reseeds}"] = {
+            k2: {"mean": float(np.mean(v)), "ci": bootstrap_ci(v, stat=np.mean, n=500)} for k2, v in res.items()
+        }
+        diff = np.array(res["fresh_only"]) - np.array(res["with_selection_seed"])
+        out[f"n{n}_top{k}_reseeds{reseeds}"]["fresh_minus_with"] = {
+            "mean": float(diff.mean()),
+            "share_different": float(np.mean(diff != 0)),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The study
+# ------------------------------------------------------------------------------------------------
+
+
+def _one(args: tuple) -> dict[str, Any]:
+    folder, sampler, seed, trials, conc, asha = args
+    bench = _bench(folder)
+    t0 = time.perf_counter()
+    sim = simulate(bench, sampler, seed, trials, conc, asha)
+    sim["wall_s"] = time.perf_counter() - t0
+    return sim
+
+
+_BENCH: dict[str, Bench] = {}
+
+
+def _bench(folder: str) -> Bench:
+    if folder not in _BENCH:
+        _BENCH[folder] = Bench.load(folder)
+    return _BENCH[folder]
+
+
+def run_study(
+    folder: str,
+    samplers: Sequence[str],
+    trial_counts: Sequence[int],
+    concurrencies: Sequence[int],
+    ashas: Sequence[bool],
+    reps: int,
+    workers: int = 1,
+    reps_for: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    jobs = [
+        (folder, s, seed, n, c, a)
+        for s in samplers
+        for n in trial_counts
+        for c in concurrencies
+        for a in ashas
+        for seed in range((reps_for or {}).get(s, reps))
+    ]
+    if workers <= 1:
+        return [_one(j) for j in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_one, jobs, chunksize=4))
+
+
+def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (sampler, trials, concurrency, ASHA): final regrets (IQM, 95 % CI), epochs, time, model share."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for s in sims:
+        groups.setdefault((s["sampler"], s["trials"], s["concurrency"], s["asha"]), []).append(s)
+    best_test, default = bench.best_test(), bench.table.default_config()
+    rows = []
+    for (sampler, trials, conc, asha), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        test_reg = [best_test - bench.test(s["selected"] if s["selected"] is not None else default) for s in group]
+        val_reg = [bench.best_val() - bench.val(s["selected"]) for s in group if s["selected"] is not None]
+        r1 = [bench.test(s["selected"] if s["selected"] is not None else default, 0, "R1") for s in group]
+        rows.append(
+            {
+                "sampler": sampler,
+                "trials": trials,
+                "concurrency": conc,
+                "asha": asha,
+                "reps": len(group),
+                "test_regret_iqm": iqm(test_reg),
+                "test_regret_ci": bootstrap_ci(test_reg),
+                "val_regret_iqm": iqm(val_reg) if val_reg else math.nan,
+                "val_regret_ci": bootstrap_ci(val_reg) if val_reg else (math.nan, math.nan),
+                "test_r1_iqm": iqm(r1),
+                "epochs_mean": statistics.fmean(s["epochs"] for s in group),
+                "sim_hours_mean": statistics.fmean(s["time"] for s in group) / 3600,
+                "model_based_share": sum(s["model_based"] for s in group) / max(1, sum(s["proposals"] for s in group)),
+                "wall_s_per_rep": statistics.fmean(s.get("wall_s", 0.0) for s in group),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="python benchmarks/search_study.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", default=str(REPO / "benchmarks" / "tables" / "sysu-quick"), help="table folder")
+    p.add_argument("--out", default=None, help="folder for results.json, summary.csv and the plots")
+    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    p.add_argument("--trials", nargs="+", type=int, default=None, help="trial counts (default: quick and full)")
+    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 8])
+    p.add_argument("--schedulers", nargs="+", default=["asha", "none"], choices=["asha", "none"])
+    p.add_argument("--reps", type=int, default=30, help="repetitions (sampler seeds) per setting (default 30)")
+    p.add_argument("--gp-reps", type=int, default=None, help="repetitions of the GP sampler (default --reps)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--check-driver", type=int, default=0, metavar="N", help="compare N real-driver runs first")
+    args = p.parse_args(argv)
+    try:
+        bench = Bench.load(args.table)
+    except (UsageError, ValueError) as exc:
+        print(f"search_study: error: {exc}", file=sys.stderr)
+        return 2
+    trial_counts = args.trials or [bench.budget.num_samples, bench.space.budget_for(False).num_samples]
+    out = Path(args.out) if args.out else None
+    report: dict[str, Any] = {
+        "table": str(Path(args.table)),
+        "table_rows": sum(len(v) for v in bench.table.rows.values()),
+        "table_digest": bench.table.digest(),
+        "command": "python benchmarks/search_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    if args.check_driver:
+        report["driver_check"] = check_driver(args.table, args.check_driver)
+        print(json.dumps(report["driver_check"], indent=1))
+    report["table_analysis"] = table_analysis(bench)
+    print(json.dumps(report["table_analysis"], indent=1, default=str))
+    t0 = time.perf_counter()
+    sims = run_study(
+        str(Path(args.table).resolve()),
+        args.samplers,
+        trial_counts,
+        args.concurrency,
+        [s == "asha" for s in args.schedulers],
+        args.reps,
+        args.workers,
+        {"gp": args.gp_reps} if args.gp_reps else None,
+    )
+    report["study_wall_s"] = time.perf_counter() - t0
+    report["summary"] = summarise(bench, sims)
+    for row in report["summary"]:
+        lo, hi = row["test_regret_ci"]
+        print(
+            f"{row['sampler']:7s} n={row['trials']:3d} c={row['concurrency']} {'asha' if row['asha'] else 'none'}: "
+            f"test regret IQM {100 * row['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] "
+            f"test R1 {100 * row['test_r1_iqm']:.2f} epochs {row['epochs_mean']:.0f} "
+            f"model-based {100 * row['model_based_share']:.0f} % ({row['reps']} reps, {row['wall_s_per_rep']:.2f} s each)"
+        )
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        curves = regret_curves(bench, sims)
+        report["curves"] = curves
+        (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        plot(bench, report, out)
+        print(f"wrote {out}/results.json and the plots")
+    return 0
+
+
+def regret_curves(bench: Bench, sims: list[dict[str, Any]], points: int = 40) -> dict[str, Any]:
+    """IQM and 95 % CI of validation and test regret on a grid of epochs consumed, per setting."""
+    import numpy as np
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in sims:
+        groups.setdefault(
+            f"{s['sampler']}|{s['trials']}|{s['concurrency']}|{'asha' if s['asha'] else 'none'}", []
+        ).append(s)
+    out: dict[str, Any] = {}
+    for key, group in groups.items():
+        top = max(s["epochs"] for s in group)
+        grid = sorted({int(round(x)) for x in np.linspace(1, top, points)})
+        regs = [regret_at(bench, s, grid) for s in group]
+        curve = {"epochs": grid}
+        for kind in ("val", "test"):
+            cols = list(zip(*[r[kind] for r in regs]))
+            mids, los, his = [], [], []
+            for col in cols:
+                vals = [v for v in col if not math.isnan(v)]
+                if len(vals) < max(2, len(col) // 2):
+                    mids.append(math.nan)
+                    los.append(math.nan)
+                    his.append(math.nan)
+                    continue
+                mids.append(iqm(vals))
+                lo, hi = bootstrap_ci(vals, n=500)
+                los.append(lo)
+                his.append(hi)
+            curve[kind] = {"iqm": mids, "lo": los, "hi": his}
+        out[key] = curve
+    return out
+
+
+def plot(bench: Bench, report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = report["curves"]
+    default_gap = bench.best_test() - bench.test(bench.table.default_config())
+    settings = sorted({tuple(k.split("|")[1:]) for k in curves})
+    for trials, conc, sched in settings:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for key, curve in sorted(curves.items()):
+            sampler, *rest = key.split("|")
+            if tuple(rest) != (trials, conc, sched):
+                continue
+            for ax, kind in zip(axes, ("val", "test")):
+                c = curve[kind]
+                y = [100 * v for v in c["iqm"]]
+                ax.plot(curve["epochs"], y, label=sampler)
+                ax.fill_between(curve["epochs"], [100 * v for v in c["lo"]], [100 * v for v in c["hi"]], alpha=0.2)
+        axes[1].axhline(100 * default_gap, color="k", ls="--", lw=1, label="paper default")
+        for ax, kind in zip(axes, ("validation", "test")):
+            ax.set_xlabel("epochs consumed (all trials)")
+            ax.set_ylabel(f"{kind} regret (score points)")
+            ax.set_title(f"{kind} regret, {trials} trials, concurrency {conc}, {sched}")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"regret_n{trials}_c{conc}_{sched}.png", dpi=90)
+        plt.close(fig)
+    agree = report["table_analysis"].get("rung_agreement", {})
+    if agree:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for group, by_rung in agree.items():
+            rungs = sorted(int(r) for r in by_rung if r != "n")
+            ax.plot(rungs, [by_rung[r] for r in rungs], marker="o", label=f"{group} (n={by_rung['n']})")
+        ax.set_xlabel("epoch of the rung")
+        ax.set_ylabel("Spearman with the final validation score")
+        ax.set_title("How well a rung ranks configurations")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "rung_agreement.png", dpi=90)
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# The simulator against the real driver
+# ------------------------------------------------------------------------------------------------
+
+
+def driver_sequence(study_db: Path) -> list[dict[str, Any]]:
+    """The trial sequence of a real search from its Optuna study: number, params, state, intermediate values."""
+    import optuna
+
+    storage = f"sqlite:///{study_db}"
+    name = optuna.get_all_study_summaries(storage)[0].study_name
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [
+        {"number": t.number, "params": t.params, "state": t.state.name, "steps": sorted(t.intermediate_values)}
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def check_driver(table: str, runs: int, trials: int | None = None) -> list[dict[str, Any]]:
+    """``runs`` searches through ``search/run.py --replay`` (concurrency 1, sampler seed = run) against the
+    simulator with the same sampler and seed: same sampled values, same Optuna states, in the same order."""
+    import subprocess
+    import tempfile
+
+    bench = _bench(str(Path(table).resolve()))
+    n = trials or bench.budget.num_samples
+    out = []
+    for seed in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [
+                sys.executable, str(REPO / "search" / "run.py"), "--space", bench.space.name, "--replay", table,
+                "--budget", "quick", "--num-samples", str(n), "--max-concurrent", "1", "--seed", str(seed),
+                "--name", "check", "--storage", f"{tmp}/ray", "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db",
+                "--no-final-eval", "--reseeds", "0", "--verbose", "0",
+            ]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+            if done.returncode != 0:
+                raise RuntimeError(f"driver run failed: {done.stderr[-2000:]}")
+            real = driver_sequence(Path(tmp) / "ray" / "check" / "optuna.db")
+        sim = simulate(bench, "tpe", seed, n, 1, True)
+        sim_seq = [(t["params"], "PRUNED" if t["state"] != "COMPLETE" else "COMPLETE") for t in sim["sequence"]]
+        real_seq = [(t["params"], t["state"]) for t in real]
+        out.append({"seed": seed, "trials": n, "same": sim_seq == real_seq, "states": [s for _, s in real_seq]})
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
