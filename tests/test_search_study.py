@@ -139,7 +139,6 @@ def test_the_simulator_replays_budgets_and_stops_as_asha_does():
 def test_iqm_and_bootstrap_match_their_definitions():
     import numpy as np
     from scipy.stats import trim_mean
-
     from search_study import bootstrap_ci, iqm
 
     values = [9.0, 1.0, 5.0, 3.0, 7.0, 100.0, 2.0, 4.0]
