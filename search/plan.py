@@ -416,12 +416,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
     )
     if not 1 <= grace <= epochs:
         raise UsageError(f"--grace-period {grace}: must be in 1..{epochs} (train.epochs)")
-    if grace < epochs / 4:
-        print(
-            f"warning: ASHA grace period {grace} is under a quarter of {epochs} epochs: early stopping will "
-            f"favour fast-decaying schedules",
-            file=sys.stderr,
-        )
+    if args.scheduler == "asha":
+        for why in space.first_rung_conflicts(base, epochs, grace):
+            print(f"warning: the first ASHA rung is not neutral between schedules: {why}", file=sys.stderr)
     budget = type(budget)(
         epochs=epochs,
         eval_every=base.train.eval_every,

@@ -184,6 +184,38 @@ class SearchSpace:
             points.append(point)
         return points
 
+    def first_rung_conflicts(self, base: Config, epochs: int, grace: int) -> list[str]:
+        """Why the first ASHA rung (after ``grace`` of ``epochs`` epochs) would compare schedules at different
+        phases, one line each (empty: neutral): a warm-up the space allows that lasts until the rung (the
+        model never trained at its peak lr), or a step milestone that decays the lr before it (short-horizon
+        bias: a decayed schedule scores higher early and survives the cut for that reason alone). Epochs are
+        rounded as the config rounds shares (``OptimConfig.warmup_epochs`` / ``milestone_epochs``)."""
+        params = {p.name: p.resolved(base) for p in self.params}
+        out = []
+        w = params["warmup_frac"].high if "warmup_frac" in params else base.optim.warmup_share
+        if int(round(w * epochs)) >= grace:
+            out.append(
+                f"a warm-up of {w:g} of training ({int(round(w * epochs))} of {epochs} epochs) lasts until the rung at "
+                f"epoch {grace}"
+            )
+        step = (
+            "schedule" not in params
+            and base.optim.schedule == "step"
+            or ("schedule" in params and "step" in params["schedule"].choices)
+        )
+        if "milestone1_frac" in params:
+            m = params["milestone1_frac"].low
+        elif step and base.optim.milestone_shares and "milestone1_frac" not in params:
+            m = base.optim.milestone_shares[0]
+        else:
+            m = None
+        if step and m is not None and int(round(m * epochs)) < grace:
+            out.append(
+                f"a first step milestone at {m:g} of training (epoch {int(round(m * epochs))} of {epochs}) decays the "
+                f"lr before the rung at epoch {grace}"
+            )
+        return out
+
     def budget_for(self, quick: bool) -> Budget:
         return self.quick_budget if quick else self.budget
 

@@ -209,3 +209,22 @@ def test_a_replayed_search_runs_the_real_driver_and_matches_the_simulator(tmp_pa
     config = answer(bench.table, bench.space_params, {k: v for k, v in winner["params"].items() if k != "optuna_trial"})
     recorded = [bench.table.row(config, s).test["all/R1"] for s in winner["seeds"]]
     assert parent.data.metrics["test/sysu/all/R1"] == pytest.approx(sum(recorded) / len(recorded), abs=1e-6)
+
+
+def test_the_shipped_spaces_make_the_first_rung_neutral_and_the_old_bounds_did_not(tmp_path):
+    from search.spaces import load_space
+
+    for name in ("sysu", "regdb"):
+        space = get_space(name)
+        for quick in (True, False):
+            b = space.budget_for(quick)
+            assert space.first_rung_conflicts(space.base(quick=quick), b.epochs, b.grace_period) == [], (name, quick)
+    text = (REPO / "search" / "spaces" / "sysu.yaml").read_text()
+    old = text.replace("high: 0.2}", "high: 0.25}").replace("low: 0.25, high: 0.7", "low: 0.2, high: 0.7")
+    assert old != text
+    (tmp_path / "old.yaml").write_text(old)
+    space = load_space(tmp_path / "old.yaml")
+    for quick in (True, False):
+        b = space.budget_for(quick)
+        why = space.first_rung_conflicts(space.base(quick=quick), b.epochs, b.grace_period)
+        assert len(why) == 2 and "warm-up" in why[0] and "milestone" in why[1], why
