@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
                 f"{ {k: meta['settings'].get(k) for k in differ} }); use another --out or the same settings"
             )
+        if args.data_root:
+            base = base.replace({"data.root": str(Path(args.data_root).resolve())})
+        elif not Path(base.data.root).is_dir():  # another machine: the default synthetic benchmark is deterministic
+            from aminet.data import synthetic
+
+            base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset))})
         configs = meta["configs"]
         seed_map = {int(k): v for k, v in meta["seeds"].items()}
     else:
