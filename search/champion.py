@@ -32,6 +32,8 @@ __all__ = [
     "Candidate",
     "candidates_from",
     "choose",
+    "selection_seeds",
+    "selection_score",
     "reseed_seeds",
     "registered_name",
     "validation_protocol",
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 METRIC = "score"
+# Choose among re-seeded candidates on their fresh seeds only (not the seed they were ranked top-k on):
+# docs/search-study.md, "The re-seed rule".
+SELECT_ON_FRESH_SEEDS = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,11 +139,31 @@ def candidates_from(
     return cands
 
 
-def choose(cands: Sequence[Candidate]) -> Candidate:
-    """The best mean validation score over seeds (ties: the better single-seed rank in the search)."""
+def selection_seeds(cands: Sequence[Candidate], search_seed: int | None = None) -> list[int]:
+    """The seeds the candidates are compared on: those every candidate has a score for (a re-seed that crashed
+    after its retries removes that seed from the comparison of all, so no candidate is judged on fewer or
+    other seeds than the rest; a divergence is a score, 0), without ``search_seed`` (the seed the candidates
+    were selected on: its scores carry the winner's curse) when another shared seed remains."""
+    if not cands:
+        return []
+    common = set(cands[0].seeds).intersection(*(set(c.seeds) for c in cands[1:]))
+    fresh = common - {search_seed} if search_seed is not None else common
+    return sorted(fresh or common)
+
+
+def selection_score(cand: Candidate, seeds: Sequence[int]) -> float:
+    """The mean validation score of ``cand`` over ``seeds``."""
+    by_seed = dict(zip(cand.seeds, cand.scores))
+    return sum(by_seed[s] for s in seeds) / len(seeds) if seeds else float("nan")
+
+
+def choose(cands: Sequence[Candidate], search_seed: int | None = None) -> Candidate:
+    """The best mean validation score over ``selection_seeds`` (ties: the better single-seed rank in the search).
+    ``search_seed`` given: choose on the fresh seeds only (docs/search-study.md, "The re-seed rule")."""
     if not cands:
         raise ValueError("no candidate to choose from")
-    return max(enumerate(cands), key=lambda ic: (ic[1].mean, -ic[0]))[1]
+    seeds = selection_seeds(cands, search_seed)
+    return max(enumerate(cands), key=lambda ic: (selection_score(ic[1], seeds), -ic[0]))[1]
 
 
 # ------------------------------------------------------------------------------------------------

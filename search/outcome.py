@@ -33,11 +33,14 @@ def select_champion(rec: SearchRecord, plan: Plan, args, results, resources, con
     if seeds:
         reseeded = _reseed(rec, top, seeds, plan, args, resources, concurrent)
     cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
-    winner = champion.choose(cands)
-    _record_selection(rec.client, rec.parent_id, rec.exp_id, plan, cands, winner)
+    search_seed = plan.base.train.seed if champion.SELECT_ON_FRESH_SEEDS else None
+    winner = champion.choose(cands, search_seed)
+    chosen_on = champion.selection_seeds(cands, search_seed)
+    _record_selection(rec.client, rec.parent_id, rec.exp_id, plan, cands, winner, chosen_on)
     print(
         f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
-        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded); {winner.params}"
+        f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded, compared on seeds {chosen_on}); "
+        f"{winner.params}"
     )
     return winner
 
@@ -74,7 +77,7 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, args, resources, concurre
     return list(grid)
 
 
-def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, winner) -> None:
+def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, winner, chosen_on=()) -> None:
     """On the parent run: every candidate's scores over seeds, the winner's config, selection and validation
     figures (mean over seeds), its parameters as tags, and a link to (and tag on) the winning trial's run."""
     import pandas as pd
@@ -89,6 +92,8 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
             "mean": c.mean,
             "std": c.std,
             "n": len(c.scores),
+            "selection_seeds": " ".join(map(str, chosen_on)),
+            "selection_score": champion_score(c, chosen_on),
             "seeds": " ".join(map(str, c.seeds)),
             "scores": " ".join(f"{v:.4f}" for v in c.scores),
             **{f"param.{k}": v for k, v in c.params.items()},
@@ -113,6 +118,8 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
             "val_scores": winner.scores,
             "val_score_mean": winner.mean,
             "val_score_std": winner.std,
+            "selection_seeds": list(chosen_on),
+            "selection_score": champion_score(winner, chosen_on),
         },
         "best/selection.json",
     )
@@ -132,6 +139,12 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
         winner.run_id = found.info.run_id
         client.set_tag(winner.run_id, "aminet.winner", "true")
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
+
+
+def champion_score(cand, seeds) -> float:
+    from search.champion import selection_score
+
+    return selection_score(cand, list(seeds)) if seeds else float("nan")
 
 
 def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:

@@ -920,6 +920,31 @@ def test_reseeding_picks_the_best_mean_not_the_luckiest_seed():
     assert choose(cands).best_model() is reseeds[2]  # its best seed on validation is the model registered
 
 
+def test_reseed_candidates_are_compared_on_the_seeds_they_share_and_fresh_seeds_only_when_asked():
+    from search.champion import candidates_from, choose, selection_score, selection_seeds
+
+    top = [_result(0.90, 6, {"lr": 1}, trial_id="first"), _result(0.70, 6, {"lr": 2}, trial_id="second")]
+    reseeds = [
+        _result(0.60, 6, {"candidate": 0, "seed": 1}),
+        _result(0.20, 6, {"candidate": 0, "seed": 2}),
+        _result(0.72, 6, {"candidate": 1, "seed": 1}),
+        _result(0.99, 6, {"candidate": 1, "seed": 2}, error=RuntimeError("lost node")),  # crashed: no score
+    ]
+    cands = candidates_from(top, 0, reseeds, 6)
+    assert cands[0].seeds == [0, 1, 2] and cands[1].seeds == [0, 1]
+    # Over all its seeds "first" (0.90, 0.60, 0.20: 0.567) would lose to "second" (0.70, 0.72: 0.71) only
+    # because its bad seed 2 counts and the crashed seed of "second" does not: compare on shared seeds 0, 1.
+    assert selection_seeds(cands) == [0, 1]
+    assert selection_score(cands[0], [0, 1]) == pytest.approx(0.75)
+    assert choose(cands).trial_id == "first"
+    # fresh seeds only: the selection seed 0 (on which "first" was ranked first) is left out
+    assert selection_seeds(cands, search_seed=0) == [1]
+    assert choose(cands, search_seed=0).trial_id == "second"
+    # with no re-seeds, the search's seed is all there is
+    alone = candidates_from(top, 0, [], 6)
+    assert selection_seeds(alone, search_seed=0) == [0] and choose(alone, search_seed=0).trial_id == "first"
+
+
 def test_champion_alias_moves_only_for_a_better_score_on_the_same_data_and_protocol(tmp_path):
     from mlflow.tracking import MlflowClient
 
