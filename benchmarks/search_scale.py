@@ -110,6 +110,68 @@ def proposal_latency(sampler_kind: str, n: int, running: int, repeats: int, stor
     }
 
 
+def mlflow_latency(uri: str, runs: int, epochs: int, marks: list[int]) -> list[dict]:
+    """What the driver's trial logger writes per trial (``search.tuning.TrialRunLogger``: a run with tags, ~80
+    params in batches of 100, one metrics batch per epoch, end tags and status), timed per call as the store
+    grows; one summary per stretch of runs ending at each of ``marks``."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.create_experiment(f"scale-{time.time_ns()}")
+    parent = client.create_run(exp, run_name="parent").info.run_id
+    params = [Param(f"section{i // 10}.field{i}", str(i * 0.1)) for i in range(80)]
+    out, calls = [], {"create": [], "params": [], "metrics": [], "end": []}
+    for i in range(1, runs + 1):
+        t = time.perf_counter()
+        rid = client.create_run(exp, run_name=f"trial {i}", tags={"mlflow.parentRunId": parent}).info.run_id
+        calls["create"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.log_batch(rid, params=params)
+        calls["params"].append(time.perf_counter() - t)
+        for e in range(1, epochs + 1):
+            now = int(time.time() * 1000)
+            metrics = [Metric(f"train/m{j}", 0.1 * j, now, e) for j in range(10)] + [Metric("val/score", 0.5, now, e)]
+            t = time.perf_counter()
+            client.log_batch(rid, metrics=metrics)
+            calls["metrics"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.set_tag(rid, "aminet.outcome", "completed")
+        client.set_terminated(rid, "FINISHED")
+        calls["end"].append(time.perf_counter() - t)
+        if i in marks:
+            out.append(
+                {
+                    "runs": i,
+                    **{f"{k}_ms": 1000 * statistics.median(v) for k, v in calls.items()},
+                    "per_trial_ms": 1000
+                    * sum(statistics.fmean(v) * (epochs if k == "metrics" else 1) for k, v in calls.items()),
+                }
+            )
+            calls = {k: [] for k in calls}
+    return out
+
+
+def _mlflow_server(backend: str, port: int, folder: Path):
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--default-artifact-root",
+         str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import urllib.request
+
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the MLflow server did not start")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python benchmarks/search_scale.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -120,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--running", type=int, default=32, help="trials in progress (default 32)")
     pp.add_argument("--repeats", type=int, default=5)
     pp.add_argument("--json", action="store_true", help="one JSON object per line")
+    pm = sub.add_parser("mlflow", help="MLflow write latency of the trial logger as the store grows")
+    pm.add_argument("--runs", type=int, default=1000)
+    pm.add_argument("--epochs", type=int, default=6, help="metric batches per run (default 6: the quick budget)")
+    pm.add_argument("--stores", nargs="+", default=["sqlite", "server"], choices=["sqlite", "server"])
     args = p.parse_args(argv)
     import tempfile
 
@@ -137,6 +203,33 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{1000 * r['median_s']:8.1f} ms median, {1000 * r['max_s']:8.1f} ms max",
                                 flush=True,
                             )
+    if args.what == "mlflow":
+        import socket
+
+        marks = sorted({m for m in (10, 100, 250, 500, 1000, args.runs) if m <= args.runs})
+        for store in args.stores:
+            with tempfile.TemporaryDirectory() as tmp:
+                db = f"sqlite:///{tmp}/mlflow.db"
+                proc = None
+                uri = db
+                if store == "server":
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", 0))
+                        port = sock.getsockname()[1]
+                    proc = _mlflow_server(db, port, Path(tmp))
+                    uri = f"http://127.0.0.1:{port}"
+                try:
+                    for r in mlflow_latency(uri, args.runs, args.epochs, marks):
+                        print(
+                            f"{store:6s} at {r['runs']:5d} runs: create {r['create_ms']:.1f} ms, params "
+                            f"{r['params_ms']:.1f} ms, metrics batch {r['metrics_ms']:.1f} ms, end "
+                            f"{r['end_ms']:.1f} ms; {r['per_trial_ms']:.0f} ms per trial",
+                            flush=True,
+                        )
+                finally:
+                    if proc is not None:
+                        proc.terminate()
+                        proc.wait(30)
     return 0
 
 
