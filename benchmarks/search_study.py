@@ -80,10 +80,15 @@ class Bench:
         base = Config.from_yaml(table.meta["base"], source=str(folder)).replace({"train.eval_every": b.eval_every})
         return cls(table, space, base, tuple(p.resolved(base) for p in space.params), b)
 
-    def budget_with(self, trials: int):
+    def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None):
         from dataclasses import replace
 
-        return replace(self.budget, num_samples=int(trials))
+        b = replace(self.budget, num_samples=int(trials))
+        if grace is not None:
+            b = replace(b, grace_period=int(grace))
+        if reduction_factor is not None:
+            b = replace(b, reduction_factor=int(reduction_factor))
+        return b
 
     # scores of a row: validation (final epoch) and test (SYSU all-search: (R1 + mAP) / 2, and R1)
     def val(self, config: int, seed: int = 0) -> float:
@@ -131,7 +136,14 @@ def _epoch_time(row, epoch: int, evaluates: bool) -> float:
 
 
 def simulate(
-    bench: Bench, sampler: str, seed: int, trials: int, concurrency: int = 1, asha: bool = True
+    bench: Bench,
+    sampler: str,
+    seed: int,
+    trials: int,
+    concurrency: int = 1,
+    asha: bool = True,
+    grace: int | None = None,
+    reduction_factor: int | None = None,
 ) -> dict[str, Any]:
     """One replayed search (see the module doc); returns its trace and outcome."""
     import warnings
@@ -142,7 +154,7 @@ def simulate(
     from trainables.replay import answer
 
     quiet_libraries()
-    budget = bench.budget_with(trials)
+    budget = bench.budget_with(trials, grace, reduction_factor)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         searcher = make_searcher(bench.space, bench.base, budget, sampler, seed, study_name=f"sim-{seed}")
@@ -397,10 +409,10 @@ def reseed_rule(bench: Bench, multi: Sequence[int], draws: int = 4000, seed: int
 
 
 def _one(args: tuple) -> dict[str, Any]:
-    folder, sampler, seed, trials, conc, asha = args
+    folder, sampler, seed, trials, conc, asha, grace, rf = args
     bench = _bench(folder)
     t0 = time.perf_counter()
-    sim = simulate(bench, sampler, seed, trials, conc, asha)
+    sim = simulate(bench, sampler, seed, trials, conc, asha, grace, rf)
     sim["wall_s"] = time.perf_counter() - t0
     return sim
 
@@ -423,9 +435,11 @@ def run_study(
     reps: int,
     workers: int = 1,
     reps_for: dict[str, int] | None = None,
+    grace: int | None = None,
+    reduction_factor: int | None = None,
 ) -> list[dict[str, Any]]:
     jobs = [
-        (folder, s, seed, n, c, a)
+        (folder, s, seed, n, c, a, grace, reduction_factor)
         for s in samplers
         for n in trial_counts
         for c in concurrencies
@@ -483,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=30, help="repetitions (sampler seeds) per setting (default 30)")
     p.add_argument("--gp-reps", type=int, default=None, help="repetitions of the GP sampler (default --reps)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--grace", type=int, default=None, help="ASHA grace period (default: the space's quick budget)")
+    p.add_argument("--reduction-factor", type=int, default=None, help="ASHA reduction factor (default: the space's)")
     p.add_argument("--check-driver", type=int, default=0, metavar="N", help="compare N real-driver runs first")
     args = p.parse_args(argv)
     try:
@@ -513,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         args.reps,
         args.workers,
         {"gp": args.gp_reps} if args.gp_reps else None,
+        args.grace,
+        args.reduction_factor,
     )
     report["study_wall_s"] = time.perf_counter() - t0
     report["summary"] = summarise(bench, sims)
