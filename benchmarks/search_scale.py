@@ -15,7 +15,7 @@ SQLite study the driver uses.
 ``--time-scale`` x the recorded epoch times) joined to a local Ray head started with ``ray start`` that
 declares ``--gpus`` GPUs (no GPU is used: the replay trainable needs none), each trial holding one GPU and
 one CPU, ``--concurrency`` at once; MLflow in SQLite or behind a tracking server. Measured from outside
-the driver (``psutil`` every second): trials finished per minute, the driver's CPU share and memory;
+the driver (its own CPU time and resident memory, every second): trials finished per minute, the driver's CPU share and memory;
 from the driver's own files: Ray's experiment-state snapshot times and MLflow write latency (a timing
 wrapper around the MLflow client calls of the trial logger, ``AMINET_TIMING_LOG``).
 """
@@ -172,6 +172,180 @@ def _mlflow_server(backend: str, port: int, folder: Path):
     raise RuntimeError("the MLflow server did not start")
 
 
+class Timers:
+    """Wall-clock timings of chosen library methods in this process (a benchmark's instrument: each is wrapped
+    for the run and restored after), with the number of finished trials when each call began."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[tuple[int, float]]] = {}
+        self.finished = 0
+        self.finish_times: list[float] = []
+        self._undo: list = []
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        import functools
+
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                self.calls.setdefault(label, []).append((self.finished, time.perf_counter() - t))
+
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, original))
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+    def summary(self, label: str, bins: list[int]) -> list[dict]:
+        out = []
+        calls = self.calls.get(label, [])
+        for lo, hi in zip([0, *bins[:-1]], bins):
+            xs = [s for n, s in calls if lo <= n < hi]
+            if xs:
+                xs.sort()
+                out.append(
+                    {
+                        "finished": f"{lo}-{hi}",
+                        "calls": len(xs),
+                        "median_ms": 1000 * statistics.median(xs),
+                        "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))],
+                        "total_s": sum(xs),
+                    }
+                )
+        return out
+
+
+def driver_at_scale(args) -> dict:
+    """The real driver (``search.run.main``, in this process) on a local ``ray start`` head declaring ``--gpus``
+    GPUs, trials answered by the table (see the module doc)."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+    import threading
+
+    ray_tmp = tempfile.mkdtemp(prefix="aminet-scale-", dir="/tmp")
+    work = Path(tempfile.mkdtemp(prefix="aminet-scale-work-"))
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="token", RAY_DISABLE_DOCKER_CPU_WARNING="1")
+    os.environ.update(RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="token")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--num-cpus",
+         str(args.gpus), "--num-gpus", str(args.gpus), "--disable-usage-stats", "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = None
+    timers = Timers()
+    try:
+        time.sleep(8)
+        uri = f"sqlite:///{work}/mlflow.db"
+        if args.mlflow == "server":
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                mport = sock.getsockname()[1]
+            server = _mlflow_server(uri, mport, work)
+            uri = f"http://127.0.0.1:{mport}"
+        from mlflow.tracking import MlflowClient
+        from ray.tune.execution.tune_controller import TuneController
+        from ray.tune.schedulers import AsyncHyperBandScheduler
+
+        import search.run
+        from search.tuning import PrunedAwareOptunaSearch
+
+        timers.wrap(TuneController, "save_to_dir", "ray_snapshot")  # one experiment-state snapshot
+        timers.wrap(PrunedAwareOptunaSearch, "suggest", "optuna_suggest")
+        timers.wrap(PrunedAwareOptunaSearch, "on_trial_result", "optuna_report")
+        timers.wrap(AsyncHyperBandScheduler, "on_trial_result", "asha_decision")
+        for m in ("create_run", "log_batch", "set_tag", "set_terminated"):
+            timers.wrap(MlflowClient, m, f"mlflow_{m}")
+        original_complete = PrunedAwareOptunaSearch.on_trial_complete
+
+        def counting(self, *a, **k):
+            out = original_complete(self, *a, **k)
+            timers.finished += 1
+            timers.finish_times.append(time.time())
+            return out
+
+        PrunedAwareOptunaSearch.on_trial_complete = counting
+
+        def rss() -> int:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+            return 0
+
+        samples: list[tuple[float, float, int, int]] = []  # (time, process cpu seconds, rss bytes, finished)
+        stop = threading.Event()
+
+        def monitor() -> None:
+            while not stop.is_set():
+                c = os.times()
+                samples.append((time.time(), c.user + c.system, rss(), timers.finished))
+                stop.wait(1.0)
+
+        thread = threading.Thread(target=monitor, daemon=True)
+        thread.start()
+        argv = [
+            "--space", "sysu", "--budget", "quick", "--replay", str(Path(args.table).resolve()),
+            "--replay-time-scale", str(args.time_scale), "--num-samples", str(args.trials),
+            "--max-concurrent", str(args.concurrency), "--gpus-per-trial", "1", "--cpus-per-trial", "1",
+            "--address", f"127.0.0.1:{port}", "--storage", str(work / "ray"), "--mlflow-uri", uri,
+            "--name", "scale", "--sampler", args.sampler, "--no-final-eval", "--reseeds", "0", "--verbose", "0",
+        ]  # fmt: skip
+        cwd = os.getcwd()
+        os.chdir(work)
+        t0 = time.time()
+        try:
+            rc = search.run.main(argv)
+        finally:
+            os.chdir(cwd)
+            PrunedAwareOptunaSearch.on_trial_complete = original_complete
+            stop.set()
+            thread.join()
+        wall = time.time() - t0
+    finally:
+        timers.restore()
+        import ray
+
+        ray.shutdown()
+        if server is not None:
+            server.terminate()
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        head.terminate()
+    bins = sorted({b for b in (100, 250, 500, 1000, 2000, args.trials + 1) if b <= args.trials + 1})
+    fin = timers.finish_times
+    per_minute = []
+    for lo, hi in zip([0, *bins[:-1]], bins):
+        window = fin[lo : min(hi, len(fin))]
+        if len(window) >= 2:
+            per_minute.append({"finished": f"{lo}-{hi}", "per_min": 60 * (len(window) - 1) / (window[-1] - window[0])})
+    cpu = [(t, c) for t, c, _, _ in samples]
+    return {
+        "rc": rc,
+        "trials": args.trials,
+        "finished": timers.finished,
+        "concurrency": args.concurrency,
+        "time_scale": args.time_scale,
+        "mlflow": args.mlflow,
+        "sampler": args.sampler,
+        "wall_s": wall,
+        "driver_cpu_s": cpu[-1][1] - cpu[0][1] if len(cpu) > 1 else 0.0,
+        "driver_cpu_share": (cpu[-1][1] - cpu[0][1]) / max(1e-9, cpu[-1][0] - cpu[0][0]) if len(cpu) > 1 else 0.0,
+        "driver_rss_max_mb": max(r for _, _, r, _ in samples) / 2**20 if samples else 0.0,
+        "finished_per_min": per_minute,
+        "calls": {label: timers.summary(label, bins) for label in sorted(timers.calls)},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python benchmarks/search_scale.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -186,8 +360,25 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--runs", type=int, default=1000)
     pm.add_argument("--epochs", type=int, default=6, help="metric batches per run (default 6: the quick budget)")
     pm.add_argument("--stores", nargs="+", default=["sqlite", "server"], choices=["sqlite", "server"])
+    pd = sub.add_parser("driver", help="the real driver on a local Ray head declaring many GPUs, trials replayed")
+    pd.add_argument("--table", default=str(REPO / "benchmarks" / "tables" / "sysu-quick"))
+    pd.add_argument("--trials", type=int, default=1000)
+    pd.add_argument("--concurrency", type=int, default=16)
+    pd.add_argument("--gpus", type=int, default=256, help="GPUs (and CPUs) the head declares (default 256)")
+    pd.add_argument("--time-scale", type=float, default=0.05, help="replayed epochs sleep this x their time")
+    pd.add_argument("--mlflow", choices=["sqlite", "server"], default="sqlite")
+    pd.add_argument("--sampler", default="tpe", choices=["tpe", "random", "cmaes"])
+    pd.add_argument("--out", default=None, help="write the figures as JSON here too")
     args = p.parse_args(argv)
     import tempfile
+
+    if args.what == "driver":
+        r = driver_at_scale(args)
+        text = json.dumps(r, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return 0 if r["rc"] == 0 else 1
 
     if args.what == "proposals":
         with tempfile.TemporaryDirectory() as tmp:
