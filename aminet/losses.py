@@ -233,9 +233,13 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
 
 
 def _pairwise_euclidean(f: torch.Tensor) -> torch.Tensor:
-    sq = (f * f).sum(dim=1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * f @ f.T).clamp(min=1e-12)
-    return d2.sqrt()
+    """Euclidean distances between the rows of ``f``, in fp32 even under autocast (a bf16 ``f @ f.T`` loses the
+    small differences the hardest-pair weighting of the triplet loss ranks)."""
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        f = f.float()
+        sq = (f * f).sum(dim=1)
+        d2 = (sq[:, None] + sq[None, :] - 2.0 * f @ f.T).clamp(min=1e-12)
+        return d2.sqrt()
 
 
 def weighted_triplet(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -171,7 +171,10 @@ def extract_features(
 
 
 def _distance(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    return -(q @ g.T)
+    """Negative cosine similarity of L2-normalised features, in fp32 whatever autocast context the evaluation
+    runs in (bf16 products round similarities to ~3 digits and reorder close gallery images)."""
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return -(q.float() @ g.float().T)
 
 
 # --------------------------------------------------------------------------------------------------

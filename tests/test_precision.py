@@ -1,0 +1,49 @@
+"""Distances in fp32 whatever the autocast context (issue 28, defects 1 and 2): CPU bf16 autocast casts matrix
+products as CUDA's does, so a bf16 leak into a ranking or a loss shows here without a GPU."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aminet.evaluation import sysu_metrics
+from aminet.evaluation.protocol import _distance
+from aminet.losses import _pairwise_euclidean, weighted_triplet
+
+
+def _close_features(n: int, dim: int = 256, cosine: float = 0.68, seed: int = 0) -> torch.Tensor:
+    """L2-normalised features around one shared direction: mean pairwise cosine about ``cosine`` (close
+    gallery images, where bf16 rounding reorders a ranking)."""
+    g = torch.Generator().manual_seed(seed)
+    common = torch.randn(dim, generator=g)
+    noise = torch.randn(n, dim, generator=g)
+    a = float(np.sqrt(cosine))
+    return F.normalize(a * F.normalize(common, dim=0) * np.sqrt(dim) + np.sqrt(1 - cosine) * noise, dim=1)
+
+
+def test_evaluation_distances_and_rankings_are_fp32_under_bf16_autocast():
+    q, g = _close_features(300, seed=1), _close_features(600, seed=2)
+    q_pids = np.arange(300) % 60
+    g_pids = np.arange(600) % 60
+    cams_q, cams_g = np.full(300, 3), np.full(600, 1)
+    exact = -(q.double() @ g.double().T)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = _distance(q, g)
+    assert d.dtype == torch.float32
+    assert torch.allclose(d.double(), exact, atol=1e-6)
+    fp32 = sysu_metrics(_distance(q, g).numpy(), q_pids, g_pids, cams_q, cams_g)
+    mixed = sysu_metrics(d.numpy(), q_pids, g_pids, cams_q, cams_g)
+    np.testing.assert_array_equal(fp32[0], mixed[0])
+    assert fp32[1:] == mixed[1:]
+
+
+def test_triplet_distances_and_loss_are_fp32_under_bf16_autocast():
+    f = _close_features(64, dim=512, cosine=0.9, seed=3) * 8
+    labels = torch.arange(64) // 4
+    exact = torch.cdist(f.double(), f.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = _pairwise_euclidean(f)
+        loss = weighted_triplet(f, labels)
+    assert d.dtype == torch.float32 and loss.dtype == torch.float32
+    off = ~torch.eye(64, dtype=torch.bool)
+    assert torch.allclose(d[off].double(), exact[off], rtol=1e-4)
+    assert torch.allclose(loss, weighted_triplet(f, labels), rtol=1e-6)
