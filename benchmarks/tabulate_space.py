@@ -93,6 +93,9 @@ def table_base(space, overrides: list[str], data_root: str | None):
     return base
 
 
+COMMIT_AT_START = None  # the code a tabulating process runs is the code of the commit it started at
+
+
 def train_row(base, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one (configuration, seed) and return its row."""
     import torch
@@ -138,7 +141,7 @@ def train_row(base, config: dict[str, Any], seed: int) -> dict[str, Any]:
         "test_seconds": round(test_seconds, 3),
         "diverged": diverged,
         "seconds": round(time.perf_counter() - t0, 3),
-        "commit": git_commit(),
+        "commit": COMMIT_AT_START or git_commit(),
         "host": f"{platform.node()} ({cpu_name()})",
         "torch_threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -177,6 +180,8 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global COMMIT_AT_START
+    COMMIT_AT_START = git_commit()
     import torch
 
     from aminet.config import ConfigError
