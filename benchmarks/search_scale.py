@@ -262,6 +262,8 @@ def driver_at_scale(args) -> dict:
         from search.tuning import PrunedAwareOptunaSearch
 
         timers.wrap(TuneController, "save_to_dir", "ray_snapshot")  # one experiment-state snapshot
+        # one trial result handled end to end: scheduler, searcher, the MLflow logger and the console callbacks
+        timers.wrap(TuneController, "_process_trial_result", "ray_result")
         timers.wrap(PrunedAwareOptunaSearch, "suggest", "optuna_suggest")
         timers.wrap(PrunedAwareOptunaSearch, "on_trial_result", "optuna_report")
         timers.wrap(AsyncHyperBandScheduler, "on_trial_result", "asha_decision")
