@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         fingerprint = preflight(plan)
         from search.cluster import init_ray, trial_resources
 
-        init_ray(args)
+        init_ray(args, plan.budget.num_samples)
         resources, concurrent = trial_resources(args, plan.budget.num_samples)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1041,3 +1041,48 @@ def test_resuming_a_finished_search_prints_its_summary(roots):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "val score 42.00" in out.stdout and "has finished" in out.stderr
+
+
+def test_the_trial_logger_writes_once_per_evaluation_and_flushes_at_the_end():
+    """Per-epoch MLflow writes were most of the driver's cost per result (docs/performance.md): training figures
+    wait for the next evaluation (or the trial's end) and go in one batch, each metric at its own epoch."""
+    from types import SimpleNamespace
+
+    from search.tuning import TrialRunLogger
+
+    class Client:
+        def __init__(self):
+            self.batches, self.ended = [], []
+
+        def log_batch(self, run_id, metrics=(), tags=()):
+            self.batches.append((run_id, list(metrics), list(tags)))
+
+        def set_tag(self, *a):
+            pass
+
+        def set_terminated(self, run_id, status):
+            self.ended.append((run_id, status, len(self.batches)))
+
+    logger = TrialRunLogger("sqlite:///unused.db", "0", "parent", max_epochs=6)
+    logger._client = client = Client()
+    trial = SimpleNamespace(trial_id="t1", last_result={"epoch": 3}, config={})
+    logger._runs["t1"] = "run1"
+    for epoch in (1, 2, 3):
+        result = {"epoch": epoch, "loss": 1.0 / epoch, "node_id": "n1"}
+        if epoch == 2:
+            result.update(score=0.5, R1=0.4, mAP=0.6)
+        logger.log_trial_result(epoch, trial, result)
+    assert len(client.batches) == 1  # epochs 1 and 2, written at the evaluation
+    steps = sorted((m.key, m.step) for m in client.batches[0][1])
+    assert ("train/loss", 1) in steps and ("train/loss", 2) in steps and ("val/score", 2) in steps
+    assert [t.key for t in client.batches[0][2]] == ["ray.node_id", "aminet.resumed_from"]
+    logger.log_trial_end(trial)  # stopped after epoch 3: its figures are written before the run ends
+    assert [(m.key, m.step) for m in client.batches[1][1]] == [("train/loss", 3)]
+    assert client.ended == [("run1", "FINISHED", 2)]
+
+
+def test_the_snapshot_period_is_2_s_for_small_searches_and_grows_with_large_ones():
+    from search.cluster import snapshot_period
+
+    assert snapshot_period(6) == snapshot_period(200) == 2.0
+    assert snapshot_period(1000) == 10.0 and snapshot_period(8000) == 80.0
