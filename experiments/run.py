@@ -159,7 +159,7 @@ def run_unit(
     ``parent_run_id``: per-epoch metrics, final test metrics, weights, plots. Returns its per-trial frame."""
     import mlflow
 
-    from aminet.engine.trainer import train
+    from aminet.engine.trainer import device_summary, train
     from aminet.reporting import MLflowReporter, flatten_config
 
     prefix = "test/" if cfg.data.purpose == "final" else "val/"
@@ -180,6 +180,7 @@ def run_unit(
         },
     ):
         mlflow.log_params(flatten_config(c.flat()))
+        mlflow.set_tag("aminet.device", device_summary(c))  # before training: a CPU fallback shows at once
         if not quiet:
             print(f"\n=== {name} ===", file=sys.stderr, flush=True)
         result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet)

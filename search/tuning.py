@@ -297,6 +297,7 @@ class TrialRunLogger(LoggerCallback):
         tags = {
             "ray.node_id": str(result.get("node_id", "")),
             "aminet.resumed_from": str(int(result.get("resumed_from", 0))),
+            "aminet.device": str(result.get("device", "")),
         }
         seen = self._tagged.setdefault(trial.trial_id, {})
         new_tags = [RunTag(k, v) for k, v in tags.items() if v and seen.get(k) != v]
@@ -343,7 +344,7 @@ class TrialRunLogger(LoggerCallback):
 
 
 # Keys of a report that are the latest evaluation repeated for the console, or bookkeeping (tags).
-_CONSOLE = {"val_score", "val_R1", "val_mAP", "mean_loss", "resumed_from", "node_id", OPTUNA_TRIAL}
+_CONSOLE = {"val_score", "val_R1", "val_mAP", "mean_loss", "resumed_from", "node_id", "device", OPTUNA_TRIAL}
 _EVAL = {"score", "R1", "mAP", "mINP"}
 _SHORT = {
     "mmd_intra": "intra",

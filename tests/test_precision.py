@@ -47,3 +47,37 @@ def test_triplet_distances_and_loss_are_fp32_under_bf16_autocast():
     off = ~torch.eye(64, dtype=torch.bool)
     assert torch.allclose(d[off].double(), exact[off], rtol=1e-4)
     assert torch.allclose(loss, weighted_triplet(f, labels), rtol=1e-6)
+
+
+def test_a_cuda_device_that_torch_cannot_see_is_refused_with_its_likely_cause(monkeypatch):
+    import pytest
+
+    from aminet.config import load_config
+    from aminet.engine.trainer import device_summary, resolve_device
+    from trainables.aminet_trainable import trial_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as info:
+        resolve_device("cuda")
+    assert "no CUDA device" in str(info.value) and "CUDA_VISIBLE_DEVICES" in str(info.value)
+    assert "\n" not in str(info.value)
+    cfg = load_config(None, [])
+    assert device_summary(cfg) == "cpu fp32"  # what every run and trial now logs (tag aminet.device)
+    # a trial given a GPU trains on its own GPU, whatever device the base config names: no silent CPU run
+    assert trial_device(cfg.replace({"train.device": "cuda:1"}), gpu_ids=[3]).train.device == "cuda"
+    assert trial_device(cfg, gpu_ids=[0]).train.device == "cuda"
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        device_summary(trial_device(cfg, gpu_ids=[0]))
+    assert trial_device(cfg, gpu_ids=[]).train.device == cfg.train.device  # CPU trials keep their setting
+    assert trial_device(cfg.replace({"train.device": "cpu"}), gpu_ids=[0]).train.device == "cpu"
+
+
+def test_cuda_index_beyond_the_visible_devices_names_the_trial_setting(monkeypatch):
+    import pytest
+
+    from aminet.engine.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="use train.device=cuda"):
+        resolve_device("cuda:1")

@@ -382,6 +382,7 @@ def test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_a
     assert 1 <= len(trials) < 20 and {r.info.status for r in trials} == {"FINISHED"}
     assert {r.data.tags["aminet.outcome"] for r in trials} <= {"completed", "stopped_early"}
     assert "completed" in {r.data.tags["aminet.outcome"] for r in trials}  # running trials were not cut off
+    assert {r.data.tags.get("aminet.device") for r in trials} == {"cpu fp32"}  # what each trial trained on
     state = json.loads((tmp / "ray" / name / "aminet_search.json").read_text())
     assert state["stage"] == "finished" and state["search_seconds"] >= 15
     assert f"optuna-dashboard sqlite:///{tmp / 'ray' / name / 'optuna.db'}" in out.stdout

@@ -32,13 +32,14 @@ from ray import tune
 
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
-from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, evaluates, train
+from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, device_summary, evaluates, train
 from trainables.params import OPTUNA_TRIAL, apply_params
 
 __all__ = [
     "train_aminet",
     "train_reseed",
     "TuneReporter",
+    "trial_device",
     "DIVERGED",
     "trial_folder",
     "remove_orphaned_trial_folders",
@@ -99,10 +100,11 @@ class TuneReporter:
     and ``val_mAP`` carry the latest evaluation on every report for the console table, whose first
     columns Ray takes from the first keys of a report (so their order here is the table's)."""
 
-    def __init__(self, resumed_from: int, cfg: Config) -> None:
+    def __init__(self, resumed_from: int, cfg: Config, device: str = "") -> None:
         import ray
 
         self.resumed_from = resumed_from
+        self.device = device  # what the trial trains on (the MLflow tag aminet.device)
         self.node_id = ray.get_runtime_context().get_node_id()
         self.cfg = cfg
         self.latest = {"val_score": float("nan"), "val_R1": float("nan"), "val_mAP": float("nan")}
@@ -116,6 +118,8 @@ class TuneReporter:
         values.update({k: float(v) for k, v in metrics.items()})
         values["resumed_from"] = self.resumed_from  # > 0: this attempt continued from a checkpoint
         values["node_id"] = self.node_id  # provenance: which Ray node trained this
+        if self.device:
+            values["device"] = self.device
         return values
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -166,10 +170,24 @@ def _fault_hooks(config: dict[str, Any]):
     return on_step
 
 
+def trial_device(cfg: Config, gpu_ids: list | None = None) -> Config:
+    """A trial that holds GPUs trains on its own (Ray makes it the only visible one): ``train.device=cuda``,
+    whatever the base config says (``cuda:1`` would not exist in the trial), so a torch that cannot see it
+    fails the trial with the cause instead of training on the CPU without a word. ``cpu`` stays ``cpu``."""
+    if gpu_ids is None:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids()
+    if gpu_ids and cfg.train.device != "cpu":
+        return cfg.replace({"train.device": "cuda"})
+    return cfg
+
+
 def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     """Ray Tune function trainable (see the module doc)."""
     config = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}  # bookkeeping, not a sampled value
-    cfg = apply_params(Config.from_yaml(base_yaml, source="search base config"), config)
+    cfg = trial_device(apply_params(Config.from_yaml(base_yaml, source="search base config"), config))
+    device = device_summary(cfg)
     on_step = _fault_hooks(config)
     run_dir = trial_folder()
     try:
@@ -183,7 +201,7 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        reporter = TuneReporter(resumed_from, cfg)
+        reporter = TuneReporter(resumed_from, cfg, device)
         try:
             train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
         except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it

@@ -96,7 +96,15 @@ def train_replay(config: dict[str, Any], table_dir: str, eval_every: int, epochs
             latest = {"val_score": m["score"], "val_R1": m["R1"], "val_mAP": m["mAP"]}
             values.update(latest)
             values.update(m)
-        values.update({REPLAY_CONFIG: config_id, "replay_seed": row.seed, "resumed_from": 0, "node_id": node_id})
+        values.update(
+            {
+                REPLAY_CONFIG: config_id,
+                "replay_seed": row.seed,
+                "resumed_from": 0,
+                "node_id": node_id,
+                "device": "replay",
+            }
+        )
         tune.report(values)
 
 

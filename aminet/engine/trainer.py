@@ -49,6 +49,7 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "resolve_device",
+    "device_summary",
     "FAULT_NAN_ENV",
     "CHECK_EVERY_CUDA",
     "Run",
@@ -92,12 +93,38 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cuda`` / ``cuda:N``: that GPU, or one line naming
+    the likely cause (a CPU-only torch build, a driver older than torch's CUDA, hidden devices)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name}: no CUDA device on this machine")
+    if dev.type == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES unset"
+        if not torch.cuda.is_available():
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise RuntimeError(
+                f"train.device={name}: no CUDA device on this machine (torch {torch.__version__}, {build}; {where}); "
+                "likely a CPU-only torch wheel, an NVIDIA driver older than torch's CUDA, or hidden devices"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"train.device={name}: torch sees {torch.cuda.device_count()} CUDA device(s) ({where}); inside a "
+                "Ray trial use train.device=cuda (the trial's own GPU)"
+            )
     return dev
+
+
+def device_summary(cfg: Config) -> str:
+    """The device and precision ``cfg`` trains with on this machine, e.g. ``cuda:0 (NVIDIA H100) bf16`` or
+    ``cpu fp32`` (logged with every run and trial, so a run that fell back to the CPU says so)."""
+    dev = resolve_device(cfg.train.device)
+    dtype = precision(cfg, dev)
+    name = str(dev)
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{name} {str(dtype).replace('torch.', '') if dtype else 'fp32'}"
 
 
 def _seed_everything(seed: int) -> None:
