@@ -116,14 +116,15 @@ class DeviceAugment:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
             raise ValueError(f"images: expected uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
         b, h, w, _ = images.shape
-        dev = images.device
-        const = _constants(str(dev))
+        return self.apply(images, self.draw(b, h, w, visible, generator))
+
+    def draw(self, b: int, h: int, w: int, visible: torch.Tensor | bool, generator: torch.Generator) -> dict:
+        """Every random choice of one batch, on the host (the generator is a CPU one; data-dependent steps such
+        as which samples get the channel augmentation are resolved here, so ``apply`` has none)."""
         g = generator
         if isinstance(visible, bool):
             visible = torch.full((b,), visible, dtype=torch.bool)
         visible = visible.to("cpu", torch.bool)
-
-        # Random parameters, drawn on the CPU.
         p = self.pad
         oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
         ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
@@ -138,33 +139,44 @@ class DeviceAugment:
         ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
         ey = (torch.rand(b, generator=g) * (h - eh + 1).float()).long()
         ex = (torch.rand(b, generator=g) * (w - ew + 1).float()).long()
+        ar_h, ar_w = torch.arange(h), torch.arange(w)
+        chosen = torch.nonzero(chan_apply).squeeze(1)
+        out = {
+            "rows": oy[:, None] + ar_h[None, :],
+            "cols": torch.where(flip[:, None], ox[:, None] + (w - 1 - ar_w)[None, :], ox[:, None] + ar_w[None, :]),
+            "chosen": chosen,
+            "mix": _constants("cpu")["mix"][chan_kind[chosen]],
+            "erase": bool(erase_apply.any()),
+        }
+        if out["erase"]:
+            out["row_in"] = (ar_h[None, :] >= ey[:, None]) & (ar_h[None, :] < (ey + eh)[:, None]) & erase_apply[:, None]
+            out["col_in"] = (ar_w[None, :] >= ex[:, None]) & (ar_w[None, :] < (ex + ew)[:, None])
+        return out
 
+    def apply(self, images: torch.Tensor, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drawn augmentation on the images' device: host parameters go over as small asynchronous copies."""
+        b = images.shape[0]
+        dev = images.device
+        const = _constants(str(dev))
         # 1. pad + crop + flip as one gather on the uint8 images.
-        ar_h = torch.arange(h)
-        ar_w = torch.arange(w)
-        rows = oy[:, None] + ar_h[None, :]
-        cols = torch.where(flip[:, None], ox[:, None] + (w - 1 - ar_w)[None, :], ox[:, None] + ar_w[None, :])
+        p = self.pad
         padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1) if p else images
         bidx = torch.arange(b, device=dev)[:, None, None]
-        crop = padded[bidx, to_device(rows, dev)[:, :, None], to_device(cols, dev)[:, None, :]]  # (B, H, W, 3)
+        crop = padded[bidx, to_device(d["rows"], dev)[:, :, None], to_device(d["cols"], dev)[:, None, :]]  # (B,H,W,3)
 
         # 2. channel augmentation on [0, 1] values (visible images only), on the chosen samples.
         x = crop.permute(0, 3, 1, 2).float()  # 0..255; channels-last memory already
-        chosen = torch.nonzero(chan_apply).squeeze(1)
-        if chosen.numel():
-            weights = const["mix"][chan_kind[chosen]]
-            idx = to_device(chosen, dev)
-            mixed = torch.einsum("bc,bchw->bhw", to_device(weights, dev), x[idx])[:, None].expand(-1, 3, -1, -1)
+        if d["chosen"].numel():
+            idx = to_device(d["chosen"], dev)
+            mixed = torch.einsum("bc,bchw->bhw", to_device(d["mix"], dev), x[idx])[:, None].expand(-1, 3, -1, -1)
             x[idx] = mixed
 
         # 3. normalisation, one multiply-add: (x / 255 - mean) / std.
         x = torch.addcmul(const["shift"], x, const["scale"])
 
         # 4. random erasing: the rectangle is the outer product of a row band and a column band.
-        if bool(erase_apply.any()):
-            row_in = (ar_h[None, :] >= ey[:, None]) & (ar_h[None, :] < (ey + eh)[:, None]) & erase_apply[:, None]
-            col_in = (ar_w[None, :] >= ex[:, None]) & (ar_w[None, :] < (ex + ew)[:, None])
-            box = to_device(row_in, dev)[:, None, :, None] & to_device(col_in, dev)[:, None, None, :]
+        if d["erase"]:
+            box = to_device(d["row_in"], dev)[:, None, :, None] & to_device(d["col_in"], dev)[:, None, None, :]
             x = x.masked_fill(box, 0.0)
 
         x = x.contiguous(memory_format=torch.channels_last)
