@@ -547,9 +547,76 @@ def main(argv: list[str] | None = None) -> int:
         curves = regret_curves(bench, sims)
         report["curves"] = curves
         (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        (out / "summary.md").write_text(markdown(bench, report))
         plot(bench, report, out)
         print(f"wrote {out}/results.json and the plots")
     return 0
+
+
+def markdown(bench: Bench, report: dict[str, Any]) -> str:
+    """The study's tables in Markdown (``summary.md`` beside ``results.json``; docs/search-study.md quotes it)."""
+    a = report["table_analysis"]
+    t = bench.table
+    lines = [
+        f"Table: {report['table']} ({report['table_rows']} rows, {len(t.config_ids())} configurations with seed 0, "
+        f"digest {report['table_digest']}); `{report['command']}`.",
+        "",
+        f"Best in the table: validation score {100 * bench.best_val():.2f}, test score {100 * bench.best_test():.2f} "
+        f"(test R1 {100 * bench.best_test('R1'):.2f}); the paper's default: validation "
+        f"{100 * bench.val(t.default_config()):.2f}, test {100 * bench.test(t.default_config()):.2f} "
+        f"(R1 {100 * bench.test(t.default_config(), 0, 'R1'):.2f}), test regret "
+        f"{100 * (bench.best_test() - bench.test(t.default_config())):.2f}.",
+        "",
+        "| sampler | trials | concurrency | ASHA | reps | test regret IQM [95 % CI] | val regret IQM [95 % CI] | "
+        "test R1 IQM | epochs | model-based proposals |",
+        "|---|---:|---:|---|---:|---|---|---:|---:|---:|",
+    ]
+    for r in report["summary"]:
+        lo, hi = r["test_regret_ci"]
+        vlo, vhi = r["val_regret_ci"]
+        lines.append(
+            f"| {r['sampler']} | {r['trials']} | {r['concurrency']} | {'yes' if r['asha'] else 'no'} | {r['reps']} | "
+            f"{100 * r['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
+            f"{100 * r['val_regret_iqm']:.2f} [{100 * vlo:.2f}, {100 * vhi:.2f}] | {100 * r['test_r1_iqm']:.2f} | "
+            f"{r['epochs_mean']:.0f} | {100 * r['model_based_share']:.0f} % |"
+        )
+    lines += ["", "Selection validity and noise (validation score and test metrics of seed 0 unless said):", ""]
+    for key, label in (
+        ("spearman_val_test_r1", "Spearman, validation score vs test R1, over configurations"),
+        ("spearman_val_test_score", "Spearman, validation score vs test score"),
+        ("spearman_val_seed0_seed1", "Spearman, validation score seed 0 vs seed 1 (noise ceiling)"),
+        ("spearman_val_seed0_test_r1_seed1", "Spearman, validation seed 0 vs test R1 seed 1"),
+        ("val_spread_of_config_means", "SD of configuration means (validation, multi-seed configurations)"),
+        ("val_seed_sd_mean", "mean seed SD within a configuration (validation)"),
+        ("val_spread_all_configs", "SD of seed-0 validation scores over all configurations"),
+        ("test_r1_spread_of_config_means", "SD of configuration means (test R1)"),
+        ("test_r1_seed_sd_mean", "mean seed SD within a configuration (test R1)"),
+    ):
+        if key in a:
+            v = a[key]
+            lines.append(f"* {label}: {v:.3f}" if "spearman" in key else f"* {label}: {100 * v:.2f} points")
+    agree = a.get("rung_agreement", {})
+    if agree:
+        rungs = sorted(int(r) for r in next(iter(agree.values())) if r != "n")
+        lines += ["", "| schedules | n | " + " | ".join(f"rung at epoch {r}" for r in rungs) + " |"]
+        lines.append("|---|---:|" + "---:|" * len(rungs))
+        for group, by in agree.items():
+            cells = " | ".join(f"{by.get(r, by.get(str(r), float('nan'))):.2f}" for r in rungs)
+            lines.append(f"| {group} | {by['n']} | {cells} |")
+    rr = a.get("reseed_rule", {})
+    settings = {k: v for k, v in rr.items() if isinstance(v, dict)}
+    if settings:
+        lines += [
+            "",
+            "| re-seed setting | with the selection seed | fresh seeds only | no re-seeding | best of the pool |",
+        ]
+        lines.append("|---|---:|---:|---:|---:|")
+        for k, v in settings.items():
+            lines.append(
+                f"| {k} ({rr['configs']} configurations) | {100 * v['with_selection_seed']['mean']:.2f} | "
+                f"{100 * v['fresh_only']['mean']:.2f} | {100 * v['no_reseed']['mean']:.2f} | {100 * v['oracle']['mean']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def regret_curves(bench: Bench, sims: list[dict[str, Any]], points: int = 40) -> dict[str, Any]:
