@@ -81,3 +81,41 @@ def test_cuda_index_beyond_the_visible_devices_names_the_trial_setting(monkeypat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(RuntimeError, match="use train.device=cuda"):
         resolve_device("cuda:1")
+
+
+def test_a_bf16_training_step_keeps_its_losses_and_the_evaluation_distances_in_fp32(tiny_config):
+    """One training step of the engine under bf16 autocast on the CPU (as CUDA's): the features may be bf16, the
+    loss and every term must not be; the evaluation's distance matrix neither."""
+    from aminet.engine.trainer import LossMeter, run_step, setup
+
+    cfg = tiny_config(
+        "train.precision=bf16",
+        "data.height=64",
+        "data.width=32",
+        "data.upper_height=32",
+        "model.last_stride=1",
+        "loss.imdal=camera",
+    )
+    r = setup(cfg, quiet=True)
+    assert r.dtype == torch.bfloat16
+    seen = {}
+
+    def capture(epoch, step, loss):
+        seen["loss"] = loss
+        return loss
+
+    original = r.criterion.forward
+
+    def criterion(out, labels, cams=None):
+        loss, terms = original(out, labels, cams)
+        seen["terms"] = terms
+        return loss, terms
+
+    r.criterion.forward = criterion
+    batch = next(iter(r.loader.run(0, 0, 1)))
+    run_step(r, batch, LossMeter(1), lr=1e-3, on_loss=capture)
+    assert seen["loss"].dtype == torch.float32
+    assert {k: v.dtype for k, v in seen["terms"].items()} == {k: torch.float32 for k in seen["terms"]}
+    q = F.normalize(torch.randn(20, 64), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the context the trainer evaluates in
+        assert _distance(q, q).dtype == torch.float32
