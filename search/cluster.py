@@ -182,7 +182,7 @@ def build_tuner(
             callbacks=callbacks,
             verbose=args.verbose,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: what a retry resumes from
         ),
     )
 

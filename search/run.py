@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.cluster import build_tuner, fit_search
     from search.lineage import close_runs, describe_parent, log_search_summary, open_search, save_state
     from search.outcome import final_evaluation, retrain_best, select_champion
-    from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
+    from search.tuning import DropStoppedCheckpoints, ProgressLines, ResolvedParams, TrialRunLogger
     from trainables.aminet_trainable import remove_orphaned_trial_folders
 
     rec = open_search(plan, args, fingerprint, resources, concurrent)
@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             tuner = build_tuner(
-                plan, args, resources, concurrent, [logger, ProgressLines(plan.budget.epochs)], rec.study_url
+                plan,
+                args,
+                resources,
+                concurrent,
+                [logger, ProgressLines(plan.budget.epochs), DropStoppedCheckpoints(plan.budget.epochs)],
+                rec.study_url,
             )
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ __all__ = [
     "PrunedAwareOptunaSearch",
     "TrialRunLogger",
     "ProgressLines",
+    "DropStoppedCheckpoints",
     "mlflow_metrics",
     "run_name",
     "REPORTED_KEYS",
@@ -395,6 +396,30 @@ def run_name(config: dict, role: str, fallback: str) -> str:
     else:
         head = fallback
     return f"{head}: {' '.join(parts)}" if parts else head
+
+
+class DropStoppedCheckpoints(Callback):
+    """Delete the checkpoint of a trial that ended before the full budget (stopped by ASHA or diverged): it can
+    never be selected (``search.champion``: finished trials only) and a terminated trial is never resumed,
+    so under ASHA most of a search's checkpoints are dead weight (docs/design.md, "Checkpoints and disk").
+    Works on any Ray storage (the checkpoint's own filesystem: a local folder, NFS, S3)."""
+
+    def __init__(self, max_epochs: int) -> None:
+        self.max_epochs = int(max_epochs)
+        self.dropped = 0
+
+    def on_trial_complete(self, iteration: int, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        if int(last.get("epoch", 0) or 0) >= self.max_epochs and not last.get("diverged"):
+            return
+        ckpt = trial.checkpoint
+        if ckpt is None:
+            return
+        try:
+            ckpt.filesystem.delete_dir(ckpt.path)
+            self.dropped += 1
+        except Exception:  # noqa: BLE001 - already gone, or a store that refuses: space, not correctness
+            pass
 
 
 class ProgressLines(Callback):

@@ -513,6 +513,10 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     outcome = {r.data.tags["ray.trial_id"]: r.data.tags["aminet.outcome"] for r in trials}
     assert sorted(outcome.values()).count("completed") == sum(t.state.name == "COMPLETE" for t in study.trials)
     assert sorted(outcome.values()).count("stopped_early") == sum(t.state.name == "PRUNED" for t in study.trials)
+    # Disk: Ray keeps one checkpoint of a finished trial (the one selection evaluates) and none of a stopped one
+    for trial_id, how in outcome.items():
+        folder = next(p for p in (tmp / "ray" / name).iterdir() if p.is_dir() and f"_{trial_id}_" in p.name)
+        assert len(list(folder.glob("checkpoint_*"))) == (1 if how == "completed" else 0), (how, folder)
 
     m = parent.data.metrics
     for key in ("val/score", "test/sysu/all/R1", "test/sysu/indoor/mAP", "test/regdb/v2t/R1", "test/regdb/t2v/mINP"):
