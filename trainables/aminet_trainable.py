@@ -136,6 +136,8 @@ class TuneReporter:
         values = self._values(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(values, checkpoint=checkpoint)
+        if checkpoint_dir:  # Ray has persisted its copy (what a retry resumes from): the local one is a duplicate
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
         _maybe_crash(epoch)
 
 
