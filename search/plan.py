@@ -318,10 +318,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
         space = get_space(args.space)
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
-    if args.sampler == "gp" and args.scheduler == "asha":
+    if args.sampler in ("gp", "cmaes") and args.scheduler == "asha":
         raise UsageError(
-            "--sampler gp learns only from trials trained to the full budget, and ASHA stops about 2 in 3 before "
-            "it (docs/search-study.md): use --scheduler none with gp, or --sampler tpe / cmaes with ASHA"
+            f"--sampler {args.sampler} learns only from trials trained to the full budget, and ASHA stops most "
+            f"before it (docs/search-study.md): use --scheduler none with {args.sampler}, or --sampler tpe with ASHA"
         )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")

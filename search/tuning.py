@@ -164,12 +164,13 @@ def make_sampler(kind: str, seed: int, num_samples: int):
     independently) or ``random``. The model-based ones start after a third of the trials (2..8) sampled at
     random, after the warm-start points.
 
-    Set explicitly rather than left to the installed Optuna's defaults:
-    * TPE ``constant_liar=True``: trials still running count as bad points, so trials asked for at the same
-      time are spread out instead of near-duplicates (Optuna 5's default; Optuna 4's was False).
-    * CMA-ES ``consider_pruned_trials=True``: under ASHA most trials end PRUNED, and by default CMA-ES learns
-      from COMPLETE ones only (docs/search-study.md measures the share of model-based proposals).
-    GP learns from COMPLETE trials only (Optuna has no option): ``search.plan`` refuses it under ASHA."""
+    TPE's ``constant_liar=True`` is set explicitly rather than left to the installed Optuna's default: trials
+    still running count as bad points, so trials asked for at the same time are spread out instead of
+    near-duplicates (Optuna 5's default; Optuna 4's was False). GP and CMA-ES learn from COMPLETE trials
+    only, and under ASHA most trials end PRUNED, so ``search.plan`` refuses both with ASHA (docs/search-study.md
+    measures their share of model-based proposals). CMA-ES's ``consider_pruned_trials=True`` is no way out:
+    with the conditional milestones its search space (from the COMPLETE trials) can hold a parameter that a
+    PRUNED cosine trial lacks, and Optuna 5.1 then fails the ask (an assertion in its transform)."""
     import warnings
 
     import optuna
@@ -184,9 +185,7 @@ def make_sampler(kind: str, seed: int, num_samples: int):
         if kind == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
         if kind == "cmaes":
-            return optuna.samplers.CmaEsSampler(
-                seed=seed, n_startup_trials=startup, warn_independent_sampling=False, consider_pruned_trials=True
-            )
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"--sampler {kind!r}: choose one of {list(SAMPLERS)}")
