@@ -1,0 +1,293 @@
+#!/usr/bin/env python
+"""Every CUDA path once, for the day a GPU machine is lent: one summary line per stage.
+
+    bash scripts/gpu_check.sh                 # on a bare GPU machine: installs the project, then this script
+    python scripts/gpu_check.py               # installed already
+    python scripts/gpu_check.py --dry         # the same stages on the CPU at toy size (CI runs this)
+
+Stages: the environment; a bf16 training step of each ablation preset through the trainer (with its
+evaluation on validation identities); an fp16 step with the gradient scaler; the model's graph breaks and
+a compiled run's recompilations (dynamo counters); phase congruency on the GPU against the CPU; both test
+protocols on a tiny synthetic set; a 2-trial search with half a GPU per trial; ``experiments/run.py`` for
+2 epochs; ``pytest tests/test_gpu.py``; ``benchmarks/bench.py train`` at the paper's batch (8 identities x
+4 + 4 images) with images/s and peak memory. A stage that fails prints FAIL with its last error line and
+the others still run; the exit status is 1 if any failed. With ``$OUT`` set, the lines go to
+``$OUT/gpu_check.txt`` and the figures to ``$OUT/gpu_check.json`` too. The whole run is sized to finish within
+8 minutes on one H100 (the search and the bench are the long stages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PRESETS = ("M0", "M1", "M2", "M3", "M4")
+TINY = {
+    "model.arch": "resnet18",
+    "model.weights": "none",
+    "model.last_stride": 1,
+    "data.height": 64,
+    "data.width": 32,
+    "data.upper_height": 32,
+    "data.pad": 2,
+    "data.ids_per_batch": 2,
+    "data.instances": 2,
+    "data.iters_per_epoch": 2,
+    "optim.optimizer": "adam",
+    "optim.lr": 0.001,
+    "optim.backbone_lr_mult": 1.0,
+    "optim.warmup_share": 0.0,
+    "optim.milestone_shares": "[]",
+    "train.epochs": 1,
+    "train.eval_every": 1,
+    "eval.trials": 1,
+}
+
+
+class Check:
+    def __init__(self, dry: bool, out: Path | None) -> None:
+        self.dry = dry
+        self.device = "cpu" if dry else "cuda"
+        self.out = out
+        self.lines: list[str] = []
+        self.figures: dict[str, dict] = {}
+        self.failed = 0
+
+    def stage(self, name: str, fn) -> None:
+        t0 = time.perf_counter()
+        try:
+            status, detail, figures = fn()
+        except Exception as exc:  # noqa: BLE001 - one stage's failure is reported and the others run
+            status, figures = "FAIL", {}
+            detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            traceback.print_exc(file=sys.stderr)
+        seconds = time.perf_counter() - t0
+        self.failed += status == "FAIL"
+        line = f"{name:<24s} {status:<5s} {seconds:7.1f} s  {detail}"
+        print(line, flush=True)
+        self.lines.append(line)
+        self.figures[name] = {"status": status, "seconds": round(seconds, 2), **figures}
+
+    def write(self) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "gpu_check.txt").write_text("\n".join(self.lines) + "\n")
+        (self.out / "gpu_check.json").write_text(json.dumps(self.figures, indent=1) + "\n")
+
+
+def _overrides(extra: dict | None = None) -> list[str]:
+    return [f"{k}={v}" for k, v in {**TINY, **(extra or {})}.items()]
+
+
+def _run(cmd: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DISABLE_DOCKER_CPU_WARNING="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    if done.returncode != 0:
+        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
+        raise RuntimeError(f"{' '.join(cmd[1:3])} exited {done.returncode}: {tail[0][:300]}")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aminet.cli import ArgumentParser
+
+    p = ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dry", action="store_true", help="run every stage on the CPU at toy size (CI)")
+    p.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.txt / .json (default $OUT)")
+    args = p.parse_args(argv)
+    import torch
+
+    if not args.dry and not torch.cuda.is_available():
+        print("gpu_check: error: no CUDA device visible to torch (use --dry on a CPU machine)", file=sys.stderr)
+        return 2
+    check = Check(args.dry, Path(args.out) if args.out else None)
+    tmp = Path(tempfile.mkdtemp(prefix="aminet-gpu-check-"))
+    from aminet.data import synthetic
+
+    sysu = synthetic.generate("sysu", tmp / "SYSU", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
+    dev = check.device
+
+    def environment():
+        if dev == "cpu":
+            return "ok", f"torch {torch.__version__}, CPU (dry run)", {"torch": torch.__version__}
+        name = torch.cuda.get_device_name(0)
+        cap = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        bf16 = torch.cuda.is_bf16_supported()
+        figures = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": name, "capability": cap}
+        return "ok", f"torch {torch.__version__} CUDA {torch.version.cuda}, {name} (sm {cap}), bf16 {bf16}", figures
+
+    check.stage("environment", environment)
+
+    from aminet.config import load_config
+    from aminet.engine.trainer import device_summary, train
+    from aminet.presets import preset_overrides
+
+    def train_preset(preset: str, precision: str):
+        def run():
+            cfg = load_config(
+                None,
+                [
+                    f"data.root={sysu}",
+                    f"data.cache_dir={tmp / 'cache'}",
+                    f"train.device={dev}",
+                    f"train.precision={precision}",
+                    *_overrides(),
+                    *[f"{k}={v}" for k, v in preset_overrides([preset]).items()],
+                ],
+            )
+            if dev == "cpu" and precision == "fp16":
+                return "skip", "fp16 autocast with a gradient scaler is a GPU path", {}
+            res = train(cfg, None, None, quiet=True)
+            loss = res.epochs[-1]["loss"]
+            if not loss == loss:  # NaN
+                raise RuntimeError(f"non-finite loss {loss}")
+            return (
+                "ok",
+                f"{device_summary(cfg)}: loss {loss:.3f}, val R1 {100 * res.metrics['R1']:.1f}",
+                {"loss": loss, "R1": res.metrics["R1"]},
+            )
+
+        return run
+
+    for preset in PRESETS:
+        check.stage(f"train bf16 {preset}", train_preset(preset, "bf16"))
+    check.stage("train fp16 + scaler", train_preset("M4", "fp16"))
+
+    def compile_counters():
+        import torch._dynamo
+        from torch._dynamo.utils import counters
+
+        from aminet.model.aminet import build_model
+
+        cfg = load_config(None, [f"train.device={dev}", *_overrides()])
+        model = build_model(cfg, 10).to(dev).eval()
+        x = torch.randn(4, 3, 64, 32, device=dev)
+        up = torch.randn(4, 3, 32, 32, device=dev)
+        explained = torch._dynamo.explain(model)(x, x, up, up)
+        figures = {"graph_breaks": explained.graph_break_count, "graphs": explained.graph_count}
+        detail = f"model forward: {explained.graph_count} graph(s), {explained.graph_break_count} break(s)"
+        if dev == "cuda":
+            counters.clear()
+            train(
+                load_config(
+                    None,
+                    [f"data.root={sysu}", f"data.cache_dir={tmp / 'cache'}", "train.device=cuda", "train.compile=true",
+                     *_overrides({"train.epochs": 2, "train.eval_every": 2})],
+                ),
+                None,
+                None,
+                quiet=True,
+            )  # fmt: skip
+            recompiles = sum(v for k, v in counters["stats"].items() if "recompil" in k)
+            figures["recompiles"] = recompiles
+            detail += f"; a compiled 2-epoch run: {recompiles} recompilation(s)"
+        return ("ok" if explained.graph_break_count == 0 else "warn"), detail, figures
+
+    check.stage("compile", compile_counters)
+
+    def phase():
+        from aminet.model.phase import phase_congruency
+
+        x = torch.rand(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+        ref = phase_congruency(x.double())
+        got = phase_congruency(x.to(dev)).double().cpu()
+        diff = float((got - ref).abs().max())
+        status = "ok" if diff < 1e-3 else "FAIL"
+        return status, f"{dev} float32 against CPU float64: max abs difference {diff:.2e}", {"max_abs_diff": diff}
+
+    check.stage("phase congruency", phase)
+
+    def protocols():
+        from aminet.evaluation.trained import evaluate_benchmarks
+        from aminet.model.aminet import build_model
+
+        cfg = load_config(None, [f"train.device={dev}", *_overrides()])
+        model = build_model(cfg, 10).to(dev).eval()
+        frame = evaluate_benchmarks(model, cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device=dev)
+        n = len(frame)
+        return "ok", f"SYSU all + indoor x 10 trials, RegDB 2 trials x 2 directions: {n} rows", {"rows": n}
+
+    check.stage("test protocols", protocols)
+
+    def search():
+        sets = [a for k, v in {**TINY, "train.epochs": 2, "train.eval_every": 1, "data.cache_dir": tmp / "cache"}.items()
+                for a in ("--set", f"{k}={v}")]  # fmt: skip
+        gpu = ["--gpus-per-trial", "0.5", "--cpus-per-trial", "1"] if dev == "cuda" else []
+        cmd = [
+            sys.executable, str(REPO / "search" / "run.py"), "--space", "sysu", "--quick", "--data-root", str(sysu),
+            "--regdb-root", str(regdb), "--num-samples", "2", "--name", "gpu-check", "--storage", str(tmp / "ray"),
+            "--mlflow-uri", f"sqlite:///{tmp / 'search.db'}", "--reseeds", "0", "--no-register", "--verbose", "0",
+            *gpu, *sets,
+        ]  # fmt: skip
+        done = _run(cmd, 420, tmp)
+        selected = next((line for line in done.stdout.splitlines() if line.startswith("selected")), "selected: ?")
+        return "ok", f"2 trials{' at 0.5 GPU each' if gpu else ''}; {selected[:120]}", {}
+
+    check.stage("search 2 trials", search)
+
+    def experiment():
+        import yaml
+
+        cfg = {"name": "gpu-check", "data": {"dataset": "sysu", "purpose": "final"}}
+        (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+        sets = [
+            a for o in _overrides({"train.epochs": 2, "train.eval_every": 2, "eval.trials": 2}) for a in ("--set", o)
+        ]
+        cmd = [
+            sys.executable, str(REPO / "experiments" / "run.py"), str(tmp / "tiny.yaml"), "--data-root", str(sysu),
+            "--mlflow-uri", f"sqlite:///{tmp / 'exp.db'}", "--set", f"train.device={dev}", *sets,
+        ]  # fmt: skip
+        done = _run(cmd, 300, tmp)
+        table = [line for line in done.stdout.splitlines() if "+-" in line][:1]
+        return "ok", f"2 epochs, test protocol: {table[0].strip()[:100] if table else 'table printed'}", {}
+
+    check.stage("experiments/run.py", experiment)
+
+    def pytest_gpu():
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "tests" / "test_gpu.py"),
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+        ]
+        done = _run(cmd, 300, REPO)
+        last = [line for line in done.stdout.splitlines() if "passed" in line or "skipped" in line][-1:]
+        return "ok", last[0].strip("= ") if last else "passed", {}
+
+    check.stage("pytest test_gpu.py", pytest_gpu)
+
+    def bench():
+        cmd = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "train", "--device", dev, "--repeats", "1"]
+        cmd += ["--tiny"] if dev == "cpu" else ["--train-ids", "8", "--compile"]
+        done = _run(cmd, 420, REPO)
+        lines = [line for line in done.stdout.splitlines() if len(line) > 80 and line[78:].split()]
+        figures = {line[:78].strip(): float(line[78:].split()[0]) for line in lines}
+        m4 = {k: v for k, v in figures.items() if k.startswith("train M4") and "aminet" in k}
+        detail = "; ".join(f"{k.split(', ')[-1]} {v:.0f} img/s" for k, v in m4.items())
+        return "ok", f"M4 {detail}" if detail else f"{len(figures)} figures", figures
+
+    check.stage("bench train", bench)
+    check.write()
+    print(f"gpu_check: {len(check.lines)} stages, {check.failed} failed{' (dry run on the CPU)' if args.dry else ''}")
+    return 1 if check.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
