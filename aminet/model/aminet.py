@@ -48,7 +48,7 @@ import torchvision
 
 from aminet.data.augment import upper_view
 from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
-from aminet.model.phase import phase_congruency
+from aminet.model.phase import phase_congruency_rgb
 
 __all__ = [
     "AMINet",
@@ -333,13 +333,10 @@ class AMINet(nn.Module):
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     # ---- pieces -----------------------------------------------------------------------------------
-    # Left out of torch.compile graphs: inductor generates no code for complex tensors (the FFTs), and
-    # dynamo would trace through the cached filter bank and rebuild it on every call.
-    @torch.compiler.disable
     def _phase(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            rgb = x.float() * self._std + self._mean  # back to [0, 1]
-            return phase_congruency(rgb, eps=self.pc_eps)
+        """Phase congruency of the normalised images, fp32, as one opaque op inside compiled graphs
+        (``aminet.model.phase.phase_congruency_rgb``)."""
+        return phase_congruency_rgb(x, self._mean, self._std, self.pc_eps)
 
     def _branch(self, images: Sequence[tuple[str, torch.Tensor]], part: bool) -> torch.Tensor:
         """GeM features of one branch for ``[(modality, images), ...]``: each block goes through its own

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["phase_congruency", "log_gabor_bank", "to_luminance"]
+__all__ = ["phase_congruency", "phase_congruency_rgb", "log_gabor_bank", "to_luminance"]
 
 
 def _freq_axis(n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -156,3 +156,26 @@ def phase_congruency(
         energy_total += weight * energy
         amp_total += sum_a
     return (energy_total / (amp_total + eps))[:, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# As one opaque op for torch.compile
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("aminet::phase_congruency_rgb", mutates_args=())
+def phase_congruency_rgb(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float) -> torch.Tensor:
+    """Phase congruency (float32, (B, 1, H, W)) of ImageNet-normalised images ``x`` (B, 3, H, W), computed in
+    float32 outside any autocast. A custom op: ``torch.compile`` sees one opaque node with a known output
+    shape and runs this eager kernel inside the compiled graph, so the model's forward is one graph (inductor
+    generates no code for the complex tensors of the FFTs, and tracing through the cached filter bank would
+    rebuild it on every call; a ``torch.compiler.disable`` here broke the forward into several frames that
+    recompiled for each image height)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        rgb = x.float() * std + mean  # back to [0, 1]
+        return phase_congruency(rgb, eps=eps).contiguous()
+
+
+@phase_congruency_rgb.register_fake
+def _(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float) -> torch.Tensor:
+    return x.new_empty((x.shape[0], 1, x.shape[2], x.shape[3]), dtype=torch.float32)
