@@ -39,6 +39,7 @@ __all__ = [
     "validation_protocol",
     "champion_decision",
     "guard_champion",
+    "RegistryError",
     "evaluate_checkpoint",
 ]
 
@@ -215,20 +216,46 @@ def champion_decision(new_score: float, protocol: str, current: dict[str, str] |
     return False, f"val score {100 * new_score:.2f} does not beat the champion's {100 * old:.2f}"
 
 
-def guard_champion(client, name: str, version: str, score: float, protocol: str) -> tuple[bool, str]:
-    """Move ``name@champion`` to ``version`` only if ``champion_decision`` says so. Returns (moved, line)."""
+class RegistryError(RuntimeError):
+    """The model registry could not be read or written as the champion rule needs (one line)."""
+
+
+def _current_champion(client, name: str):
+    """(tags, version) of ``name@champion``, or (None, None) when the alias does not exist. Any other failure
+    (a timeout, a dropped connection, a server error) raises ``RegistryError``: the guard fails closed, it
+    never mistakes an unreadable registry for an empty one."""
+    from mlflow.exceptions import MlflowException
+
     try:
         current = client.get_model_version_by_alias(name, "champion")
-        current_tags, current_version = dict(current.tags), current.version
-    except Exception:  # noqa: BLE001 - MlflowException RESOURCE_DOES_NOT_EXIST: no champion yet
-        current_tags, current_version = None, None
+    except MlflowException as exc:
+        no_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc).lower()
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or no_alias:
+            return None, None
+        raise RegistryError(f"champion of {name}: the registry could not be read ({exc.error_code}); alias not moved")
+    except Exception as exc:  # noqa: BLE001 - connection errors of any client: fail closed, in one line
+        raise RegistryError(
+            f"champion of {name}: the registry could not be read ({type(exc).__name__}); alias not moved"
+        )
+    return dict(current.tags), current.version
+
+
+def guard_champion(client, name: str, version: str, score: float, protocol: str) -> tuple[bool, str]:
+    """Move ``name@champion`` to ``version`` only if ``champion_decision`` says so, after reading the current
+    holder (an unreadable registry raises ``RegistryError``: nothing moves), and check the move afterwards:
+    if another search moved the alias in between, the champion is decided again against the new holder
+    (so of two searches finishing together only the better one keeps it). Returns (moved, line)."""
+    current_tags, current_version = _current_champion(client, name)
     move, why = champion_decision(score, protocol, current_tags)
-    if move:
-        client.set_registered_model_alias(name, "champion", str(version))
-        return True, f"Registered model: models:/{name}@champion (version {version}; {why})"
-    return False, (
-        f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
-    )
+    if not move:
+        return False, (
+            f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
+        )
+    client.set_registered_model_alias(name, "champion", str(version))
+    _, holder = _current_champion(client, name)
+    if str(holder) != str(version):  # moved by someone else after our read: theirs stands unless we beat it
+        return guard_champion(client, name, version, score, protocol)
+    return True, f"Registered model: models:/{name}@champion (version {version}; {why})"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -147,9 +147,17 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         )
         if result and not error:  # Ray hands the last result to on_trial_complete only
             self.on_trial_result(trial_id, result)
+        from optuna.trial import TrialState
+
+        value = (result or {}).get(self.metric)
+        if not error and not stopped_early and value is not None and not math.isfinite(float(value)):
+            # Optuna refuses a non-finite value (Ray's OptunaSearch would log it and leave the trial RUNNING
+            # until the end-of-search sweep): the trial ends now, as FAIL, which no sampler learns from.
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
         if not stopped_early:
             return super().on_trial_complete(trial_id, result, error)
-        from optuna.trial import TrialState
 
         self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)

@@ -1091,3 +1091,54 @@ def test_the_snapshot_period_is_2_s_for_small_searches_and_grows_with_large_ones
 
     assert snapshot_period(6) == snapshot_period(200) == 2.0
     assert snapshot_period(1000) == 10.0 and snapshot_period(8000) == 80.0
+
+
+def test_a_trial_ending_with_a_nan_score_is_closed_in_optuna_at_once():
+    s = PrunedAwareOptunaSearch(
+        _x_space, metric="score", mode="max", storage=optuna.storages.InMemoryStorage(), study_name="n", max_epochs=2
+    )
+    s.suggest("a")
+    s.on_trial_complete("a", result={"score": float("nan"), "epoch": 2})
+    assert [t.state.name for t in s._ot_study.get_trials(deepcopy=False)] == ["FAIL"]
+
+
+class _Registry:
+    """A registry client stub: ``holders`` are the successive answers to reading the alias (None: no alias,
+    an exception: the read fails), ``moves`` records the alias moves."""
+
+    def __init__(self, *holders):
+        self.holders = list(holders)
+        self.moves = []
+
+    def get_model_version_by_alias(self, name, alias):
+        from types import SimpleNamespace
+
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        h = self.holders.pop(0) if len(self.holders) > 1 else self.holders[0]
+        if isinstance(h, Exception):
+            raise h
+        if h is None:
+            raise MlflowException("Registered model alias champion not found.", error_code=INVALID_PARAMETER_VALUE)
+        version, score = h
+        return SimpleNamespace(version=version, tags={"aminet.val_score": repr(score), "aminet.protocol": "p"})
+
+    def set_registered_model_alias(self, name, alias, version):
+        self.moves.append(version)
+
+
+def test_the_champion_guard_fails_closed_and_checks_its_move():
+    from search.champion import RegistryError, guard_champion
+
+    down = _Registry(ConnectionError("timed out"))
+    with pytest.raises(RegistryError, match="could not be read") as info:
+        guard_champion(down, "m", "3", 0.9, "p")
+    assert down.moves == [] and "\n" not in str(info.value)  # an unreadable registry is not an empty one
+    first = _Registry(None, ("3", 0.9))
+    assert guard_champion(first, "m", "3", 0.9, "p")[0] and first.moves == ["3"]
+    # Two searches finish together: both read "no champion"; the other one's better version lands after our
+    # move. Checking the move, we decide again against it and leave it standing.
+    raced = _Registry(None, ("4", 0.95), ("4", 0.95))
+    moved, line = guard_champion(raced, "m", "3", 0.9, "p")
+    assert not moved and raced.moves == ["3"] and "champion stays version 4" in line
