@@ -157,7 +157,6 @@ class TrainConfig:
     compile: bool = False
     eval_every: int = 10
     checkpoint_every: int = 1
-    checkpoints_kept: int = 2  # newest local checkpoints kept (a search trial keeps 1: Ray holds its copy)
     # Steps between copies of the loss values to the host (the one host-device synchronisation of the
     # loop; a non-finite loss is caught there, naming its step). 0: every step on a CPU, 25 on a GPU.
     host_sync_every: int = 0
@@ -344,7 +343,6 @@ class Config:
         )
         _check(t.eval_every >= 1, "train.eval_every", t.eval_every, ">= 1")
         _check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every, ">= 1")
-        _check(t.checkpoints_kept >= 1, "train.checkpoints_kept", t.checkpoints_kept, ">= 1")
         _check(
             0 <= t.host_sync_every <= 10_000,
             "train.host_sync_every",

@@ -22,6 +22,7 @@ only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -40,16 +41,18 @@ from search import blackbox  # noqa: E402
 
 
 def git_commit() -> str:
+    """The checkout's commit (``aminet.reporting.git_commit``), marked ``+dirty`` when tracked files differ from it:
+    a row must say whether its code was a commit's."""
+    from aminet.reporting import git_commit as head
+
+    sha = head()
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
         ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except OSError:
+        return sha
+    return sha + ("+dirty" if dirty and sha != "unknown" else "")
 
 
 def cpu_name() -> str:
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     COMMIT_AT_START = git_commit()
     import torch
 
-    from aminet.config import ConfigError
+    from aminet.config import Config, ConfigError
     from search.spaces import SpaceError, get_space
 
     torch.set_num_threads(args.threads)
@@ -200,19 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
 
+    settings = {  # what makes a table; a resumed table must be asked for with the same
+        "space": space.name,
+        "configs": args.configs,
+        "multi_seed": args.multi_seed,
+        "seeds": args.seeds,
+        "sobol_seed": args.sobol_seed,
+        "overrides": args.overrides,
+    }
     meta_file = out / blackbox.META
     if meta_file.is_file():  # resume: the table's own settings
         meta = json.loads(meta_file.read_text())
-        base = __import__("aminet.config", fromlist=["Config"]).Config.from_yaml(meta["base"], source=str(meta_file))
-        asked = {
-            "space": space.name,
-            "configs": args.configs,
-            "multi_seed": args.multi_seed,
-            "seeds": args.seeds,
-            "sobol_seed": args.sobol_seed,
-            "overrides": args.overrides,
-        }
-        differ = [k for k, v in asked.items() if meta["settings"].get(k) != v]
+        base = Config.from_yaml(meta["base"], source=str(meta_file))
+        differ = [k for k, v in settings.items() if meta["settings"].get(k) != v]
         if differ and args.only is None:
             raise UsageError(
                 f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
@@ -238,15 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         configs, seed_map = blackbox.design(space, base, args.configs, args.multi_seed, args.seeds, args.sobol_seed)
         meta = {
             "space": space.name,
-            "space_sha256": __import__("hashlib").sha256(space.text().encode()).hexdigest(),
-            "settings": {
-                "space": space.name,
-                "configs": args.configs,
-                "multi_seed": args.multi_seed,
-                "seeds": args.seeds,
-                "sobol_seed": args.sobol_seed,
-                "overrides": args.overrides,
-            },
+            "space_sha256": hashlib.sha256(space.text().encode()).hexdigest(),
+            "settings": settings,
             "budget": {
                 "epochs": base.train.epochs,
                 "eval_every": 1,

@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,14 +190,18 @@ class Row:
 class Table:
     """A table folder: ``Table.load(folder)``; rows by configuration and seed; lookups of sampled values."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], rows: list[Row]) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], rows: list[Row], complete_only: bool = True) -> None:
         self.folder = folder
         self.meta = meta
-        self.configs: list[dict[str, Any]] = meta["configs"]
         self.epochs: int = int(meta["budget"]["epochs"])
         self.rows: dict[int, dict[int, Row]] = {}
         for r in rows:
             self.rows.setdefault(r.config, {})[r.seed] = r
+        self._by_id = {c["config"]: c for c in meta["configs"]}
+        # the configurations lookups answer with: with ``complete_only``, those with a seed-0 row
+        self.configs: list[dict[str, Any]] = [
+            c for c in meta["configs"] if not complete_only or 0 in self.rows.get(c["config"], {})
+        ]
         self._by_key = {params_key(c["params"]): c["config"] for c in self.configs}
 
     @classmethod
@@ -211,24 +215,16 @@ class Table:
         except json.JSONDecodeError as exc:
             raise TableError(f"{meta_file}: not JSON ({exc})") from None
         rows = [row_from_json(d, meta_file) for d in read_rows(folder / ROWS)]
-        table = cls(folder, meta, rows)
-        if not table.rows:
+        if not rows:
             raise TableError(f"{folder / ROWS}: no rows yet")
-        if complete_only:  # only configurations with a seed-0 row can be looked up
-            table.configs = [c for c in table.configs if 0 in table.rows.get(c["config"], {})]
-            table._by_key = {params_key(c["params"]): c["config"] for c in table.configs}
-        return table
+        return cls(folder, meta, rows, complete_only)
 
     # ---- lookups -------------------------------------------------------------------------------
     def config_ids(self) -> list[int]:
         return [c["config"] for c in self.configs]
 
     def params(self, config: int) -> dict[str, Any]:
-        return dict(self.configs_by_id[config]["params"])
-
-    @property
-    def configs_by_id(self) -> dict[int, dict[str, Any]]:
-        return {c["config"]: c for c in self.meta["configs"]}
+        return dict(self._by_id[config]["params"])
 
     def seeds(self, config: int) -> list[int]:
         return sorted(self.rows.get(config, {}))
@@ -343,7 +339,3 @@ def append_row(folder: Path, row: Mapping[str, Any]) -> None:
 
 def done_jobs(folder: Path) -> set[tuple[int, int]]:
     return {(int(d["config"]), int(d["seed"])) for d in read_rows(Path(folder) / ROWS)}
-
-
-def iter_test(rows: Iterable[Row], metric: str = "all/R1") -> list[float]:
-    return [float(r.test[metric]) for r in rows if r.test is not None]

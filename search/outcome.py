@@ -82,6 +82,7 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
     figures (mean over seeds), its parameters as tags, and a link to (and tag on) the winning trial's run."""
     import pandas as pd
 
+    from search.champion import selection_score
     from search.tuning import mlflow_metrics, trial_run
     from trainables.params import apply_params
 
@@ -93,7 +94,7 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
             "std": c.std,
             "n": len(c.scores),
             "selection_seeds": " ".join(map(str, chosen_on)),
-            "selection_score": champion_score(c, chosen_on),
+            "selection_score": selection_score(c, list(chosen_on)),
             "seeds": " ".join(map(str, c.seeds)),
             "scores": " ".join(f"{v:.4f}" for v in c.scores),
             **{f"param.{k}": v for k, v in c.params.items()},
@@ -119,7 +120,7 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
             "val_score_mean": winner.mean,
             "val_score_std": winner.std,
             "selection_seeds": list(chosen_on),
-            "selection_score": champion_score(winner, chosen_on),
+            "selection_score": selection_score(winner, list(chosen_on)),
         },
         "best/selection.json",
     )
@@ -139,12 +140,6 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
         winner.run_id = found.info.run_id
         client.set_tag(winner.run_id, "aminet.winner", "true")
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
-
-
-def champion_score(cand, seeds) -> float:
-    from search.champion import selection_score
-
-    return selection_score(cand, list(seeds)) if seeds else float("nan")
 
 
 def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:

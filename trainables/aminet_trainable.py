@@ -189,9 +189,10 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     """Ray Tune function trainable (see the module doc)."""
     config = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}  # bookkeeping, not a sampled value
     cfg = trial_device(apply_params(Config.from_yaml(base_yaml, source="search base config"), config))
-    # Disk: a trial checkpoints at its evaluations only (the ones it reports to Ray, which keeps the copy a
-    # retry resumes from), and keeps one local copy (docs/design.md, "Checkpoints and disk").
-    cfg = cfg.replace({"train.checkpoint_every": cfg.train.epochs, "train.checkpoints_kept": 1})
+    # Disk: a trial checkpoints at its evaluations only, the ones it reports to Ray (which keeps the copy a
+    # retry resumes from); TuneReporter deletes the local copy once reported (docs/design.md, "Checkpoints
+    # and disk").
+    cfg = cfg.replace({"train.checkpoint_every": cfg.train.epochs})
     device = device_summary(cfg)
     on_step = _fault_hooks(config)
     run_dir = trial_folder()

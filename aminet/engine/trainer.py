@@ -486,4 +486,4 @@ def checkpoint(
         "history": history,
         "epochs": epoch_log,
     }
-    return save_checkpoint(ckpt_dir, done, state, r.cfg.to_yaml(), keep=r.cfg.train.checkpoints_kept)
+    return save_checkpoint(ckpt_dir, done, state, r.cfg.to_yaml())
