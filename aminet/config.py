@@ -154,7 +154,8 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: bool = True  # used on GPU only
-    compile: bool = False
+    compile: bool = False  # torch.compile the model's forward and the criterion
+    tf32: bool = True  # GPU: TF32 for float32 convolutions (matrix products stay full float32: distances)
     eval_every: int = 10
     checkpoint_every: int = 1
     # Steps between copies of the loss values to the host (the one host-device synchronisation of the

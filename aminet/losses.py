@@ -27,11 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from aminet.data.augment import to_device
-
 __all__ = [
     "amk_mmd",
     "kernel_mmd_terms",
+    "camera_mmd_terms",
     "AMKMMD",
     "GradReverse",
     "weighted_triplet",
@@ -97,53 +96,89 @@ def kernel_mmd_terms(
     if paired and ns != nt:
         raise ValueError(f"amk_mmd: paired sets must have the same size, got {ns} and {nt}")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        z = torch.cat([x, y]).float()
-        d = _sq_distances(z)
-        n = ns + nt
-        base = (d.sum() / (n * (n - 1))).detach().clamp(min=BASE_FLOOR)
-        scaled = d / (-2.0 * base)
-        k = torch.stack([torch.exp(scaled / m) for m in mults])  # (M, n, n)
-        if labels_x is None and not paired:
-            # Diagonals hold exp(0) = 1 exactly: remove them from the within-set sums.
-            sxx = (k[:, :ns, :ns].sum(dim=(1, 2)) - ns) / (ns * (ns - 1))
-            syy = (k[:, ns:, ns:].sum(dim=(1, 2)) - nt) / (nt * (nt - 1))
-            sxy = k[:, :ns, ns:].sum(dim=(1, 2)) / (ns * nt)
-            return sxx + syy - 2.0 * sxy
-        return _composition_mmd(k, ns, nt, labels_x, labels_y, paired)
+        k = _kernel_stack(torch.cat([x, y]).float(), mults)
+        n, dev = ns + nt, x.device
+        a = (torch.arange(n, device=dev) < ns).to(k.dtype)  # membership of x; y is the rest
+        usable = 1.0 - torch.eye(n, device=dev, dtype=k.dtype)
+        if paired:  # x_i and y_i are one image seen twice: no within-set pair is like that
+            i = torch.arange(ns, device=dev)
+            usable[i, ns + i] = 0.0
+            usable[ns + i, i] = 0.0
+        if labels_x is not None:
+            labels = torch.cat([labels_x.to(dev), labels_y.to(dev)])
+        elif paired:  # every row its own identity: only the different-identity part exists
+            labels = torch.arange(n, device=dev)
+        else:
+            labels = None
+        return _masked_mmd(k, a, 1.0 - a, usable, labels)
 
 
-def _composition_mmd(
-    k: torch.Tensor, ns: int, nt: int, labels_x: torch.Tensor | None, labels_y: torch.Tensor | None, paired: bool
+def _kernel_stack(z: torch.Tensor, mults: list[float]) -> torch.Tensor:
+    """The Gaussian kernels (M, n, n) between the rows of z (float32), each bandwidth a multiple of the mean
+    pairwise squared distance over z (detached, floored)."""
+    d = _sq_distances(z)
+    n = z.shape[0]
+    base = (d.sum() / (n * (n - 1))).detach().clamp(min=BASE_FLOOR)
+    scaled = d / (-2.0 * base)
+    return torch.stack([torch.exp(scaled / m) for m in mults])
+
+
+def _block_mean(k: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The w-weighted mean of each kernel (M,) over the pairs w marks, and how many pairs that is."""
+    c = w.sum()
+    return torch.einsum("mij,ij->m", k, w) / c.clamp(min=1.0), c
+
+
+def _masked_mmd(
+    k: torch.Tensor, a: torch.Tensor, b: torch.Tensor, usable: torch.Tensor, labels: torch.Tensor | None
 ) -> torch.Tensor:
-    """The identity-composition-corrected estimate of ``kernel_mmd_terms`` from the kernel stack k (M, n, n).
-    Everything stays on the device (pair counts included): no host synchronisation."""
-    n = ns + nt
-    dev = k.device
-    if labels_x is None:  # every row its own identity: only the different-identity part exists
-        labels = torch.arange(n, device=dev)
-    else:
-        labels = torch.cat([labels_x.to(dev), labels_y.to(dev)])
-    same = labels[:, None] == labels[None, :]
-    usable = ~torch.eye(n, dtype=torch.bool, device=dev)
-    if paired:  # x_i and y_i are one image seen twice: no within-set pair is like that
-        i = torch.arange(ns, device=dev)
-        usable[i, ns + i] = False
-        usable[ns + i, i] = False
-    blocks = ((slice(0, ns), slice(0, ns)), (slice(ns, n), slice(ns, n)), (slice(0, ns), slice(ns, n)))
+    """MMD^2 per kernel (M,) between the rows marked by ``a`` and by ``b`` (disjoint 0/1 float masks over the n
+    rows of the kernel stack k), over the pairs ``usable`` allows (the diagonal never). Without labels: the
+    textbook unbiased estimate. With labels: the identity-composition-corrected estimate described in
+    ``kernel_mmd_terms``. Masks, not index selections: fixed shapes, no host synchronisation, one compiled
+    graph whatever the sets' sizes."""
+    blocks = (a[:, None] * a[None, :], b[:, None] * b[None, :], a[:, None] * b[None, :])
+    if labels is None:
+        (mxx, _), (myy, _), (mxy, _) = (_block_mean(k, w * usable) for w in blocks)
+        return mxx + myy - 2.0 * mxy
+    same = (labels[:, None] == labels[None, :]).to(k.dtype)
     parts, shares = [], []
-    for kind in (same, ~same):
-        mask = (kind & usable).to(k.dtype)
-        means, counts = [], []
-        for rows, cols in blocks:
-            m = mask[rows, cols]
-            c = m.sum()
-            means.append((k[:, rows, cols] * m).sum(dim=(1, 2)) / c.clamp(min=1.0))
-            counts.append(c)
-        present = (counts[0] > 0) & (counts[1] > 0) & (counts[2] > 0)
-        parts.append(means[0] + means[1] - 2.0 * means[2])
-        shares.append(counts[2] * present.to(k.dtype))  # this type's share of the cross block
+    for kind in (same, 1.0 - same):
+        mask = kind * usable
+        (mxx, cxx), (myy, cyy), (mxy, cxy) = (_block_mean(k, w * mask) for w in blocks)
+        present = (cxx > 0) & (cyy > 0) & (cxy > 0)
+        parts.append(mxx + myy - 2.0 * mxy)
+        shares.append(cxy * present.to(k.dtype))  # this type's share of the cross block
     total = (shares[0] + shares[1]).clamp(min=1.0)
     return (shares[0] / total) * parts[0] + (shares[1] / total) * parts[1]
+
+
+def camera_mmd_terms(
+    feats: torch.Tensor,
+    cams: torch.Tensor,
+    cameras: Sequence[int],
+    multipliers: Sequence[float],
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-vs-rest camera MMDs within one modality: for each camera of ``cameras``, ``kernel_mmd_terms`` between
+    its rows of ``feats`` and the other rows (identity-corrected when ``labels`` are given). Returns the terms
+    (C, M) and each camera's weight (C,): 0 where a side has fewer than 2 rows, 1/2 each when exactly two
+    cameras are present (one split says it all), else 1. The union of the two sides is always the whole set,
+    so one kernel stack over ``feats`` serves every camera (the bandwidths are those of the union)."""
+    mults = [float(m) for m in multipliers]
+    with torch.autocast(device_type=feats.device.type, enabled=False):
+        k = _kernel_stack(feats.float(), mults)
+        n = feats.shape[0]
+        usable = 1.0 - torch.eye(n, device=feats.device, dtype=k.dtype)
+        terms, counts = [], []
+        for c in cameras:
+            a = (cams == int(c)).to(k.dtype)
+            terms.append(_masked_mmd(k, a, 1.0 - a, usable, labels))
+            counts.append(a.sum())
+        count = torch.stack(counts)
+        valid = ((count >= 2) & (n - count >= 2)).to(k.dtype)
+        two = ((count > 0).sum() == 2).to(k.dtype)
+        return torch.stack(terms), valid * (1.0 - 0.5 * two)
 
 
 def amk_mmd(
@@ -211,7 +246,11 @@ class AMKMMD(nn.Module):
         labels_y: torch.Tensor | None = None,
         paired: bool = False,
     ) -> torch.Tensor:
-        terms = kernel_mmd_terms(x, y, self.multipliers, labels_x, labels_y, paired)
+        return self.weigh(kernel_mmd_terms(x, y, self.multipliers, labels_x, labels_y, paired))
+
+    def weigh(self, terms: torch.Tensor) -> torch.Tensor:
+        """The loss from per-kernel MMD^2 terms (M,): their mean (fixed) or their alpha-weighted sum with the
+        reversed gradient and the entropy bonus on alpha (adversarial)."""
         if self.mode == "fixed":
             return terms.mean()
         alpha = torch.softmax(self.logits.float(), dim=0)
@@ -309,8 +348,10 @@ class AMINetCriterion(nn.Module):
     Each MMD term has its own learnable kernel weights.
     """
 
-    def __init__(self, cfg, instances: int):
+    def __init__(self, cfg, instances: int, cameras: tuple[Sequence[int], Sequence[int]] | None = None):
         super().__init__()
+        # loss.imdal=camera: the visible and the infrared cameras of the training set (None: each batch's own)
+        self.cameras = None if cameras is None else tuple(tuple(int(c) for c in cs) for cs in cameras)
         lo = cfg.loss
         self.w_id, self.w_tri = lo.id_weight, lo.triplet_weight
         self.w_intra, self.w_inter = lo.mmd_intra_weight, lo.mmd_inter_weight
@@ -342,20 +383,27 @@ class AMINetCriterion(nn.Module):
             return mmd(x, y, lx, ly, paired)
         return mmd(x, y)
 
-    def _camera_terms(self, feats: torch.Tensor, labels: torch.Tensor, cams) -> list[torch.Tensor]:
-        """One-vs-rest camera MMDs within one modality. ``cams`` lives on the host (the sampler knows each
-        row's camera), so the groups are built there and sent as index tensors: no device round trip."""
-        cams = np.asarray(cams)
-        present = np.unique(cams)
-        out = []
-        for c in present[:1] if len(present) == 2 else present:  # with two cameras one split says it all
-            inside, rest = np.flatnonzero(cams == c), np.flatnonzero(cams != c)
-            if len(inside) < 2 or len(rest) < 2:
-                continue
-            a = to_device(torch.from_numpy(inside), feats.device)
-            b = to_device(torch.from_numpy(rest), feats.device)
-            out.append(self._mmd(self.mmd_intra, feats[a], feats[b], labels[a], labels[b]))
-        return out
+    def _camera_imdal(self, out, labels: torch.Tensor, cams) -> torch.Tensor:
+        """One-vs-rest camera MMDs within each modality, averaged over the cameras of both modalities
+        (``camera_mmd_terms``). ``cams``: each half's cameras, device tensors (the loader sends them with the
+        labels) or host arrays; the camera lists are the training set's (given at construction) or, when
+        not given, those of this batch. Fixed shapes and no host synchronisation: one compiled graph."""
+        sums, weights = [], []
+        for i, feats in enumerate((out.intra_visible, out.intra_infrared)):
+            c = cams[i]
+            if not isinstance(c, torch.Tensor):  # host cameras: a pinned, asynchronous copy on a GPU
+                c = torch.from_numpy(np.asarray(c))
+                c = c.pin_memory() if feats.is_cuda else c
+            c = c.to(feats.device, non_blocking=True)
+            known = self.cameras[i] if self.cameras is not None else np.unique(np.asarray(cams[i])).tolist()
+            t, w = camera_mmd_terms(
+                feats, c, known, self.mmd_intra.multipliers, labels.to(feats.device) if self.balanced else None
+            )
+            sums.append((w[:, None] * t).sum(dim=0))
+            weights.append(w.sum())
+        total = weights[0] + weights[1]
+        mean = (sums[0] + sums[1]) / total.clamp(min=1e-12)
+        return self.mmd_intra.weigh(mean) * (total > 0).to(mean.dtype)  # no camera split anywhere: nothing to align
 
     def _imdal(self, out, labels: torch.Tensor, cams) -> torch.Tensor:
         b = labels.shape[0]
@@ -375,12 +423,7 @@ class AMINetCriterion(nn.Module):
             )
         if cams is None:
             raise ValueError("loss.imdal=camera needs the camera of every image of the batch")
-        terms = self._camera_terms(out.intra_visible, labels, cams[0]) + self._camera_terms(
-            out.intra_infrared, labels, cams[1]
-        )
-        if not terms:  # every image of each modality from one camera: nothing to align
-            return out.features.new_zeros(())
-        return sum(terms) / len(terms)
+        return self._camera_imdal(out, labels, cams)
 
     def forward(self, out, labels: torch.Tensor, cams=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``out`` is the model's ``ModelOutput``; ``labels`` (B,) the identities of the batch half;

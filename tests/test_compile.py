@@ -48,3 +48,46 @@ def test_the_phase_op_computes_what_phase_congruency_does():
         got = phase_congruency_rgb(x, mean, std, 1e-4)
     assert got.dtype == torch.float32 and got.shape == (2, 1, 32, 16)
     assert torch.allclose(got, phase_congruency(x * std + mean, eps=1e-4), atol=1e-6)
+
+
+def test_the_criterion_compiles_to_one_graph_whatever_the_cameras_of_a_batch():
+    """The loss is compiled too (train.compile): every term, the camera IMDAL included, is one graph, and
+    batches whose cameras split differently (sizes of the one-vs-rest sets, a camera missing) reuse it."""
+    from types import SimpleNamespace
+
+    from aminet.losses import AMINetCriterion
+
+    cfg = _cfg("M4")
+    crit = AMINetCriterion(cfg, 4, cameras=([1, 2, 4, 5], [3, 6]))
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(4)
+
+    def batch(cams_v, cams_i):
+        v, i = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+        out = SimpleNamespace(
+            features=torch.cat([v, i]),
+            logits=torch.randn(32, 4, generator=g),
+            pair_index=torch.arange(16).repeat(2),
+            intra_visible=v,
+            intra_infrared=i,
+            global_features=None,
+            part_features=None,
+        )
+        return out, (torch.tensor(cams_v), torch.tensor(cams_i))
+
+    batches = [
+        batch([1, 2, 4, 5] * 4, [3, 6] * 8),
+        batch([1] * 10 + [2] * 6, [3] * 15 + [6]),  # camera 6 with one image: no IR split
+        batch([4] * 16, [6] * 16),  # one camera per modality: nothing to align
+    ]
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(crit, backend="eager")
+    for out, cams in batches:
+        got, got_terms = compiled(out, labels, cams)
+        want, want_terms = crit(out, labels, cams)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_terms["imdal"], want_terms["imdal"])
+    assert got_terms["imdal"].item() == 0.0
+    assert counters["frames"]["total"] == 1 and counters["stats"]["unique_graphs"] == 1, dict(counters["frames"])
+    assert not counters["graph_break"], dict(counters["graph_break"])

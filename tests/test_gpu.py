@@ -97,3 +97,36 @@ def test_augmentation_is_the_same_on_the_gpu_as_on_the_cpu():
     gpu = aug(images.cuda(), True, torch.Generator().manual_seed(3))
     for a, b in zip(cpu, gpu):
         torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-5)
+
+
+@cuda
+def test_the_loader_copies_on_a_side_stream_and_the_step_sees_whole_batches():
+    """Copies of step t+1 run on the loader's own stream while step t computes; the compute stream waits on
+    an event, so every batch arrives whole (checked against the host rows) even when the compute stream
+    is kept busy."""
+    from aminet.data.sampler import BatchLoader, CrossModalSampler
+
+    device = torch.device("cuda")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 32, 16, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(16), 4)
+    cams = np.tile([1, 2, 4, 5], 16)
+    sampler = CrossModalSampler(labels, labels, 4, 4, seed=0, iters_per_epoch=6)
+    loader = BatchLoader(images, np.arange(64), np.arange(64), sampler, device, cams_visible=cams, cams_infrared=cams)
+    busy = torch.randn(2048, 2048, device=device)
+    for b in loader.run(0, 0, 2):
+        for _ in range(5):
+            busy = torch.tanh(busy @ busy)  # keeps the compute stream busy while the next copies are queued
+        vis, _, lab = sampler.step(b.epoch, b.it)
+        assert torch.equal(b.visible.cpu(), torch.from_numpy(images[vis]))
+        assert torch.equal(b.labels.cpu(), torch.from_numpy(lab))
+        assert b.cams[0].device.type == "cuda" and torch.equal(b.cams[0].cpu(), torch.from_numpy(cams[vis]))
+
+
+def test_the_transfer_is_a_plain_copy_off_the_gpu():
+    from aminet.data.sampler import Transfer
+
+    t = Transfer(torch.device("cpu"))
+    x = torch.arange(6)
+    moved, ready = t.send([x])
+    assert ready is None and t.receive(moved, ready)[0] is moved[0] and torch.equal(moved[0], x)

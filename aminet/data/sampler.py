@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["CrossModalSampler", "StepBatch", "BatchLoader"]
+__all__ = ["CrossModalSampler", "StepBatch", "BatchLoader", "Transfer"]
 
 
 class CrossModalSampler:
@@ -75,8 +75,8 @@ class StepBatch:
     visible: torch.Tensor  # (B, H, W, 3) uint8 on the device
     infrared: torch.Tensor
     labels: torch.Tensor  # (B,) int64, the same for both halves
-    # cameras of the visible and of the infrared half, on the host (None when the loader has none)
-    cams: tuple[np.ndarray, np.ndarray] | None = None
+    # cameras of the visible and of the infrared half, (B,) int64 on the device (None when the loader has none)
+    cams: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class BatchLoader:
@@ -108,7 +108,7 @@ class BatchLoader:
             self.cams = (np.asarray(cams_visible), np.asarray(cams_infrared))
 
     def _pinned(self, t: torch.Tensor) -> torch.Tensor:
-        # page-locked on a GPU machine, so the consumer's copies are asynchronous and never wait on the GPU
+        # page-locked on a GPU machine, so the copies are asynchronous and never wait on the GPU
         return t.pin_memory() if self.device.type == "cuda" else t
 
     def _gather(self, rows: np.ndarray) -> torch.Tensor:
@@ -117,21 +117,24 @@ class BatchLoader:
     def run(self, start_epoch: int, start_it: int, epochs: int) -> Iterator[StepBatch]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
+        transfer = Transfer(self.device)
 
         def produce() -> None:
             try:
                 for epoch in range(start_epoch, epochs):
                     for it in range(start_it if epoch == start_epoch else 0, self.sampler.iters_per_epoch):
                         vis, ir, labels = self.sampler.step(epoch, it)
-                        cams = None if self.cams is None else (self.cams[0][vis], self.cams[1][ir])
-                        item = (
-                            epoch,
-                            it,
+                        host = [
                             self._gather(self.rows_visible[vis]),
                             self._gather(self.rows_infrared[ir]),
                             self._pinned(torch.from_numpy(labels)),
-                            cams,
-                        )
+                        ]
+                        if self.cams is not None:
+                            host += [
+                                self._pinned(torch.from_numpy(self.cams[0][vis])),
+                                self._pinned(torch.from_numpy(self.cams[1][ir])),
+                            ]
+                        item = (epoch, it, *transfer.send(host))
                         while not stop.is_set():
                             try:
                                 q.put(item, timeout=0.1)
@@ -153,16 +156,9 @@ class BatchLoader:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                epoch, it, vis, ir, labels, cams = item
-                nb = self.device.type == "cuda"
-                yield StepBatch(
-                    epoch,
-                    it,
-                    vis.to(self.device, non_blocking=nb),
-                    ir.to(self.device, non_blocking=nb),
-                    labels.to(self.device, non_blocking=nb),
-                    cams,
-                )
+                epoch, it, tensors, ready = item
+                vis, ir, labels, *cams = transfer.receive(tensors, ready)
+                yield StepBatch(epoch, it, vis, ir, labels, (cams[0], cams[1]) if cams else None)
         finally:
             stop.set()
             while worker.is_alive():
@@ -171,3 +167,35 @@ class BatchLoader:
                 except queue.Empty:
                     pass
                 worker.join(timeout=0.05)
+
+
+class Transfer:
+    """Host-to-device copies of one step's tensors, made by the loader thread ahead of the step.
+
+    On a GPU the copies run on a side stream, so they overlap the compute stream's work instead of queueing
+    behind it; ``send`` records an event after them and ``receive`` makes the compute stream wait for that
+    event (no host wait) and marks each tensor as used by the compute stream, so the caching allocator does
+    not hand its memory to the side stream again while the step still reads it. Elsewhere ``send`` is a
+    plain ``.to(device)``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def send(self, host: list[torch.Tensor]) -> tuple[list[torch.Tensor], object]:
+        if self.stream is None:
+            return [t.to(self.device) for t in host], None
+        with torch.cuda.stream(self.stream):
+            moved = [t.to(self.device, non_blocking=True) for t in host]
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        return moved, ready
+
+    def receive(self, tensors: list[torch.Tensor], ready) -> list[torch.Tensor]:
+        if ready is None:
+            return tensors
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(ready)
+        for t in tensors:
+            t.record_stream(compute)
+        return tensors

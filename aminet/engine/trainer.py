@@ -213,6 +213,7 @@ class Run:
     model: AMINet
     forward: Callable  # the model, or its torch.compile'd version
     criterion: AMINetCriterion
+    loss: Callable  # the criterion, or its torch.compile'd version
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     gen: torch.Generator  # the augmentation RNG (checkpointed)
@@ -233,6 +234,15 @@ class Run:
         return o.lr * factor
 
 
+def fp32_products(tf32: bool) -> None:
+    """How a GPU runs the float32 products that autocast leaves in float32. Convolutions: TF32 when ``tf32``
+    (train.tf32; the fp32-precision runs' backbone). Matrix products: always full float32, because every one
+    that stays float32 here is a distance or an MMD kernel (ranking, triplet mining, bandwidths), and a TF32
+    product keeps 10 mantissa bits, too few to order close distances (the bf16 defect of issue 28)."""
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
 def setup(cfg: Config, quiet: bool = False) -> Run:
     """Data (splits, cache, sampler, loader, augmentation), model, loss and optimiser for ``cfg``."""
     _seed_everything(cfg.train.seed)
@@ -240,6 +250,7 @@ def setup(cfg: Config, quiet: bool = False) -> Run:
     dtype = precision(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune each convolution once
+        fp32_products(cfg.train.tf32)
     root = resolve_root(cfg, quiet=quiet)
     train_set = build_training_data(cfg, root)
     evalset = evaluation_set(cfg, root)
@@ -262,7 +273,8 @@ def setup(cfg: Config, quiet: bool = False) -> Run:
         cams_infrared=train_set.infrared.cams,
     )
     model = build_model(cfg, train_set.num_classes).to(device)
-    criterion = AMINetCriterion(cfg, cfg.data.instances).to(device)
+    cameras = (np.unique(train_set.visible.cams).tolist(), np.unique(train_set.infrared.cams).tolist())
+    criterion = AMINetCriterion(cfg, cfg.data.instances, cameras).to(device)
     if cfg.train.channels_last and (device.type == "cuda" or dtype is not None):
         # GPU, or bf16 autocast on a CPU (oneDNN's fast bf16 kernels want NHWC); fp32 on a CPU stays NCHW
         model = model.to(memory_format=torch.channels_last)
@@ -280,6 +292,7 @@ def setup(cfg: Config, quiet: bool = False) -> Run:
         model,
         torch.compile(model) if cfg.train.compile else model,
         criterion,
+        torch.compile(criterion) if cfg.train.compile else criterion,
         _optimizer(cfg, model, criterion),
         torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16)),
         torch.Generator().manual_seed(cfg.train.seed + 1),
@@ -334,7 +347,7 @@ def run_step(r: Run, batch, meter: LossMeter, lr: float, on_loss: Callable | Non
     ir, ir_up = r.augment(batch.infrared, False, r.gen)
     with torch.autocast(device_type=r.device.type, dtype=r.dtype or torch.float32, enabled=r.dtype is not None):
         out = r.forward(vis, ir, vis_up, ir_up)
-        loss, terms = r.criterion(out, batch.labels, batch.cams)
+        loss, terms = r.loss(out, batch.labels, batch.cams)
     if on_loss is not None:
         loss = on_loss(batch.epoch, batch.it, loss)
     meter.add(batch.epoch, batch.it, loss, terms)
