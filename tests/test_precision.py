@@ -119,3 +119,22 @@ def test_a_bf16_training_step_keeps_its_losses_and_the_evaluation_distances_in_f
     q = F.normalize(torch.randn(20, 64), dim=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the context the trainer evaluates in
         assert _distance(q, q).dtype == torch.float32
+
+
+def test_gpu_fp32_policy_tf32_convolutions_ieee_matrix_products():
+    """train.tf32: TF32 for the float32 convolutions only; matrix products stay IEEE float32 whatever was set
+    before, because the products left in float32 are distances and MMD kernels."""
+    import torch.backends.cuda as bcuda
+    import torch.backends.cudnn as bcudnn
+
+    from aminet.engine.trainer import fp32_products
+
+    saved = bcudnn.conv.fp32_precision, bcuda.matmul.fp32_precision
+    try:
+        bcuda.matmul.fp32_precision = "tf32"
+        fp32_products(True)
+        assert (bcudnn.conv.fp32_precision, bcuda.matmul.fp32_precision) == ("tf32", "ieee")
+        fp32_products(False)
+        assert (bcudnn.conv.fp32_precision, bcuda.matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        bcudnn.conv.fp32_precision, bcuda.matmul.fp32_precision = saved
