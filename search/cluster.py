@@ -233,15 +233,16 @@ def reseed_tuner(
 
 
 def fit_search(tuner, plan: Plan, args: argparse.Namespace, record) -> object:
-    """``tuner.fit()`` under the time budget (``search.lineage.start_clock``); an interrupted fit (Ray catches
+    """``tuner.fit()`` under the time budget (``search.lineage.SearchClock``: it survives a hard kill); an interrupted fit (Ray catches
     Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
-    from search.lineage import start_clock, stop_clock
+    from search.lineage import SearchClock
 
-    deadline = start_clock(plan, args, record.state, record.state_path)
+    clock = SearchClock(plan.state_dir, args.time_budget, record.state, record.state_path)
+    deadline = clock.start()
     try:
         results = tuner.fit()
     finally:
-        stop_clock(record.state, record.state_path, deadline)
+        clock.stop()
     timed_out = deadline is not None and time.time() >= deadline
     ended = results.num_terminated + results.num_errors
     if ended < len(results) or (ended < plan.budget.num_samples and not timed_out):

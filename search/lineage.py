@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,7 @@ __all__ = [
     "close_runs",
     "log_search_summary",
     "save_state",
-    "start_clock",
-    "stop_clock",
+    "SearchClock",
     "describe_parent",
 ]
 
@@ -116,6 +116,7 @@ def open_search(
             "stage": "search",
             "args": {**identity(args), "mlflow_uri": uri},
             "base_config": plan.base.to_yaml(),
+            "fingerprint": fingerprint,
             "budget": vars(plan.budget),
             "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)},
         }
@@ -252,25 +253,77 @@ def save_state(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def start_clock(plan: Plan, args: argparse.Namespace, state: dict, state_path: Path) -> float | None:
-    """Write the deadline of --time-budget (the budget less the searching time of earlier runs of this search)
-    for the searcher; None without a budget."""
-    path = plan.state_dir / DEADLINE_FILE
-    if args.time_budget is None:
-        path.unlink(missing_ok=True)
-        return None
-    state["clock_started"] = time.time()
-    deadline = state["clock_started"] + args.time_budget - float(state.get("search_seconds", 0.0))
-    path.write_text(f"{deadline:.3f}\n")
-    return deadline
+CLOCK_FILE = "clock.json"  # the running search's clock: when this run started searching, when it was last seen
+CLOCK_BEAT_S = 10.0  # how often a searching driver writes that it is still searching
 
 
-def stop_clock(state: dict, state_path: Path, deadline: float | None) -> None:
-    """Add this run's searching time to the state file (a resume gets the rest of the budget)."""
-    if deadline is None:
-        return
-    state["search_seconds"] = float(state.get("search_seconds", 0.0)) + time.time() - state.pop("clock_started")
-    save_state(state_path, state)
+class SearchClock:
+    """The --time-budget clock, kept on disk so that it survives a hard kill.
+
+    ``start`` first charges a run that ended without ``stop`` (SIGKILL, a lost machine) with the time from its
+    start to its last heartbeat (at most ``CLOCK_BEAT_S`` is lost), then writes the deadline for the searcher
+    (the budget less every earlier run's searching time) and a heartbeat thread that rewrites the clock file
+    every ``beat`` seconds. ``stop`` adds this run's time to the state file, marked with the run's start so a
+    kill between that write and the clock file's removal is never charged twice."""
+
+    def __init__(
+        self, state_dir: Path, budget_s: float | None, state: dict, state_path: Path, beat: float = CLOCK_BEAT_S
+    ):
+        self.file, self.deadline_file = state_dir / CLOCK_FILE, state_dir / DEADLINE_FILE
+        self.budget_s, self.state, self.state_path, self.beat = budget_s, state, state_path, beat
+        self.started: float | None = None
+        self.deadline: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _charge_unstopped_run(self) -> None:
+        try:
+            last = json.loads(self.file.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        if last.get("started") != self.state.get("clock_closed"):
+            self.state["search_seconds"] = float(self.state.get("search_seconds", 0.0)) + max(
+                0.0, float(last["seen"]) - float(last["started"])
+            )
+            self.state["clock_closed"] = last["started"]
+            save_state(self.state_path, self.state)
+        self.file.unlink(missing_ok=True)
+
+    def _write(self, seen: float) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"started": self.started, "seen": seen}))
+        tmp.replace(self.file)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.beat):
+            self._write(time.time())
+
+    def start(self) -> float | None:
+        """The deadline (Unix time) after which no new trial starts; None without a budget."""
+        self._charge_unstopped_run()
+        if self.budget_s is None:
+            self.deadline_file.unlink(missing_ok=True)
+            return None
+        self.started = time.time()
+        self.deadline = self.started + self.budget_s - float(self.state.get("search_seconds", 0.0))
+        self.deadline_file.write_text(f"{self.deadline:.3f}\n")
+        self._write(self.started)
+        self._thread = threading.Thread(target=self._beat, name="aminet-search-clock", daemon=True)
+        self._thread.start()
+        return self.deadline
+
+    def stop(self) -> None:
+        """Add this run's searching time to the state file (a resume gets the rest of the budget)."""
+        if self.started is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.state["search_seconds"] = float(self.state.get("search_seconds", 0.0)) + time.time() - self.started
+        self.state["clock_closed"] = self.started
+        save_state(self.state_path, self.state)
+        self.file.unlink(missing_ok=True)
+        self.started = None
 
 
 def describe_parent(

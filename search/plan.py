@@ -406,6 +406,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if base.data.cache_dir is not None:
         base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
 
+    if saved_state is not None and "base_config" in saved_state:
+        check_same_base(saved_state["base_config"], base, name)
     replay = check_replay(args, space, base) if args.replay else None
     budget = space.budget_for(quick)
     epochs = base.train.epochs
@@ -446,6 +448,26 @@ def plan_search(args: argparse.Namespace) -> Plan:
     )
 
 
+def check_same_base(saved_yaml: str, base, name: str) -> None:
+    """A resumed search trains what it started with: refuse (one line naming the fields) a base config that
+    differs from the saved one (an edited experiment YAML, a changed default, another data folder)."""
+    from aminet.config import Config
+
+    saved, now = Config.from_yaml(saved_yaml, source=f"{name}/{STATE_FILE}").flat(), base.flat()
+    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if differ:
+        k = differ[0]
+        more = (
+            f", and {len(differ) - 1} more ({', '.join(differ[1:4])}{', ...' if len(differ) > 4 else ''})"
+            if len(differ) > 1
+            else ""
+        )
+        raise UsageError(
+            f"--resume {name}: the base config differs from the saved search's ({k}: {saved.get(k)!r} saved, "
+            f"{now.get(k)!r} now{more}); a resumed search keeps its base config: restore it or start a new --name"
+        )
+
+
 def check_replay(args: argparse.Namespace, space, base) -> Path:
     """The --replay table folder, checked against the search: same space, same epochs and evaluation schedule
     reachable (the table evaluates every epoch), same base config apart from the evaluation interval."""
@@ -484,4 +506,10 @@ def preflight(plan: Plan) -> str:
     root = check_inputs(plan.base)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     plan.fingerprint = dataset_fingerprint(root)
+    saved = (plan.saved_state or {}).get("fingerprint")
+    if saved is not None and saved != plan.fingerprint:
+        raise UsageError(
+            f"--resume {plan.name}: the data folder {root} is not the data the search started on (content "
+            f"fingerprint {saved} saved, {plan.fingerprint} now); a resumed search keeps its data"
+        )
     return plan.fingerprint
