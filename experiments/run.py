@@ -32,6 +32,7 @@ import pandas as pd
 
 from aminet.cli import ArgumentParser, UsageError, check_inputs
 from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
+from aminet.engine.drills import Drill, DrillError
 from aminet.presets import preset_overrides
 from aminet.reporting import check_tracking_uri
 
@@ -154,6 +155,7 @@ def run_unit(
     quiet: bool,
     tags: dict[str, str],
     parent_run_id: str | None = None,
+    drill: Drill | None = None,
 ) -> pd.DataFrame:
     """One trained model (a seed, and a RegDB trial), as an MLflow child run of the active run or of
     ``parent_run_id``: per-epoch metrics, final test metrics, weights, plots. Returns its per-trial frame."""
@@ -183,7 +185,7 @@ def run_unit(
         mlflow.set_tag("aminet.device", device_summary(c))  # before training: a CPU fallback shows at once
         if not quiet:
             print(f"\n=== {name} ===", file=sys.stderr, flush=True)
-        result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet)
+        result = train(c, MLflowReporter(prefix), run_dir=run_root / name, quiet=quiet, drill=drill)
         mlflow.set_tag("aminet.dataset_fingerprint", result.cache.folder.name)
         result.frame = result.frame.assign(seed=seed, label=label)
         log_child_artifacts(result, c, prefix)
@@ -204,6 +206,7 @@ def run_configuration(
     run_root: Path,
     quiet: bool,
     tags: dict[str, str],
+    drill: Drill | None = None,
 ) -> pd.DataFrame:
     """A summary run with one child run per model (``run_unit``), then the mean +- std over seeds."""
     import mlflow
@@ -216,7 +219,9 @@ def run_configuration(
     ) as parent:
         client = MlflowClient()  # the tracking URI mlflow.start_run uses
         log_summary_inputs(client, parent.info.run_id, cfg, seeds, trials)
-        frames = [run_unit(label, cfg, s, t, exp_id, run_root, quiet, tags) for s, t in units(cfg, seeds, trials)]
+        frames = [
+            run_unit(label, cfg, s, t, exp_id, run_root, quiet, tags, drill=drill) for s, t in units(cfg, seeds, trials)
+        ]
         per_trial = pd.concat(frames, ignore_index=True)
         log_seed_summary(client, parent.info.run_id, per_trial, cfg)
     return per_trial
@@ -259,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         help="log each model as a child of this existing run and write no summary run (the caller, e.g. the "
         "search's --retrain-best, trains the models as separate tasks and summarises them)",
     )
+    # fault drills for tests (aminet/engine/drills.py), handed to the engine explicitly
+    parser.add_argument("--drill", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     try:
+        drill = Drill.parse(args.drill) if args.drill else None
         overrides = list(args.overrides)
         if args.data_root is not None:
             root = Path(args.data_root).expanduser().resolve()
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.parent_run_id is not None and len(configs) != 1:
             raise UsageError(f"--parent-run-id: {args.config} has {len(configs)} configurations; give one")
         preflight(configs, args.trials, args.quiet)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, DrillError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -319,10 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         for label, cfg in configs:
             if args.parent_run_id is not None:
                 for seed, trial in units(cfg, seeds, args.trials):
-                    unit = run_unit(label, cfg, seed, trial, exp_id, run_root, args.quiet, tags, args.parent_run_id)
+                    unit = run_unit(
+                        label, cfg, seed, trial, exp_id, run_root, args.quiet, tags, args.parent_run_id, drill
+                    )
                     results.append(unit)
             else:
-                results.append(run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags))
+                results.append(
+                    run_configuration(label, cfg, seeds, args.trials, exp_id, run_root, args.quiet, tags, drill)
+                )
     except KeyboardInterrupt:
         print(
             "interrupted: the MLflow runs are marked FAILED; re-run the same command to resume from the "

@@ -146,7 +146,9 @@ def build_tuner(
 
         trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), resources)
     else:
-        trainable = tune.with_resources(tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml()), resources)
+        trainable = tune.with_resources(
+            tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml(), drill=plan.drill), resources
+        )
     if plan.resume:
         from ray.tune import Tuner
 
@@ -210,7 +212,8 @@ def reseed_tuner(
         )
     else:
         trainable = tune.with_resources(
-            tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points), resources
+            tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points, drill=plan.drill),
+            resources,
         )
     path = f"{plan.experiment_path}-reseed"
     if tune.Tuner.can_restore(path):

@@ -195,6 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --replay: each replayed epoch sleeps its recorded time x S (default 0: no sleep)",
     )
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
+    # fault drills for tests (aminet/engine/drills.py), handed to every trial explicitly
+    p.add_argument("--drill", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
     return args
@@ -301,6 +303,7 @@ class Plan:
     fingerprint: str | None = None  # of the search's data folder, set by preflight
     replay: Path | None = None  # --replay: the table folder that answers every trial (trainables/replay.py)
     replay_time_scale: float = 0.0
+    drill: Any = None  # aminet.engine.drills.Drill: faults injected on purpose (tests), None in normal use
 
     @property
     def synthetic_data(self) -> bool:
@@ -311,6 +314,7 @@ class Plan:
 def plan_search(args: argparse.Namespace) -> Plan:
     from aminet.config import ConfigError
     from aminet.data import synthetic
+    from aminet.engine.drills import Drill, DrillError
     from aminet.reporting import check_tracking_uri
     from search.spaces import SpaceError, get_space
 
@@ -406,6 +410,10 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if base.data.cache_dir is not None:
         base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
 
+    try:
+        drill = Drill.parse(args.drill) if args.drill else None
+    except DrillError as exc:
+        raise UsageError(str(exc)) from None
     if saved_state is not None and "base_config" in saved_state:
         check_same_base(saved_state["base_config"], base, name)
     replay = check_replay(args, space, base) if args.replay else None
@@ -445,6 +453,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
         saved_state,
         replay=replay,
         replay_time_scale=float(args.replay_time_scale),
+        drill=drill,
     )
 
 

@@ -4,8 +4,8 @@ import torch
 from aminet.config import load_config
 from aminet.engine import NonFiniteLossError, RecordingReporter, latest_checkpoint, save_checkpoint, train
 from aminet.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from aminet.engine.drills import Drill
 from aminet.engine.schedule import lr_factor
-from aminet.engine.trainer import FAULT_NAN_ENV
 
 
 def test_step_schedule_is_the_papers_staged_lr():
@@ -77,19 +77,17 @@ def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tiny_config, tmp_p
     assert resumed.metrics["R1"] == full.metrics["R1"] and resumed.metrics["mAP"] == full.metrics["mAP"]
 
 
-def test_nan_loss_stops_the_run_with_a_clear_error(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setenv(FAULT_NAN_ENV, "4")
+def test_nan_loss_stops_the_run_with_a_clear_error(tiny_config, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 2"):
-        train(tiny_config(), None, tmp_path / "run", quiet=True)
+        train(tiny_config(), None, tmp_path / "run", quiet=True, drill=Drill(nan_at_step=4))
 
 
-def test_deferred_loss_check_names_the_step_it_happened_at(tiny_config, tmp_path, monkeypatch):
+def test_deferred_loss_check_names_the_step_it_happened_at(tiny_config, tmp_path):
     # Loss values reach the host every 3 steps (as on a GPU, where each fetch is a synchronisation):
     # a NaN at epoch 2, step 1 is found two steps later and still named by its own step.
-    monkeypatch.setenv(FAULT_NAN_ENV, "3")
     cfg = tiny_config("train.host_sync_every=3")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 1 "):
-        train(cfg, None, tmp_path / "run", quiet=True)
+        train(cfg, None, tmp_path / "run", quiet=True, drill=Drill(nan_at_step=3))
 
 
 def test_host_sync_interval_does_not_change_training(tiny_config, tmp_path):

@@ -93,9 +93,6 @@ def test_run_logs_everything_to_mlflow(setup):
 def test_nan_in_the_loss_fails_the_mlflow_run(setup):
     tmp, root = setup
     uri = f"sqlite:///{tmp / 'nan.db'}"
-    import os
-
-    env = dict(os.environ, AMINET_FAULT_NAN_AT_STEP="2")
     out = _run(
         tmp,
         str(tmp / "tiny.yaml"),
@@ -108,7 +105,8 @@ def test_nan_in_the_loss_fails_the_mlflow_run(setup):
         str(tmp / "nan-runs"),
         "--set",
         f"data.cache_dir={tmp / 'cache'}",
-        env=env,
+        "--drill",
+        "nan-at-step=2",
     )
     assert out.returncode == 1
     assert "NonFiniteLossError: non-finite loss nan at epoch 1, step 3" in out.stderr

@@ -63,12 +63,25 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     name = "faults"
     marker = tmp / "killed.marker"
     out = subprocess.run(
-        _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-failures", "1"),
+        _args(
+            tmp,
+            sysu,
+            regdb,
+            name,
+            "--num-samples",
+            "3",
+            "--max-failures",
+            "1",
+            "--drill",
+            f"kill-once={marker}:2:1",
+            "--drill",
+            "nan-if=mmd_intra=0.2:1",
+        ),  # fmt: skip
         capture_output=True,
         text=True,
         timeout=900,
         cwd=tmp,
-        env=search_env(AMINET_FAULT_KILL_ONCE=f"{marker}:2:1", AMINET_FAULT_NAN_IF="mmd_intra=0.2:1"),
+        env=search_env(),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert marker.is_file(), "the SIGKILL was injected"

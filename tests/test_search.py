@@ -456,11 +456,11 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     trial_tmp = tmp / "trial-tmp"  # the temp folder of the search's processes (each trial's local checkpoints)
     trial_tmp.mkdir()
     out = subprocess.run(
-        search_args(tmp, sysu, regdb, name, "--num-samples", "3"),
+        search_args(tmp, sysu, regdb, name, "--num-samples", "3", "--drill", f"crash-once={marker}:2"),
         capture_output=True,
         text=True,
         timeout=900,
-        env=search_env(AMINET_FAULT_CRASH_ONCE=f"{marker}:2", TMPDIR=str(trial_tmp)),
+        env=search_env(TMPDIR=str(trial_tmp)),
         cwd=tmp,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -107,3 +107,17 @@ def test_a_resume_on_changed_data_is_refused(tmp_path):
         preflight(resumed)
     _save(plan, tmp_path, fingerprint=preflight(plan))
     assert preflight(_plan(tmp_path, "--resume")) == plan.fingerprint
+
+
+def test_drills_are_read_from_their_specs_and_refuse_bad_ones():
+    from aminet.engine.drills import Drill, DrillError
+
+    d = Drill.parse(["nan-if=mmd_intra=0.2:3", "crash-once=/tmp/m:2", "kill-once=/tmp/k:2:1"])
+    assert d.nan_if == ("mmd_intra", "0.2", 3) and d.crash_once == ("/tmp/m", 2) and d.kill_once == ("/tmp/k", 2, 1)
+    assert d.for_trial({"mmd_intra": 0.2}).nan_at_step == 3 and d.for_trial({"mmd_intra": 0.4}).nan_at_step is None
+    hook = Drill(nan_at_step=5).on_loss(iters_per_epoch=4)
+    assert hook(1, 1, 2.0) != hook(1, 1, 2.0) and hook(1, 0, 2.0) == 2.0  # NaN at epoch 1 step 1 only
+    assert Drill().on_loss(4) is None and Drill().on_step() is None
+    for bad in ("nan-at-step", "nan-at-step=x", "explode=1", "nan-if=:1", "kill-once=m:2"):
+        with pytest.raises(DrillError, match="--drill"):
+            Drill.parse([bad])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from ray import tune
 
 from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
-from aminet.engine.trainer import FAULT_NAN_ENV, NonFiniteLossError, device_summary, evaluates, train
+from aminet.engine.drills import Drill
+from aminet.engine.trainer import NonFiniteLossError, device_summary, evaluates, train
 from trainables.params import OPTUNA_TRIAL, apply_params
 
 __all__ = [
@@ -43,19 +43,8 @@ __all__ = [
     "DIVERGED",
     "trial_folder",
     "remove_orphaned_trial_folders",
-    "FAULT_CRASH_ENV",
-    "FAULT_KILL_ENV",
-    "FAULT_NAN_IF_ENV",
 ]
 
-# Fault injection for tests and drills (never set in normal use):
-# "<marker file>:<epoch>": raise once, right after reporting that epoch (the marker records that it
-# happened, so the retry runs through).
-FAULT_CRASH_ENV = "AMINET_FAULT_CRASH_ONCE"
-# "<marker file>:<epoch>:<step>": the trial process SIGKILLs itself once, mid-epoch (1-based epoch).
-FAULT_KILL_ENV = "AMINET_FAULT_KILL_ONCE"
-# "<name>=<value>:<step>": trials whose sampled <name> equals <value> get a NaN loss at that global step.
-FAULT_NAN_IF_ENV = "AMINET_FAULT_NAN_IF"
 # Result key of a trial whose loss became non-finite (1.0); its reason is under "error".
 DIVERGED = "diverged"
 # A trial's local folder (its engine checkpoints): <tmp>/aminet-trial-<pid of the trial process>-<random>.
@@ -100,9 +89,10 @@ class TuneReporter:
     and ``val_mAP`` carry the latest evaluation on every report for the console table, whose first
     columns Ray takes from the first keys of a report (so their order here is the table's)."""
 
-    def __init__(self, resumed_from: int, cfg: Config, device: str = "") -> None:
+    def __init__(self, resumed_from: int, cfg: Config, device: str = "", drill: Drill | None = None) -> None:
         import ray
 
+        self.drill = drill or Drill()
         self.resumed_from = resumed_from
         self.device = device  # what the trial trains on (the MLflow tag aminet.device)
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -138,38 +128,7 @@ class TuneReporter:
         tune.report(values, checkpoint=checkpoint)
         if checkpoint_dir:  # Ray has persisted its copy (what a retry resumes from): the local one is a duplicate
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        _maybe_crash(epoch)
-
-
-def _maybe_crash(epoch: int) -> None:
-    spec = os.environ.get(FAULT_CRASH_ENV)
-    if not spec:
-        return
-    marker, _, at = spec.rpartition(":")
-    if epoch >= int(at) and not os.path.exists(marker):
-        Path(marker).write_text(f"crashed after epoch {epoch}\n")
-        raise RuntimeError(f"injected crash after epoch {epoch} ({FAULT_CRASH_ENV})")
-
-
-def _fault_hooks(config: dict[str, Any]):
-    """Fault drills from the environment (see the FAULT_* names); None when none is set."""
-    nan_if = os.environ.get(FAULT_NAN_IF_ENV)
-    if nan_if:
-        cond, _, step = nan_if.rpartition(":")
-        name, _, value = cond.partition("=")
-        if name in config and str(config[name]) == value:
-            os.environ[FAULT_NAN_ENV] = step
-    spec = os.environ.get(FAULT_KILL_ENV)
-    if not spec:
-        return None
-    marker, epoch, step = spec.rsplit(":", 2)
-
-    def on_step(e: int, it: int) -> None:
-        if e + 1 == int(epoch) and it == int(step) and not os.path.exists(marker):
-            Path(marker).write_text(f"killed at epoch {e + 1} step {it}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return on_step
+        self.drill.after_report(epoch)
 
 
 def trial_device(cfg: Config, gpu_ids: list | None = None) -> Config:
@@ -185,7 +144,7 @@ def trial_device(cfg: Config, gpu_ids: list | None = None) -> Config:
     return cfg
 
 
-def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
+def train_aminet(config: dict[str, Any], base_yaml: str, drill: Drill | None = None) -> None:
     """Ray Tune function trainable (see the module doc)."""
     config = {k: v for k, v in config.items() if k != OPTUNA_TRIAL}  # bookkeeping, not a sampled value
     cfg = trial_device(apply_params(Config.from_yaml(base_yaml, source="search base config"), config))
@@ -194,7 +153,7 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
     # and disk").
     cfg = cfg.replace({"train.checkpoint_every": cfg.train.epochs})
     device = device_summary(cfg)
-    on_step = _fault_hooks(config)
+    drill = (drill or Drill()).for_trial(config)
     run_dir = trial_folder()
     try:
         resumed_from = 0
@@ -207,9 +166,9 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
                 else:
                     resumed_from = int(load_checkpoint(src, map_location="cpu")["epoch"])
                 shutil.copytree(src, run_dir / "checkpoints" / f"epoch-{resumed_from:04d}")
-        reporter = TuneReporter(resumed_from, cfg, device)
+        reporter = TuneReporter(resumed_from, cfg, device, drill)
         try:
-            train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, on_step=on_step)
+            train(cfg, reporter, run_dir=run_dir, resume=True, quiet=True, drill=drill)
         except NonFiniteLossError as exc:  # deterministic: report it as the trial's outcome, never retry it
             tune.report(
                 {
@@ -228,8 +187,10 @@ def train_aminet(config: dict[str, Any], base_yaml: str) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def train_reseed(config: dict[str, Any], base_yaml: str, points: list[dict[str, Any]]) -> None:
+def train_reseed(
+    config: dict[str, Any], base_yaml: str, points: list[dict[str, Any]], drill: Drill | None = None
+) -> None:
     """A re-seed trial: ``points[config["candidate"]]`` (a finished trial's sampled values) trained with
     ``train.seed = config["seed"]``; everything else as ``train_aminet``."""
     params = {**points[int(config["candidate"])], "cfg.train.seed": int(config["seed"])}
-    train_aminet(params, base_yaml)
+    train_aminet(params, base_yaml, drill)

@@ -38,6 +38,7 @@ from aminet.data.builders import build_training_data, evaluation_set, resolve_ro
 from aminet.data.cache import ImageCache
 from aminet.data.sampler import BatchLoader, CrossModalSampler
 from aminet.engine.checkpoint import latest_checkpoint, save_checkpoint
+from aminet.engine.drills import Drill
 from aminet.engine.reporter import NullReporter, Reporter
 from aminet.engine.schedule import lr_factor
 from aminet.evaluation.protocol import evaluate_set, metrics_from_frame
@@ -50,7 +51,6 @@ __all__ = [
     "NonFiniteLossError",
     "resolve_device",
     "device_summary",
-    "FAULT_NAN_ENV",
     "CHECK_EVERY_CUDA",
     "Run",
     "setup",
@@ -61,7 +61,6 @@ __all__ = [
 ]
 
 # Fault injection for tests (and the reliability suite): make the loss NaN at this global step.
-FAULT_NAN_ENV = "AMINET_FAULT_NAN_AT_STEP"
 # On a GPU (unless train.host_sync_every says otherwise), the loss values are copied to the host (one
 # synchronisation) once per this many steps and at the end of every epoch; a non-finite loss is then
 # reported with the step it happened at.
@@ -359,15 +358,6 @@ def run_step(r: Run, batch, meter: LossMeter, lr: float, on_loss: Callable | Non
     r.scaler.update()
 
 
-def nan_fault_from_env(iters: int) -> Callable | None:
-    """``AMINET_FAULT_NAN_AT_STEP=<global step>`` (tests and drills, any entry point): a loss hook that makes
-    that step's loss NaN; None when the variable is unset."""
-    step = int(os.environ.get(FAULT_NAN_ENV, "-1"))
-    if step < 0:
-        return None
-    return lambda epoch, it, loss: loss * float("nan") if epoch * iters + it == step else loss
-
-
 def train(
     cfg: Config,
     reporter: Reporter | None = None,
@@ -378,9 +368,11 @@ def train(
     log: Callable[[str], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_loss: Callable | None = None,
+    drill: Drill | None = None,
 ) -> TrainResult:
     """Train ``cfg``; checkpoints go to ``run_dir/checkpoints`` (resumed from when ``resume``). ``on_step(epoch,
-    step)`` and ``on_loss(epoch, step, loss) -> loss`` are hooks for tests and fault drills."""
+    step)`` and ``on_loss(epoch, step, loss) -> loss`` are hooks for tests; ``drill`` (``aminet.engine.drills``)
+    gives them for a fault drill."""
     reporter = reporter or NullReporter()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     say = (lambda msg: None) if quiet else log
@@ -388,7 +380,8 @@ def train(
     ckpt_dir = Path(run_dir) / "checkpoints" if run_dir is not None else None
     start_epoch, history, epoch_log, last_ckpt = restore(r, ckpt_dir, say) if resume else (0, [], [], None)
     epochs, iters = cfg.train.epochs, r.sampler.iters_per_epoch
-    on_loss = on_loss or nan_fault_from_env(iters)
+    if drill is not None:
+        on_loss, on_step = on_loss or drill.on_loss(iters), on_step or drill.on_step()
     say(r.describe())
     check_every = cfg.train.host_sync_every or (CHECK_EVERY_CUDA if r.device.type == "cuda" else 1)
     metrics: dict[str, float] = history[-1] if history else {}
