@@ -67,9 +67,10 @@ class DataConfig:
     # Iterations per epoch; None = visible training images / (P * K), as the common code counts.
     iters_per_epoch: int | None = None
     pad: int = 10
-    flip_p: float = 0.5
+    flip_p: float = 0.5  # not in the paper's list ("include random cropping and random erasing"); AGW's code flips
     erase_p: float = 0.5
-    channel_aug_p: float = 0.5
+    # Channel augmentation (CAJ, visible images only): not in the paper, off by default; 0.5 is CAJ's setting.
+    channel_aug_p: float = 0.0
 
 
 @dataclass
@@ -79,6 +80,10 @@ class ModelConfig:
     weights: str = "imagenet"
     last_stride: Literal[1, 2] = 1
     non_local: bool = True
+    # Inner width of the non-local blocks: "agw" = 1 channel, as AGW's released code (the baseline the field
+    # reports with, inner = reduc_ratio // reduc_ratio); "half" = channels / 2, the original non-local design
+    # (Wang et al. 2018), about 7.3 M more parameters per backbone.
+    non_local_width: Literal["agw", "half"] = "agw"
     upper_body: bool = True  # UBF: the upper-body branch of HMG-DBNet
     upper_body_ratio: float = 0.5  # top share of the image that forms the upper-body view
     # false: the paper's phi_global != phi_part, each branch its own backbone (chosen from the measured
@@ -88,8 +93,16 @@ class ModelConfig:
     # at test time); false: once per modality (the BN statistics then hide the modality shift in training).
     mixed_bn: bool = True
     iffs: bool = True
-    # phi_shared of IFFS: "residual" = g + BN(W [g; p]) (BN weight 0 at start), "mlp" = ReLU(BN(W [g; p])).
-    fusion: Literal["residual", "mlp"] = "residual"
+    # phi_shared of IFFS: "mlp" = ReLU(BN(W [g; p])), the paper's "nonlinear fusion"; "residual" =
+    # g + BN(W [g; p]) (BN weight 0 at start, a linear refinement of the global feature).
+    fusion: Literal["residual", "mlp"] = "mlp"
+    # Where PESAM's phase congruency reads: "clean" = the augmented image before random erasing, its padding
+    # replicated from the border (erased boxes and a zero-pad border would be strong false edges);
+    # "augmented" = the image the backbone sees.
+    phase_input: Literal["clean", "augmented"] = "clean"
+    # Running statistics of the BN neck: "intra" = from the intra-modality rows only (the rows a test feature
+    # is made like); "all" = also from the cross-fused rows, which no test feature ever contains.
+    neck_stats: Literal["intra", "all"] = "intra"
     pesam: bool = True
     gem_p: float = 3.0
     gem_learnable: bool = False
@@ -104,11 +117,15 @@ class LossConfig:
     triplet_margin: float = 0.3  # only for "hard"
     mmd_intra_weight: float = 0.4  # IMDAL
     mmd_inter_weight: float = 0.6  # IDAL
-    # IMDAL compares, within each modality: "camera" (each camera vs the modality's other cameras),
-    # "branch" (full-body vs upper-body features of the same images) or "halves" (two halves of every
-    # identity's images; zero in expectation with the balanced estimator). "auto": camera on SYSU-MM01,
-    # branch on RegDB (one camera per modality there).
-    imdal: Literal["auto", "camera", "branch", "halves"] = "auto"
+    # IMDAL compares, within each modality: "branch" (default: full-body vs upper-body features of the same
+    # images, meaningful on both benchmarks), "camera" (each camera vs the modality's other cameras; SYSU-MM01
+    # only: RegDB has one camera per modality) or "halves" (two halves of every identity's images; zero in
+    # expectation with the balanced estimator). "auto" (the default until issue 30): camera on SYSU-MM01,
+    # branch on RegDB.
+    imdal: Literal["auto", "camera", "branch", "halves"] = "branch"
+    # Figure 1: ID and triplet losses also on each branch's own features (global and upper-body, each with its
+    # own BN neck and classifier), averaged with the fused features' terms; false: on the fused features only.
+    branch_supervision: bool = True
     # "balanced": MMD estimates unbiased with respect to the identity composition of the compared sets;
     # "plain": the textbook unbiased MMD, biased (towards identity clustering) on identity-structured batches.
     mmd_estimator: Literal["balanced", "plain"] = "balanced"
@@ -127,6 +144,9 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    # Weight decay on PESAM's mixing logits: false (default) excludes them, as the MMD kernel-weight logits
+    # (decay pulls a softmax's logits to uniform, i.e. the phase share towards a third); true decays them.
+    decay_mixing_logits: bool = False
     schedule: Literal["step", "cosine"] = "step"
     # Warm-up and milestones are shares of train.epochs, so one config trains at any length; the epoch of
     # a share is round(share * epochs) (``warmup_epochs`` / ``milestone_epochs``). The paper's 80-epoch

@@ -334,6 +334,8 @@ class AMINetCriterion(nn.Module):
     * ID: cross-entropy on the logits of every fused feature set (label smoothing optional).
     * triplet: weighted regularised (default) or batch-hard with margin, over all fused features of
       the batch together, so visible, infrared and cross-fused embeddings of an identity are positives.
+    * ``loss.branch_supervision`` (Figure 1): ID and triplet also on the global and on the upper-body branch
+      features (each branch with its own neck and classifier); each term is the mean over the three sets.
     * IDAL (inter-modality): AMK-MMD between the visible and the infrared embeddings of the batch.
     * IMDAL (intra-modality), ``loss.imdal``: within each modality, AMK-MMD between
       ``camera``: each camera's images and the other cameras' images of that modality (illumination,
@@ -359,6 +361,7 @@ class AMINetCriterion(nn.Module):
         self.triplet, self.margin = lo.triplet, lo.triplet_margin
         self.instances = instances
         self.imdal, self.balanced = resolve_imdal(cfg), lo.mmd_estimator == "balanced"
+        self.branch_supervision = lo.branch_supervision
         if self.w_intra > 0 and self.imdal == "halves" and instances < 2:
             raise ValueError("loss.imdal=halves needs data.instances >= 2 (it splits each identity's images)")
         self.mmd_intra = AMKMMD(lo.mmd_multipliers, lo.mmd_kernel_weights, lo.mmd_weight_entropy)
@@ -431,11 +434,15 @@ class AMINetCriterion(nn.Module):
         host (numpy arrays or CPU tensors)."""
         all_labels = labels[out.pair_index]
         terms: dict[str, torch.Tensor] = {}
-        terms["id"] = cross_entropy(out.logits, all_labels, self.label_smoothing)
+        sets = [(out.features, out.logits, all_labels)]
+        if self.branch_supervision and getattr(out, "branch_logits", None) is not None:
+            both = torch.cat([labels, labels])  # branch rows: the visible half, then the infrared half
+            sets += [(out.global_features, out.branch_logits[0], both), (out.part_features, out.branch_logits[1], both)]
+        terms["id"] = sum(cross_entropy(lg, lb, self.label_smoothing) for _, lg, lb in sets) / len(sets)
         if self.triplet == "weighted":
-            terms["triplet"] = weighted_triplet(out.features, all_labels)
+            terms["triplet"] = sum(weighted_triplet(f, lb) for f, _, lb in sets) / len(sets)
         else:
-            terms["triplet"] = hard_triplet(out.features, all_labels, self.margin)
+            terms["triplet"] = sum(hard_triplet(f, lb, self.margin) for f, _, lb in sets) / len(sets)
         zero = out.features.new_zeros(())
         terms["imdal"] = self._imdal(out, labels, cams) if self.w_intra > 0 else zero
         terms["idal"] = zero

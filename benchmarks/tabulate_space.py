@@ -96,6 +96,15 @@ def table_base(space, overrides: list[str], data_root: str | None):
     return base
 
 
+def unpinned_fields(base_yaml: str, base) -> list[str]:
+    """The config fields a table's stored base YAML does not set: a resumed tabulation would take today's
+    defaults for them, which may differ from the code that made the table's rows."""
+    import yaml
+
+    stored = yaml.safe_load(base_yaml) or {}
+    return sorted(k for k in base.flat() if k.split(".", 1)[1] not in (stored.get(k.split(".", 1)[0]) or {}))
+
+
 COMMIT_AT_START = None  # the code a tabulating process runs is the code of the commit it started at
 
 
@@ -220,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
                 f"{ {k: meta['settings'].get(k) for k in differ} }); use another --out or the same settings"
+            )
+        unset = unpinned_fields(meta["base"], base)
+        if unset:
+            raise UsageError(
+                f"{meta_file}: the table's base config has no value for {', '.join(unset)} (added to the config "
+                f"after the table was made; today's default may train another model): add each to meta.json's "
+                f"base with the value that reproduces the table's rows"
             )
         if args.data_root:
             base = base.replace({"data.root": str(Path(args.data_root).resolve())})

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         from aminet.losses import AMINetCriterion
 
         out = model.train()(x, x, up, up)
-        crit = AMINetCriterion(cfg, 4, cameras=([1, 2, 4, 5], [3, 6])).to(dev)
+        crit = AMINetCriterion(cfg.replace({"loss.imdal": "camera"}), 4, cameras=([1, 2, 4, 5], [3, 6])).to(dev)
         labels = torch.arange(4, device=dev)
         cams = (torch.tensor([1, 2, 4, 5], device=dev), torch.tensor([3, 6, 3, 6], device=dev))
         crit_explained = torch._dynamo.explain(crit)(out, labels, cams)

@@ -57,7 +57,7 @@ def test_the_criterion_compiles_to_one_graph_whatever_the_cameras_of_a_batch():
 
     from aminet.losses import AMINetCriterion
 
-    cfg = _cfg("M4")
+    cfg = _cfg("M4").replace({"loss.imdal": "camera"})
     crit = AMINetCriterion(cfg, 4, cameras=([1, 2, 4, 5], [3, 6]))
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)

@@ -48,7 +48,7 @@ def test_every_preset_runs_forward_and_its_loss_on_cuda_with_nothing_left_on_the
 
 
 def test_the_device_augmentation_runs_on_cuda(fake_cuda):
-    cfg = _cfg()
+    cfg = _cfg().replace({"data.channel_aug_p": 0.5})  # the channel augmentation too (off by default)
     augment = DeviceAugment.from_config(cfg)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (8, 64, 32, 3), dtype=np.uint8))
     # the random choices are drawn on the host (as every step does), the augmentation itself on the device
@@ -57,6 +57,7 @@ def test_the_device_augmentation_runs_on_cuda(fake_cuda):
     with fake_cuda:
         x = images.to("cuda")
         for d in drawn:
-            full, upper = augment.apply(x, d)
+            full, upper, clean, clean_upper = augment.apply(x, d, structure=True)
             assert full.device.type == "cuda" and upper.device.type == "cuda"
+            assert clean.device.type == "cuda" and clean_upper.shape == upper.shape
             assert full.shape == (8, 3, 64, 32) and full.dtype == torch.float32

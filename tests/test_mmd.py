@@ -258,7 +258,7 @@ def test_criterion_camera_imdal_uses_host_cameras():
     from aminet.config import load_config
     from aminet.losses import AMINetCriterion
 
-    cfg = load_config(None, ["data.instances=4", "loss.mmd_kernel_weights=fixed"])
+    cfg = load_config(None, ["data.instances=4", "loss.mmd_kernel_weights=fixed", "loss.imdal=camera"])
     crit = AMINetCriterion(cfg, 4)
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)

@@ -109,14 +109,16 @@ class DeviceAugment:
         return cls(cfg.model.upper_body_ratio, d.upper_height, d.pad, d.flip_p, d.erase_p, d.channel_aug_p)
 
     def __call__(
-        self, images: torch.Tensor, visible: torch.Tensor | bool, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, images: torch.Tensor, visible: torch.Tensor | bool, generator: torch.Generator, structure: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         """Augment uint8 (B, H, W, 3); ``visible`` is a bool per sample (or one bool for the batch).
-        Returns (full view, upper-body view), both float32 channels-last."""
+        Returns (full view, upper-body view), both float32 channels-last; with ``structure`` also the same two
+        views before random erasing and with the padding replicated from the border instead of zeros (what
+        PESAM's phase congruency reads with ``model.phase_input=clean``: no false edges)."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
             raise ValueError(f"images: expected uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
         b, h, w, _ = images.shape
-        return self.apply(images, self.draw(b, h, w, visible, generator))
+        return self.apply(images, self.draw(b, h, w, visible, generator), structure)
 
     def draw(self, b: int, h: int, w: int, visible: torch.Tensor | bool, generator: torch.Generator) -> dict:
         """Every random choice of one batch, on the host (the generator is a CPU one; data-dependent steps such
@@ -153,26 +155,37 @@ class DeviceAugment:
             out["col_in"] = (ar_w[None, :] >= ex[:, None]) & (ar_w[None, :] < (ex + ew)[:, None])
         return out
 
-    def apply(self, images: torch.Tensor, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The drawn augmentation on the images' device: host parameters go over as small asynchronous copies."""
+    def _crop_colour(self, images: torch.Tensor, d: dict, pad_mode: str) -> torch.Tensor:
+        """Pad + crop + flip (one gather), the channel augmentation and the normalisation: float32 (B, 3, H, W)."""
         b = images.shape[0]
         dev = images.device
         const = _constants(str(dev))
-        # 1. pad + crop + flip as one gather on the uint8 images.
         p = self.pad
-        padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1) if p else images
+        if not p:
+            padded = images
+        elif pad_mode == "constant":  # zeros, on the uint8 images
+            padded = F.pad(images.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1)
+        else:
+            padded = F.pad(images.permute(0, 3, 1, 2).float(), (p, p, p, p), mode=pad_mode).permute(0, 2, 3, 1)
         bidx = torch.arange(b, device=dev)[:, None, None]
         crop = padded[bidx, to_device(d["rows"], dev)[:, :, None], to_device(d["cols"], dev)[:, None, :]]  # (B,H,W,3)
 
-        # 2. channel augmentation on [0, 1] values (visible images only), on the chosen samples.
+        # channel augmentation on [0, 1] values (visible images only), on the chosen samples.
         x = crop.permute(0, 3, 1, 2).float()  # 0..255; channels-last memory already
         if d["chosen"].numel():
             idx = to_device(d["chosen"], dev)
             mixed = torch.einsum("bc,bchw->bhw", to_device(d["mix"], dev), x[idx])[:, None].expand(-1, 3, -1, -1)
             x[idx] = mixed
 
-        # 3. normalisation, one multiply-add: (x / 255 - mean) / std.
-        x = torch.addcmul(const["shift"], x, const["scale"])
+        # normalisation, one multiply-add: (x / 255 - mean) / std.
+        return torch.addcmul(const["shift"], x, const["scale"])
+
+    def apply(self, images: torch.Tensor, d: dict, structure: bool = False) -> tuple[torch.Tensor, ...]:
+        """The drawn augmentation on the images' device: host parameters go over as small asynchronous copies.
+        ``structure``: also the views before erasing, padded by replication (see ``__call__``)."""
+        dev = images.device
+        # 1-3. pad + crop + flip, channel augmentation, normalisation.
+        x = self._crop_colour(images, d, "constant")
 
         # 4. random erasing: the rectangle is the outer product of a row band and a column band.
         if d["erase"]:
@@ -181,7 +194,11 @@ class DeviceAugment:
 
         x = x.contiguous(memory_format=torch.channels_last)
         # 5. the upper-body view of the same augmented image.
-        return x, upper_view(x, self.upper_body_ratio, self.upper_height)
+        views = (x, upper_view(x, self.upper_body_ratio, self.upper_height))
+        if not structure:
+            return views
+        s = self._crop_colour(images, d, "replicate").contiguous(memory_format=torch.channels_last)
+        return (*views, s, upper_view(s, self.upper_body_ratio, self.upper_height))
 
     def eval_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """No randomness: normalised full view and its upper-body view."""

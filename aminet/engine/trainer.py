@@ -160,10 +160,18 @@ def precision(cfg: Config, device: torch.device) -> torch.dtype | None:
 def _optimizer(cfg: Config, model: AMINet, criterion: AMINetCriterion) -> torch.optim.Optimizer:
     o = cfg.optim
     groups = model.param_groups()
+    # PESAM's mixing logits: no weight decay unless asked (it would pull the softmax towards uniform)
+    mixing = (
+        set() if o.decay_mixing_logits else {id(m.logits) for m in (model.pesam, model.part_pesam) if m is not None}
+    )
+    head = [p for p in groups["head"] if id(p) not in mixing]
     params = [
         {"params": groups["backbone"], "lr_mult": o.backbone_lr_mult, "weight_decay": o.weight_decay},
-        {"params": groups["head"], "lr_mult": 1.0, "weight_decay": o.weight_decay},
+        {"params": head, "lr_mult": 1.0, "weight_decay": o.weight_decay},
     ]
+    if mixing:
+        logits = [p for p in groups["head"] if id(p) in mixing]
+        params.append({"params": logits, "lr_mult": 1.0, "weight_decay": 0.0})
     kernel = [p for p in criterion.parameters() if p.requires_grad]
     if kernel:  # the MMD kernel-weight logits: no weight decay (it would pull them to uniform)
         params.append({"params": kernel, "lr_mult": 1.0, "weight_decay": 0.0})
@@ -342,10 +350,12 @@ def run_step(r: Run, batch, meter: LossMeter, lr: float, on_loss: Callable | Non
     """One optimiser step: augment both halves on the device, forward, the loss terms, update. The loss values
     are checked (host copy) when the meter is due, before the update: a non-finite loss never reaches the
     weights on a CPU. ``on_loss(epoch, step, loss) -> loss`` is a test hook (fault injection)."""
-    vis, vis_up = r.augment(batch.visible, True, r.gen)
-    ir, ir_up = r.augment(batch.infrared, False, r.gen)
+    clean = r.cfg.model.pesam and r.cfg.model.phase_input == "clean"  # PESAM reads the images before erasing
+    vis, vis_up, *vis_s = r.augment(batch.visible, True, r.gen, clean)
+    ir, ir_up, *ir_s = r.augment(batch.infrared, False, r.gen, clean)
+    phase_from = (vis_s[0], ir_s[0], vis_s[1], ir_s[1]) if clean else None
     with torch.autocast(device_type=r.device.type, dtype=r.dtype or torch.float32, enabled=r.dtype is not None):
-        out = r.forward(vis, ir, vis_up, ir_up)
+        out = r.forward(vis, ir, vis_up, ir_up, phase_from)
         loss, terms = r.loss(out, batch.labels, batch.cams)
     if on_loss is not None:
         loss = on_loss(batch.epoch, batch.it, loss)

@@ -76,11 +76,12 @@ class WeightsUnavailable(RuntimeError):
 
 
 class NonLocal(nn.Module):
-    """Embedded dot-product non-local block, normalised by the number of positions, no softmax."""
+    """Embedded dot-product non-local block, normalised by the number of positions, no softmax. ``inner``:
+    the embedding width (channels / 2 in the original design; 1 in AGW's released code)."""
 
-    def __init__(self, channels: int, reduction: int = 2):
+    def __init__(self, channels: int, inner: int | None = None):
         super().__init__()
-        inter = max(1, channels // reduction)
+        inter = max(1, channels // 2 if inner is None else inner)
         self.inter = inter
         self.g = nn.Conv2d(channels, inter, 1)
         self.theta = nn.Conv2d(channels, inter, 1)
@@ -216,8 +217,17 @@ def _load_resnet(arch: str, weights: str) -> nn.Module:
 class DualStemResNet(nn.Module):
     """ResNet with one stem per modality, shared layer1-4, last stride configurable, non-local blocks."""
 
-    def __init__(self, arch: str = "resnet50", weights: str = "none", last_stride: int = 1, non_local: bool = True):
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        weights: str = "none",
+        last_stride: int = 1,
+        non_local: bool = True,
+        non_local_width: str = "agw",
+    ):
         super().__init__()
+        if non_local_width not in ("agw", "half"):
+            raise ValueError(f"non_local_width {non_local_width!r}: choose agw or half")
         net = _load_resnet(arch, weights)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stems = nn.ModuleDict({"visible": stem, "infrared": copy.deepcopy(stem)})
@@ -238,7 +248,7 @@ class DualStemResNet(nn.Module):
             for i, blk in enumerate(blocks):
                 seq.append(blk)
                 if i >= first_nl:
-                    seq.append(NonLocal(_out_channels(blk)))
+                    seq.append(NonLocal(_out_channels(blk), 1 if non_local_width == "agw" else None))
             layers.append(nn.Sequential(*seq))
         self.body = nn.Sequential(*layers)
         self.stem_channels = net.conv1.out_channels
@@ -274,6 +284,9 @@ class ModelOutput:
     intra_infrared: torch.Tensor
     global_features: torch.Tensor | None = None  # (2B, D) full-body branch, visible rows then infrared
     part_features: torch.Tensor | None = None  # (2B, D) upper-body branch, same rows (None without it)
+    # logits of the global and of the upper-body branch features (their own necks and classifiers), when the
+    # branches are supervised directly (loss.branch_supervision); None otherwise
+    branch_logits: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class AMINet(nn.Module):
@@ -292,9 +305,12 @@ class AMINet(nn.Module):
         pesam: bool = True,
         gem_p: float = 3.0,
         gem_learnable: bool = False,
-        fusion: str = "residual",
+        fusion: str = "mlp",
         pc_eps: float = 1e-4,
         mixed_bn: bool = True,
+        non_local_width: str = "agw",
+        neck_stats: str = "intra",
+        branch_heads: bool = True,
     ):
         super().__init__()
         if num_classes < 2:
@@ -302,7 +318,7 @@ class AMINet(nn.Module):
         self.upper_body, self.iffs, self.use_pesam = upper_body, iffs and upper_body, pesam
         self.upper_body_ratio, self.upper_height = upper_body_ratio, upper_height
         self.mixed_bn = mixed_bn
-        self.backbone = DualStemResNet(arch, weights, last_stride, non_local)
+        self.backbone = DualStemResNet(arch, weights, last_stride, non_local, non_local_width)
         dim = self.backbone.out_channels
         self.dim = dim
         self.part_backbone = None
@@ -325,9 +341,18 @@ class AMINet(nn.Module):
                 self.fusion = nn.Sequential(
                     nn.Linear(2 * dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)
                 )
+        if neck_stats not in ("intra", "all"):
+            raise ValueError(f"neck_stats {neck_stats!r}: choose intra or all")
+        self.neck_stats = neck_stats
         self.neck = BNNeck(dim)
         self.classifier = nn.Linear(dim, num_classes, bias=False)
         nn.init.normal_(self.classifier.weight, 0.0, 0.001)
+        self.branch_necks = self.branch_classifiers = None
+        if branch_heads and upper_body:  # global and upper-body branch: each its own neck and classifier
+            self.branch_necks = nn.ModuleList([BNNeck(dim), BNNeck(dim)])
+            self.branch_classifiers = nn.ModuleList([nn.Linear(dim, num_classes, bias=False) for _ in range(2)])
+            for c in self.branch_classifiers:
+                nn.init.normal_(c.weight, 0.0, 0.001)
         self.pc_eps = pc_eps
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -338,25 +363,52 @@ class AMINet(nn.Module):
         (``aminet.model.phase.phase_congruency_rgb``)."""
         return phase_congruency_rgb(x, self._mean, self._std, self.pc_eps)
 
-    def _branch(self, images: Sequence[tuple[str, torch.Tensor]], part: bool) -> torch.Tensor:
+    def _branch(
+        self, images: Sequence[tuple[str, torch.Tensor]], part: bool, phase_from: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """GeM features of one branch for ``[(modality, images), ...]``: each block goes through its own
         modality stem, then the blocks are concatenated, so PESAM and every shared layer (and its BN)
-        run once on the whole batch, as they do at test time on a mixed batch's statistics."""
+        run once on the whole batch, as they do at test time on a mixed batch's statistics. PESAM's phase
+        congruency reads ``phase_from`` (one tensor per block, e.g. the images before random erasing) when
+        given, else the images themselves."""
         backbone = self.part_backbone if (part and self.part_backbone is not None) else self.backbone
         pesam = self.part_pesam if (part and self.part_pesam is not None) else self.pesam
         stems = [backbone.stem(x, m) for m, x in images]
         f = stems[0] if len(stems) == 1 else torch.cat(stems)
         if pesam is not None:
-            x = images[0][1] if len(images) == 1 else torch.cat([x for _, x in images])
+            sources = list(phase_from) if phase_from is not None else [x for _, x in images]
+            x = sources[0] if len(sources) == 1 else torch.cat(sources)
             f = pesam(f, self._phase(x), [(m, x.shape[0]) for m, x in images])
         f = backbone.body(f)
         return (self.pool_part if part else self.pool_global)(f)
 
-    def _pair(self, visible: torch.Tensor, infrared: torch.Tensor, part: bool) -> torch.Tensor:
+    def _pair(
+        self, visible: torch.Tensor, infrared: torch.Tensor, part: bool, phase_from: tuple | None = None
+    ) -> torch.Tensor:
         """Branch features of the visible then the infrared half: (2B, D)."""
         if self.mixed_bn:
-            return self._branch([("visible", visible), ("infrared", infrared)], part)
-        return torch.cat([self._branch([("visible", visible)], part), self._branch([("infrared", infrared)], part)])
+            return self._branch([("visible", visible), ("infrared", infrared)], part, phase_from)
+        pv, pi = (None, None) if phase_from is None else ([phase_from[0]], [phase_from[1]])
+        return torch.cat(
+            [self._branch([("visible", visible)], part, pv), self._branch([("infrared", infrared)], part, pi)]
+        )
+
+    def _train_neck(self, features: torch.Tensor, intra_rows: int) -> torch.Tensor:
+        """The BN neck in training. ``neck_stats="intra"``: every row is normalised with the batch statistics of
+        the intra-modality rows (the first ``intra_rows``), and the running estimates, which normalise every
+        test feature, follow those rows only; ``"all"``: a plain BatchNorm over every row."""
+        if self.neck_stats == "all" or intra_rows == features.shape[0] or not self.training:
+            return self.neck(features)
+        bn = self.neck.bn
+        x = features.float()
+        intra = x[:intra_rows]
+        mean, var = intra.mean(dim=0), intra.var(dim=0, unbiased=False)
+        with torch.no_grad():  # as BatchNorm: the running variance takes the unbiased estimate
+            m = bn.momentum
+            bn.running_mean.mul_(1.0 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1.0 - m).add_(var.detach() * intra_rows / max(1, intra_rows - 1), alpha=m)
+            bn.num_batches_tracked.add_(1)
+        return (x - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
 
     def _fuse(self, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         refined = self.fusion(torch.cat([g, p], dim=1))
@@ -380,13 +432,18 @@ class AMINet(nn.Module):
         infrared: torch.Tensor,
         visible_upper: torch.Tensor | None = None,
         infrared_upper: torch.Tensor | None = None,
+        phase_from: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> ModelOutput:
         """``visible`` and ``infrared`` are identity-paired halves of a batch (row k of each shares an
-        identity), with their upper-body views."""
+        identity), with their upper-body views. ``phase_from``: the images PESAM's phase congruency reads
+        for the visible, infrared, visible upper and infrared upper views (``model.phase_input=clean``: the
+        augmented images before random erasing); None: the views themselves."""
         if visible.shape[0] != infrared.shape[0]:
             raise ValueError(f"visible and infrared halves differ in size: {visible.shape[0]} vs {infrared.shape[0]}")
         b = visible.shape[0]
-        g = self._pair(visible, infrared, part=False)  # (2B, D): visible rows, then infrared rows
+        phase_full = None if phase_from is None else (phase_from[0], phase_from[1])
+        phase_part = None if phase_from is None else (phase_from[2], phase_from[3])
+        g = self._pair(visible, infrared, part=False, phase_from=phase_full)  # (2B, D): visible, then infrared
         p = None
         if not self.upper_body:
             sets = [g]
@@ -396,7 +453,7 @@ class AMINet(nn.Module):
                 visible_upper = upper_view(visible, self.upper_body_ratio, self.upper_height)
             if infrared_upper is None:
                 infrared_upper = upper_view(infrared, self.upper_body_ratio, self.upper_height)
-            p = self._pair(visible_upper, infrared_upper, part=True)
+            p = self._pair(visible_upper, infrared_upper, part=True, phase_from=phase_part)
             swapped = torch.cat([p[b:], p[:b]])  # (part of the other modality's paired image)
             if self.mixed_bn:
                 # intra (g_v p_v, g_i p_i) and cross (g_v p_i, g_i p_v) pairs through the fusion in one call
@@ -411,9 +468,14 @@ class AMINet(nn.Module):
                 if self.iffs:
                     sets += [self._fuse(g[:b], p[b:]), self._fuse(g[b:], p[:b])]
         features = sets[0] if len(sets) == 1 else torch.cat(sets)
-        logits = self.classifier(self.neck(features))
+        logits = self.classifier(self._train_neck(features, 2 * b))
         pair_index = torch.arange(b, device=features.device).repeat(features.shape[0] // b)
-        return ModelOutput(features, logits, pair_index, intra[:b], intra[b:], g, p)
+        branch_logits = None
+        if self.branch_necks is not None and p is not None:
+            branch_logits = tuple(
+                c(n(f)) for f, n, c in zip((g, p), self.branch_necks, self.branch_classifiers, strict=True)
+            )
+        return ModelOutput(features, logits, pair_index, intra[:b], intra[b:], g, p, branch_logits)
 
     # ---- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -450,4 +512,7 @@ def build_model(cfg, num_classes: int) -> AMINet:
         gem_learnable=m.gem_learnable,
         fusion=m.fusion,
         mixed_bn=m.mixed_bn,
+        non_local_width=m.non_local_width,
+        neck_stats=m.neck_stats,
+        branch_heads=cfg.loss.branch_supervision,
     )
