@@ -158,7 +158,7 @@ def stage_preflight(work: Path) -> dict:
     plan = plan_search(args)
     planned = time.perf_counter() - t0
     t1 = time.perf_counter()
-    preflight(plan)
+    plan = preflight(plan)
     return {
         "plan_seconds": round(planned, 2),
         "preflight_seconds": round(time.perf_counter() - t1, 2),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import time
 
-from search.plan import DEADLINE_FILE, METRIC, Plan, UsageError
+from search.plan import DEADLINE_FILE, METRIC, Plan, Settings, UsageError
 
 __all__ = [
     "quiet_libraries",
@@ -49,7 +48,7 @@ def snapshot_period(num_samples: int) -> float:
     return max(2.0, num_samples / 100.0)
 
 
-def init_ray(args: argparse.Namespace, num_samples: int = 0) -> None:
+def init_ray(settings: Settings, num_samples: int = 0) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{snapshot_period(num_samples):g}")
     # Trials report every epoch (training figures) and the search metric at evaluation epochs only; ASHA
     # and the searcher skip reports without it (trainables.aminet_trainable.TuneReporter).
@@ -61,29 +60,31 @@ def init_ray(args: argparse.Namespace, num_samples: int = 0) -> None:
     import ray
 
     try:
-        if args.address:
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose > 1)
+        if settings.address:
+            ray.init(address=settings.address, include_dashboard=False, log_to_driver=settings.verbose > 1)
         else:  # the dashboard is off unless asked for, and then only on this machine's loopback
-            ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=args.verbose > 1)
+            ray.init(
+                include_dashboard=settings.dashboard, dashboard_host="127.0.0.1", log_to_driver=settings.verbose > 1
+            )
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
-        raise UsageError(f"ray.init(address={args.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
+        raise UsageError(f"ray.init(address={settings.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
 
 
-def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[str, float], int]:
+def trial_resources(settings: Settings, num_samples: int) -> tuple[dict[str, float], int]:
     """Per-trial resources and concurrency from what the cluster has; never a GPU request without GPUs."""
     import ray
 
     total = ray.cluster_resources()
     cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
-    gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
+    gpt = settings.gpus_per_trial if settings.gpus_per_trial is not None else (1.0 if gpus >= 1 else 0.0)
     if gpt > 0 and gpus == 0:
         raise UsageError(f"--gpus-per-trial {gpt}: the Ray cluster has no GPU (trials would wait forever)")
     if gpt > gpus:
         raise UsageError(f"--gpus-per-trial {gpt}: the cluster has {gpus:g} GPUs")
     if 0 < gpt < 1 and not math.isclose(1 / gpt, round(1 / gpt)):
         raise UsageError(f"--gpus-per-trial {gpt}: fractions must divide 1 (0.5, 0.25, ...)")
-    if args.cpus_per_trial is not None:
-        cpt = args.cpus_per_trial
+    if settings.cpus_per_trial is not None:
+        cpt = settings.cpus_per_trial
     elif gpt > 0:
         cpt = float(max(1, min(8, int(cpus // max(1, round(gpus / gpt))))))
     else:
@@ -93,7 +94,7 @@ def trial_resources(args: argparse.Namespace, num_samples: int) -> tuple[dict[st
     fit = int(cpus // cpt)
     if gpt > 0:
         fit = min(fit, int(round(gpus / gpt, 6) // 1))
-    concurrent = args.max_concurrent or max(1, min(fit, num_samples))
+    concurrent = settings.max_concurrent or max(1, min(fit, num_samples))
     return {"cpu": cpt, "gpu": gpt}, concurrent
 
 
@@ -133,9 +134,7 @@ def _replay_kwargs(plan: Plan) -> dict:
     return dict(table_dir=str(plan.replay), eval_every=b.eval_every, epochs=b.epochs, time_scale=plan.replay_time_scale)
 
 
-def build_tuner(
-    plan: Plan, args: argparse.Namespace, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str
-):
+def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str):
     import optuna
     from ray import tune
 
@@ -160,13 +159,13 @@ def build_tuner(
         plan.space,
         plan.base,
         b,
-        args.sampler,
-        args.seed,
+        plan.settings.sampler,
+        plan.settings.seed,
         study_name=plan.name,
         storage=optuna.storages.RDBStorage(study_url),
         deadline_file=str(plan.state_dir / DEADLINE_FILE),
     )
-    scheduler = make_scheduler(b) if getattr(args, "scheduler", "asha") == "asha" else None
+    scheduler = make_scheduler(b) if plan.settings.scheduler == "asha" else None
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -182,8 +181,8 @@ def build_tuner(
             name=plan.name,
             storage_path=plan.storage,
             callbacks=callbacks,
-            verbose=args.verbose,
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            verbose=plan.settings.verbose,
+            failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: what a retry resumes from
         ),
     )
@@ -191,7 +190,6 @@ def build_tuner(
 
 def reseed_tuner(
     plan: Plan,
-    args: argparse.Namespace,
     resources: dict[str, float],
     concurrent: int,
     callbacks: list,
@@ -228,19 +226,19 @@ def reseed_tuner(
             name=f"{plan.name}-reseed",
             storage_path=plan.storage,
             callbacks=callbacks,
-            verbose=args.verbose,
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            verbose=plan.settings.verbose,
+            failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
 
 
-def fit_search(tuner, plan: Plan, args: argparse.Namespace, record) -> object:
+def fit_search(tuner, plan: Plan, record) -> object:
     """``tuner.fit()`` under the time budget (``search.lineage.SearchClock``: it survives a hard kill); an interrupted fit (Ray catches
     Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
     from search.lineage import SearchClock
 
-    clock = SearchClock(plan.state_dir, args.time_budget, record.state, record.state_path)
+    clock = SearchClock(plan.state_dir, plan.settings.time_budget, record.state, record.state_path)
     deadline = clock.start()
     try:
         results = tuner.fit()
@@ -253,7 +251,7 @@ def fit_search(tuner, plan: Plan, args: argparse.Namespace, record) -> object:
     if timed_out and len(results) < plan.budget.num_samples:
         n = f"{len(results)} of {plan.budget.num_samples}"
         print(
-            f"\n--time-budget {args.time_budget:g} s reached: {n} trials ran; selecting among them",
+            f"\n--time-budget {plan.settings.time_budget:g} s reached: {n} trials ran; selecting among them",
             file=sys.stderr,
             flush=True,
         )

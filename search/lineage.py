@@ -3,7 +3,6 @@ and closing every run whatever ends the driver. The driver is MLflow's only writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.plan import DEADLINE_FILE, STATE_FILE, Plan, identity
+from search.plan import DEADLINE_FILE, STATE_FILE, Plan
 
 __all__ = [
     "SearchRecord",
@@ -41,9 +40,7 @@ class SearchRecord:
     inputs: list = field(default_factory=list)
 
 
-def open_search(
-    plan: Plan, args: argparse.Namespace, fingerprint: str, resources: dict, concurrent: int
-) -> SearchRecord:
+def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
     """The search's parent run (created, or reopened on a resume) and its state file."""
     import datetime as _dt
 
@@ -53,7 +50,8 @@ def open_search(
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
-    uri, exp_id = mlflow_store(args.mlflow_uri, args.mlflow_experiment)
+    st, fingerprint = plan.settings, plan.fingerprint
+    uri, exp_id = mlflow_store(st.mlflow_uri, st.mlflow_experiment)
     client = MlflowClient(uri)
     state_path = plan.state_dir / STATE_FILE
     data_name = f"{plan.space.dataset}-{'synthetic' if plan.synthetic_data else 'real'}"
@@ -94,14 +92,14 @@ def open_search(
             "max_concurrent": concurrent,
             "cpus_per_trial": resources["cpu"],
             "gpus_per_trial": resources["gpu"],
-            "sampler": args.sampler,
-            "scheduler": args.scheduler,
+            "sampler": st.sampler,
+            "scheduler": st.scheduler,
             "replay": str(plan.replay) if plan.replay else "none",
-            "time_budget_s": args.time_budget,
-            "seed": args.seed,
-            "top_k": args.top_k,
+            "time_budget_s": st.time_budget,
+            "seed": st.seed,
+            "top_k": st.top_k,
             "space_file": str(plan.space.path),
-            "reseeds": args.reseeds,
+            "reseeds": st.reseeds,
         }
         for k, v in settings.items():
             client.log_param(parent_id, f"search.{k}", v)
@@ -114,7 +112,7 @@ def open_search(
             "study": study_url,
             "created": time.time(),
             "stage": "search",
-            "args": {**identity(args), "mlflow_uri": uri},
+            "args": {**st.identity, "mlflow_uri": uri},
             "base_config": plan.base.to_yaml(),
             "fingerprint": fingerprint,
             "budget": vars(plan.budget),

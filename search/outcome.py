@@ -16,7 +16,7 @@ __all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units
 FINAL_EXPERIMENT = "aminet-final"  # the MLflow experiment of --retrain-best's fixed-config runs
 
 
-def select_champion(rec: SearchRecord, plan: Plan, args, results, resources, concurrent):
+def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurrent):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     from search import champion
 
@@ -27,11 +27,11 @@ def select_champion(rec: SearchRecord, plan: Plan, args, results, resources, con
             f"no trial trained to the full budget of {b.epochs} epochs without error or divergence: "
             f"nothing to select (see the trials above)"
         )
-    top = top[: args.top_k]
-    seeds = champion.reseed_seeds(plan.base.train.seed, args.reseeds)
+    top = top[: plan.settings.top_k]
+    seeds = champion.reseed_seeds(plan.base.train.seed, plan.settings.reseeds)
     reseeded = []
     if seeds:
-        reseeded = _reseed(rec, top, seeds, plan, args, resources, concurrent)
+        reseeded = _reseed(rec, top, seeds, plan, resources, concurrent)
     cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
     search_seed = plan.base.train.seed if champion.SELECT_ON_FRESH_SEEDS else None
     winner = champion.choose(cands, search_seed)
@@ -45,7 +45,7 @@ def select_champion(rec: SearchRecord, plan: Plan, args, results, resources, con
     return winner
 
 
-def _reseed(rec: SearchRecord, top, seeds, plan: Plan, args, resources, concurrent):
+def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
     """The top finished trials' parameters trained again with each of ``seeds``, as Ray trials logged under the
     search's parent run. The stage is saved first, so that --resume re-seeds instead of searching again."""
     from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
@@ -71,7 +71,7 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, args, resources, concurre
         inputs=rec.inputs,
         params_of=ResolvedParams(plan.base.to_yaml(), points),
     )
-    grid = reseed_tuner(plan, args, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
+    grid = reseed_tuner(plan, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
     if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
         raise KeyboardInterrupt  # stopped (Ctrl-C) before every re-seed ended
     return list(grid)
@@ -142,7 +142,7 @@ def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, wi
         client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
 
 
-def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str, resources, exp_id: str) -> str:
+def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resources, exp_id: str) -> str:
     """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
     import pandas as pd
@@ -156,7 +156,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")
     frames = champion.evaluate_on_cluster(
-        [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, args.max_failures
+        [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, plan.settings.max_failures
     )
     from aminet.data.cache import dataset_fingerprint
     from aminet.reporting import dataset_input
@@ -197,7 +197,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, args, winner, uri: str,
         f"only):\n{table}"
     )
     print(text)
-    if args.no_register:
+    if not plan.settings.register:
         describe_parent(client, parent_id, plan, winner, exp_id, table)
         return text
     best = winner.best_model()
@@ -248,17 +248,15 @@ def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -
     return text
 
 
-def retrain_units(
-    plan: Plan, args, uri: str, summaries: dict[str, str], search_parent: str
-) -> list[tuple[str, list[str]]]:
+def retrain_units(plan: Plan, uri: str, summaries: dict[str, str], search_parent: str) -> list[tuple[str, list[str]]]:
     """One ``experiments/run.py`` command per model of ``--retrain-best``: per benchmark in ``summaries``
     (dataset -> its summary run), per seed of ``--retrain-seeds`` and, on RegDB, per trial of
     ``--retrain-trials``. Each logs its model as a child of the benchmark's summary run."""
     out = []
     for dataset, parent in summaries.items():
         path = plan.state_dir / f"final_{dataset}.yaml"
-        trials = args.retrain_trials if dataset == "regdb" else [None]
-        for seed in args.retrain_seeds:
+        trials = plan.settings.retrain_trials if dataset == "regdb" else [None]
+        for seed in plan.settings.retrain_seeds:
             for trial in trials:
                 cmd = [
                     sys.executable,
@@ -286,7 +284,7 @@ def retrain_units(
     return out
 
 
-def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str, float]) -> int:
+def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, float]) -> int:
     """Fixed-config final runs of the best config on both benchmarks: one summary run per benchmark, one
     Ray task per model (seed, and RegDB trial), in parallel where the tracking store allows, each model a
     child run of its benchmark's summary; then the mean +- std over seeds on each summary run."""
@@ -333,15 +331,17 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
             },
         )
         summaries[dataset] = run.info.run_id
-        log_summary_inputs(client, run.info.run_id, cfg, args.retrain_seeds, args.retrain_trials)
-    commands = retrain_units(plan, args, uri, summaries, parent_id)
+        log_summary_inputs(
+            client, run.info.run_id, cfg, list(plan.settings.retrain_seeds), list(plan.settings.retrain_trials)
+        )
+    commands = retrain_units(plan, uri, summaries, parent_id)
     print(
         f"\n=== retrain best: {len(commands)} model(s) as Ray tasks "
         f"({', '.join(f'{d}: {sum(1 for x, _ in commands if x == d)}' for d in summaries)})",
         flush=True,
     )
     outcomes = champion.retrain_on_cluster(
-        [cmd for _, cmd in commands], resources, args.max_failures, local_store=is_local_store(uri)
+        [cmd for _, cmd in commands], resources, plan.settings.max_failures, local_store=is_local_store(uri)
     )
     status = 0
     failed: set[str] = set()
@@ -368,7 +368,7 @@ def retrain_best(plan: Plan, args, uri: str, parent_id: str, resources: dict[str
         client.set_terminated(run_id, "FINISHED")
         print(
             f"\nTEST results of the retrained best config on {dataset} ({configs[dataset].eval.feature} feature, "
-            f"final epoch, mean +- std over seeds {args.retrain_seeds}; each seed the mean over the protocol's "
+            f"final epoch, mean +- std over seeds {list(plan.settings.retrain_seeds)}; each seed the mean over the protocol's "
             f"trials):\n{paper_table(summary)}",
             flush=True,
         )

@@ -2,8 +2,9 @@
 
 ``parse_args`` reads the flags; ``plan_search`` checks them (space file, data roots, overrides, budget,
 resources asked for, tracking URI, cluster address; a resume adopts the saved search's settings and
-refuses different ones) and returns the ``Plan``; ``preflight`` reads the data, splits and weights and
-builds the image cache. Bad input raises ``UsageError`` (one line, exit 2) before anything is written.
+refuses different ones) and returns the ``Plan``, the search's one typed, frozen context; ``preflight``
+reads the data, splits and weights, builds the image cache and completes the plan with the data's
+fingerprint. The argparse namespace never leaves this module. Bad input raises ``UsageError`` (one line, exit 2) before anything is written.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import json
 import math
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aminet.cli import ArgumentParser, UsageError
+
+if TYPE_CHECKING:
+    from aminet.config import Config
+    from aminet.engine.drills import Drill
+    from search.spaces import Budget, SearchSpace
 
 __all__ = [
     "UsageError",
     "Plan",
+    "Settings",
     "parse_args",
     "plan_search",
     "preflight",
@@ -285,11 +292,43 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot reach a Ray head there ({exc.strerror or exc})") from None
 
 
-@dataclass
+@dataclass(frozen=True)
+class Settings:
+    """How the search runs, resolved once from the flags (a resumed search's from its saved identity)."""
+
+    sampler: str  # tpe, gp, cmaes, random
+    scheduler: str  # asha, none
+    seed: int  # the sampler's
+    top_k: int  # finished trials re-seeded
+    reseeds: int  # extra seeds per re-seeded trial
+    time_budget: float | None  # seconds of searching after which no trial starts
+    max_failures: int  # retries of a crashed trial
+    verbose: int  # Ray Tune's console verbosity
+    address: str | None  # the Ray cluster to join (None: a local Ray)
+    storage_flag: str | None  # --storage as given (the resume hint repeats it)
+    mlflow_uri: str | None
+    mlflow_experiment: str
+    gpus_per_trial: float | None
+    cpus_per_trial: float | None
+    max_concurrent: int | None
+    dashboard: bool
+    final_eval: bool
+    register: bool
+    retrain_best: bool
+    retrain_seeds: tuple[int, ...]
+    retrain_trials: tuple[int, ...]
+    identity: dict[str, Any]  # the identity flags, normalised, as the state file keeps them
+
+
+@dataclass(frozen=True)
 class Plan:
-    space: Any
-    base: Any  # aminet Config
-    budget: Any
+    """The search context: one resolved, typed, frozen value made by ``plan_search`` (and completed by
+    ``preflight`` with the data's fingerprint); every step of the search takes it and its own inputs. The
+    command line's namespace never leaves this module."""
+
+    space: SearchSpace
+    base: Config
+    budget: Budget
     quick: bool
     name: str
     storage: str
@@ -299,11 +338,12 @@ class Plan:
     sysu_root: Path | None
     regdb_root: Path | None
     synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
+    settings: Settings
     saved_state: dict | None = None
     fingerprint: str | None = None  # of the search's data folder, set by preflight
     replay: Path | None = None  # --replay: the table folder that answers every trial (trainables/replay.py)
     replay_time_scale: float = 0.0
-    drill: Any = None  # aminet.engine.drills.Drill: faults injected on purpose (tests), None in normal use
+    drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
 
     @property
     def synthetic_data(self) -> bool:
@@ -437,6 +477,30 @@ def plan_search(args: argparse.Namespace) -> Plan:
         reduction_factor=budget.reduction_factor,
     )
 
+    settings = Settings(
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        top_k=args.top_k,
+        reseeds=args.reseeds,
+        time_budget=args.time_budget,
+        max_failures=args.max_failures,
+        verbose=args.verbose,
+        address=args.address,
+        storage_flag=args.storage,
+        mlflow_uri=args.mlflow_uri,
+        mlflow_experiment=args.mlflow_experiment,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        dashboard=args.dashboard,
+        final_eval=not args.no_final_eval,
+        register=not args.no_register,
+        retrain_best=args.retrain_best,
+        retrain_seeds=tuple(args.retrain_seeds),
+        retrain_trials=tuple(args.retrain_trials),
+        identity=identity(args),
+    )
     return Plan(
         space,
         base,
@@ -450,6 +514,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
         roots["sysu"],
         roots["regdb"],
         synthetic_run,
+        settings,
         saved_state,
         replay=replay,
         replay_time_scale=float(args.replay_time_scale),
@@ -501,24 +566,23 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
     return folder
 
 
-def preflight(plan: Plan) -> str:
-    """Readable layout, splits, weights and a built image cache; sets and returns ``plan.fingerprint`` (a digest
-    of the data folder's content listing: the same on every machine and in the model registry)."""
+def preflight(plan: Plan) -> Plan:
+    """Readable layout, splits, weights and a built image cache; returns the plan with its ``fingerprint`` (a
+    digest of the data folder's content listing: the same on every machine and in the model registry)."""
     from aminet.cli import check_inputs
     from aminet.data.cache import ImageCache, dataset_fingerprint
 
     if plan.replay is not None:  # no data is read: the table answers; its digest stands for the data
         from search.blackbox import Table
 
-        plan.fingerprint = f"replay-{Table.load(plan.replay).digest()}"
-        return plan.fingerprint
+        return replace(plan, fingerprint=f"replay-{Table.load(plan.replay).digest()}")
     root = check_inputs(plan.base)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
-    plan.fingerprint = dataset_fingerprint(root)
+    fingerprint = dataset_fingerprint(root)
     saved = (plan.saved_state or {}).get("fingerprint")
-    if saved is not None and saved != plan.fingerprint:
+    if saved is not None and saved != fingerprint:
         raise UsageError(
             f"--resume {plan.name}: the data folder {root} is not the data the search started on (content "
-            f"fingerprint {saved} saved, {plan.fingerprint} now); a resumed search keeps its data"
+            f"fingerprint {saved} saved, {fingerprint} now); a resumed search keeps its data"
         )
-    return plan.fingerprint
+    return replace(plan, fingerprint=fingerprint)

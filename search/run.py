@@ -35,18 +35,17 @@ from search.plan import UsageError, parse_args, plan_search, preflight  # noqa: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
-        plan = plan_search(args)
+        plan = plan_search(parse_args(argv))  # the namespace goes no further: the plan is the search's context
         if plan.saved_state and plan.saved_state.get("stage") == "finished":
             print(f"search {plan.name} has finished; its summary:", file=sys.stderr)
             print(plan.saved_state.get("summary", "(no summary saved)"))
             return 0
-        fingerprint = preflight(plan)
+        plan = preflight(plan)
         from search.cluster import init_ray, trial_resources
 
-        init_ray(args, plan.budget.num_samples)
-        resources, concurrent = trial_resources(args, plan.budget.num_samples)
+        init_ray(plan.settings, plan.budget.num_samples)
+        resources, concurrent = trial_resources(plan.settings, plan.budget.num_samples)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -61,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from search.tuning import DropStoppedCheckpoints, ProgressLines, ResolvedParams, TrialRunLogger
     from trainables.aminet_trainable import remove_orphaned_trial_folders
 
-    rec = open_search(plan, args, fingerprint, resources, concurrent)
+    st = plan.settings
+    rec = open_search(plan, resources, concurrent)
     client, parent_id = rec.client, rec.parent_id
     logger = TrialRunLogger(
         rec.uri,
@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tuner = build_tuner(
                 plan,
-                args,
                 resources,
                 concurrent,
                 [logger, ProgressLines(plan.budget.epochs), DropStoppedCheckpoints(plan.budget.epochs)],
@@ -90,21 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"search {plan.name}: {b.num_samples} trials, {concurrent} at once, {resources} each; {b.epochs} epochs, "
             f"eval every {b.eval_every}, "
-            + (f"ASHA grace {b.grace_period}" if args.scheduler == "asha" else "no early stopping")
-            + f"; then the top {args.top_k} finished trial(s) "
-            f"re-seeded x{args.reseeds}; Ray experiment {plan.experiment_path}",
+            + (f"ASHA grace {b.grace_period}" if st.scheduler == "asha" else "no early stopping")
+            + f"; then the top {st.top_k} finished trial(s) "
+            f"re-seeded x{st.reseeds}; Ray experiment {plan.experiment_path}",
             file=sys.stderr,
             flush=True,
         )
-        results = fit_search(tuner, plan, args, rec)
+        results = fit_search(tuner, plan, rec)
         log_search_summary(client, parent_id, plan, results, rec.study_url)
-        winner = select_champion(rec, plan, args, results, resources, concurrent)
+        winner = select_champion(rec, plan, results, resources, concurrent)
         summary = (
             f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
             f"over seeds {winner.seeds}; {winner.params}"
         )
-        if not args.no_final_eval:
-            summary += "\n" + final_evaluation(client, parent_id, plan, args, winner, rec.uri, resources, rec.exp_id)
+        if st.final_eval:
+            summary += "\n" + final_evaluation(client, parent_id, plan, winner, rec.uri, resources, rec.exp_id)
         else:
             describe_parent(client, parent_id, plan, winner, rec.exp_id)
         status = "FINISHED"
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         status = "KILLED"
         print(
             f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} --resume"
-            + (f" --storage {args.storage}" if args.storage else ""),
+            + (f" --storage {st.storage_flag}" if st.storage_flag else ""),
             file=sys.stderr,
         )
         return 130
@@ -124,13 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_runs(client, rec.exp_id, parent_id, status)
         remove_orphaned_trial_folders()  # this machine's folders of trials whose process Ray ended (early stops)
-    print(
-        f"\nMLflow: mlflow ui --backend-store-uri {rec.uri}   (experiment '{args.mlflow_experiment}', run {plan.name})"
-    )
+    print(f"\nMLflow: mlflow ui --backend-store-uri {rec.uri}   (experiment '{st.mlflow_experiment}', run {plan.name})")
     print(f"  then open {runs_page(rec.exp_id)}")
     print(f"Optuna: optuna-dashboard {rec.study_url}")
-    if args.retrain_best:
-        return retrain_best(plan, args, rec.uri, parent_id, resources)
+    if st.retrain_best:
+        return retrain_best(plan, rec.uri, parent_id, resources)
     return 0
 
 

@@ -821,9 +821,10 @@ def test_retrain_best_plans_one_task_per_model(tmp_path):
 
     from search.outcome import retrain_units
 
-    plan = SimpleNamespace(state_dir=tmp_path, name="s")
-    args = SimpleNamespace(retrain_seeds=[0, 1], retrain_trials=[1, 2])
-    units = retrain_units(plan, args, "sqlite:///x.db", {"sysu": "P1", "regdb": "P2"}, "SEARCH")
+    plan = SimpleNamespace(
+        state_dir=tmp_path, name="s", settings=SimpleNamespace(retrain_seeds=(0, 1), retrain_trials=(1, 2))
+    )
+    units = retrain_units(plan, "sqlite:///x.db", {"sysu": "P1", "regdb": "P2"}, "SEARCH")
     assert [d for d, _ in units] == ["sysu"] * 2 + ["regdb"] * 4
 
     def flag(cmd, name):

@@ -105,8 +105,9 @@ def test_a_resume_on_changed_data_is_refused(tmp_path):
     resumed = _plan(tmp_path, "--resume")
     with pytest.raises(UsageError, match="not the data the search started on .*0123456789abcdef saved"):
         preflight(resumed)
-    _save(plan, tmp_path, fingerprint=preflight(plan))
-    assert preflight(_plan(tmp_path, "--resume")) == plan.fingerprint
+    fingerprint = preflight(plan).fingerprint
+    _save(plan, tmp_path, fingerprint=fingerprint)
+    assert preflight(_plan(tmp_path, "--resume")).fingerprint == fingerprint
 
 
 def test_drills_are_read_from_their_specs_and_refuse_bad_ones():
