@@ -41,9 +41,9 @@ from search import blackbox  # noqa: E402
 
 
 def git_commit() -> str:
-    """The checkout's commit (``aminet.reporting.git_commit``), marked ``+dirty`` when tracked files differ from it:
+    """The checkout's commit (``tracking.reporting.git_commit``), marked ``+dirty`` when tracked files differ from it:
     a row must say whether its code was a commit's."""
-    from aminet.reporting import git_commit as head
+    from tracking.reporting import git_commit as head
 
     sha = head()
     try:

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from aminet.cli import ArgumentParser, UsageError, check_inputs
+from aminet.cli import ArgumentParser, UsageError
 from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
 from aminet.engine.drills import Drill, DrillError
+from aminet.preflight import check_inputs
 from aminet.presets import preset_overrides
-from aminet.reporting import check_tracking_uri
+from tracking.reporting import check_tracking_uri
 
 RESERVED = ("extends", "presets", "sweep", "name")
 
@@ -101,7 +102,7 @@ def log_child_artifacts(result, cfg: Config, prefix: str) -> dict[str, float]:
     import torch
 
     from aminet.evaluation.protocol import extract_features, metrics_from_frame
-    from aminet.reporting import cmc_figure, distance_figure, distance_gap, tsne_figure
+    from tracking.reporting import cmc_figure, distance_figure, distance_gap, tsne_figure
 
     frame = result.frame
     final = metrics_from_frame(frame, cfg)
@@ -162,7 +163,7 @@ def run_unit(
     import mlflow
 
     from aminet.engine.trainer import device_summary, train
-    from aminet.reporting import MLflowReporter, flatten_config
+    from tracking.reporting import MLflowReporter, flatten_config
 
     prefix = "test/" if cfg.data.purpose == "final" else "val/"
     over = {"train.seed": seed} | ({"data.regdb_trial": trial} if trial is not None else {})
@@ -212,7 +213,7 @@ def run_configuration(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from aminet.reporting import log_seed_summary, log_summary_inputs
+    from tracking.reporting import log_seed_summary, log_summary_inputs
 
     with mlflow.start_run(
         experiment_id=exp_id, run_name=label, tags={**tags, "aminet.role": "summary", "aminet.label": label}
@@ -304,14 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
-    from aminet.reporting import paper_table, seed_summary
+    from tracking.reporting import paper_table, seed_summary
 
     run_root = Path(args.run_dir).resolve() if args.run_dir else (Path.cwd() / "runs" / experiment).resolve()
     if args.fresh and run_root.exists():
         shutil.rmtree(run_root)
     import mlflow
 
-    from aminet.reporting import git_commit, mlflow_store, source_tags
+    from tracking.reporting import git_commit, mlflow_store, source_tags
 
     uri, exp_id = mlflow_store(args.mlflow_uri, experiment)
     mlflow.set_tracking_uri(uri)  # the runs below use MLflow's fluent API

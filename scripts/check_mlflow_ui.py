@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP
     from mlflow.tracking import MlflowClient
 
-    from aminet.reporting import run_page
+    from tracking.reporting import run_page
 
     if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///") :]).is_file():
         print(f"error: --mlflow-uri {args.mlflow_uri}: no such database file", file=sys.stderr)

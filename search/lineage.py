@@ -46,7 +46,7 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
 
     from mlflow.tracking import MlflowClient
 
-    from aminet.reporting import dataset_input, mlflow_store, source_tags
+    from tracking.reporting import dataset_input, mlflow_store, source_tags
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     study_url = f"sqlite:///{plan.state_dir / 'optuna.db'}"
@@ -328,7 +328,7 @@ def describe_parent(
     client, parent_id: str, plan: Plan, winner, exp_id: str, table: str | None = None, registered: str | None = None
 ) -> None:
     """The parent run's description (MLflow's markdown note): the winner, linked, its scores, the test table."""
-    from aminet.reporting import run_page
+    from tracking.reporting import run_page
 
     run = getattr(winner, "run_id", None)
     link = (

@@ -147,8 +147,8 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
     import pandas as pd
 
-    from aminet.reporting import paper_table, seed_summary
     from search import champion
+    from tracking.reporting import paper_table, seed_summary
 
     if plan.replay is not None:
         return replay_evaluation(client, parent_id, plan, winner, exp_id)
@@ -159,7 +159,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
         [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, plan.settings.max_failures
     )
     from aminet.data.cache import dataset_fingerprint
-    from aminet.reporting import dataset_input
+    from tracking.reporting import dataset_input
 
     tests = [
         dataset_input(
@@ -293,7 +293,8 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, floa
     from mlflow.tracking import MlflowClient
 
     from aminet.config import Config
-    from aminet.reporting import (
+    from search import champion
+    from tracking.reporting import (
         git_commit,
         is_local_store,
         log_seed_summary,
@@ -302,7 +303,6 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, floa
         paper_table,
         source_tags,
     )
-    from search import champion
 
     best = yaml.safe_load((plan.state_dir / "best_config.yaml").read_text())
     uri, exp_id = mlflow_store(uri, FINAL_EXPERIMENT)

@@ -241,7 +241,7 @@ def _norm_path(value: str | None) -> str | None:
 
 def identity(args: argparse.Namespace) -> dict[str, Any]:
     """The identity flags, normalised (absolute paths and SQLite URIs)."""
-    from aminet.reporting import absolute_tracking_uri
+    from tracking.reporting import absolute_tracking_uri
 
     out = {k: getattr(args, k) for k in IDENTITY}
     for k in ("data_root", "sysu_root", "regdb_root", "replay"):
@@ -355,8 +355,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
     from aminet.config import ConfigError
     from aminet.data import synthetic
     from aminet.engine.drills import Drill, DrillError
-    from aminet.reporting import check_tracking_uri
     from search.spaces import SpaceError, get_space
+    from tracking.reporting import check_tracking_uri
 
     try:
         space = get_space(args.space)
@@ -569,8 +569,8 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
 def preflight(plan: Plan) -> Plan:
     """Readable layout, splits, weights and a built image cache; returns the plan with its ``fingerprint`` (a
     digest of the data folder's content listing: the same on every machine and in the model registry)."""
-    from aminet.cli import check_inputs
     from aminet.data.cache import ImageCache, dataset_fingerprint
+    from aminet.preflight import check_inputs
 
     if plan.replay is not None:  # no data is read: the table answers; its digest stands for the data
         from search.blackbox import Table

@@ -17,10 +17,10 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
 
     from aminet.data.cache import ImageCache
     from aminet.evaluation.trained import load_trained
-    from aminet.reporting import git_commit
-    from aminet.serving import log_pyfunc_model
     from search import champion
     from search.tuning import trial_run
+    from serving.pyfunc import log_pyfunc_model
+    from tracking.reporting import git_commit
 
     with best.checkpoint.as_directory() as folder:
         model, cfg = load_trained(folder, device="cpu")

@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
-    from aminet.reporting import runs_page
     from search.cluster import build_tuner, fit_search
     from search.lineage import close_runs, describe_parent, log_search_summary, open_search, save_state
     from search.outcome import final_evaluation, retrain_best, select_champion
     from search.tuning import DropStoppedCheckpoints, ProgressLines, ResolvedParams, TrialRunLogger
+    from tracking.reporting import runs_page
     from trainables.aminet_trainable import remove_orphaned_trial_folders
 
     st = plan.settings

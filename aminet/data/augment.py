@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
+from aminet.imaging import IMAGENET_MEAN, IMAGENET_STD, upper_rows, upper_view
 
 __all__ = ["DeviceAugment", "normalize", "upper_view", "upper_rows", "to_device"]
 
@@ -69,24 +69,6 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     c = _constants(str(x.device))
     return (x - c["mean"]) / c["std"]
-
-
-def upper_rows(height: int, ratio: float) -> int:
-    """Rows of an image of ``height`` rows that form its upper-body view: round(ratio * height)."""
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"upper_body_ratio {ratio!r}: must be in (0, 1]")
-    return max(1, min(height, int(round(ratio * height))))
-
-
-def upper_view(x: torch.Tensor, ratio: float, out_height: int | None = None) -> torch.Tensor:
-    """The top ``ratio`` of each image (B, C, H, W): ``upper_rows(H, ratio)`` x W, not resampled; with
-    ``out_height`` it is resized to ``out_height`` x W (which changes the person's aspect ratio)."""
-    rows = upper_rows(x.shape[2], ratio)
-    top = x[:, :, :rows]
-    if out_height is None or rows == out_height:
-        return top.contiguous(memory_format=torch.channels_last)
-    out = F.interpolate(top, size=(out_height, x.shape[3]), mode="bilinear", align_corners=False)
-    return out.contiguous(memory_format=torch.channels_last)
 
 
 class DeviceAugment:

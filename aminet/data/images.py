@@ -12,8 +12,7 @@ from PIL import Image
 
 __all__ = ["ImageDecodeError", "load_image", "load_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from aminet.imaging import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402 - re-exported where they used to live
 
 
 class ImageDecodeError(ValueError):

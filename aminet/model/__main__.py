@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aminet.cli import ArgumentParser
 from aminet.config import ConfigError, load_config
-from aminet.data.augment import upper_rows
+from aminet.imaging import upper_rows
 from aminet.model.aminet import WeightsUnavailable, build_model
 from aminet.presets import PRESETS, preset_overrides
 

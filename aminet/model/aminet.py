@@ -46,8 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from aminet.data.augment import upper_view
-from aminet.data.images import IMAGENET_MEAN, IMAGENET_STD
+from aminet.imaging import IMAGENET_MEAN, IMAGENET_STD, upper_view
 from aminet.model.phase import phase_congruency_rgb
 
 __all__ = [

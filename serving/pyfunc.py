@@ -2,7 +2,7 @@
 
 The registered champion is three files: ``weights.pt`` (the model's ``state_dict``, read back with
 ``torch.load(weights_only=True)``, which refuses arbitrary objects), ``config.yaml`` (the run's whole
-config) and this package's ``aminet/mlflow_model.py`` as MLflow's "model from code" (MLflow runs that file,
+config) and this package's ``serving/mlflow_model.py`` as MLflow's "model from code" (MLflow runs that file,
 which is ours and installed, instead of unpickling a Python object). Input: uint8 images (N, H, W, 3) at
 the model's size, RGB for visible and the 3-channel thermal image for infrared; params ``modality``
 (``visible`` / ``infrared``), ``feature`` (``bn`` / ``pool``, default the config's ``eval.feature``) and
