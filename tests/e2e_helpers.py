@@ -139,3 +139,7 @@ def search_runs(tmp, name):
 
 def search_study(tmp, name) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
+
+
+def x_space(trial):  # module level: Ray checkpoints the searcher (and its space) with plain pickle
+    trial.suggest_float("x", 0.0, 1.0)

@@ -18,8 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from tests.e2e_helpers import search_args, search_env, tiny_roots
+from e2e_helpers import search_args, search_env, tiny_roots
 
 pytestmark = pytest.mark.slow
 

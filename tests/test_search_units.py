@@ -2,12 +2,26 @@
 tests/test_search.py)."""
 
 import json
+import pickle
 import time
+from pathlib import Path
 
+import numpy as np
+import optuna
 import pytest
+from e2e_helpers import REPO
+from e2e_helpers import x_space as _x_space
 
+from aminet.config import Config
+
+# ------------------------------------------------------------------------------------------------
+# Pure parts
+# ------------------------------------------------------------------------------------------------
 from search.lineage import CLOCK_FILE, SearchClock, save_state
 from search.plan import DEADLINE_FILE
+from search.spaces import SpaceError, get_space, load_base, load_space, shipped_spaces
+from search.tuning import SAMPLERS, PrunedAwareOptunaSearch, make_sampler
+from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
 
 
 def _state(tmp_path):
@@ -122,3 +136,567 @@ def test_drills_are_read_from_their_specs_and_refuse_bad_ones():
     for bad in ("nan-at-step", "nan-at-step=x", "explode=1", "nan-if=:1", "kill-once=m:2"):
         with pytest.raises(DrillError, match="--drill"):
             Drill.parse([bad])
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_warm_start_reproduces_the_papers_config(name):
+    space = get_space(name)
+    base = space.base(quick=False)
+    paper = Config.from_dict(load_base(REPO / "experiments" / f"{space.dataset}.yaml"))
+    first = apply_params(base, space.warm_start(base)[0])
+    for key in (
+        "loss.mmd_intra_weight",
+        "loss.mmd_inter_weight",
+        "loss.mmd_multipliers",
+        "model.upper_body_ratio",
+        "optim.lr",
+        "optim.warmup_share",
+        "optim.milestone_shares",
+        "optim.schedule",
+        "train.epochs",
+    ):
+        assert first.flat()[key] == paper.flat()[key], key
+    assert first.data.purpose == "search"  # a search never trains on, or looks at, the test ids
+    expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6)}[name]
+    assert (first.loss.mmd_intra_weight, first.loss.mmd_inter_weight, first.model.upper_body_ratio) == expected
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+@pytest.mark.parametrize("quick", [False, True])
+def test_space_budgets_and_points_are_consistent(name, quick):
+    space = get_space(name)
+    base = space.base(quick=quick)
+    b = space.budget_for(quick)
+    assert b.epochs == base.train.epochs and b.grace_period >= b.epochs / 4 - 1e-9
+    fn = pickle.loads(pickle.dumps(space.define_by_run(base)))  # Ray checkpoints the searcher with pickle
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in space.warm_start(base):
+        study.enqueue_trial(point)
+    for _ in range(12):
+        trial = study.ask()
+        fn(trial)
+        for k, v in trial.params.items():  # warm-start points lie inside the distributions
+            assert trial.distributions[k]._contains(trial.distributions[k].to_internal_repr(v)), (k, v)
+        cfg = apply_params(base, trial.params)  # every sample is a valid config
+        assert cfg.loss.mmd_multipliers == BANDWIDTH_SETS[trial.params["bandwidths"]]
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_full_budget_takes_any_training_length(name):
+    """`--budget full --set train.epochs=40` (the README's kind of override) gives the paper's schedule at
+    40 epochs instead of refusing the 80-epoch milestones."""
+    space = get_space(name)
+    base = space.base(quick=False, overrides=["train.epochs=40"])
+    assert base.optim.warmup_epochs(40) == 5 and base.optim.milestone_epochs(40) == [10, 25]
+    for point in space.warm_start(base):
+        cfg = apply_params(base, point)
+        assert cfg.optim.milestone_epochs(40) == [10, 25] and cfg.train.epochs == 40
+
+
+def test_shipped_spaces_are_the_yaml_files():
+    assert shipped_spaces() == ["regdb", "sysu"]
+    assert get_space("sysu").path == REPO / "search" / "spaces" / "sysu.yaml"
+
+
+_MY_SPACE = """
+dataset: regdb
+base: regdb.yaml
+quick: {base: smoke.yaml, set: {eval.trials: 2}}
+budget:
+  full: {epochs: 40, eval_every: 5, grace: 10, trials: 12}
+  quick: {epochs: 4, eval_every: 2, grace: 1, trials: 3}
+parameters:
+  mmd_inter: {type: float, low: 0.5, high: 1.0, step: 0.1}
+  lr: {type: float, low: 0.5, high: 2.0, log: true, scale: base}
+  schedule: {type: categorical, choices: [step, cosine]}
+  milestone1_frac: {type: float, low: 0.3, high: 0.6, when: {schedule: step}}
+  cfg.data.instances: {type: int, low: 2, high: 8, step: 2}
+  cfg.loss.triplet_weight: {type: float, low: 0.1, high: 10.0, log: true, when: {schedule: [cosine]}}
+warm_start:
+  - {mmd_inter: 0.8, schedule: cosine}
+"""
+
+
+def test_a_space_file_with_every_kind_of_parameter(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(_MY_SPACE)
+    space = get_space(str(path))
+    assert (space.name, space.dataset, space.budget.epochs, space.quick_budget.num_samples) == ("mine", "regdb", 40, 3)
+    base = space.base(quick=False)
+    assert base.train.epochs == 40 and base.data.purpose == "search" and base.data.dataset == "regdb"
+    assert space.base(quick=True).eval.trials == 2
+    # Warm start: the point's values, the rest from the base where they lie in range; the conditional
+    # milestone is left out (schedule is cosine), the triplet weight (active) comes from the base.
+    (point,) = space.warm_start(base)
+    assert point == {
+        "mmd_inter": 0.8,
+        "lr": base.optim.lr,
+        "schedule": "cosine",
+        "cfg.data.instances": base.data.instances,
+        "cfg.loss.triplet_weight": base.loss.triplet_weight,
+    }
+    fn = pickle.loads(pickle.dumps(space.define_by_run(base)))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial(point)
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        fn(trial)
+        p = trial.params
+        assert ("milestone1_frac" in p) == (p["schedule"] == "step")  # conditions hold
+        assert ("cfg.loss.triplet_weight" in p) == (p["schedule"] == "cosine")
+        assert base.optim.lr * 0.5 - 1e-12 <= p["lr"] <= base.optim.lr * 2.0 + 1e-12  # scale: base
+        assert p["cfg.data.instances"] in (2, 4, 6, 8) and round(p["mmd_inter"] * 10, 6) % 1 == 0
+        cfg = apply_params(base, p)
+        assert cfg.data.instances == p["cfg.data.instances"] and cfg.loss.mmd_inter_weight == p["mmd_inter"]
+        seen.add(p["schedule"])
+        study.tell(trial, 0.0)
+    assert seen == {"step", "cosine"}
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (("dataset: regdb", "dataset: market"), "dataset: 'market'"),
+        (("base: regdb.yaml", "base: nowhere.yaml"), "base: nowhere.yaml: not found"),
+        (("trials: 12", "trials: 0"), "budget.full.trials: expected an integer >= 1"),
+        (("grace: 10", "grace: 50"), "budget.full.grace: 50 is more than epochs"),
+        (("mmd_inter: {type", "mmd_intr: {type"), "parameters.mmd_intr: not a search parameter"),
+        (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.mmd_inter: low (1.5) is above high"),
+        (("type: int", "type: integer"), "parameters.cfg.data.instances.type: 'integer'"),
+        (("when: {schedule: step}", "when: {shedule: step}"), "parameters.milestone1_frac.when.shedule: must name"),
+        (("when: {schedule: step}", "when: {schedule: linear}"), "'linear' is not a value schedule can take"),
+        (("cfg.data.instances", "cfg.data.instancez"), "cfg.data.instancez"),
+        (("{mmd_inter: 0.8", "{mmd_inter: 0.3"), "warm_start[0].mmd_inter: 0.3 is outside"),
+        (("log: true, scale: base", "log: true, scale: paper"), "parameters.lr.scale: 'paper'"),
+        (("parameters:", "parameterz:"), "parameterz: unknown key"),
+        (("  mmd_inter: {", "  mmd_inter: [{"), "not valid YAML"),
+    ],
+)
+def test_bad_space_files_fail_with_one_line_naming_the_key(tmp_path, edit, needle):
+    path = tmp_path / "bad.yaml"
+    assert edit[0] in _MY_SPACE
+    path.write_text(_MY_SPACE.replace(edit[0], edit[1], 1))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and needle in message, message
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_every_sampler_samples_the_shipped_space(kind):
+    space = get_space("sysu")
+    base = space.base(quick=True)
+    fn = space.define_by_run(base)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(kind, seed=0, num_samples=6))
+    for i in range(5):  # past the startup trials: the model-based part proposes too
+        trial = study.ask()
+        fn(trial)
+        apply_params(base, trial.params)
+        study.tell(trial, trial.params["mmd_inter"] - abs(trial.params["mmd_intra"] - 0.4))
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_the_searcher_starts_no_trial_after_its_deadline(tmp_path):
+    deadline = tmp_path / "deadline"
+    s = PrunedAwareOptunaSearch(
+        _x_space,
+        metric="score",
+        mode="max",
+        storage=optuna.storages.InMemoryStorage(),
+        study_name="t",
+        max_epochs=2,
+        deadline_file=str(deadline),
+    )
+    assert "x" in s.suggest("a")  # no deadline file: no budget
+    deadline.write_text(f"{time.time() + 60}\n")
+    assert "x" in s.suggest("b")
+    deadline.write_text(f"{time.time() - 1}\n")
+    assert s.suggest("c") == s.FINISHED
+    s = pickle.loads(pickle.dumps(s))  # Ray restores the searcher from a pickle: the file still decides
+    deadline.write_text(f"{time.time() + 60}\n")
+    assert "x" in s.suggest("d")
+
+
+def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
+    base = Config.from_dict({"train": {"epochs": 80}})
+    out = to_overrides(
+        {
+            "warmup_frac": 0.1,
+            "milestone1_frac": 0.3,
+            "milestone2_frac": 0.7,
+            "lr": 0.05,
+            "cfg.loss.triplet_weight": 0.5,
+        },
+        base,
+    )
+    assert out == {
+        "optim.warmup_share": 0.1,
+        "optim.milestone_shares": [0.3, 0.7],
+        "optim.lr": 0.05,
+        "loss.triplet_weight": 0.5,
+    }
+    cfg = apply_params(base, {"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7})
+    assert cfg.optim.warmup_epochs(80) == 8 and cfg.optim.milestone_epochs(80) == [24, 56]
+    cosine = apply_params(base, {"schedule": "cosine", "warmup_frac": 0.25})
+    assert cosine.optim.warmup_epochs(80) == 20 and cosine.optim.milestone_epochs(80) == [20, 50]
+    with pytest.raises(KeyError, match="mmd_intra_w"):
+        to_overrides({"mmd_intra_w": 0.3}, base)
+    with pytest.raises(KeyError, match="bandwidths"):
+        to_overrides({"bandwidths": "huge"}, base)
+
+
+def test_searcher_tells_early_stopped_trials_as_pruned():
+    storage = optuna.storages.InMemoryStorage()
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=storage, study_name="u", max_epochs=6)
+    for tid in ("full", "stopped", "crashed"):
+        assert "x" in s.suggest(tid)
+    for e in (2, 4, 6):
+        s.on_trial_result("full", {"score": 0.1 * e, "epoch": e})
+    s.on_trial_complete("full", {"score": 0.6, "epoch": 6})
+    s.on_trial_result("stopped", {"score": 0.3, "epoch": 2})
+    s.on_trial_result("stopped", {"score": 0.3, "epoch": 2})  # a retried trial repeats a step: ignored
+    s.on_trial_complete("stopped", {"score": 0.35, "epoch": 2})
+    s.on_trial_complete("crashed", None, error=True)
+    trials = optuna.load_study(study_name="u", storage=storage).trials
+    states = {t.number: (t.state.name, t.value) for t in trials}
+    assert states == {0: ("COMPLETE", 0.6), 1: ("PRUNED", 0.3), 2: ("FAIL", None)}
+    assert trials[0].intermediate_values == {2: pytest.approx(0.2), 4: pytest.approx(0.4), 6: pytest.approx(0.6)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------------
+
+
+def test_importances_are_withheld_until_enough_trials_completed():
+    """Parameter importances (PED-ANOVA on the COMPLETE trials) are reported only from MIN_TRIALS_FOR_IMPORTANCE
+    complete trials on; pruned (ASHA-stopped) trials do not count, and the reason names the count."""
+    from search.importance import MIN_TRIALS_FOR_IMPORTANCE, importance_withheld
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(MIN_TRIALS_FOR_IMPORTANCE - 1):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, trial.params["x"])
+    for _ in range(5):  # stopped early: not evidence for importances
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    reason = importance_withheld(study)
+    assert reason.startswith(f"{MIN_TRIALS_FOR_IMPORTANCE - 1} trial(s) trained to the full budget")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, trial.params["x"])
+    assert importance_withheld(study) == ""
+
+
+def test_importances_rank_the_parameter_that_matters_and_the_plot_draws_the_same_numbers():
+    """With the minimum number of complete trials, the importances give the parameter the objective depends on
+    most of the weight (Optuna's default top quantile, one trial of ten, gives it ~0.6 on average here), the
+    same numbers every time, and the importance plot draws exactly those numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    from search.importance import MIN_TRIALS_FOR_IMPORTANCE, FittedImportances, parameter_importances
+
+    def objective(trial):
+        x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
+        trial.suggest_categorical("z", ["a", "b"])  # inert
+        return x + 0.05 * y
+
+    share_of_x = []
+    for seed in range(10):
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+        study.optimize(objective, n_trials=MIN_TRIALS_FOR_IMPORTANCE - 1)
+        assert parameter_importances(study)[0] == {}
+        study.optimize(objective, n_trials=1)
+        imp, why_not = parameter_importances(study)
+        assert why_not == "" and set(imp) == {"x", "y", "z"} and abs(sum(imp.values()) - 1) < 1e-9
+        assert max(imp, key=imp.get) == "x"
+        assert parameter_importances(study) == (imp, "")
+        share_of_x.append(imp["x"])
+    assert np.mean(share_of_x) > 0.75
+
+    ax = ovm.plot_param_importances(study, evaluator=FittedImportances(imp))
+    drawn = {t.get_text(): bar.get_width() for t, bar in zip(ax.get_yticklabels(), ax.patches, strict=True)}
+    plt.close(ax.figure)
+    assert drawn == pytest.approx(imp)
+
+
+def test_search_summary_logs_importances_and_their_plot_once_enough_trials_completed(tmp_path, capsys):
+    """A search with enough complete trials gets importance metrics, the same numbers as a JSON artifact, and
+    the importance plot among the parent's plots, and no "not computed" tag; the console ranks them."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from search.importance import MIN_TRIALS_FOR_IMPORTANCE
+    from search.lineage import log_search_summary
+
+    study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(
+        study_name="s", storage=study_url, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    study.optimize(lambda t: t.suggest_float("lr", 0, 1) + 0.0 * t.suggest_float("w", 0, 1), MIN_TRIALS_FOR_IMPORTANCE)
+
+    class Results(list):  # what the summary reads of Ray's ResultGrid
+        def get_dataframe(self):
+            return pd.DataFrame({"trial_id": ["a"], "score": [0.5], "config/lr": [0.1]})
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    log_search_summary(client, run_id, SimpleNamespace(name="s"), Results(), study_url)
+    run = client.get_run(run_id)
+    logged = {k.split("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("importance/")}
+    assert set(logged) == {"lr", "w"} and max(logged, key=logged.get) == "lr"
+    saved = json.loads(Path(client.download_artifacts(run_id, "search/importances.json", str(tmp_path))).read_text())
+    assert saved == pytest.approx(logged)
+    assert "plots/param_importances.png" in [a.path for a in client.list_artifacts(run_id, "plots")]
+    assert "importance" not in run.data.tags and "plot.param_importances" not in run.data.tags
+    assert f"parameter importances (Optuna's PED-ANOVA): lr {logged['lr']:.2f}, w " in capsys.readouterr().err
+
+
+def test_searcher_ignores_results_of_a_trial_the_study_already_closed():
+    """After a driver is SIGKILLed, Ray may restore a trial whose end it had not snapshotted although the
+    study (SQLite) already holds it: its repeated results must not fail the trial."""
+    storage = optuna.storages.InMemoryStorage()
+    s = PrunedAwareOptunaSearch(_x_space, metric="score", mode="max", storage=storage, study_name="k", max_epochs=4)
+    s.suggest("a")
+    study = optuna.load_study(study_name="k", storage=storage)
+    study.tell(study.trials[0].number, 0.5)  # what the killed driver had told
+    s.on_trial_result("a", {"score": 0.7, "epoch": 4})
+    s.on_trial_complete("a", {"score": 0.7, "epoch": 4})
+    t = optuna.load_study(study_name="k", storage=storage).trials[0]
+    assert (t.state.name, t.value) == ("COMPLETE", 0.5)
+
+
+def test_retrain_best_plans_one_task_per_model(tmp_path):
+    """--retrain-best trains each model (seed, and RegDB trial) as its own task under its benchmark's
+    summary run, so the cluster can run them in parallel."""
+    from types import SimpleNamespace
+
+    from search.outcome import retrain_units
+
+    plan = SimpleNamespace(
+        state_dir=tmp_path, name="s", settings=SimpleNamespace(retrain_seeds=(0, 1), retrain_trials=(1, 2))
+    )
+    units = retrain_units(plan, "sqlite:///x.db", {"sysu": "P1", "regdb": "P2"}, "SEARCH")
+    assert [d for d, _ in units] == ["sysu"] * 2 + ["regdb"] * 4
+
+    def flag(cmd, name):
+        i = cmd.index(name)
+        return cmd[i + 1 : i + 2]
+
+    got = [
+        (d, flag(c, "--seeds"), flag(c, "--trials") if "--trials" in c else None, flag(c, "--parent-run-id"))
+        for d, c in units
+    ]
+    assert got == [
+        ("sysu", ["0"], None, ["P1"]),
+        ("sysu", ["1"], None, ["P1"]),
+        ("regdb", ["0"], ["1"], ["P2"]),
+        ("regdb", ["0"], ["2"], ["P2"]),
+        ("regdb", ["1"], ["1"], ["P2"]),
+        ("regdb", ["1"], ["2"], ["P2"]),
+    ]
+    assert all("aminet.search_parent=SEARCH" in c for _, c in units)
+
+
+# ------------------------------------------------------------------------------------------------
+# Selection, re-seeding and the champion (issue 14)
+# ------------------------------------------------------------------------------------------------
+
+
+def _result(score, epoch, config=None, error=None, diverged=False, trial_id="t"):
+    from types import SimpleNamespace
+
+    metrics = {"score": score, "epoch": epoch, "trial_id": trial_id, "R1": score, "mAP": score, "mINP": score}
+    if diverged:
+        metrics["diverged"] = 1.0
+    return SimpleNamespace(metrics=metrics, config=config or {}, error=error, checkpoint=object(), path="p")
+
+
+def test_reseeding_picks_the_best_mean_not_the_luckiest_seed():
+    from search.champion import candidates_from, choose, finished, reseed_seeds
+
+    lucky = _result(0.80, 6, {"lr": 1}, trial_id="lucky")
+    steady = _result(0.70, 6, {"lr": 2}, trial_id="steady")
+    results = [
+        lucky,
+        steady,
+        _result(0.95, 3, {"lr": 3}),
+        _result(0.99, 6, {"lr": 4}, error=RuntimeError("x")),
+        _result(0.0, 6, {"lr": 5}, diverged=True),
+    ]
+    top = finished(results, 6)
+    assert [r.config["lr"] for r in top] == [1, 2]  # stopped, failed and diverged trials never compete
+    seeds = reseed_seeds(0, 2)
+    assert seeds == [1, 2]
+    reseeds = [
+        _result(0.40, 6, {"candidate": 0, "seed": 1}),
+        _result(0.0, 4, {"candidate": 0, "seed": 2}, diverged=True),
+        _result(0.72, 6, {"candidate": 1, "seed": 1}),
+        _result(0.68, 6, {"candidate": 1, "seed": 2}),
+    ]
+    cands = candidates_from(top, 0, reseeds, 6)
+    assert cands[0].seeds == [0, 1, 2] and cands[0].scores == [0.80, 0.40, 0.0]  # a divergence scores 0
+    assert cands[1].mean == pytest.approx(0.70) and cands[1].std == pytest.approx(0.02)
+    assert choose(cands).trial_id == "steady"
+    assert choose(cands).best_model() is reseeds[2]  # its best seed on validation is the model registered
+
+
+def test_reseed_candidates_are_compared_on_the_seeds_they_share_and_fresh_seeds_only_when_asked():
+    from search.champion import candidates_from, choose, selection_score, selection_seeds
+
+    top = [_result(0.90, 6, {"lr": 1}, trial_id="first"), _result(0.70, 6, {"lr": 2}, trial_id="second")]
+    reseeds = [
+        _result(0.60, 6, {"candidate": 0, "seed": 1}),
+        _result(0.20, 6, {"candidate": 0, "seed": 2}),
+        _result(0.72, 6, {"candidate": 1, "seed": 1}),
+        _result(0.99, 6, {"candidate": 1, "seed": 2}, error=RuntimeError("lost node")),  # crashed: no score
+    ]
+    cands = candidates_from(top, 0, reseeds, 6)
+    assert cands[0].seeds == [0, 1, 2] and cands[1].seeds == [0, 1]
+    # Over all its seeds "first" (0.90, 0.60, 0.20: 0.567) would lose to "second" (0.70, 0.72: 0.71) only
+    # because its bad seed 2 counts and the crashed seed of "second" does not: compare on shared seeds 0, 1.
+    assert selection_seeds(cands) == [0, 1]
+    assert selection_score(cands[0], [0, 1]) == pytest.approx(0.75)
+    assert choose(cands).trial_id == "first"
+    # fresh seeds only: the selection seed 0 (on which "first" was ranked first) is left out
+    assert selection_seeds(cands, search_seed=0) == [1]
+    assert choose(cands, search_seed=0).trial_id == "second"
+    # with no re-seeds, the search's seed is all there is
+    alone = candidates_from(top, 0, [], 6)
+    assert selection_seeds(alone, search_seed=0) == [0] and choose(alone, search_seed=0).trial_id == "first"
+
+
+def test_champion_alias_moves_only_for_a_better_score_on_the_same_data_and_protocol(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from aminet.config import load_config
+    from search.champion import guard_champion, registered_name, validation_protocol
+
+    assert registered_name("sysu", True, "abcdef0123456789") == "aminet-sysu-synthetic-abcdef01"
+    assert registered_name("sysu", False, "abcdef0123456789") != registered_name("sysu", True, "abcdef0123456789")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'reg.db'}")
+    name = "aminet-sysu-real-00000000"
+    client.create_registered_model(name)
+    proto = validation_protocol(load_config(None, ["data.purpose=search"]))
+    other = validation_protocol(load_config(None, ["data.purpose=search", "eval.trials=3"]))
+    assert proto != other
+
+    def version(score, protocol):
+        v = client.create_model_version(name, source=str(tmp_path)).version
+        client.set_model_version_tag(name, v, "aminet.val_score", repr(score))
+        client.set_model_version_tag(name, v, "aminet.protocol", protocol)
+        return v
+
+    v1 = version(0.50, proto)
+    assert guard_champion(client, name, v1, 0.50, proto)[0]  # the first model becomes champion
+    v2 = version(0.40, proto)
+    moved, line = guard_champion(client, name, v2, 0.40, proto)
+    assert not moved and "NOT champion" in line and f"stays version {v1}" in line
+    v3 = version(0.90, other)
+    assert not guard_champion(client, name, v3, 0.90, other)[0]  # another protocol: not comparable
+    v4 = version(0.60, proto)
+    assert guard_champion(client, name, v4, 0.60, proto)[0]
+    assert client.get_model_version_by_alias(name, "champion").version == v4
+
+
+def test_the_trial_logger_writes_once_per_evaluation_and_flushes_at_the_end():
+    """Per-epoch MLflow writes were most of the driver's cost per result (docs/performance.md): training figures
+    wait for the next evaluation (or the trial's end) and go in one batch, each metric at its own epoch."""
+    from types import SimpleNamespace
+
+    from search.tuning import TrialRunLogger
+
+    class Client:
+        def __init__(self):
+            self.batches, self.ended = [], []
+
+        def log_batch(self, run_id, metrics=(), tags=()):
+            self.batches.append((run_id, list(metrics), list(tags)))
+
+        def set_tag(self, *a):
+            pass
+
+        def set_terminated(self, run_id, status):
+            self.ended.append((run_id, status, len(self.batches)))
+
+    logger = TrialRunLogger("sqlite:///unused.db", "0", "parent", max_epochs=6)
+    logger._client = client = Client()
+    trial = SimpleNamespace(trial_id="t1", last_result={"epoch": 3}, config={})
+    logger._runs["t1"] = "run1"
+    for epoch in (1, 2, 3):
+        result = {"epoch": epoch, "loss": 1.0 / epoch, "node_id": "n1"}
+        if epoch == 2:
+            result.update(score=0.5, R1=0.4, mAP=0.6)
+        logger.log_trial_result(epoch, trial, result)
+    assert len(client.batches) == 1  # epochs 1 and 2, written at the evaluation
+    steps = sorted((m.key, m.step) for m in client.batches[0][1])
+    assert ("train/loss", 1) in steps and ("train/loss", 2) in steps and ("val/score", 2) in steps
+    assert [t.key for t in client.batches[0][2]] == ["ray.node_id", "aminet.resumed_from"]
+    logger.log_trial_end(trial)  # stopped after epoch 3: its figures are written before the run ends
+    assert [(m.key, m.step) for m in client.batches[1][1]] == [("train/loss", 3)]
+    assert client.ended == [("run1", "FINISHED", 2)]
+
+
+def test_the_snapshot_period_is_2_s_for_small_searches_and_grows_with_large_ones():
+    from search.cluster import snapshot_period
+
+    assert snapshot_period(6) == snapshot_period(200) == 2.0
+    assert snapshot_period(1000) == 10.0 and snapshot_period(8000) == 80.0
+
+
+def test_a_trial_ending_with_a_nan_score_is_closed_in_optuna_at_once():
+    s = PrunedAwareOptunaSearch(
+        _x_space, metric="score", mode="max", storage=optuna.storages.InMemoryStorage(), study_name="n", max_epochs=2
+    )
+    s.suggest("a")
+    s.on_trial_complete("a", result={"score": float("nan"), "epoch": 2})
+    assert [t.state.name for t in s._ot_study.get_trials(deepcopy=False)] == ["FAIL"]
+
+
+class _Registry:
+    """A registry client stub: ``holders`` are the successive answers to reading the alias (None: no alias,
+    an exception: the read fails), ``moves`` records the alias moves."""
+
+    def __init__(self, *holders):
+        self.holders = list(holders)
+        self.moves = []
+
+    def get_model_version_by_alias(self, name, alias):
+        from types import SimpleNamespace
+
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        h = self.holders.pop(0) if len(self.holders) > 1 else self.holders[0]
+        if isinstance(h, Exception):
+            raise h
+        if h is None:
+            raise MlflowException("Registered model alias champion not found.", error_code=INVALID_PARAMETER_VALUE)
+        version, score = h
+        return SimpleNamespace(version=version, tags={"aminet.val_score": repr(score), "aminet.protocol": "p"})
+
+    def set_registered_model_alias(self, name, alias, version):
+        self.moves.append(version)
+
+
+def test_the_champion_guard_fails_closed_and_checks_its_move():
+    from search.champion import RegistryError, guard_champion
+
+    down = _Registry(ConnectionError("timed out"))
+    with pytest.raises(RegistryError, match="could not be read") as info:
+        guard_champion(down, "m", "3", 0.9, "p")
+    assert down.moves == [] and "\n" not in str(info.value)  # an unreadable registry is not an empty one
+    first = _Registry(None, ("3", 0.9))
+    assert guard_champion(first, "m", "3", 0.9, "p")[0] and first.moves == ["3"]
+    # Two searches finish together: both read "no champion"; the other one's better version lands after our
+    # move. Checking the move, we decide again against it and leave it standing.
+    raced = _Registry(None, ("4", 0.95), ("4", 0.95))
+    moved, line = guard_champion(raced, "m", "3", 0.9, "p")
+    assert not moved and raced.moves == ["3"] and "champion stays version 4" in line
