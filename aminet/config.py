@@ -546,26 +546,30 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
-        if isinstance(value, (int, float)):
-            out = float(value)
-        elif isinstance(value, str):
-            # PyYAML reads "1e-3" (no dot) as a string; accept any spelling float() accepts.
-            try:
-                out = float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {_show(value)}") from None
-        else:
-            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
-        if not math.isfinite(out):
-            raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
-        return out
+        return _coerce_float(value, path)
     if tp is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{path}: expected a string, got {_show(value)}")
     raise TypeError(f"{path}: unsupported config type {tp!r}")  # a bug in this module, not in input
+
+
+def _coerce_float(value: Any, path: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        # PyYAML reads "1e-3" (no dot) as a string; accept any spelling float() accepts.
+        try:
+            out = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}") from None
+    else:
+        raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+    if not math.isfinite(out):
+        raise ConfigError(f"{path}: expected a finite number, got {_show(value)}")
+    return out
 
 
 def _check(ok: bool, path: str, value: Any, allowed: str) -> None:

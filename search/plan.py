@@ -352,9 +352,8 @@ class Plan:
 
 
 def plan_search(args: argparse.Namespace) -> Plan:
-    from aminet.config import ConfigError
-    from aminet.data import synthetic
-    from aminet.engine.drills import Drill, DrillError
+    """The search's context from its command line: each step below checks its flags (``UsageError``, one
+    line) in this order, before anything is built or written."""
     from search.spaces import SpaceError, get_space
     from tracking.reporting import check_tracking_uri
 
@@ -362,6 +361,48 @@ def plan_search(args: argparse.Namespace) -> Plan:
         space = get_space(args.space)
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
+    _check_search_flags(args)
+    storage, name, experiment_path, state_dir, saved_state = _locate(args, space)
+    check_address(args.address)  # before anything is built or written
+    try:
+        check_tracking_uri(args.mlflow_uri)
+    except ConnectionError as exc:
+        raise UsageError(str(exc)) from None
+    roots = _data_roots(args, space)
+    synthetic_run = roots[space.dataset] is None
+    quick = args.budget == "quick" or (args.budget == "auto" and synthetic_run)
+    if args.top_k is None:
+        args.top_k = 2 if quick else 3
+    if args.reseeds is None:
+        args.reseeds = 1 if quick else 2
+    _check_resource_flags(args)
+    base = _base_config(args, space, quick, roots, synthetic_run)
+    drill = _drill(args)
+    if saved_state is not None and "base_config" in saved_state:
+        check_same_base(saved_state["base_config"], base, name)
+    replay = check_replay(args, space, base) if args.replay else None
+    return Plan(
+        space,
+        base,
+        _budget(args, space, base, quick),
+        quick,
+        name,
+        storage,
+        experiment_path,
+        state_dir,
+        saved_state is not None,
+        roots["sysu"],
+        roots["regdb"],
+        synthetic_run,
+        _settings(args),
+        saved_state,
+        replay=replay,
+        replay_time_scale=float(args.replay_time_scale),
+        drill=drill,
+    )
+
+
+def _check_search_flags(args: argparse.Namespace) -> None:
     if args.sampler in ("gp", "cmaes") and args.scheduler == "asha":
         raise UsageError(
             f"--sampler {args.sampler} learns only from trials trained to the full budget, and ASHA stops most "
@@ -373,6 +414,11 @@ def plan_search(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.reseeds is not None and args.reseeds < 0:
         raise UsageError(f"--reseeds must be >= 0, got {args.reseeds}")
+
+
+def _locate(args: argparse.Namespace, space) -> tuple[str, str, str, Path, dict | None]:
+    """Where the search is recorded (storage, name, Ray experiment path, state folder) and its saved state
+    when it exists; a resume adopts the saved identity flags and refuses different ones."""
     storage = args.storage or str(Path.cwd() / "ray_results")
     if not _is_uri(storage):  # trials chdir into their own folders: only absolute paths mean the same there
         storage = str(Path(storage).expanduser().resolve())
@@ -392,23 +438,20 @@ def plan_search(args: argparse.Namespace) -> Plan:
             )
         if "args" in saved_state:
             adopt_saved_identity(args, saved_state["args"], name)
-    check_address(args.address)  # before anything is built or written
-    try:
-        check_tracking_uri(args.mlflow_uri)
-    except ConnectionError as exc:
-        raise UsageError(str(exc)) from None
+    return storage, name, experiment_path, state_dir, saved_state
+
+
+def _data_roots(args: argparse.Namespace, space) -> dict[str, Path | None]:
     data_root = _abs_dir(args.data_root, "--data-root")
     roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
     if data_root is not None:
         if roots[space.dataset] not in (None, data_root):
             raise UsageError(f"--data-root and --{space.dataset}-root name different folders")
         roots[space.dataset] = data_root
-    synthetic_run = roots[space.dataset] is None
-    quick = args.budget == "quick" or (args.budget == "auto" and synthetic_run)
-    if args.top_k is None:
-        args.top_k = 2 if quick else 3
-    if args.reseeds is None:
-        args.reseeds = 1 if quick else 2
+    return roots
+
+
+def _check_resource_flags(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_concurrent is not None and args.max_concurrent < 1:
@@ -435,6 +478,12 @@ def plan_search(args: argparse.Namespace) -> Plan:
                 f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no GPU (trials would wait forever)"
             )
 
+
+def _base_config(args: argparse.Namespace, space, quick: bool, roots: dict, synthetic_run: bool) -> Config:
+    """The base config every trial starts from; fills ``roots`` with the synthetic benchmarks a run uses."""
+    from aminet.config import ConfigError
+    from aminet.data import synthetic
+
     overrides = list(args.overrides)
     if roots[space.dataset] is not None:
         overrides.append(f"data.root={roots[space.dataset]}")
@@ -449,14 +498,20 @@ def plan_search(args: argparse.Namespace) -> Plan:
             roots[d] = Path(base.data.root) if d == space.dataset else synthetic.ensure_default(d, quiet=False)
     if base.data.cache_dir is not None:
         base = base.replace({"data.cache_dir": str(Path(base.data.cache_dir).expanduser().resolve())})
+    return base
+
+
+def _drill(args: argparse.Namespace) -> Drill | None:
+    from aminet.engine.drills import Drill, DrillError
 
     try:
-        drill = Drill.parse(args.drill) if args.drill else None
+        return Drill.parse(args.drill) if args.drill else None
     except DrillError as exc:
         raise UsageError(str(exc)) from None
-    if saved_state is not None and "base_config" in saved_state:
-        check_same_base(saved_state["base_config"], base, name)
-    replay = check_replay(args, space, base) if args.replay else None
+
+
+def _budget(args: argparse.Namespace, space, base, quick: bool) -> Budget:
+    """The space's budget at the base config's training length, with --grace-period and --num-samples."""
     budget = space.budget_for(quick)
     epochs = base.train.epochs
     grace = (
@@ -469,7 +524,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if args.scheduler == "asha":
         for why in space.first_rung_conflicts(base, epochs, grace):
             print(f"warning: the first ASHA rung is not neutral between schedules: {why}", file=sys.stderr)
-    budget = type(budget)(
+    return type(budget)(
         epochs=epochs,
         eval_every=base.train.eval_every,
         grace_period=grace,
@@ -477,7 +532,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
         reduction_factor=budget.reduction_factor,
     )
 
-    settings = Settings(
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
         sampler=args.sampler,
         scheduler=args.scheduler,
         seed=args.seed,
@@ -500,25 +557,6 @@ def plan_search(args: argparse.Namespace) -> Plan:
         retrain_seeds=tuple(args.retrain_seeds),
         retrain_trials=tuple(args.retrain_trials),
         identity=identity(args),
-    )
-    return Plan(
-        space,
-        base,
-        budget,
-        quick,
-        name,
-        storage,
-        experiment_path,
-        state_dir,
-        existing,
-        roots["sysu"],
-        roots["regdb"],
-        synthetic_run,
-        settings,
-        saved_state,
-        replay=replay,
-        replay_time_scale=float(args.replay_time_scale),
-        drill=drill,
     )
 
 

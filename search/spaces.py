@@ -312,18 +312,7 @@ def load_space(path: Path) -> SearchSpace:
     for name, spec in plist.items():
         params.append(_param(str(name), spec, params, fail))
 
-    anchors = raw.get("warm_start") or []
-    if not isinstance(anchors, list) or not all(isinstance(a, dict) for a in anchors):
-        raise fail("warm_start", "expected a list of mappings parameter -> value")
-    by_name = {p.name: p for p in params}
-    for i, anchor in enumerate(anchors):
-        for name, value in anchor.items():
-            key = f"warm_start[{i}].{name}"
-            if name not in by_name:
-                raise fail(key, "not a parameter of this space")
-            p = by_name[name]
-            if not p.scale_base and not p.contains(value):
-                raise fail(key, f"{value!r} is outside the parameter's range")
+    anchors = _warm_start(raw.get("warm_start") or [], params, fail)
 
     space = SearchSpace(
         name=path.stem,
@@ -344,6 +333,22 @@ def load_space(path: Path) -> SearchSpace:
             raise fail(key, str(exc)) from None
         _check_against(space, base, fail)
     return space
+
+
+def _warm_start(anchors: Any, params: list[Param], fail) -> list[dict]:
+    """The space's warm-start points, each value a parameter of the space inside its range."""
+    if not isinstance(anchors, list) or not all(isinstance(a, dict) for a in anchors):
+        raise fail("warm_start", "expected a list of mappings parameter -> value")
+    by_name = {p.name: p for p in params}
+    for i, anchor in enumerate(anchors):
+        for name, value in anchor.items():
+            key = f"warm_start[{i}].{name}"
+            if name not in by_name:
+                raise fail(key, "not a parameter of this space")
+            p = by_name[name]
+            if not p.scale_base and not p.contains(value):
+                raise fail(key, f"{value!r} is outside the parameter's range")
+    return anchors
 
 
 def _budget(spec: Any, key: str, fail) -> Budget:
@@ -389,16 +394,7 @@ def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
     kind = spec.get("type")
     if kind not in ("float", "int", "categorical"):
         raise fail(f"{key}.type", f"{kind!r}: expected float, int or categorical")
-    when: list[tuple[str, tuple[Any, ...]]] = []
-    for other, allowed in (spec.get("when") or {}).items():
-        prior = {p.name: p for p in earlier}
-        if other not in prior:
-            raise fail(f"{key}.when.{other}", "must name a parameter listed before this one")
-        values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
-        bad = [v for v in values if not prior[other].scale_base and not prior[other].contains(v)]
-        if bad:
-            raise fail(f"{key}.when.{other}", f"{bad[0]!r} is not a value {other} can take")
-        when.append((str(other), values))
+    when = _conditions(key, spec.get("when") or {}, earlier, fail)
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -438,6 +434,21 @@ def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
         scale_base=scale == "base",
         when=tuple(when),
     )
+
+
+def _conditions(key: str, spec: dict, earlier: list[Param], fail) -> list[tuple[str, tuple[Any, ...]]]:
+    """A parameter's ``when``: each names a parameter listed before it and values that one can take."""
+    when: list[tuple[str, tuple[Any, ...]]] = []
+    prior = {p.name: p for p in earlier}
+    for other, allowed in spec.items():
+        if other not in prior:
+            raise fail(f"{key}.when.{other}", "must name a parameter listed before this one")
+        values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        bad = [v for v in values if not prior[other].scale_base and not prior[other].contains(v)]
+        if bad:
+            raise fail(f"{key}.when.{other}", f"{bad[0]!r} is not a value {other} can take")
+        when.append((str(other), values))
+    return when
 
 
 def _check_against(space: SearchSpace, base: Config, fail) -> None:
