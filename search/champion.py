@@ -297,12 +297,21 @@ def evaluate_on_cluster(
     return ray.get(refs)
 
 
-def run_command(cmd: list[str]) -> tuple[int, str, str]:
-    """A subprocess (a fixed-config run) as a Ray task: (exit status, stdout, the tail of stderr)."""
-    import subprocess
+def run_fixed(argv: list[str]) -> tuple[int, str, str]:
+    """A fixed-config run (``experiments.run.main(argv)``, an installed function) as a Ray task: (exit status,
+    what it printed, the tail of what it printed to stderr)."""
+    import contextlib
+    import io
 
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    return out.returncode, out.stdout, out.stderr[-3000:]
+    from experiments.run import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse's own exits
+            rc = exc.code if isinstance(exc.code, int) else 1
+    return rc, out.getvalue(), err.getvalue()[-3000:]
 
 
 def retrain_on_cluster(
@@ -326,7 +335,7 @@ def retrain_on_cluster(
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False
         )
-    task = ray.remote(run_command).options(**opts)
+    task = ray.remote(run_fixed).options(**opts)
     if local_store:
         return [ray.get(task.remote(cmd)) for cmd in commands]
     return ray.get([task.remote(cmd) for cmd in commands])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from search.cluster import reseed_tuner
 from search.lineage import SearchRecord, describe_parent, save_state
-from search.plan import REPO, Plan
+from search.plan import Plan
 from search.registry import register_champion
 
 __all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units"]
@@ -249,7 +249,8 @@ def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -
 
 
 def retrain_units(plan: Plan, uri: str, summaries: dict[str, str], search_parent: str) -> list[tuple[str, list[str]]]:
-    """One ``experiments/run.py`` command per model of ``--retrain-best``: per benchmark in ``summaries``
+    """The arguments of one fixed-config run (``experiments.run.main``) per model of ``--retrain-best``: per
+    benchmark in ``summaries``
     (dataset -> its summary run), per seed of ``--retrain-seeds`` and, on RegDB, per trial of
     ``--retrain-trials``. Each logs its model as a child of the benchmark's summary run."""
     out = []
@@ -259,8 +260,6 @@ def retrain_units(plan: Plan, uri: str, summaries: dict[str, str], search_parent
         for seed in plan.settings.retrain_seeds:
             for trial in trials:
                 cmd = [
-                    sys.executable,
-                    str(REPO / "experiments" / "run.py"),
                     str(path),
                     "--mlflow-uri",
                     uri,

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+import experiments
 from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
 from trainables import params as sample_params
 
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "experiments"
+EXPERIMENTS = Path(experiments.__file__).resolve().parent  # the installed configs (the package's YAML files)
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 DATASETS = ("sysu", "regdb")
 
