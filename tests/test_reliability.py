@@ -117,14 +117,19 @@ def test_driver_killed_then_resume_finishes_without_duplicates(roots):
     tmp, sysu, regdb = roots
     name = "driverkill"
     args = _args(tmp, sysu, regdb, name, "--num-samples", "3", "--max-concurrent", "1")
+    err = tmp / f"{name}.stderr"
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=search_env(), cwd=tmp, start_new_session=True
+        args, stdout=subprocess.DEVNULL, stderr=open(err, "w"), env=search_env(), cwd=tmp, start_new_session=True
     )
 
     def one_done():
+        # the state file is written once the driver's MLflow store exists: reading the store earlier would race
+        # the driver's creation of its tables
+        if not (tmp / "ray" / name / "aminet_search.json").is_file():
+            return False
         return any("aminet.outcome" in r.data.tags for r in search_runs(tmp, name)[2])
 
-    assert _wait_for(one_done, 400, proc), "no trial finished in time"
+    assert _wait_for(one_done, 400, proc), f"no trial finished in time; the driver said: {err.read_text()[-2000:]}"
     time.sleep(6)  # the next trial is under way, and Ray has snapshotted the first one's end (every 2 s)
     os.kill(proc.pid, signal.SIGKILL)  # the driver, with no chance to clean up ...
     proc.wait(timeout=60)
