@@ -334,16 +334,20 @@ class Plan:
     storage: str
     experiment_path: str
     state_dir: Path
-    resume: bool
     sysu_root: Path | None
     regdb_root: Path | None
     synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
     settings: Settings
-    saved_state: dict | None = None
+    saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
     fingerprint: str | None = None  # of the search's data folder, set by preflight
     replay: Path | None = None  # --replay: the table folder that answers every trial (trainables/replay.py)
     replay_time_scale: float = 0.0
     drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
+
+    @property
+    def resume(self) -> bool:
+        """This search continues a saved one (its settings and base config are the saved search's)."""
+        return self.saved_state is not None
 
     @property
     def synthetic_data(self) -> bool:
@@ -382,20 +386,19 @@ def plan_search(args: argparse.Namespace) -> Plan:
         check_same_base(saved_state["base_config"], base, name)
     replay = check_replay(args, space, base) if args.replay else None
     return Plan(
-        space,
-        base,
-        _budget(args, space, base, quick),
-        quick,
-        name,
-        storage,
-        experiment_path,
-        state_dir,
-        saved_state is not None,
-        roots["sysu"],
-        roots["regdb"],
-        synthetic_run,
-        _settings(args),
-        saved_state,
+        space=space,
+        base=base,
+        budget=_budget(args, space, base, quick),
+        quick=quick,
+        name=name,
+        storage=storage,
+        experiment_path=experiment_path,
+        state_dir=state_dir,
+        sysu_root=roots["sysu"],
+        regdb_root=roots["regdb"],
+        synthetic=synthetic_run,
+        settings=_settings(args),
+        saved_state=saved_state,
         replay=replay,
         replay_time_scale=float(args.replay_time_scale),
         drill=drill,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -123,11 +124,19 @@ def search_env(**extra) -> dict[str, str]:
     return dict(os.environ, RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONUNBUFFERED="1", **extra)
 
 
-def search_runs(tmp, name):
-    """(client, [the search's parent run], [its trial runs]) from the search's MLflow database."""
+def free_port() -> int:
+    """A free local TCP port (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def search_runs(tmp, name, uri: str | None = None):
+    """(client, [the search's parent run], [its trial runs]) from the search's MLflow store: ``uri``, or the
+    SQLite database ``search_args`` points the search at."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp / (name + '.db')}")
+    client = MlflowClient(uri or f"sqlite:///{tmp / (name + '.db')}")
     exp = client.get_experiment_by_name("aminet-search")
     runs = client.search_runs([exp.experiment_id]) if exp else []
     return (

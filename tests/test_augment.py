@@ -105,3 +105,24 @@ def test_rejects_wrong_input():
     aug = DeviceAugment()
     with pytest.raises(ValueError, match="expected uint8"):
         aug(torch.zeros(2, 3, 8, 4), True, _gen())
+
+
+def test_the_structure_views_leave_the_augmented_views_exactly_as_without_them():
+    """With ``structure`` one gather of the replicate-padded image serves both views; the backbone's views
+    must stay bit for bit those of the zero-padded path (crop, flip, channel mix and erasing all on)."""
+    augment = DeviceAugment(pad=5, flip_p=0.5, erase_p=0.7, channel_aug_p=0.8)
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (12, 32, 16, 3), dtype=torch.uint8, generator=g)
+    visible = torch.arange(12) % 2 == 0
+    d = augment.draw(12, 32, 16, visible, g)
+    plain = augment.apply(images, d)
+    full, upper, clean, clean_upper = augment.apply(images, d, structure=True)
+    assert d["chosen"].numel() and d["erase"]  # the draw exercised the channel mix and the erasing
+    assert torch.equal(full, plain[0]) and torch.equal(upper, plain[1])
+    # the clean view: the same crop of the border-replicated image, unerased
+    padded = F.pad(images.permute(0, 3, 1, 2).float(), (5, 5, 5, 5), mode="replicate")
+    b = torch.arange(12)[:, None, None]
+    crop = padded.permute(0, 2, 3, 1)[b, d["rows"][:, :, None], d["cols"][:, None, :]].permute(0, 3, 1, 2)
+    keep = torch.ones(12, dtype=torch.bool)
+    keep[d["chosen"]] = False
+    torch.testing.assert_close(clean[keep], normalize(crop.round().to(torch.uint8).permute(0, 2, 3, 1))[keep])

@@ -53,7 +53,7 @@ def test_the_phase_op_computes_what_phase_congruency_does():
 def test_the_criterion_compiles_to_one_graph_whatever_the_cameras_of_a_batch():
     """The loss is compiled too (train.compile): every term, the camera IMDAL included, is one graph, and
     batches whose cameras split differently (sizes of the one-vs-rest sets, a camera missing) reuse it."""
-    from types import SimpleNamespace
+    from fakes import intra_output
 
     from aminet.losses import AMINetCriterion
 
@@ -64,16 +64,7 @@ def test_the_criterion_compiles_to_one_graph_whatever_the_cameras_of_a_batch():
 
     def batch(cams_v, cams_i):
         v, i = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
-        out = SimpleNamespace(
-            features=torch.cat([v, i]),
-            logits=torch.randn(32, 4, generator=g),
-            pair_index=torch.arange(16).repeat(2),
-            intra_visible=v,
-            intra_infrared=i,
-            global_features=None,
-            part_features=None,
-        )
-        return out, (torch.tensor(cams_v), torch.tensor(cams_i))
+        return intra_output(v, i, 4, g), (torch.tensor(cams_v), torch.tensor(cams_i))
 
     batches = [
         batch([1, 2, 4, 5] * 4, [3, 6] * 8),

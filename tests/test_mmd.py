@@ -253,7 +253,7 @@ def test_branch_estimate_is_zero_for_exchangeable_views():
 
 
 def test_criterion_camera_imdal_uses_host_cameras():
-    from types import SimpleNamespace
+    from fakes import intra_output
 
     from aminet.config import load_config
     from aminet.losses import AMINetCriterion
@@ -263,15 +263,7 @@ def test_criterion_camera_imdal_uses_host_cameras():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)
     v, i = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
-    out = SimpleNamespace(
-        features=torch.cat([v, i]),
-        logits=torch.randn(32, 4, generator=g),
-        pair_index=torch.arange(16).repeat(2),
-        intra_visible=v,
-        intra_infrared=i,
-        global_features=None,
-        part_features=None,
-    )
+    out = intra_output(v, i, 4, g)
     cams_v = np.array([1, 2, 4, 5] * 4)
     cams_i = np.array([3, 6] * 8)
     _, terms = crit(out, labels, (cams_v, cams_i))

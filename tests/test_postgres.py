@@ -9,7 +9,6 @@ with the reason, never faked. docs/operations.md gives the same commands for a r
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from e2e_helpers import search_args, search_env, tiny_roots
+from e2e_helpers import free_port, search_args, search_env, search_runs, tiny_roots
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +28,6 @@ def _pg_bin(name: str) -> str | None:
         return found
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return versions[-1] if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -66,7 +59,7 @@ def tracking_server(tmp_path):
     cluster = Path(tempfile.mkdtemp(prefix="aminet-pg-"))
     if os.geteuid() == 0:
         shutil.chown(cluster, "postgres")
-    port = _free_port()
+    port = free_port()
     data = cluster / "data"
     subprocess.run(
         _as_postgres([initdb, "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"]),
@@ -99,7 +92,7 @@ def tracking_server(tmp_path):
             check=True,
             capture_output=True,
         )
-        http = _free_port()
+        http = free_port()
         server = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "mlflow"),
@@ -128,7 +121,6 @@ def tracking_server(tmp_path):
 
 def test_the_search_and_its_final_runs_on_a_postgresql_tracking_server(tmp_path, tracking_server):
     import psycopg
-    from mlflow.tracking import MlflowClient
 
     uri, pg_port = tracking_server
     tmp, sysu, regdb = tiny_roots(tmp_path)
@@ -158,11 +150,8 @@ def test_the_search_and_its_final_runs_on_a_postgresql_tracking_server(tmp_path,
     assert out.returncode == 0, out.stderr[-3000:]
     assert "champion" in out.stdout and "2 model(s) as Ray tasks (sysu: 1, regdb: 1)" in out.stdout
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("aminet-search")
-    runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("aminet.role") == "search"]
-    trials = [r for r in runs if r.data.tags.get("aminet.role") == "trial"]
+    client, (parent,), trials = search_runs(tmp, name, uri)
+    runs = client.search_runs([parent.info.experiment_id])
     assert parent.info.status == "FINISHED" and len(trials) >= 3
     assert {r.info.status for r in runs} == {"FINISHED"}  # nothing left RUNNING by any writer
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}  # lineage

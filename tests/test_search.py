@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from e2e_helpers import REPO, RUN, search_args, search_env, search_runs, search_study, tiny_roots
+from e2e_helpers import REPO, RUN, free_port, search_args, search_env, search_runs, search_study, tiny_roots
 from e2e_helpers import x_space as _x_space
 
 from aminet.config import Config
@@ -173,12 +173,9 @@ def test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_a
     assert "test/v2t/mAP_mean" in by_dataset["regdb"].data.metrics
 
     # optuna-dashboard (the README's live view of a search) serves this study's database.
-    import socket
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "optuna-dashboard"),

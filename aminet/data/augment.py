@@ -138,10 +138,10 @@ class DeviceAugment:
         return out
 
     def _crop_colour(self, images: torch.Tensor, d: dict, pad_mode: str) -> torch.Tensor:
-        """Pad + crop + flip (one gather), the channel augmentation and the normalisation: float32 (B, 3, H, W)."""
+        """Pad + crop + flip (one gather) and the channel augmentation: float32 (B, 3, H, W), values 0..255, not
+        yet normalised."""
         b = images.shape[0]
         dev = images.device
-        const = _constants(str(dev))
         p = self.pad
         if not p:
             padded = images
@@ -158,16 +158,30 @@ class DeviceAugment:
             idx = to_device(d["chosen"], dev)
             mixed = torch.einsum("bc,bchw->bhw", to_device(d["mix"], dev), x[idx])[:, None].expand(-1, 3, -1, -1)
             x[idx] = mixed
+        return x
 
-        # normalisation, one multiply-add: (x / 255 - mean) / std.
-        return torch.addcmul(const["shift"], x, const["scale"])
+    def _outside(self, d: dict, h: int, w: int, dev: torch.device) -> torch.Tensor:
+        """(B, 1, H, W) bool: the output pixels that the crop took from the padding."""
+        p = self.pad
+        rows = (d["rows"] < p) | (d["rows"] >= p + h)
+        cols = (d["cols"] < p) | (d["cols"] >= p + w)
+        return to_device(rows, dev)[:, None, :, None] | to_device(cols, dev)[:, None, None, :]
 
     def apply(self, images: torch.Tensor, d: dict, structure: bool = False) -> tuple[torch.Tensor, ...]:
         """The drawn augmentation on the images' device: host parameters go over as small asynchronous copies.
         ``structure``: also the views before erasing, padded by replication (see ``__call__``)."""
         dev = images.device
-        # 1-3. pad + crop + flip, channel augmentation, normalisation.
-        x = self._crop_colour(images, d, "constant")
+        const = _constants(str(dev))
+        # 1-2. pad + crop + flip, channel augmentation. With ``structure`` one gather serves both views: the
+        # zero-padded crop is the replicate-padded one with its padding pixels set to 0 (the channel mix is
+        # linear, so a zero pixel stays zero).
+        if structure:
+            s = self._crop_colour(images, d, "replicate")
+            x = s.masked_fill(self._outside(d, images.shape[1], images.shape[2], dev), 0.0) if self.pad else s
+        else:
+            x = self._crop_colour(images, d, "constant")
+        # 3. normalisation, one multiply-add: (x / 255 - mean) / std.
+        x = torch.addcmul(const["shift"], x, const["scale"])
 
         # 4. random erasing: the rectangle is the outer product of a row band and a column band.
         if d["erase"]:
@@ -179,7 +193,7 @@ class DeviceAugment:
         views = (x, upper_view(x, self.upper_body_ratio, self.upper_height))
         if not structure:
             return views
-        s = self._crop_colour(images, d, "replicate").contiguous(memory_format=torch.channels_last)
+        s = torch.addcmul(const["shift"], s, const["scale"]).contiguous(memory_format=torch.channels_last)
         return (*views, s, upper_view(s, self.upper_body_ratio, self.upper_height))
 
     def eval_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
