@@ -56,7 +56,12 @@ def _filled_study(sampler_kind: str, n: int, running: int, storage, seed: int = 
     for i in range(n):
         t = source.ask()
         fn(t)
-        value = 0.3 + 0.4 * t.params["mmd_inter"] - 0.2 * abs(t.params["mmd_intra"] - 0.4) + rng.gauss(0, 0.02)
+        value = (
+            0.3
+            + 0.4 * t.params["loss.mmd_inter_weight"]
+            - 0.2 * abs(t.params["loss.mmd_intra_weight"] - 0.4)
+            + rng.gauss(0, 0.02)
+        )
         complete = i % 3 == 0
         steps = {budget.grace_period: value * 0.8}
         if complete:

@@ -74,6 +74,7 @@ class Bench:
 
         table = Table.load(folder)
         space = get_space(table.meta["space"])
+        table.check_names(space)
         b = space.budget_for(True)
         if b.epochs != table.epochs:
             raise UsageError(f"{folder}: a table of {table.epochs}-epoch runs, the space's quick budget has {b.epochs}")
@@ -345,7 +346,7 @@ def table_analysis(bench: Bench) -> dict[str, Any]:
     # rung agreement: Spearman of the score after epoch r with the final one, overall and by schedule
     agree: dict[str, dict[int, float]] = {}
     for group in ("all", "step", "cosine"):
-        members = [c for c in ids if group == "all" or t.params(c).get("schedule") == group]
+        members = [c for c in ids if group == "all" or t.params(c).get("optim.schedule") == group]
         if len(members) < 4:
             continue
         final = [bench.val(c) for c in members]

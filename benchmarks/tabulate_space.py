@@ -115,9 +115,9 @@ def train_row(base, config: dict[str, Any], seed: int) -> dict[str, Any]:
     from aminet.engine.trainer import NonFiniteLossError, train
     from aminet.evaluation.protocol import metrics_from_frame
     from aminet.evaluation.trained import evaluate_benchmarks
-    from trainables.params import apply_params
+    from trainables.params import SEED, apply_params
 
-    cfg = apply_params(base, {**config["params"], "cfg.train.seed": seed})
+    cfg = apply_params(base, {**config["params"], SEED: seed})
     clock = EpochClock()
     t0 = time.perf_counter()
     diverged, test, test_seconds = None, None, 0.0
@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     meta_file = out / blackbox.META
     if meta_file.is_file():  # resume: the table's own settings
         meta = json.loads(meta_file.read_text())
+        try:
+            blackbox.check_names(meta, space, meta_file)
+        except blackbox.TableError as exc:
+            raise UsageError(str(exc)) from None
         base = Config.from_yaml(meta["base"], source=str(meta_file))
         differ = [k for k, v in settings.items() if meta["settings"].get(k) != v]
         if differ and args.only is None:

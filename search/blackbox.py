@@ -47,6 +47,7 @@ __all__ = [
     "Table",
     "params_key",
     "append_row",
+    "check_names",
 ]
 
 META = "meta.json"
@@ -253,12 +254,29 @@ class Table:
         assert best is not None
         return best
 
+    def check_names(self, space) -> None:
+        """Refuse (``TableError``, one line) a table whose configurations name parameters the space lacks."""
+        check_names(self.meta, space, self.folder / META)
+
     def default_config(self) -> int:
         return next(c["config"] for c in self.meta["configs"] if c["kind"] == "default")
 
     def digest(self) -> str:
         """A digest of the rows file (which rows a study used)."""
         return hashlib.sha256((self.folder / ROWS).read_bytes()).hexdigest()[:16]
+
+
+def check_names(meta: Mapping[str, Any], space, where: Any) -> None:
+    """Refuse a table's configurations that name parameters ``space`` does not have (a table tabulated
+    before the parameters were named by their config fields, or one of another space)."""
+    names = {k for c in meta["configs"] for k in c["params"]}
+    unknown = sorted(names - {p.name for p in space.params})
+    if unknown:
+        raise TableError(
+            f"{where}: the configurations name parameters that space {space.name!r} lacks ({', '.join(unknown)}); a "
+            f"table made before parameters were named by their config fields is renamed by "
+            f"`python benchmarks/migrate_table.py {Path(str(where)).parent}`"
+        )
 
 
 def unit_distance(a: Mapping[str, Any], b: Mapping[str, Any], space_params: Sequence) -> float:

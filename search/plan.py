@@ -599,6 +599,10 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
         raise UsageError(f"--replay-time-scale must be >= 0, got {args.replay_time_scale:g}")
     if table.meta["space"] != space.name:
         raise UsageError(f"--replay {folder}: a table of space {table.meta['space']!r}, not {space.name!r}")
+    try:
+        table.check_names(space)
+    except TableError as exc:
+        raise UsageError(f"--replay: {exc}") from None
     if int(table.meta["budget"]["epochs"]) != base.train.epochs:
         raise UsageError(
             f"--replay {folder}: the table holds {table.meta['budget']['epochs']}-epoch runs; this search trains "

@@ -10,15 +10,16 @@ file (the shipped ones are commented examples)::
       full:  {epochs: 80, eval_every: 5, grace: 20, trials: 32, reduction_factor: 3}
       quick: {epochs: 6, eval_every: 2, grace: 2, trials: 6}
     parameters:
-      mmd_intra: {type: float, low: 0.0, high: 1.0}
-      lr: {type: float, low: 0.25, high: 4.0, log: true, scale: base}   # x the base config's optim.lr
-      schedule: {type: categorical, choices: [step, cosine]}
-      milestone1_frac: {type: float, low: 0.2, high: 0.7, when: {schedule: step}}
+      loss.mmd_intra_weight: {type: float, low: 0.0, high: 1.0}
+      optim.lr: {type: float, low: 0.25, high: 4.0, log: true, scale: base}   # x the base config's optim.lr
+      optim.schedule: {type: categorical, choices: [step, cosine]}
+      optim.milestone_shares.0: {type: float, low: 0.2, high: 0.7, when: {optim.schedule: step}}
     warm_start:
-      - {mmd_intra: 0.4}                # other parameters take the base config's values
+      - {loss.mmd_intra_weight: 0.4}    # other parameters take the base config's values
 
-Parameter names are those of ``trainables.params`` (``mmd_intra``, ``bandwidths``, ``lr``, ...) or
-``cfg.<section>.<field>`` for any config field. Types: ``float`` (``low``, ``high``, optional ``step`` or
+A parameter is named by the config field it sets (``loss.mmd_intra_weight``, ``optim.lr``, any field of
+``aminet.config``); ``loss.mmd_multipliers`` takes the name of a bandwidth set and the milestones are searched
+as ``optim.milestone_shares.0`` / ``.1`` (``trainables.params``). Types: ``float`` (``low``, ``high``, optional ``step`` or
 ``log``), ``int`` (likewise), ``categorical`` (``choices``). ``scale: base`` makes ``low``/``high``
 multiples of the base config's value of the field. ``when: {other: value}`` (or a list of values) samples a
 parameter only when an earlier parameter took that value. A warm-start point lists some parameters; the
@@ -192,21 +193,22 @@ class SearchSpace:
         bias: a decayed schedule scores higher early and survives the cut for that reason alone). Epochs are
         rounded as the config rounds shares (``OptimConfig.warmup_epochs`` / ``milestone_epochs``)."""
         params = {p.name: p.resolved(base) for p in self.params}
+        first = sample_params.MILESTONES[0]
         out = []
-        w = params["warmup_frac"].high if "warmup_frac" in params else base.optim.warmup_share
+        w = params["optim.warmup_share"].high if "optim.warmup_share" in params else base.optim.warmup_share
         if int(round(w * epochs)) >= grace:
             out.append(
                 f"a warm-up of {w:g} of training ({int(round(w * epochs))} of {epochs} epochs) lasts until the rung at "
                 f"epoch {grace}"
             )
         step = (
-            "schedule" not in params
+            "optim.schedule" not in params
             and base.optim.schedule == "step"
-            or ("schedule" in params and "step" in params["schedule"].choices)
+            or ("optim.schedule" in params and "step" in params["optim.schedule"].choices)
         )
-        if "milestone1_frac" in params:
-            m = params["milestone1_frac"].low
-        elif step and base.optim.milestone_shares and "milestone1_frac" not in params:
+        if first in params:
+            m = params[first].low
+        elif step and base.optim.milestone_shares:
             m = base.optim.milestone_shares[0]
         else:
             m = None
@@ -386,7 +388,11 @@ def _number(value: Any) -> bool:
 def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
     key = f"parameters.{name}"
     if not sample_params.is_known(name):
-        raise fail(key, f"not a search parameter; use one of {sorted(sample_params._KNOWN)} or cfg.<section>.<field>")
+        old = " (the cfg. prefix is gone: name the field itself)" if name.startswith("cfg.") else ""
+        raise fail(
+            key,
+            f"not a config field (loss.mmd_intra_weight, optim.lr, ...) or {' / '.join(sample_params.MILESTONES)}{old}",
+        )
     if not isinstance(spec, dict):
         raise fail(key, "expected a mapping {type: float|int|categorical, ...}")
     unknown = sorted(set(spec) - _PARAM_KEYS)

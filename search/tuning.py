@@ -37,7 +37,7 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-from trainables.params import OPTUNA_TRIAL
+from trainables.params import LABELS, OPTUNA_TRIAL, SEED
 
 __all__ = [
     "PrunedAwareOptunaSearch",
@@ -354,15 +354,6 @@ class TrialRunLogger(LoggerCallback):
 # Keys of a report that are the latest evaluation repeated for the console, or bookkeeping (tags).
 _CONSOLE = {"val_score", "val_R1", "val_mAP", "mean_loss", "resumed_from", "node_id", "device", OPTUNA_TRIAL}
 _EVAL = {"score", "R1", "mAP", "mINP"}
-_SHORT = {
-    "mmd_intra": "intra",
-    "mmd_inter": "inter",
-    "bandwidths": "bw",
-    "upper_body_ratio": "ubp",
-    "lr": "lr",
-    "schedule": "",
-    "seed": "seed",
-}
 
 
 def mlflow_metrics(result: dict) -> dict[str, float]:
@@ -390,12 +381,12 @@ def run_name(config: dict, role: str, fallback: str) -> str:
     """``trial 7: intra 0.40 inter 0.60 bw paper5 ubp 0.50 lr 1.0e-03 step`` (the Optuna number and the values
     a reader compares first); a re-seed run: ``reseed top2 seed 1: ...``."""
     parts = []
-    for key, short in _SHORT.items():
-        if key not in config or key == "seed":
+    for key, label in LABELS.items():
+        if key not in config:
             continue
         v = config[key]
-        text = f"{v:.1e}" if key == "lr" else f"{v:.2f}" if isinstance(v, float) else str(v)
-        parts.append(f"{short} {text}".strip())
+        text = f"{v:.1e}" if key == "optim.lr" else f"{v:.2f}" if isinstance(v, float) else str(v)
+        parts.append(f"{label} {text}".strip())
     if role == "reseed" and "candidate" in config:
         head = f"reseed top{int(config['candidate']) + 1} seed {config.get('seed')}"
     elif OPTUNA_TRIAL in config:
@@ -465,9 +456,10 @@ def _trial_label(trial) -> str:
 
 
 class ResolvedParams:
-    """A trial's MLflow params (picklable): the whole resolved config under the names fixed-config runs use
-    (``optim.lr``, ...) and the sampled values under their own names (``lr``, ``mmd_intra``, ...). With
-    ``points``: a re-seed trial, whose config is ``{candidate, seed}``."""
+    """A trial's MLflow params (picklable): the whole resolved config, as fixed-config runs log it (a sampled
+    value is its field's value; the searched milestone items ``optim.milestone_shares.0`` / ``.1`` are added,
+    and a bandwidth set shows as its multipliers). With ``points``: a re-seed trial, whose config is
+    ``{candidate, seed}``; its candidate and seed are added."""
 
     def __init__(self, base_yaml: str, points: list[dict] | None = None) -> None:
         self.base_yaml = base_yaml
@@ -483,9 +475,9 @@ class ResolvedParams:
             resolved = apply_params(base, sampled)
         else:
             sampled = dict(self.points[int(config["candidate"])])
-            resolved = apply_params(base, {**sampled, "cfg.train.seed": int(config["seed"])})
+            resolved = apply_params(base, {**sampled, SEED: int(config["seed"])})
             sampled.update(candidate=int(config["candidate"]), seed=int(config["seed"]))
-        return {**resolved.flat(), **sampled}
+        return {**sampled, **resolved.flat()}
 
 
 def trial_run(client, experiment_id: str, parent_run_id: str, ray_trial_id: str):

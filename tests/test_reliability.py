@@ -75,7 +75,7 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
             "--drill",
             f"kill-once={marker}:2:1",
             "--drill",
-            "nan-if=mmd_intra=0.2:1",
+            "nan-if=loss.mmd_intra_weight=0.2:1",
         ),  # fmt: skip
         capture_output=True,
         text=True,
@@ -94,7 +94,9 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     assert "RUNNING" not in {r.info.status for r in trials}
     failed = [r for r in trials if r.info.status == "FAILED"]
     assert len(failed) == 1 and "non-finite loss" in failed[0].data.tags["aminet.error"]
-    assert failed[0].data.params["mmd_intra"] == "0.2" and failed[0].data.tags["aminet.outcome"] == "diverged"
+    assert (
+        failed[0].data.params["loss.mmd_intra_weight"] == "0.2" and failed[0].data.tags["aminet.outcome"] == "diverged"
+    )
     assert "val/score" not in failed[0].data.metrics  # the stand-in worst score is Optuna's, not a model's
     nan_rows = _results(tmp, name)[failed[0].data.tags["ray.trial_id"]]
     assert len(nan_rows) == 1 and nan_rows[0]["diverged"] == 1.0  # one attempt: not retried
@@ -108,7 +110,7 @@ def test_killed_trial_resumes_and_a_nan_trial_fails_visibly(roots):
     assert epochs == sorted(set(epochs)) and epochs[0] == 1
     study = search_study(tmp, name)
     assert len(study.trials) == 3 and sum(t.state.name == "FAIL" for t in study.trials) == 0
-    nan_trial = [t for t in study.trials if t.params["mmd_intra"] == 0.2]
+    nan_trial = [t for t in study.trials if t.params["loss.mmd_intra_weight"] == 0.2]
     assert len(nan_trial) == 1 and nan_trial[0].state.name == "PRUNED" and nan_trial[0].value == 0.0
 
 

@@ -201,7 +201,7 @@ def test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_a
         (study,) = [x for x in studies if x["study_name"] == name]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as r:
             detail = json.loads(r.read())
-        assert len(detail["trials"]) == len(trials) and "lr" in {p["name"] for p in detail["trials"][0]["params"]}
+        assert len(detail["trials"]) == len(trials) and "optim.lr" in {p["name"] for p in detail["trials"][0]["params"]}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -248,12 +248,17 @@ def test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint(root
     assert numbers == sorted(t.number for t in search_study(tmp, name).trials)
     from aminet.data.cache import dataset_fingerprint
 
+    sampled = {t.number: t.params for t in search_study(tmp, name).trials}
     for r in trials:
         n = r.data.tags["optuna.trial_number"]
         assert r.info.run_name.startswith(f"trial {n}: intra "), r.info.run_name
-        assert {"optim.lr", "loss.mmd_intra_weight", "model.upper_body_ratio", "lr", "mmd_intra"} <= set(r.data.params)
-        assert not any(k.startswith("search.") for k in r.data.params)
-        assert float(r.data.params["optim.lr"]) == pytest.approx(float(r.data.params["lr"]))
+        assert {"optim.lr", "loss.mmd_intra_weight", "model.upper_body_ratio", "loss.mmd_multipliers"} <= set(
+            r.data.params
+        )
+        assert not any(k.startswith(("search.", "cfg.")) for k in r.data.params)
+        # one name per hyperparameter: what Optuna sampled is the config field of that name in the trial's run
+        for key in ("optim.lr", "loss.mmd_intra_weight", "model.upper_body_ratio"):
+            assert float(r.data.params[key]) == pytest.approx(sampled[int(n)][key])
         last = int(r.data.tags["aminet.last_epoch"])
         for key in ("train/loss", "train/lr", "train/images_per_s", "train/epoch_seconds", "train/id"):
             assert sorted({m.step for m in client.get_metric_history(r.info.run_id, key)}) == list(range(1, last + 1))

@@ -40,15 +40,15 @@ def test_unit_mapping_covers_each_parameter_as_its_type_says():
     _, _, params = _params()
     by_name = {p.name: p for p in params}
     grid = [i / 400 for i in range(400)]
-    bw = by_name["bandwidths"]
+    bw = by_name["loss.mmd_multipliers"]
     counts = {c: sum(blackbox.from_unit(bw, x) == c for x in grid) for c in bw.choices}
     assert set(counts.values()) == {100}  # four choices, equal cells
-    lr = by_name["lr"]
+    lr = by_name["optim.lr"]
     values = [blackbox.from_unit(lr, x) for x in grid]
     assert min(values) == pytest.approx(lr.low) and max(values) <= lr.high
     # log-uniform: the geometric middle of the range sits at x = 0.5
     assert blackbox.from_unit(lr, 0.5) == pytest.approx(math.sqrt(lr.low * lr.high))
-    ubr = by_name["upper_body_ratio"]
+    ubr = by_name["model.upper_body_ratio"]
     stepped = {blackbox.from_unit(ubr, x) for x in grid}
     assert stepped == {round(0.3 + 0.05 * k, 10) for k in range(11)}  # every grid value, nothing else
     assert all(ubr.contains(v) for v in stepped)
@@ -63,7 +63,7 @@ def test_the_design_starts_with_the_paper_default_and_fills_the_space():
     assert [len(seeds[c["config"]]) for c in configs] == [3] * 8 + [1] * 56
     sobol = [c["params"] for c in configs if c["kind"] == "sobol"]
     # conditional parameters only where their condition holds, as the define-by-run function samples them
-    assert all(("milestone1_frac" in p) == (p["schedule"] == "step") for p in sobol)
+    assert all(("optim.milestone_shares.0" in p) == (p["optim.schedule"] == "step") for p in sobol)
     # space-filling: every quarter of every float range is visited
     for p in params:
         if p.type == "float" and not p.when:
@@ -96,7 +96,7 @@ def test_the_committed_toy_table_reads_and_answers_lookups():
     assert table.row(11, 2) is table.row(11, 0)  # a seed the table lacks wraps onto the recorded ones
     for c in table.config_ids():  # a configuration is its own nearest row
         assert table.nearest(table.params(c), params) == c
-    moved = {**table.params(5), "mmd_intra": min(1.0, table.params(5)["mmd_intra"] + 1e-3)}
+    moved = {**table.params(5), "loss.mmd_intra_weight": min(1.0, table.params(5)["loss.mmd_intra_weight"] + 1e-3)}
     assert table.lookup(moved) is None and table.nearest(moved, params) == 5
     row = table.row(default)
     assert len(row.val) == 6 and row.final == row.val[-1] and set(row.test) >= {"all/R1", "all/mAP"}
@@ -228,3 +228,33 @@ def test_the_shipped_spaces_make_the_first_rung_neutral_and_the_old_bounds_did_n
         b = space.budget_for(quick)
         why = space.first_rung_conflicts(space.base(quick=quick), b.epochs, b.grace_period)
         assert len(why) == 2 and "warm-up" in why[0] and "milestone" in why[1], why
+
+
+def test_a_table_with_the_old_parameter_names_is_refused_then_renamed_to_the_committed_one(tmp_path):
+    """Tables made before parameters were named by their config fields: refused in one line that names the
+    fix, and ``migrate_table.py`` gives back exactly the committed (renamed) toy table's rows."""
+    from migrate_table import OLD_NAMES, main
+
+    old = {v: k for k, v in OLD_NAMES.items()}
+    folder = tmp_path / "old"
+    shutil.copytree(TOY, folder)
+    meta = json.loads((folder / blackbox.META).read_text())
+    for c in meta["configs"]:
+        c["params"] = {old.get(k, k): v for k, v in c["params"].items()}
+    del meta["renamed"]
+    (folder / blackbox.META).write_text(json.dumps(meta, indent=1))
+    rows = blackbox.read_rows(folder / blackbox.ROWS)
+    for r in rows:
+        r["params"] = {old.get(k, k): v for k, v in r["params"].items()}
+    (folder / blackbox.ROWS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    with pytest.raises(blackbox.TableError, match=r"lacks \(bandwidths, lr, milestone1_frac.*migrate_table.py"):
+        blackbox.Table.load(folder).check_names(get_space("sysu"))
+    assert main([str(folder)]) == 0
+    blackbox.Table.load(folder).check_names(get_space("sysu"))
+    assert blackbox.read_rows(folder / blackbox.ROWS) == blackbox.read_rows(TOY / blackbox.ROWS)
+    got = json.loads((folder / blackbox.META).read_text())
+    assert got["configs"] == json.loads((TOY / blackbox.META).read_text())["configs"]
+    assert got["renamed"]["names"] == OLD_NAMES
+    before = (folder / blackbox.ROWS).read_bytes()
+    assert main([str(folder)]) == 0 and (folder / blackbox.ROWS).read_bytes() == before  # once only

@@ -127,9 +127,16 @@ def test_a_resume_on_changed_data_is_refused(tmp_path):
 def test_drills_are_read_from_their_specs_and_refuse_bad_ones():
     from aminet.engine.drills import Drill, DrillError
 
-    d = Drill.parse(["nan-if=mmd_intra=0.2:3", "crash-once=/tmp/m:2", "kill-once=/tmp/k:2:1"])
-    assert d.nan_if == ("mmd_intra", "0.2", 3) and d.crash_once == ("/tmp/m", 2) and d.kill_once == ("/tmp/k", 2, 1)
-    assert d.for_trial({"mmd_intra": 0.2}).nan_at_step == 3 and d.for_trial({"mmd_intra": 0.4}).nan_at_step is None
+    d = Drill.parse(["nan-if=loss.mmd_intra_weight=0.2:3", "crash-once=/tmp/m:2", "kill-once=/tmp/k:2:1"])
+    assert (
+        d.nan_if == ("loss.mmd_intra_weight", "0.2", 3)
+        and d.crash_once == ("/tmp/m", 2)
+        and d.kill_once == ("/tmp/k", 2, 1)
+    )
+    assert (
+        d.for_trial({"loss.mmd_intra_weight": 0.2}).nan_at_step == 3
+        and d.for_trial({"loss.mmd_intra_weight": 0.4}).nan_at_step is None
+    )
     hook = Drill(nan_at_step=5).on_loss(iters_per_epoch=4)
     assert hook(1, 1, 2.0) != hook(1, 1, 2.0) and hook(1, 0, 2.0) == 2.0  # NaN at epoch 1 step 1 only
     assert Drill().on_loss(4) is None and Drill().on_step() is None
@@ -178,7 +185,7 @@ def test_space_budgets_and_points_are_consistent(name, quick):
         for k, v in trial.params.items():  # warm-start points lie inside the distributions
             assert trial.distributions[k]._contains(trial.distributions[k].to_internal_repr(v)), (k, v)
         cfg = apply_params(base, trial.params)  # every sample is a valid config
-        assert cfg.loss.mmd_multipliers == BANDWIDTH_SETS[trial.params["bandwidths"]]
+        assert cfg.loss.mmd_multipliers == BANDWIDTH_SETS[trial.params["loss.mmd_multipliers"]]
         study.tell(trial, 0.0)
 
 
@@ -207,14 +214,14 @@ budget:
   full: {epochs: 40, eval_every: 5, grace: 10, trials: 12}
   quick: {epochs: 4, eval_every: 2, grace: 1, trials: 3}
 parameters:
-  mmd_inter: {type: float, low: 0.5, high: 1.0, step: 0.1}
-  lr: {type: float, low: 0.5, high: 2.0, log: true, scale: base}
-  schedule: {type: categorical, choices: [step, cosine]}
-  milestone1_frac: {type: float, low: 0.3, high: 0.6, when: {schedule: step}}
-  cfg.data.instances: {type: int, low: 2, high: 8, step: 2}
-  cfg.loss.triplet_weight: {type: float, low: 0.1, high: 10.0, log: true, when: {schedule: [cosine]}}
+  loss.mmd_inter_weight: {type: float, low: 0.5, high: 1.0, step: 0.1}
+  optim.lr: {type: float, low: 0.5, high: 2.0, log: true, scale: base}
+  optim.schedule: {type: categorical, choices: [step, cosine]}
+  optim.milestone_shares.0: {type: float, low: 0.3, high: 0.6, when: {optim.schedule: step}}
+  data.instances: {type: int, low: 2, high: 8, step: 2}
+  loss.triplet_weight: {type: float, low: 0.1, high: 10.0, log: true, when: {optim.schedule: [cosine]}}
 warm_start:
-  - {mmd_inter: 0.8, schedule: cosine}
+  - {loss.mmd_inter_weight: 0.8, optim.schedule: cosine}
 """
 
 
@@ -230,11 +237,11 @@ def test_a_space_file_with_every_kind_of_parameter(tmp_path):
     # milestone is left out (schedule is cosine), the triplet weight (active) comes from the base.
     (point,) = space.warm_start(base)
     assert point == {
-        "mmd_inter": 0.8,
-        "lr": base.optim.lr,
-        "schedule": "cosine",
-        "cfg.data.instances": base.data.instances,
-        "cfg.loss.triplet_weight": base.loss.triplet_weight,
+        "loss.mmd_inter_weight": 0.8,
+        "optim.lr": base.optim.lr,
+        "optim.schedule": "cosine",
+        "data.instances": base.data.instances,
+        "loss.triplet_weight": base.loss.triplet_weight,
     }
     fn = pickle.loads(pickle.dumps(space.define_by_run(base)))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
@@ -244,13 +251,13 @@ def test_a_space_file_with_every_kind_of_parameter(tmp_path):
         trial = study.ask()
         fn(trial)
         p = trial.params
-        assert ("milestone1_frac" in p) == (p["schedule"] == "step")  # conditions hold
-        assert ("cfg.loss.triplet_weight" in p) == (p["schedule"] == "cosine")
-        assert base.optim.lr * 0.5 - 1e-12 <= p["lr"] <= base.optim.lr * 2.0 + 1e-12  # scale: base
-        assert p["cfg.data.instances"] in (2, 4, 6, 8) and round(p["mmd_inter"] * 10, 6) % 1 == 0
+        assert ("optim.milestone_shares.0" in p) == (p["optim.schedule"] == "step")  # conditions hold
+        assert ("loss.triplet_weight" in p) == (p["optim.schedule"] == "cosine")
+        assert base.optim.lr * 0.5 - 1e-12 <= p["optim.lr"] <= base.optim.lr * 2.0 + 1e-12  # scale: base
+        assert p["data.instances"] in (2, 4, 6, 8) and round(p["loss.mmd_inter_weight"] * 10, 6) % 1 == 0
         cfg = apply_params(base, p)
-        assert cfg.data.instances == p["cfg.data.instances"] and cfg.loss.mmd_inter_weight == p["mmd_inter"]
-        seen.add(p["schedule"])
+        assert cfg.data.instances == p["data.instances"] and cfg.loss.mmd_inter_weight == p["loss.mmd_inter_weight"]
+        seen.add(p["optim.schedule"])
         study.tell(trial, 0.0)
     assert seen == {"step", "cosine"}
 
@@ -262,16 +269,23 @@ def test_a_space_file_with_every_kind_of_parameter(tmp_path):
         (("base: regdb.yaml", "base: nowhere.yaml"), "base: nowhere.yaml: not found"),
         (("trials: 12", "trials: 0"), "budget.full.trials: expected an integer >= 1"),
         (("grace: 10", "grace: 50"), "budget.full.grace: 50 is more than epochs"),
-        (("mmd_inter: {type", "mmd_intr: {type"), "parameters.mmd_intr: not a search parameter"),
-        (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.mmd_inter: low (1.5) is above high"),
-        (("type: int", "type: integer"), "parameters.cfg.data.instances.type: 'integer'"),
-        (("when: {schedule: step}", "when: {shedule: step}"), "parameters.milestone1_frac.when.shedule: must name"),
-        (("when: {schedule: step}", "when: {schedule: linear}"), "'linear' is not a value schedule can take"),
-        (("cfg.data.instances", "cfg.data.instancez"), "cfg.data.instancez"),
-        (("{mmd_inter: 0.8", "{mmd_inter: 0.3"), "warm_start[0].mmd_inter: 0.3 is outside"),
-        (("log: true, scale: base", "log: true, scale: paper"), "parameters.lr.scale: 'paper'"),
+        (
+            ("loss.mmd_inter_weight: {type", "loss.mmd_inter_w: {type"),
+            "parameters.loss.mmd_inter_w: not a config field",
+        ),
+        (("  loss.mmd_inter_weight: {", "  cfg.loss.mmd_inter_weight: {"), "the cfg. prefix is gone"),
+        (("low: 0.5, high: 1.0", "low: 1.5, high: 1.0"), "parameters.loss.mmd_inter_weight: low (1.5) is above high"),
+        (("type: int", "type: integer"), "parameters.data.instances.type: 'integer'"),
+        (
+            ("when: {optim.schedule: step}", "when: {optim.shedule: step}"),
+            "parameters.optim.milestone_shares.0.when.optim.shedule: must name",
+        ),
+        (("when: {optim.schedule: step}", "when: {optim.schedule: linear}"), "'linear' is not a value optim.schedule"),
+        (("data.instances", "data.instancez"), "data.instancez"),
+        (("{loss.mmd_inter_weight: 0.8", "{loss.mmd_inter_weight: 0.3"), "warm_start[0].loss.mmd_inter_weight: 0.3 is"),
+        (("log: true, scale: base", "log: true, scale: paper"), "parameters.optim.lr.scale: 'paper'"),
         (("parameters:", "parameterz:"), "parameterz: unknown key"),
-        (("  mmd_inter: {", "  mmd_inter: [{"), "not valid YAML"),
+        (("  loss.mmd_inter_weight: {", "  loss.mmd_inter_weight: [{"), "not valid YAML"),
     ],
 )
 def test_bad_space_files_fail_with_one_line_naming_the_key(tmp_path, edit, needle):
@@ -294,7 +308,7 @@ def test_every_sampler_samples_the_shipped_space(kind):
         trial = study.ask()
         fn(trial)
         apply_params(base, trial.params)
-        study.tell(trial, trial.params["mmd_inter"] - abs(trial.params["mmd_intra"] - 0.4))
+        study.tell(trial, trial.params["loss.mmd_inter_weight"] - abs(trial.params["loss.mmd_intra_weight"] - 0.4))
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
@@ -323,11 +337,11 @@ def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
     base = Config.from_dict({"train": {"epochs": 80}})
     out = to_overrides(
         {
-            "warmup_frac": 0.1,
-            "milestone1_frac": 0.3,
-            "milestone2_frac": 0.7,
-            "lr": 0.05,
-            "cfg.loss.triplet_weight": 0.5,
+            "optim.warmup_share": 0.1,
+            "optim.milestone_shares.0": 0.3,
+            "optim.milestone_shares.1": 0.7,
+            "optim.lr": 0.05,
+            "loss.triplet_weight": 0.5,
         },
         base,
     )
@@ -337,14 +351,16 @@ def test_to_overrides_maps_fractions_to_epochs_and_rejects_unknown_names():
         "optim.lr": 0.05,
         "loss.triplet_weight": 0.5,
     }
-    cfg = apply_params(base, {"warmup_frac": 0.1, "milestone1_frac": 0.3, "milestone2_frac": 0.7})
+    cfg = apply_params(
+        base, {"optim.warmup_share": 0.1, "optim.milestone_shares.0": 0.3, "optim.milestone_shares.1": 0.7}
+    )
     assert cfg.optim.warmup_epochs(80) == 8 and cfg.optim.milestone_epochs(80) == [24, 56]
-    cosine = apply_params(base, {"schedule": "cosine", "warmup_frac": 0.25})
+    cosine = apply_params(base, {"optim.schedule": "cosine", "optim.warmup_share": 0.25})
     assert cosine.optim.warmup_epochs(80) == 20 and cosine.optim.milestone_epochs(80) == [20, 50]
     with pytest.raises(KeyError, match="mmd_intra_w"):
         to_overrides({"mmd_intra_w": 0.3}, base)
-    with pytest.raises(KeyError, match="bandwidths"):
-        to_overrides({"bandwidths": "huge"}, base)
+    with pytest.raises(KeyError, match="loss.mmd_multipliers"):
+        to_overrides({"loss.mmd_multipliers": "huge"}, base)
 
 
 def test_searcher_tells_early_stopped_trials_as_pruned():
@@ -700,3 +716,25 @@ def test_the_champion_guard_fails_closed_and_checks_its_move():
     raced = _Registry(None, ("4", 0.95), ("4", 0.95))
     moved, line = guard_champion(raced, "m", "3", 0.9, "p")
     assert not moved and raced.moves == ["3"] and "champion stays version 4" in line
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_every_searched_name_is_the_config_field_it_sets(name):
+    """One name per hyperparameter: a sampled value lands in the config field of the same name, except the
+    two translated lists (a bandwidth set's name, the milestones searched item by item)."""
+    from trainables.params import BANDWIDTHS, MILESTONES, target_field
+
+    space = get_space(name)
+    base = space.base(quick=True)
+    for p in (q.resolved(base) for q in space.params):
+        values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            flat = apply_params(base, {p.name: v}).flat()
+            if p.name == BANDWIDTHS:
+                assert flat[p.name] == BANDWIDTH_SETS[v]
+            elif p.name in MILESTONES:
+                assert (
+                    target_field(p.name) is None and max(v, base.optim.warmup_share) in flat["optim.milestone_shares"]
+                )
+            else:
+                assert target_field(p.name) == p.name and flat[p.name] == v, (p.name, v)

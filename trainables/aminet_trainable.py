@@ -33,7 +33,7 @@ from aminet.config import Config
 from aminet.engine.checkpoint import load_checkpoint
 from aminet.engine.drills import Drill
 from aminet.engine.trainer import NonFiniteLossError, device_summary, evaluates, train
-from trainables.params import OPTUNA_TRIAL, apply_params
+from trainables.params import OPTUNA_TRIAL, SEED, apply_params
 
 __all__ = [
     "train_aminet",
@@ -192,5 +192,5 @@ def train_reseed(
 ) -> None:
     """A re-seed trial: ``points[config["candidate"]]`` (a finished trial's sampled values) trained with
     ``train.seed = config["seed"]``; everything else as ``train_aminet``."""
-    params = {**points[int(config["candidate"])], "cfg.train.seed": int(config["seed"])}
+    params = {**points[int(config["candidate"])], SEED: int(config["seed"])}
     train_aminet(params, base_yaml, drill)

@@ -1,35 +1,49 @@
-"""Searched values -> dotted config overrides (pure Python: no Ray, no Optuna).
+"""Searched values -> config overrides (pure Python: no Ray, no Optuna).
 
-A search space samples a small vocabulary of names; this module turns one sample into overrides of the
-project config, so the trainable, the search driver, the MLflow logs and the ``--retrain-best`` runs
-all agree on what a sample means.
+A search parameter is named by the config field it sets, as a dotted path (``loss.mmd_intra_weight``,
+``optim.lr``, ``data.instances``): the space file, Optuna's study, Ray's trial config, the trial's MLflow
+run and the tabulated benchmark all use that one name, and the value is the field's value. Two fields are
+lists that a sampler cannot propose whole; only they are translated:
 
-Names (all optional; anything absent keeps the base config's value):
+``loss.mmd_multipliers``     searched as the name of a set of ``BANDWIDTH_SETS`` (Optuna's categorical choices
+                             must be scalars); the config gets that set's multipliers
+``optim.milestone_shares.0``, ``optim.milestone_shares.1``
+                             the step schedule's milestones, searched one by one (shares of train.epochs); the
+                             config gets the list, a milestone inside the warm-up moved to its end, repeats dropped
 
-``mmd_intra``, ``mmd_inter``  loss.mmd_intra_weight / loss.mmd_inter_weight (IMDAL / IDAL)
-``bandwidths``               a key of ``BANDWIDTH_SETS`` -> loss.mmd_multipliers
-``upper_body_ratio``         model.upper_body_ratio (the top share of the image in the upper-body branch)
-``lr``                       optim.lr (the peak)
-``warmup_frac``              optim.warmup_share (a share of train.epochs)
-``schedule``                 optim.schedule: "step" or "cosine"
-``milestone1_frac``, ``milestone2_frac``
-                             optim.milestone_shares (step schedule), shares of training
-``cfg.<section>.<field>``    any config field, verbatim (e.g. ``cfg.loss.triplet_weight``)
+A searched ``optim.warmup_share`` without searched milestones keeps the base milestones that follow it.
+``LABELS`` holds the short words a run's name shows (``intra 0.40 inter 0.60 bw paper5 ...``): display only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from aminet.config import Config
 
-__all__ = ["OPTUNA_TRIAL", "BANDWIDTH_SETS", "to_overrides", "apply_params", "base_value", "target_field", "is_known"]
+__all__ = [
+    "OPTUNA_TRIAL",
+    "SEED",
+    "BANDWIDTHS",
+    "BANDWIDTH_SETS",
+    "MILESTONES",
+    "LABELS",
+    "to_overrides",
+    "apply_params",
+    "base_value",
+    "target_field",
+    "is_known",
+    "fields",
+]
 
 # Added to a trial's config by the searcher: the Optuna trial number (maps Ray trials, MLflow runs and
 # Optuna's plots onto each other); not a sampled value, so ``to_overrides`` ignores it.
 OPTUNA_TRIAL = "optuna_trial"
+SEED = "train.seed"  # what a re-seed trial sets
 
+BANDWIDTHS = "loss.mmd_multipliers"
 # Multipliers of the median pairwise distance (the AMK-MMD bandwidths), by name.
 BANDWIDTH_SETS: dict[str, list[float]] = {
     "narrow3": [0.5, 1.0, 2.0],
@@ -37,50 +51,54 @@ BANDWIDTH_SETS: dict[str, list[float]] = {
     "wide7": [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
     "decade3": [0.1, 1.0, 10.0],
 }
+MILESTONES = ("optim.milestone_shares.0", "optim.milestone_shares.1")
 
-_DIRECT = {
-    "mmd_intra": "loss.mmd_intra_weight",
-    "mmd_inter": "loss.mmd_inter_weight",
-    "upper_body_ratio": "model.upper_body_ratio",
-    "lr": "optim.lr",
-    "schedule": "optim.schedule",
+LABELS = {
+    "loss.mmd_intra_weight": "intra",
+    "loss.mmd_inter_weight": "inter",
+    BANDWIDTHS: "bw",
+    "model.upper_body_ratio": "ubp",
+    "optim.lr": "lr",
+    "optim.schedule": "",
 }
-_KNOWN = set(_DIRECT) | {"bandwidths", "warmup_frac", "milestone1_frac", "milestone2_frac"}
+
+
+@cache
+def fields() -> frozenset[str]:
+    """Every config field's dotted path."""
+    return frozenset(Config().flat())
+
+
+def is_known(name: str) -> bool:
+    """Whether ``name`` can be searched: a config field or one item of the milestones."""
+    return name in fields() or name in MILESTONES
 
 
 def to_overrides(params: Mapping[str, Any], base: Config) -> dict[str, Any]:
     """Dotted overrides for ``base`` from one sample. Unknown names raise ``KeyError`` naming them."""
     params = {k: v for k, v in params.items() if k != OPTUNA_TRIAL}
-    unknown = [k for k in params if k not in _KNOWN and not k.startswith("cfg.")]
+    unknown = [k for k in params if not is_known(k)]
     if unknown:
-        raise KeyError(f"search parameters not understood: {unknown}; known: {sorted(_KNOWN)} or cfg.<field>")
-    out: dict[str, Any] = {}
-    for name, key in _DIRECT.items():
-        if name in params:
-            out[key] = params[name]
-    if "bandwidths" in params:
-        name = params["bandwidths"]
+        hint = " (the cfg. prefix is gone: name the field itself)" if any(k.startswith("cfg.") for k in unknown) else ""
+        raise KeyError(f"search parameters not understood: {unknown}: name a config field (optim.lr, ...){hint}")
+    out: dict[str, Any] = {k: v for k, v in params.items() if k not in MILESTONES}
+    if isinstance(out.get(BANDWIDTHS), str):
+        name = out[BANDWIDTHS]
         if name not in BANDWIDTH_SETS:
-            raise KeyError(f"bandwidths={name!r}: choose one of {sorted(BANDWIDTH_SETS)}")
-        out["loss.mmd_multipliers"] = list(BANDWIDTH_SETS[name])
-    warmup = base.optim.warmup_share
-    if "warmup_frac" in params:
-        warmup = float(params["warmup_frac"])
-        out["optim.warmup_share"] = warmup
-    if "milestone1_frac" in params or "milestone2_frac" in params:
+            raise KeyError(f"{BANDWIDTHS}={name!r}: choose one of {sorted(BANDWIDTH_SETS)}")
+        out[BANDWIDTHS] = list(BANDWIDTH_SETS[name])
+    warmup = float(out.get("optim.warmup_share", base.optim.warmup_share))
+    if any(m in params for m in MILESTONES):
         stones: list[float] = []
-        for frac in (params.get("milestone1_frac"), params.get("milestone2_frac")):
-            if frac is None:
+        for m in MILESTONES:
+            if params.get(m) is None:
                 continue
-            m = max(warmup, float(frac))  # a milestone inside the warm-up acts at its end
-            if not stones or m > stones[-1]:
-                stones.append(m)
+            share = max(warmup, float(params[m]))  # a milestone inside the warm-up acts at its end
+            if not stones or share > stones[-1]:
+                stones.append(share)
         out["optim.milestone_shares"] = stones
-    elif "warmup_frac" in params:  # keep the base milestones valid after a longer warm-up
+    elif "optim.warmup_share" in params and "optim.milestone_shares" not in params:
         out["optim.milestone_shares"] = [m for m in base.optim.milestone_shares if m >= warmup]
-    for name, value in params.items():
-        if name.startswith("cfg."):
-            out[name[4:]] = value
     return out
 
 
@@ -89,33 +107,20 @@ def apply_params(base: Config, params: Mapping[str, Any]) -> Config:
     return base.replace(to_overrides(params, base))
 
 
-def is_known(name: str) -> bool:
-    """Whether ``name`` is a sample name this module understands (a fixed name or ``cfg.<field>``)."""
-    return name in _KNOWN or name.startswith("cfg.")
-
-
 def target_field(name: str) -> str | None:
-    """The config field a single-field sample name sets (``lr`` -> ``optim.lr``), else None."""
-    if name.startswith("cfg."):
-        return name[4:]
-    return _DIRECT.get(name)
+    """The config field that ``name`` sets verbatim (itself), or None for a translated name."""
+    return name if name in fields() and name != BANDWIDTHS else None
 
 
 def base_value(name: str, base: Config) -> Any:
-    """The value of sample ``name`` that reproduces ``base`` (the inverse of ``to_overrides``), or None when
-    the base has none (a bandwidth set not in ``BANDWIDTH_SETS``, a second milestone the base lacks)."""
-    o = base.optim
-    if name == "bandwidths":
+    """The value of ``name`` that reproduces ``base`` (the inverse of ``to_overrides``), or None when the base
+    has none (a bandwidth set not in ``BANDWIDTH_SETS``, a second milestone the base lacks)."""
+    if name == BANDWIDTHS:
         return next((k for k, v in BANDWIDTH_SETS.items() if list(v) == list(base.loss.mmd_multipliers)), None)
-    if name == "warmup_frac":
-        return o.warmup_share
-    if name in ("milestone1_frac", "milestone2_frac"):
-        i = 0 if name == "milestone1_frac" else 1
-        return o.milestone_shares[i] if len(o.milestone_shares) > i else None
-    field = target_field(name)
-    if field is None:
-        raise KeyError(f"search parameter {name!r} not understood")
-    flat = base.flat()
-    if field not in flat:
-        raise KeyError(f"search parameter {name!r}: no config field {field!r}")
-    return flat[field]
+    if name in MILESTONES:
+        i = MILESTONES.index(name)
+        stones = base.optim.milestone_shares
+        return stones[i] if len(stones) > i else None
+    if name not in fields():
+        raise KeyError(f"search parameter {name!r}: not a config field")
+    return base.flat()[name]

@@ -18,7 +18,7 @@ constant surrogate of the objective (the one-nearest-neighbour surrogate of Syne
 repository and YAHPO's tabular fallback), so a sampler that moves towards a good region gets the row
 recorded there. The answering row is reported (``replay_config``) and logged with the trial.
 
-Seeds: a trial's ``cfg.train.seed`` picks the recorded seed of that configuration; a seed the table lacks
+Seeds: a trial's ``train.seed`` picks the recorded seed of that configuration; a seed the table lacks
 wraps onto the recorded ones (``Table.row``), so a re-seed draws another recorded seed where there is one.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 from ray import tune
 
 from search.blackbox import Table
-from trainables.params import OPTUNA_TRIAL
+from trainables.params import OPTUNA_TRIAL, SEED
 
 __all__ = ["train_replay", "replay_reseed", "load_table", "answer", "REPLAY_CONFIG"]
 
@@ -61,8 +61,8 @@ def train_replay(config: dict[str, Any], table_dir: str, eval_every: int, epochs
     """Ray Tune function trainable (see the module doc)."""
     import ray
 
-    params = {k: v for k, v in config.items() if k not in (OPTUNA_TRIAL, "cfg.train.seed")}
-    seed = int(config.get("cfg.train.seed", 0))
+    params = {k: v for k, v in config.items() if k not in (OPTUNA_TRIAL, SEED)}
+    seed = int(config.get(SEED, 0))
     table, space_params = load_table(str(Path(table_dir).resolve()))
     config_id = answer(table, space_params, params)
     row = table.row(config_id, seed)
@@ -117,5 +117,5 @@ def replay_reseed(
     time_scale: float = 0.0,
 ) -> None:
     """A re-seed trial replayed: ``points[config["candidate"]]`` at seed ``config["seed"]``."""
-    params = {**points[int(config["candidate"])], "cfg.train.seed": int(config["seed"])}
+    params = {**points[int(config["candidate"])], SEED: int(config["seed"])}
     train_replay(params, table_dir, eval_every, epochs, time_scale)
