@@ -175,7 +175,7 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
             scheduler=scheduler,
             num_samples=b.num_samples,
             max_concurrent_trials=concurrent,
-            reuse_actors=False,
+            reuse_actors=_reuse_workers(plan),
         ),
         run_config=tune.RunConfig(
             name=plan.name,
@@ -186,6 +186,14 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: what a retry resumes from
         ),
     )
+
+
+def _reuse_workers(plan: Plan) -> bool:
+    """A real trial gets a fresh worker process (its CUDA memory, compiled graphs, data loader threads and a
+    fault drill's kill end with it; its start-up is seconds against minutes of training). A replayed trial
+    holds nothing but the table, so its worker is reused: on a simulated cluster the trials' start-ups
+    would otherwise be what the machine measures, not the driver (docs/performance.md)."""
+    return plan.replay is not None
 
 
 def reseed_tuner(
@@ -220,7 +228,11 @@ def reseed_tuner(
         trainable,
         param_space={"candidate": tune.grid_search(list(range(len(points)))), "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", num_samples=1, max_concurrent_trials=concurrent, reuse_actors=False
+            metric=METRIC,
+            mode="max",
+            num_samples=1,
+            max_concurrent_trials=concurrent,
+            reuse_actors=_reuse_workers(plan),
         ),
         run_config=tune.RunConfig(
             name=f"{plan.name}-reseed",
