@@ -6,8 +6,11 @@ look like finished ones to TPE and to the importance analysis. Here a trial that
 epoch is told as PRUNED, with its last score recorded as an intermediate value (Optuna then keeps it as
 the pruned trial's value). Intermediate values are indexed by epoch, not by Ray's report counter. A trial
 whose loss diverged (``diverged`` in its last result: the trainable reports it instead of crashing, so Ray
-does not retry a deterministic failure) is told as PRUNED with the worst score at the epoch it diverged:
-TPE counts it among the bad trials and samples that region less, where a FAIL would be ignored.
+does not retry a deterministic failure) is told as PRUNED with the worst score at the epoch it diverged and
+the user attribute ``diverged``; TPE's constraint (``diverged_violation``) makes it infeasible, so TPE ranks
+it below every trial that did not diverge and samples that region less (a FAIL would be ignored; a plain
+PRUNED trial is ranked by the epoch it reached first, so a late divergence would rank above every trial
+ASHA stopped earlier).
 
 A time budget (``deadline_file``: a file holding a Unix time, written by the driver): after it, ``suggest``
 returns ``FINISHED``, so no new trial starts while running ones train to the end (Optuna's ``timeout``
@@ -48,6 +51,8 @@ __all__ = [
     "run_name",
     "REPORTED_KEYS",
     "SAMPLERS",
+    "DIVERGED",
+    "diverged_violation",
     "make_sampler",
     "trial_error",
     "trial_run",
@@ -74,6 +79,7 @@ _SKIP = {
     "checkpoint_dir_name",
 }
 REPORTED_KEYS = ("R1", "mAP", "mINP", "score")
+DIVERGED = "diverged"  # the user attribute of an Optuna trial whose loss diverged
 
 
 class PrunedAwareOptunaSearch(OptunaSearch):
@@ -159,11 +165,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if not stopped_early:
             return super().on_trial_complete(trial_id, result, error)
 
+        if diverged:
+            self._ot_trials[trial_id].set_user_attr(DIVERGED, True)
         self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
+
+
+def diverged_violation(trial) -> tuple[float]:
+    """TPE's constraint: a trial whose loss diverged violates it. TPE splits trials into good and bad as
+    COMPLETE by value, then PRUNED by the step they reached (deepest first) and value, then infeasible ones
+    last; so a diverged trial ranks below every trial that did not diverge, whatever epoch it reached."""
+    return (1.0 if trial.user_attrs.get(DIVERGED) else 0.0,)
 
 
 def make_sampler(kind: str, seed: int, num_samples: int):
@@ -188,7 +203,12 @@ def make_sampler(kind: str, seed: int, num_samples: int):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "tpe":
             return optuna.samplers.TPESampler(
-                multivariate=True, group=True, seed=seed, n_startup_trials=startup, constant_liar=True
+                multivariate=True,
+                group=True,
+                seed=seed,
+                n_startup_trials=startup,
+                constant_liar=True,
+                constraints_func=diverged_violation,
             )
         if kind == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
@@ -204,7 +224,7 @@ class TrialRunLogger(LoggerCallback):
 
     A run is named ``trial <optuna number>: <key values>`` and tagged with the Optuna trial number, the Ray
     trial id, the node that trained it and whether it resumed from a checkpoint; its params are the whole
-    resolved config under the fixed-config runs' names plus the sampled values under their own names;
+    resolved config as fixed-config runs log it (a sampled value under its config field's name);
     every epoch logs ``train/<figure>`` (loss terms, lr, images/s, epoch seconds, step), every evaluation
     ``val/score`` and ``val/<setting>/<metric>`` at step = epoch; ``inputs`` (MLflow datasets) are attached
     once."""

@@ -738,3 +738,36 @@ def test_every_searched_name_is_the_config_field_it_sets(name):
                 )
             else:
                 assert target_field(p.name) == p.name and flat[p.name] == v, (p.name, v)
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_tpe_ranks_a_diverged_trial_below_every_trial_that_did_not_diverge(constrained):
+    """TPE ranks PRUNED trials by the epoch they reached first: without the constraint, a trial that diverged
+    at epoch 5 is among the good trials, above one that ASHA stopped at epoch 2 with a real score."""
+    from optuna.samplers._tpe.sampler import _split_trials  # the split TPE learns from (Optuna 5)
+
+    sampler = make_sampler("tpe", seed=0, num_samples=6)
+    if not constrained:
+        sampler._constraints_func = None  # what the driver did before
+    storage = optuna.storages.InMemoryStorage()
+    s = PrunedAwareOptunaSearch(
+        _x_space, metric="score", mode="max", storage=storage, study_name="d", max_epochs=6, sampler=sampler
+    )
+    for tid in ("full", "stopped", "late"):
+        s.suggest(tid)
+    for e in (2, 4, 6):
+        s.on_trial_result("full", {"score": 0.2, "epoch": e})
+    s.on_trial_complete("full", {"score": 0.2, "epoch": 6})
+    s.on_trial_complete("stopped", {"score": 0.1, "epoch": 2})
+    s.on_trial_result("late", {"score": 0.3, "epoch": 2})
+    s.on_trial_result("late", {"score": 0.35, "epoch": 4})
+    s.on_trial_complete("late", {"score": 0.0, "epoch": 5, "diverged": 1.0})
+    study = optuna.load_study(study_name="d", storage=storage)
+    number = {t.user_attrs["ray_trial_id"]: t.number for t in study.trials}
+    below, above = _split_trials(study, study.trials, 2)
+    good = {t.number for t in below}
+    if constrained:
+        assert good == {number["full"], number["stopped"]} and number["late"] in {t.number for t in above}
+        s.suggest("next")  # and the constrained sampler still proposes
+    else:
+        assert good == {number["full"], number["late"]}  # the defect: the divergence counts as good
