@@ -248,7 +248,7 @@ def reseed_tuner(
 def fit_search(tuner, plan: Plan, record) -> object:
     """``tuner.fit()`` under the time budget (``search.lineage.SearchClock``: it survives a hard kill); an interrupted fit (Ray catches
     Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
-    from search.lineage import SearchClock
+    from search.lineage import SearchClock, record_time_budget
 
     clock = SearchClock(plan.state_dir, plan.settings.time_budget, record.state, record.state_path)
     deadline = clock.start()
@@ -267,5 +267,16 @@ def fit_search(tuner, plan: Plan, record) -> object:
             file=sys.stderr,
             flush=True,
         )
-        record.client.set_tag(record.parent_id, "aminet.time_budget_reached", f"{n} trials")
+        record_time_budget(record.client, record.parent_id, n)
+    end_orphaned_trials(plan.name, record.study_url)
     return results
+
+
+def end_orphaned_trials(name: str, study_url: str) -> None:
+    """Every Ray trial has ended: an Optuna trial still RUNNING was asked for by a driver killed before Ray
+    recorded the trial, so it never ran. It ends as FAIL (which no sampler learns from)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=study_url)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)

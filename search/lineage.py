@@ -1,5 +1,7 @@
-"""MLflow lineage of a search: the parent run, the state file, the summary of the trials, the description,
-and closing every run whatever ends the driver. The driver is MLflow's only writer."""
+"""MLflow lineage of a search: the parent run and every write to it (the summary of the trials, the
+selection, the test evaluation, the registration, the description), the state file and the time budget's
+clock, and closing every run whatever ends the driver. The driver is MLflow's only writer; the trials' own
+runs are written by ``search.tuning.TrialRunLogger``."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ __all__ = [
     "save_state",
     "SearchClock",
     "describe_parent",
+    "record_selection",
+    "record_test_evaluation",
+    "record_replay_test",
+    "record_registration",
+    "record_time_budget",
 ]
 
 
@@ -167,10 +174,6 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
     ]
     client.log_text(parent_id, frame[keep].to_csv(index=False), "search/trials.csv")
     study = optuna.load_study(study_name=plan.name, storage=study_url)
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # Asked for by a driver that was killed before Ray recorded the trial: it never ran. Every Ray trial
-        # has ended here, so a RUNNING Optuna trial can only be such an orphan.
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     sdf = study.trials_dataframe()
     client.log_text(parent_id, sdf.to_csv(index=False), "search/optuna_trials.csv")
     counts = sdf["state"].value_counts().to_dict() if len(sdf) else {}
@@ -242,6 +245,105 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             plt.close(fig)
         except Exception as exc:  # noqa: BLE001 - a plot Optuna cannot draw for this study
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
+
+
+def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, chosen_on=()) -> None:
+    """On the parent run: every candidate's scores over seeds, the winner's config, selection and validation
+    figures (mean over seeds), its parameters as tags, its resolved config ``cfg``, and a link to (and tag on) the
+    winning trial's run."""
+    import pandas as pd
+
+    from search.champion import selection_score
+    from search.tuning import mlflow_metrics, trial_run
+
+    rows = [
+        {
+            "rank": i + 1,
+            "trial_id": c.trial_id,
+            "mean": c.mean,
+            "std": c.std,
+            "n": len(c.scores),
+            "selection_seeds": " ".join(map(str, chosen_on)),
+            "selection_score": selection_score(c, list(chosen_on)),
+            "seeds": " ".join(map(str, c.seeds)),
+            "scores": " ".join(f"{v:.4f}" for v in c.scores),
+            **{f"param.{k}": v for k, v in c.params.items()},
+        }
+        for i, c in enumerate(cands)
+    ]
+    client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "search/reseeds.csv")
+    for i, c in enumerate(cands):
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_mean", c.mean)
+        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_std", c.std)
+        client.set_tag(
+            parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} +- {c.std:.4f}"
+        )
+    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
+    client.log_dict(
+        parent_id,
+        {
+            "params": winner.params,
+            "trial_id": winner.trial_id,
+            "seeds": winner.seeds,
+            "val_scores": winner.scores,
+            "val_score_mean": winner.mean,
+            "val_score_std": winner.std,
+            "selection_seeds": list(chosen_on),
+            "selection_score": selection_score(winner, list(chosen_on)),
+        },
+        "best/selection.json",
+    )
+    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
+    client.log_metric(parent_id, "val/score", winner.mean)
+    client.log_metric(parent_id, "val/score_std", winner.std)
+    per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
+    for k in per_seed[0] if per_seed else []:
+        if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):
+            client.log_metric(parent_id, k, sum(m[k] for m in per_seed) / len(per_seed))
+    for k, v in winner.params.items():
+        client.set_tag(parent_id, f"best.{k}", str(v))
+    client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
+    found = trial_run(client, exp_id, parent_id, winner.trial_id)
+    if found is not None:  # the winning trial's run: tagged, and linked from the parent
+        winner.run_id = found.info.run_id
+        client.set_tag(winner.run_id, "aminet.winner", "true")
+        client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
+
+
+def record_test_evaluation(client, parent_id: str, inputs, per_trial, benchmarks, table: str) -> None:
+    """The winner's test evaluation on the parent run: the test datasets as inputs, every (benchmark, seed,
+    trial) row, and per benchmark ``(name, scope, trials, summary)`` the mean and std over seeds of each
+    setting's metrics (``test/<benchmark>/<setting>/<metric>``) with its scope as a tag; the paper table."""
+    client.log_inputs(parent_id, datasets=inputs)
+    client.log_text(parent_id, per_trial.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
+    for bench, scope, trials, summary in benchmarks:
+        for row in summary.itertuples():
+            for m in ("R1", "R10", "R20", "mAP", "mINP"):
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}", float(getattr(row, f"{m}_mean")))
+                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}_std", float(getattr(row, f"{m}_std")))
+            client.set_tag(
+                parent_id, f"test.{bench}.{row.setting}.scope", f"{scope}, {trials} trials, {row.seeds} seeds"
+            )
+    client.log_text(parent_id, table + "\n", "best/test_table.txt")
+
+
+def record_replay_test(client, parent_id: str, figures: dict[str, float], where: str, table: str) -> None:
+    """A replayed search's recorded test figures on the parent run, under the real evaluation's names, and
+    where in the table they come from (tag ``aminet.replay``)."""
+    for key, value in figures.items():
+        client.log_metric(parent_id, key, value)
+    client.set_tag(parent_id, "aminet.replay", where)
+    client.log_text(parent_id, table + "\n", "best/test_table.txt")
+
+
+def record_registration(client, parent_id: str, label: str) -> None:
+    """The registered model version (and whether it became the champion) on the parent run."""
+    client.set_tag(parent_id, "aminet.registered_model", label)
+
+
+def record_time_budget(client, parent_id: str, ran: str) -> None:
+    """The time budget ended the search before its trial count: how many trials ran."""
+    client.set_tag(parent_id, "aminet.time_budget_reached", f"{ran} trials")
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 from search.cluster import reseed_tuner
-from search.lineage import SearchRecord, describe_parent, save_state
+from search.lineage import (
+    SearchRecord,
+    describe_parent,
+    record_registration,
+    record_replay_test,
+    record_selection,
+    record_test_evaluation,
+    save_state,
+)
 from search.plan import Plan
 from search.registry import register_champion
 
@@ -19,6 +27,7 @@ FINAL_EXPERIMENT = "aminet-final"  # the MLflow experiment of --retrain-best's f
 def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurrent):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     from search import champion
+    from trainables.params import apply_params
 
     b = plan.budget
     top = champion.finished(results, b.epochs)
@@ -36,7 +45,9 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     search_seed = plan.base.train.seed if champion.SELECT_ON_FRESH_SEEDS else None
     winner = champion.choose(cands, search_seed)
     chosen_on = champion.selection_seeds(cands, search_seed)
-    _record_selection(rec.client, rec.parent_id, rec.exp_id, plan, cands, winner, chosen_on)
+    cfg = apply_params(plan.base, winner.params)
+    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())  # what --retrain-best trains
+    record_selection(rec.client, rec.parent_id, rec.exp_id, cfg, cands, winner, chosen_on)
     print(
         f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
         f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded, compared on seeds {chosen_on}); "
@@ -77,71 +88,6 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
     return list(grid)
 
 
-def _record_selection(client, parent_id: str, exp_id: str, plan: Plan, cands, winner, chosen_on=()) -> None:
-    """On the parent run: every candidate's scores over seeds, the winner's config, selection and validation
-    figures (mean over seeds), its parameters as tags, and a link to (and tag on) the winning trial's run."""
-    import pandas as pd
-
-    from search.champion import selection_score
-    from search.tuning import mlflow_metrics, trial_run
-    from trainables.params import apply_params
-
-    rows = [
-        {
-            "rank": i + 1,
-            "trial_id": c.trial_id,
-            "mean": c.mean,
-            "std": c.std,
-            "n": len(c.scores),
-            "selection_seeds": " ".join(map(str, chosen_on)),
-            "selection_score": selection_score(c, list(chosen_on)),
-            "seeds": " ".join(map(str, c.seeds)),
-            "scores": " ".join(f"{v:.4f}" for v in c.scores),
-            **{f"param.{k}": v for k, v in c.params.items()},
-        }
-        for i, c in enumerate(cands)
-    ]
-    client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "search/reseeds.csv")
-    for i, c in enumerate(cands):
-        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_mean", c.mean)
-        client.log_metric(parent_id, f"reseed/top{i + 1}/val_score_std", c.std)
-        client.set_tag(
-            parent_id, f"reseed.top{i + 1}", f"trial {c.trial_id}, seeds {c.seeds}, mean {c.mean:.4f} +- {c.std:.4f}"
-        )
-    cfg = apply_params(plan.base, winner.params)
-    client.log_text(parent_id, cfg.to_yaml(), "best/config.yaml")
-    client.log_dict(
-        parent_id,
-        {
-            "params": winner.params,
-            "trial_id": winner.trial_id,
-            "seeds": winner.seeds,
-            "val_scores": winner.scores,
-            "val_score_mean": winner.mean,
-            "val_score_std": winner.std,
-            "selection_seeds": list(chosen_on),
-            "selection_score": selection_score(winner, list(chosen_on)),
-        },
-        "best/selection.json",
-    )
-    (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())
-    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
-    client.log_metric(parent_id, "val/score", winner.mean)
-    client.log_metric(parent_id, "val/score_std", winner.std)
-    per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
-    for k in per_seed[0] if per_seed else []:
-        if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):
-            client.log_metric(parent_id, k, sum(m[k] for m in per_seed) / len(per_seed))
-    for k, v in winner.params.items():
-        client.set_tag(parent_id, f"best.{k}", str(v))
-    client.set_tag(parent_id, "aminet.best_trial", winner.trial_id)
-    found = trial_run(client, exp_id, parent_id, winner.trial_id)
-    if found is not None:  # the winning trial's run: tagged, and linked from the parent
-        winner.run_id = found.info.run_id
-        client.set_tag(winner.run_id, "aminet.winner", "true")
-        client.set_tag(parent_id, "aminet.best_trial_run", winner.run_id)
-
-
 def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resources, exp_id: str) -> str:
     """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
@@ -171,26 +117,15 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
         for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root))
         if root is not None
     ]
-    client.log_inputs(parent_id, datasets=tests)
     frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
     feature = plan.base.eval.feature
-    client.log_text(parent_id, frame.drop(columns=["cmc"]).to_csv(index=False), "best/test_per_trial.csv")
-    tables = []
+    benchmarks = []
     for bench, g in frame.groupby("benchmark", sort=False):
         scope = str(g.scope.iloc[0])  # in-domain or cross-dataset: one per benchmark
         summary = seed_summary(g.drop(columns=["scope"]).assign(label=scope), feature)
-        tables.append(paper_table(summary))
-        for row in summary.itertuples():
-            for m in ("R1", "R10", "R20", "mAP", "mINP"):
-                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}", float(getattr(row, f"{m}_mean")))
-                client.log_metric(parent_id, f"test/{bench}/{row.setting}/{m}_std", float(getattr(row, f"{m}_std")))
-            client.set_tag(
-                parent_id,
-                f"test.{bench}.{row.setting}.scope",
-                f"{scope}, {g.trial.nunique()} trials, {row.seeds} seeds",
-            )
-    table = "\n\n".join(tables)
-    client.log_text(parent_id, table + "\n", "best/test_table.txt")
+        benchmarks.append((str(bench), scope, int(g.trial.nunique()), summary))
+    table = "\n\n".join(paper_table(summary) for *_, summary in benchmarks)
+    record_test_evaluation(client, parent_id, tests, frame, benchmarks, table)
     text = (
         f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
         f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
@@ -201,7 +136,8 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
         describe_parent(client, parent_id, plan, winner, exp_id, table)
         return text
     best = winner.best_model()
-    version, line = register_champion(client, parent_id, plan, winner, best, uri, text)
+    version, line, label = register_champion(client, parent_id, plan, winner, best, uri, text)
+    record_registration(client, parent_id, label)
     describe_parent(client, parent_id, plan, winner, exp_id, table, line)
     print("\n" + line)
     return text + "\n\n" + line
@@ -225,20 +161,20 @@ def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -
     if not rows:
         raise RuntimeError("the selected configuration's table rows hold no test metrics")
     lines = [f"{'setting':8s} {'R1':>14s} {'mAP':>14s} {'mINP':>14s}"]
+    figures: dict[str, float] = {}  # test/sysu/<setting>/<metric>[_std], fractions
     for setting in ("all", "indoor"):
         cells = []
         for metric in ("R1", "mAP", "mINP"):
             values = [100 * float(row.test[f"{setting}/{metric}"]) for row in rows]
             mean = statistics.fmean(values)
             std = statistics.stdev(values) if len(values) > 1 else 0.0
-            client.log_metric(parent_id, f"test/sysu/{setting}/{metric}", mean / 100)
-            client.log_metric(parent_id, f"test/sysu/{setting}/{metric}_std", std / 100)
+            figures[f"test/sysu/{setting}/{metric}"] = mean / 100
+            figures[f"test/sysu/{setting}/{metric}_std"] = std / 100
             cells.append(f"{mean:6.2f} +- {std:5.2f}")
         lines.append(f"{setting:8s} " + " ".join(f"{c:>14s}" for c in cells))
     where = f"{plan.replay} (rows {[(row.config, row.seed) for row in rows]})"
-    client.set_tag(parent_id, "aminet.replay", where)
     table_text = "\n".join(lines)
-    client.log_text(parent_id, table_text + "\n", "best/test_table.txt")
+    record_replay_test(client, parent_id, figures, where, table_text)
     describe_parent(client, parent_id, plan, winner, exp_id, table_text)
     text = (
         f"\nREPLAYED test metrics of the selected configuration (SYSU-MM01 protocol as recorded in the table {where}; "

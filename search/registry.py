@@ -11,7 +11,8 @@ __all__ = ["register_champion"]
 def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str, test_text: str):
     """Log the best seed model as a pyfunc model from code (weights as a state dict, no pickle) with a
     signature and an input example, in the MLflow run of the trial that trained it, register it, tag and
-    describe the version, and move ``@champion`` only under the guarded rule. Returns (version, line)."""
+    describe the version, and move ``@champion`` only under the guarded rule. Returns (version, the champion line, the label
+    "<name> v<version>[ @champion]" the parent run records)."""
     import mlflow
     import numpy as np
 
@@ -74,5 +75,4 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
         ),
     )
     moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
-    client.set_tag(parent_id, "aminet.registered_model", f"{name} v{version}" + (" @champion" if moved else ""))
-    return version, line
+    return version, line, f"{name} v{version}" + (" @champion" if moved else "")
