@@ -250,6 +250,8 @@ def simulate(
         "trials": trials,
         "concurrency": concurrency,
         "asha": asha,
+        "grace": budget.grace_period if asha else None,
+        "reduction_factor": budget.reduction_factor if asha else None,
         "sequence": [
             {"number": t.number, "config": t.config, "state": t.state, "epochs": t.epoch, "params": t.params}
             for t in started
@@ -367,40 +369,77 @@ def table_analysis(bench: Bench) -> dict[str, Any]:
     return out
 
 
-def reseed_rule(bench: Bench, multi: Sequence[int], draws: int = 4000, seed: int = 0) -> dict[str, Any]:
-    """The re-seed rule on the configurations with 3 seeds: draw ``n`` of them, take the top ``k`` on seed 0 (the
-    search's seed), re-seed with seeds 1..; choose the best mean over (a) all seeds, the selection seed included
-    (the shipped rule) or (b) the fresh seeds only. Quality of the chosen: its test R1 averaged over all its
-    seeds (the expected test R1 of a model of that configuration). Also (c): no re-seeding (top-1 on seed 0)."""
+def reseed_rule(
+    bench: Bench,
+    multi: Sequence[int],
+    draws: int = 4000,
+    seed: int = 0,
+    pools: Sequence[int] = (6, 12),
+    tops: Sequence[int] = (2, 3, 4),
+    reseeds: Sequence[int] = (1, 2),
+    boot: int = 200,
+) -> dict[str, Any]:
+    """The re-seed rule on the configurations with 3 seeds: draw a pool of ``n`` of them (the finished trials
+    of a search), take the top ``k`` on seed 0 (the search's seed), re-seed each with ``r`` fresh seeds
+    (1..r); choose the best mean over (a) all seeds, the selection seed included, or (b) the fresh seeds
+    only (the shipped rule). Also (c): no re-seeding (top-1 on seed 0), and the pool's best (oracle).
+
+    The quality of a choice is its test R1 averaged over its 3 seeds (the expected test R1 of a model of that
+    configuration); with one re-seed also on seed 2 alone, a seed no rule looked at (a model's luck on
+    validation carries over to its own test score, which favours the seeds a rule selected on). Every
+    (n, k, r) of the grid, with its cost in extra full trainings (k x r) and the paired gain of each rule over
+    no re-seeding: the mean over ``draws`` pools and a 95 % interval from ``boot`` bootstrap resamples of the
+    configurations (the table's configurations are themselves a sample; pools drawn from each resample)."""
     import numpy as np
 
     t = bench.table
     multi = [c for c in multi if len(t.seeds(c)) >= 3]
     if len(multi) < 4:
         return {"configs": len(multi)}
-    rng = np.random.default_rng(seed)
-    quality = {c: statistics.fmean(bench.test(c, s, "R1") for s in t.seeds(c)[:3]) for c in multi}
-    out: dict[str, Any] = {"configs": len(multi)}
-    for n, k, reseeds in ((min(len(multi), 6), 2, 1), (min(len(multi), 12), 3, 2)):
-        res = {"with_selection_seed": [], "fresh_only": [], "no_reseed": [], "oracle": []}
-        for _ in range(draws):
-            pool = list(rng.choice(multi, size=n, replace=False))
-            top = sorted(pool, key=lambda c: -bench.val(c, 0))[:k]
-            fresh = list(range(1, 1 + reseeds))
-            a = max(top, key=lambda c: statistics.fmean([bench.val(c, 0)] + [bench.val(c, s) for s in fresh]))
-            b = max(top, key=lambda c: statistics.fmean([bench.val(c, s) for s in fresh]))
-            res["with_selection_seed"].append(quality[a])
-            res["fresh_only"].append(quality[b])
-            res["no_reseed"].append(quality[top[0]])
-            res["oracle"].append(max(quality[c] for c in pool))
-        out[f"n{n}_top{k}_reseeds{reseeds}"] = {
-            k2: {"mean": float(np.mean(v)), "ci": bootstrap_ci(v, stat="mean", n=500)} for k2, v in res.items()
+    val = {c: [bench.val(c, s) for s in range(3)] for c in multi}
+    test = {c: [bench.test(c, s, "R1") for s in range(3)] for c in multi}
+
+    def choices(pool: list[int], k: int, r: int) -> dict[str, int]:
+        top = sorted(pool, key=lambda c: -val[c][0])[:k]
+        return {
+            "no_reseed": top[0],
+            "with_selection_seed": max(top, key=lambda c: statistics.fmean(val[c][: 1 + r])),
+            "fresh_only": max(top, key=lambda c: statistics.fmean(val[c][1 : 1 + r])),
+            "oracle": max(pool, key=lambda c: statistics.fmean(test[c])),
         }
-        diff = np.array(res["fresh_only"]) - np.array(res["with_selection_seed"])
-        out[f"n{n}_top{k}_reseeds{reseeds}"]["fresh_minus_with"] = {
-            "mean": float(diff.mean()),
-            "share_different": float(np.mean(diff != 0)),
-        }
+
+    def gains(configs: list[int], n: int, k: int, r: int, rng, count: int, seeds: slice) -> dict[str, np.ndarray]:
+        got: dict[str, list[float]] = {}
+        for _ in range(count):
+            pool = [configs[i] for i in rng.choice(len(configs), size=n, replace=False)]
+            for rule, c in choices(pool, k, r).items():
+                got.setdefault(rule, []).append(statistics.fmean(test[c][seeds]))
+        return {rule: np.array(v) for rule, v in got.items()}
+
+    out: dict[str, Any] = {"configs": len(multi), "draws": draws, "boot": boot}
+    rules = ("with_selection_seed", "fresh_only")
+    for n in sorted({min(len(multi), p) for p in pools}):
+        for k in [k for k in tops if k <= n]:
+            for r in [r for r in reseeds if r <= 2]:
+                entry: dict[str, Any] = {"pool": n, "top": k, "reseeds": r, "extra_trainings": k * r}
+                scopes = {"all_seeds": slice(0, 3)} | ({"heldout_seed": slice(2, 3)} if r == 1 else {})
+                for scope, seeds in scopes.items():
+                    q = gains(multi, n, k, r, np.random.default_rng(seed), draws, seeds)
+                    rng = np.random.default_rng(seed + 1)
+                    boot_gain = {rule: [] for rule in rules}
+                    for _ in range(boot):
+                        resample = [multi[i] for i in rng.integers(0, len(multi), len(multi))]
+                        g = gains(resample, n, k, r, rng, max(1, draws // 20), seeds)
+                        for rule in rules:
+                            boot_gain[rule].append(float((g[rule] - g["no_reseed"]).mean()))
+                    entry[scope] = {rule: float(v.mean()) for rule, v in q.items()}
+                    for rule in rules:
+                        lo, hi = np.percentile(boot_gain[rule], [2.5, 97.5])
+                        entry[scope][f"gain_{rule}"] = {
+                            "mean": float((q[rule] - q["no_reseed"]).mean()),
+                            "ci": (float(lo), float(hi)),
+                        }
+                out[f"n{n}_top{k}_reseeds{r}"] = entry
     return out
 
 
@@ -438,13 +477,18 @@ def run_study(
     reps_for: dict[str, int] | None = None,
     grace: int | None = None,
     reduction_factor: int | None = None,
+    asha_grid: Sequence[tuple[int, int]] = (),
 ) -> list[dict[str, Any]]:
+    """Every (sampler, trials, concurrency, scheduler) setting ``reps`` times; with ``asha_grid`` each ASHA
+    setting once per (grace, reduction factor) pair of the grid instead of the space's (or the given) one."""
+    cuts = list(asha_grid) or [(grace, reduction_factor)]
     jobs = [
-        (folder, s, seed, n, c, a, grace, reduction_factor)
+        (folder, s, seed, n, c, a, g, rf)
         for s in samplers
         for n in trial_counts
         for c in concurrencies
         for a in ashas
+        for g, rf in (cuts if a else [(None, None)])
         for seed in range((reps_for or {}).get(s, reps))
     ]
     if workers <= 1:
@@ -459,10 +503,11 @@ def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One line per (sampler, trials, concurrency, ASHA): final regrets (IQM, 95 % CI), epochs, time, model share."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for s in sims:
-        groups.setdefault((s["sampler"], s["trials"], s["concurrency"], s["asha"]), []).append(s)
+        key = (s["sampler"], s["trials"], s["concurrency"], s["asha"], s.get("grace"), s.get("reduction_factor"))
+        groups.setdefault(key, []).append(s)
     best_test, default = bench.best_test(), bench.table.default_config()
     rows = []
-    for (sampler, trials, conc, asha), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (sampler, trials, conc, asha, grace, rf), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
         test_reg = [best_test - bench.test(s["selected"] if s["selected"] is not None else default) for s in group]
         val_reg = [bench.best_val() - bench.val(s["selected"]) for s in group if s["selected"] is not None]
         r1 = [bench.test(s["selected"] if s["selected"] is not None else default, 0, "R1") for s in group]
@@ -472,6 +517,8 @@ def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "trials": trials,
                 "concurrency": conc,
                 "asha": asha,
+                "grace": grace,
+                "reduction_factor": rf,
                 "reps": len(group),
                 "test_regret_iqm": iqm(test_reg),
                 "test_regret_ci": bootstrap_ci(test_reg),
@@ -500,8 +547,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--grace", type=int, default=None, help="ASHA grace period (default: the space's quick budget)")
     p.add_argument("--reduction-factor", type=int, default=None, help="ASHA reduction factor (default: the space's)")
+    p.add_argument(
+        "--asha-grid",
+        nargs="+",
+        default=[],
+        metavar="G:R",
+        help="ASHA settings to compare (grace period : reduction factor), instead of --grace / --reduction-factor",
+    )
     p.add_argument("--check-driver", type=int, default=0, metavar="N", help="compare N real-driver runs first")
     args = p.parse_args(argv)
+    try:
+        grid = [tuple(int(x) for x in spec.split(":")) for spec in args.asha_grid]
+        if any(len(g) != 2 or g[0] < 1 or g[1] < 2 for g in grid):
+            raise ValueError
+    except ValueError:
+        print(f"search_study: error: --asha-grid {args.asha_grid}: expected G:R with G >= 1, R >= 2", file=sys.stderr)
+        return 2
     try:
         bench = Bench.load(args.table)
     except (UsageError, ValueError) as exc:
@@ -532,13 +593,14 @@ def main(argv: list[str] | None = None) -> int:
         {"gp": args.gp_reps} if args.gp_reps else None,
         args.grace,
         args.reduction_factor,
+        grid,
     )
     report["study_wall_s"] = time.perf_counter() - t0
     report["summary"] = summarise(bench, sims)
     for row in report["summary"]:
         lo, hi = row["test_regret_ci"]
         print(
-            f"{row['sampler']:7s} n={row['trials']:3d} c={row['concurrency']} {'asha' if row['asha'] else 'none'}: "
+            f"{row['sampler']:7s} n={row['trials']:3d} c={row['concurrency']} {_cut(row)}: "
             f"test regret IQM {100 * row['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] "
             f"test R1 {100 * row['test_r1_iqm']:.2f} epochs {row['epochs_mean']:.0f} "
             f"model-based {100 * row['model_based_share']:.0f} % ({row['reps']} reps, {row['wall_s_per_rep']:.2f} s each)"
@@ -552,6 +614,16 @@ def main(argv: list[str] | None = None) -> int:
         plot(bench, report, out)
         print(f"wrote {out}/results.json and the plots")
     return 0
+
+
+def _cut(row: dict[str, Any], compact: bool = False) -> str:
+    """How a setting stops trials: ``asha 2:3`` (grace : reduction factor; ``asha-g2r3`` in keys and file
+    names) or ``none``."""
+    if not row["asha"]:
+        return "none"
+    if compact:
+        return f"asha-g{row['grace']}r{row['reduction_factor']}"
+    return f"asha {row['grace']}:{row['reduction_factor']}"
 
 
 def markdown(bench: Bench, report: dict[str, Any]) -> str:
@@ -568,15 +640,15 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
         f"(R1 {100 * bench.test(t.default_config(), 0, 'R1'):.2f}), test regret "
         f"{100 * (bench.best_test() - bench.test(t.default_config())):.2f}.",
         "",
-        "| sampler | trials | concurrency | ASHA | reps | test regret IQM [95 % CI] | val regret IQM [95 % CI] | "
-        "test R1 IQM | epochs | model-based proposals |",
+        "| sampler | trials | concurrency | ASHA (grace:rf) | reps | test regret IQM [95 % CI] | "
+        "val regret IQM [95 % CI] | test R1 IQM | epochs | model-based proposals |",
         "|---|---:|---:|---|---:|---|---|---:|---:|---:|",
     ]
     for r in report["summary"]:
         lo, hi = r["test_regret_ci"]
         vlo, vhi = r["val_regret_ci"]
         lines.append(
-            f"| {r['sampler']} | {r['trials']} | {r['concurrency']} | {'yes' if r['asha'] else 'no'} | {r['reps']} | "
+            f"| {r['sampler']} | {r['trials']} | {r['concurrency']} | {_cut(r)} | {r['reps']} | "
             f"{100 * r['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
             f"{100 * r['val_regret_iqm']:.2f} [{100 * vlo:.2f}, {100 * vhi:.2f}] | {100 * r['test_r1_iqm']:.2f} | "
             f"{r['epochs_mean']:.0f} | {100 * r['model_based_share']:.0f} % |"
@@ -605,17 +677,33 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
             cells = " | ".join(f"{by.get(r, by.get(str(r), float('nan'))):.2f}" for r in rungs)
             lines.append(f"| {group} | {by['n']} | {cells} |")
     rr = a.get("reseed_rule", {})
-    settings = {k: v for k, v in rr.items() if isinstance(v, dict)}
+    settings = [v for v in rr.values() if isinstance(v, dict) and "pool" in v]
     if settings:
         lines += [
             "",
-            "| re-seed setting | with the selection seed | fresh seeds only | no re-seeding | best of the pool |",
+            f"Re-seeding ({rr['configs']} configurations with 3 seeds, {rr['draws']} drawn pools per setting, 95 % "
+            f"intervals from {rr['boot']} bootstrap resamples of the configurations): the expected test R1 of the "
+            "choice (its mean over the configuration's 3 seeds; in brackets, with one re-seed, on the seed no rule "
+            "looked at) and each rule's gain over no re-seeding.",
+            "",
+            "| pool | top-k | re-seeds | extra trainings | no re-seeding | with the selection seed | fresh seeds only | "
+            "gain, with the selection seed | gain, fresh seeds only | best of the pool |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
         ]
-        lines.append("|---|---:|---:|---:|---:|")
-        for k, v in settings.items():
+
+        def cell(v: dict, rule: str) -> str:
+            text = f"{100 * v['all_seeds'][rule]:.2f}"
+            return text + (f" ({100 * v['heldout_seed'][rule]:.2f})" if "heldout_seed" in v else "")
+
+        def gain(v: dict, rule: str) -> str:
+            g = v["all_seeds"][f"gain_{rule}"]
+            return f"{100 * g['mean']:+.2f} [{100 * g['ci'][0]:+.2f}, {100 * g['ci'][1]:+.2f}]"
+
+        for v in settings:
             lines.append(
-                f"| {k} ({rr['configs']} configurations) | {100 * v['with_selection_seed']['mean']:.2f} | "
-                f"{100 * v['fresh_only']['mean']:.2f} | {100 * v['no_reseed']['mean']:.2f} | {100 * v['oracle']['mean']:.2f} |"
+                f"| {v['pool']} | {v['top']} | {v['reseeds']} | {v['extra_trainings']} | {cell(v, 'no_reseed')} | "
+                f"{cell(v, 'with_selection_seed')} | {cell(v, 'fresh_only')} | {gain(v, 'with_selection_seed')} | "
+                f"{gain(v, 'fresh_only')} | {cell(v, 'oracle')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -626,9 +714,7 @@ def regret_curves(bench: Bench, sims: list[dict[str, Any]], points: int = 40) ->
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in sims:
-        groups.setdefault(
-            f"{s['sampler']}|{s['trials']}|{s['concurrency']}|{'asha' if s['asha'] else 'none'}", []
-        ).append(s)
+        groups.setdefault(f"{s['sampler']}|{s['trials']}|{s['concurrency']}|{_cut(s, compact=True)}", []).append(s)
     out: dict[str, Any] = {}
     for key, group in groups.items():
         top = max(s["epochs"] for s in group)

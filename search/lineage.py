@@ -247,7 +247,7 @@ def log_search_summary(client, parent_id: str, plan: Plan, results, study_url: s
             client.set_tag(parent_id, f"plot.{name}", f"not drawn: {' '.join(str(exc).split())[:200]}")
 
 
-def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, chosen_on=()) -> None:
+def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, chosen_on=(), fresh=()) -> None:
     """On the parent run: every candidate's scores over seeds, the winner's config, selection and validation
     figures (mean over seeds), its parameters as tags, its resolved config ``cfg``, and a link to (and tag on) the
     winning trial's run."""
@@ -290,12 +290,17 @@ def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, ch
             "val_score_std": winner.std,
             "selection_seeds": list(chosen_on),
             "selection_score": selection_score(winner, list(chosen_on)),
+            "fresh_seeds": list(fresh),
+            "fresh_seeds_score": selection_score(winner, list(fresh)) if fresh else None,
         },
         "best/selection.json",
     )
-    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std.
+    # The trials' objective name (val/score) on the parent too: the winner's mean over seeds, and its std; and
+    # its mean over the fresh seeds only (free of the optimism of the seed it was ranked top-k on).
     client.log_metric(parent_id, "val/score", winner.mean)
     client.log_metric(parent_id, "val/score_std", winner.std)
+    if fresh:
+        client.log_metric(parent_id, "val/score_fresh_seeds", selection_score(winner, list(fresh)))
     per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
     for k in per_seed[0] if per_seed else []:
         if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):

@@ -45,9 +45,11 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     search_seed = plan.base.train.seed if champion.SELECT_ON_FRESH_SEEDS else None
     winner = champion.choose(cands, search_seed)
     chosen_on = champion.selection_seeds(cands, search_seed)
+    seed = plan.base.train.seed  # the seeds no candidate was selected on (none without re-seeds):
+    fresh = [s for s in champion.selection_seeds(cands, seed) if s != seed]
     cfg = apply_params(plan.base, winner.params)
     (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())  # what --retrain-best trains
-    record_selection(rec.client, rec.parent_id, rec.exp_id, cfg, cands, winner, chosen_on)
+    record_selection(rec.client, rec.parent_id, rec.exp_id, cfg, cands, winner, chosen_on, fresh)
     print(
         f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
         f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded, compared on seeds {chosen_on}); "

@@ -155,17 +155,22 @@ def test_the_study_at_toy_size_writes_its_results_and_plots(tmp_path):
 
     out = tmp_path / "study"
     argv = ["--table", str(TOY), "--out", str(out), "--reps", "3", "--samplers", "tpe", "random", "cmaes"]
-    assert main([*argv, "--trials", "8", "--concurrency", "1", "2"]) == 0
+    assert main([*argv, "--trials", "8", "--concurrency", "1", "2", "--asha-grid", "2:3", "1:3"]) == 0
     report = json.loads((out / "results.json").read_text())
-    assert {(r["sampler"], r["concurrency"], r["asha"]) for r in report["summary"]} == {
-        (s, c, a) for s in ("tpe", "random", "cmaes") for c in (1, 2) for a in (True, False)
-    }
+    cuts = {(True, 2, 3), (True, 1, 3), (False, None, None)}
+    assert {
+        (r["sampler"], r["concurrency"], r["asha"], r["grace"], r["reduction_factor"]) for r in report["summary"]
+    } == {(s, c, *cut) for s in ("tpe", "random", "cmaes") for c in (1, 2) for cut in cuts}
+    by_cut = {(r["sampler"], r["concurrency"], r["grace"]): r["epochs_mean"] for r in report["summary"] if r["asha"]}
+    # the same random configurations, cut at epoch 1 instead of 2: less training, and both less than none
+    assert by_cut[("random", 1, 1)] < by_cut[("random", 1, 2)] < 8 * 6
     for row in report["summary"]:
         assert row["test_regret_iqm"] >= 0 and row["reps"] == 3
         assert row["model_based_share"] == 0 or row["sampler"] != "random"
     a = report["table_analysis"]
     assert -1 <= a["spearman_val_test_r1"] <= 1 and set(a["rung_agreement"]["all"]) >= {"1", "2", "5", "n"}
-    assert (out / "regret_n8_c1_asha.png").is_file() and (out / "rung_agreement.png").is_file()
+    assert (out / "regret_n8_c1_asha-g1r3.png").is_file() and (out / "rung_agreement.png").is_file()
+    assert (out / "regret_n8_c1_none.png").is_file()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,6 +211,10 @@ def test_a_replayed_search_runs_the_real_driver_and_matches_the_simulator(tmp_pa
     winner = json.loads(
         Path(client.download_artifacts(parent.info.run_id, "best/selection.json", str(tmp))).read_text()
     )
+    # chosen on every seed the candidates share, the search's own included; the fresh seeds' mean beside it
+    by_seed = dict(zip(winner["seeds"], winner["val_scores"]))
+    assert winner["selection_seeds"] == [0, 1] and winner["fresh_seeds"] == [1]
+    assert parent.data.metrics["val/score_fresh_seeds"] == pytest.approx(by_seed[1])
     config = answer(bench.table, bench.space_params, {k: v for k, v in winner["params"].items() if k != "optuna_trial"})
     recorded = [bench.table.row(config, s).test["all/R1"] for s in winner["seeds"]]
     assert parent.data.metrics["test/sysu/all/R1"] == pytest.approx(sum(recorded) / len(recorded), abs=1e-6)
