@@ -13,7 +13,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -512,21 +512,19 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# The scalar types a config field may have: how a value is recognised, and what the error says it expected.
+_SCALARS: dict[type, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return _coerce(value, a, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        allowed = " or ".join(_type_name(a) for a in args)
-        raise ConfigError(f"{path}: expected {allowed}, got {_show(value)}")
+        return _coerce_union(value, args, path)
     if origin is Literal:
         for a in args:
             if value == a and type(value) is type(a):
@@ -537,21 +535,26 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list of {_type_name(args[0])}, got {_show(value)}")
         return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
     if tp is float:
         return _coerce_float(value, path)
-    if tp is str:
-        if isinstance(value, str):
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+        if accepts(value):
             return value
-        raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        raise ConfigError(f"{path}: expected {expected}, got {_show(value)}")
     raise TypeError(f"{path}: unsupported config type {tp!r}")  # a bug in this module, not in input
+
+
+def _coerce_union(value: Any, args: tuple, path: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    for a in (a for a in args if a is not type(None)):
+        try:
+            return _coerce(value, a, path)
+        except ConfigError:
+            continue
+    allowed = " or ".join(_type_name(a) for a in args)
+    raise ConfigError(f"{path}: expected {allowed}, got {_show(value)}")
 
 
 def _coerce_float(value: Any, path: str) -> float:

@@ -147,122 +147,140 @@ def simulate(
     reduction_factor: int | None = None,
 ) -> dict[str, Any]:
     """One replayed search (see the module doc); returns its trace and outcome."""
-    import warnings
+    sim = _Search(bench, sampler, seed, bench.budget_with(trials, grace, reduction_factor), asha)
+    return sim.run(trials, concurrency)
 
-    from ray.tune.schedulers import TrialScheduler
 
-    from search.cluster import make_scheduler, make_searcher, quiet_libraries
-    from trainables.replay import answer
+class _Search:
+    """The simulated cluster: the driver's searcher and ASHA, called in Ray's order on a simulated clock."""
 
-    quiet_libraries()
-    budget = bench.budget_with(trials, grace, reduction_factor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        searcher = make_searcher(bench.space, bench.base, budget, sampler, seed, study_name=f"sim-{seed}")
-    scheduler = make_scheduler(budget) if asha else None
-    if scheduler is not None:
-        scheduler.set_search_properties("score", "max")
-    model_based: dict[int, bool] = {}
-    ot_sampler = searcher._ot_study.sampler
-    original = ot_sampler.sample_relative
+    def __init__(self, bench: Bench, sampler: str, seed: int, budget, asha: bool) -> None:
+        import warnings
 
-    def recording(study, trial, search_space):
-        out = original(study, trial, search_space)
-        model_based[trial.number] = bool(out)
-        return out
+        from search.cluster import make_scheduler, make_searcher, quiet_libraries
 
-    ot_sampler.sample_relative = recording
-    enqueued = {t.number for t in searcher._ot_study.get_trials(deepcopy=False)}  # the warm-start points
-
-    epochs_total, events, seq, now = budget.epochs, [], 0, 0.0
-    started: list[SimTrial] = []
-    running = 0
-    consumed = 0
-    trace: list[tuple[int, float, int | None]] = []  # (epochs consumed, time, selected config) after each epoch
-    selected: tuple[float, int] | None = None  # (val score, config) of the best finished trial so far
-
-    def start(t_now: float) -> None:
-        nonlocal seq, running
-        trial_id = f"t{len(started):05d}"
+        quiet_libraries()
+        self.bench, self.sampler, self.seed, self.budget, self.asha = bench, sampler, seed, budget, asha
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            config = searcher.suggest(trial_id)
+            self.searcher = make_searcher(bench.space, bench.base, budget, sampler, seed, study_name=f"sim-{seed}")
+        self.scheduler = make_scheduler(budget) if asha else None
+        if self.scheduler is not None:
+            self.scheduler.set_search_properties("score", "max")
+        # which proposals came from the sampler's model (its relative sampling answered), by trial number
+        self.model_based: dict[int, bool] = {}
+        ot_sampler = self.searcher._ot_study.sampler
+        original = ot_sampler.sample_relative
+
+        def recording(study, trial, search_space):
+            out = original(study, trial, search_space)
+            self.model_based[trial.number] = bool(out)
+            return out
+
+        ot_sampler.sample_relative = recording
+        self.enqueued = {t.number for t in self.searcher._ot_study.get_trials(deepcopy=False)}  # warm starts
+        self.events: list = []
+        self.seq = 0
+        self.started: list[SimTrial] = []
+        self.running = 0
+        self.selected: tuple[float, int] | None = None  # (val score, config) of the best finished trial so far
+
+    def evaluates(self, epoch: int) -> bool:
+        return epoch % self.budget.eval_every == 0 or epoch == self.budget.epochs
+
+    def schedule(self, t: float, trial: SimTrial) -> None:
+        """The end of ``trial``'s next epoch, after ``t``."""
+        e = trial.epoch + 1
+        heapq.heappush(self.events, (t + _epoch_time(trial.row, e, self.evaluates(e)), self.seq, trial))
+        self.seq += 1
+
+    def start(self, t_now: float) -> None:
+        import warnings
+
+        from trainables.replay import answer
+
+        trial_id = f"t{len(self.started):05d}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = self.searcher.suggest(trial_id)
         params = {k: v for k, v in config.items() if k != "optuna_trial"}
-        number = int(config.get("optuna_trial", len(started)))
-        cid = answer(bench.table, bench.space_params, params)
-        row = bench.table.row(cid, int(bench.base.train.seed))
+        number = int(config.get("optuna_trial", len(self.started)))
+        cid = answer(self.bench.table, self.bench.space_params, params)
+        row = self.bench.table.row(cid, int(self.bench.base.train.seed))
         trial = SimTrial(trial_id, number, params, cid, row, t_now)
-        if scheduler is not None:
-            scheduler.on_trial_add(None, trial)
-        started.append(trial)
-        running += 1
-        heapq.heappush(events, (t_now + _epoch_time(row, 1, _evaluates(1)), seq, trial))
-        seq += 1
+        if self.scheduler is not None:
+            self.scheduler.on_trial_add(None, trial)
+        self.started.append(trial)
+        self.running += 1
+        self.schedule(t_now, trial)
 
-    def _evaluates(epoch: int) -> bool:
-        return epoch % budget.eval_every == 0 or epoch == epochs_total
-
-    def end(trial: SimTrial, state: str) -> None:
-        nonlocal running, selected
+    def end(self, trial: SimTrial, state: str) -> None:
         trial.state = state
-        running -= 1
-        if scheduler is not None:
-            scheduler.on_trial_complete(None, trial, trial.last_result)
-        searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
+        self.running -= 1
+        if self.scheduler is not None:
+            self.scheduler.on_trial_complete(None, trial, trial.last_result)
+        self.searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
         if state == "COMPLETE":
             score = float(trial.last_result["score"])
-            if selected is None or score > selected[0]:
-                selected = (score, trial.config)
+            if self.selected is None or score > self.selected[0]:
+                self.selected = (score, trial.config)
 
-    while len(started) < trials and running < concurrency:
-        start(now)
-    while events:
-        now, _, trial = heapq.heappop(events)
+    def epoch_done(self, now: float, trial: SimTrial) -> None:
+        """One epoch of ``trial`` ended at ``now``: its result to ASHA and the searcher, as Ray hands it."""
+        from ray.tune.schedulers import TrialScheduler
+
         trial.epoch += 1
-        consumed += 1
         e = trial.epoch
         result: dict[str, Any] = {"epoch": e, "training_iteration": e, "trial_id": trial.trial_id}
         diverged = trial.row.diverged is not None and e >= trial.row.diverged
         if diverged:
             result.update(score=0.0, diverged=1.0)
-        elif _evaluates(e):
+        elif self.evaluates(e):
             result.update(trial.row.val_metrics(e))
         trial.last_result = result
         decision = TrialScheduler.CONTINUE
-        if scheduler is not None and not diverged:
-            decision = scheduler.on_trial_result(None, trial, result)
+        if self.scheduler is not None and not diverged:
+            decision = self.scheduler.on_trial_result(None, trial, result)
         if diverged:
-            end(trial, "DIVERGED")
-        elif decision == TrialScheduler.STOP or e >= epochs_total:
-            end(trial, "COMPLETE" if e >= epochs_total else "STOPPED")
+            self.end(trial, "DIVERGED")
+        elif decision == TrialScheduler.STOP or e >= self.budget.epochs:
+            self.end(trial, "COMPLETE" if e >= self.budget.epochs else "STOPPED")
         else:
-            searcher.on_trial_result(trial.trial_id, result)
-            heapq.heappush(events, (now + _epoch_time(trial.row, e + 1, _evaluates(e + 1)), seq, trial))
-            seq += 1
-        trace.append((consumed, now, selected[1] if selected else None))
-        while len(started) < trials and running < concurrency:
-            start(now)
+            self.searcher.on_trial_result(trial.trial_id, result)
+            self.schedule(now, trial)
 
-    learned = [model_based.get(t.number, False) for t in started if t.number not in enqueued]
-    return {
-        "sampler": sampler,
-        "seed": seed,
-        "trials": trials,
-        "concurrency": concurrency,
-        "asha": asha,
-        "grace": budget.grace_period if asha else None,
-        "reduction_factor": budget.reduction_factor if asha else None,
-        "sequence": [
-            {"number": t.number, "config": t.config, "state": t.state, "epochs": t.epoch, "params": t.params}
-            for t in started
-        ],
-        "trace": trace,
-        "epochs": consumed,
-        "time": now,
-        "model_based": sum(learned),
-        "proposals": len(learned),
-        "selected": selected[1] if selected else None,
-    }
+    def run(self, trials: int, concurrency: int) -> dict[str, Any]:
+        now, consumed = 0.0, 0
+        trace: list[tuple[int, float, int | None]] = []  # (epochs consumed, time, selected config) per epoch
+        while len(self.started) < trials and self.running < concurrency:
+            self.start(now)
+        while self.events:
+            now, _, trial = heapq.heappop(self.events)
+            consumed += 1
+            self.epoch_done(now, trial)
+            trace.append((consumed, now, self.selected[1] if self.selected else None))
+            while len(self.started) < trials and self.running < concurrency:
+                self.start(now)
+        learned = [self.model_based.get(t.number, False) for t in self.started if t.number not in self.enqueued]
+        return {
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "trials": trials,
+            "concurrency": concurrency,
+            "asha": self.asha,
+            "grace": self.budget.grace_period if self.asha else None,
+            "reduction_factor": self.budget.reduction_factor if self.asha else None,
+            "sequence": [
+                {"number": t.number, "config": t.config, "state": t.state, "epochs": t.epoch, "params": t.params}
+                for t in self.started
+            ],
+            "trace": trace,
+            "epochs": consumed,
+            "time": now,
+            "model_based": sum(learned),
+            "proposals": len(learned),
+            "selected": self.selected[1] if self.selected else None,
+        }
 
 
 # ------------------------------------------------------------------------------------------------

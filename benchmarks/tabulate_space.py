@@ -190,13 +190,88 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def _resume(meta_file: Path, settings: dict, space, args) -> tuple:
+    """A table that exists: its base config, configurations and seeds, refused (one line) when it was made
+    with other settings, names parameters the space lacks or leaves a config field unset."""
+    from aminet.config import Config
+
+    meta = json.loads(meta_file.read_text())
+    try:
+        blackbox.check_names(meta, space, meta_file)
+    except blackbox.TableError as exc:
+        raise UsageError(str(exc)) from None
+    base = Config.from_yaml(meta["base"], source=str(meta_file))
+    differ = [k for k, v in settings.items() if meta["settings"].get(k) != v]
+    if differ and args.only is None:
+        raise UsageError(
+            f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
+            f"{ {k: meta['settings'].get(k) for k in differ} }); use another --out or the same settings"
+        )
+    unset = unpinned_fields(meta["base"], base)
+    if unset:
+        raise UsageError(
+            f"{meta_file}: the table's base config has no value for {', '.join(unset)} (added to the config "
+            f"after the table was made; today's default may train another model): add each to meta.json's "
+            f"base with the value that reproduces the table's rows"
+        )
+    if args.data_root:
+        base = base.replace({"data.root": str(Path(args.data_root).resolve())})
+    elif not Path(base.data.root).is_dir():  # another machine: the default synthetic benchmark is deterministic
+        from aminet.data import synthetic
+
+        base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset))})
+    configs = meta["configs"]
+    seed_map = {int(k): v for k, v in meta["seeds"].items()}
+    return base, configs, seed_map
+
+
+def _create(meta_file: Path, settings: dict, space, args, argv) -> tuple:
+    """A new table: its design written to ``meta.json`` (atomically) before any row is trained."""
+    from aminet.config import ConfigError
+
+    out = meta_file.parent
+    if args.only is not None:
+        raise UsageError(f"--only: {out} is not a table (no {blackbox.META})")
+    if args.configs < 1 or args.seeds < 1 or not 0 <= args.multi_seed <= args.configs:
+        raise UsageError("--configs and --seeds must be >= 1 and --multi-seed in 0..--configs")
+    try:
+        base = table_base(space, args.overrides, args.data_root)
+    except ConfigError as exc:
+        raise UsageError(f"--set: {exc}") from None
+    configs, seed_map = blackbox.design(space, base, args.configs, args.multi_seed, args.seeds, args.sobol_seed)
+    meta = {
+        "space": space.name,
+        "space_sha256": hashlib.sha256(space.text().encode()).hexdigest(),
+        "settings": settings,
+        "budget": {
+            "epochs": base.train.epochs,
+            "eval_every": 1,
+            "search_eval_every": space.budget_for(True).eval_every,
+            "grace": space.budget_for(True).grace_period,
+            "reduction_factor": space.budget_for(True).reduction_factor,
+            "trials_quick": space.budget_for(True).num_samples,
+            "trials_full": space.budget_for(False).num_samples,
+        },
+        "base": base.to_yaml(),
+        "configs": configs,
+        "seeds": {str(k): v for k, v in seed_map.items()},
+        "command": "python benchmarks/tabulate_space.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = meta_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, meta_file)
+    return base, configs, seed_map
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     global COMMIT_AT_START
     COMMIT_AT_START = git_commit()
     import torch
 
-    from aminet.config import Config, ConfigError
     from search.spaces import SpaceError, get_space
 
     torch.set_num_threads(args.threads)
@@ -222,67 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     meta_file = out / blackbox.META
     if meta_file.is_file():  # resume: the table's own settings
-        meta = json.loads(meta_file.read_text())
-        try:
-            blackbox.check_names(meta, space, meta_file)
-        except blackbox.TableError as exc:
-            raise UsageError(str(exc)) from None
-        base = Config.from_yaml(meta["base"], source=str(meta_file))
-        differ = [k for k, v in settings.items() if meta["settings"].get(k) != v]
-        if differ and args.only is None:
-            raise UsageError(
-                f"{meta_file}: this table was made with other settings ({', '.join(differ)}: "
-                f"{ {k: meta['settings'].get(k) for k in differ} }); use another --out or the same settings"
-            )
-        unset = unpinned_fields(meta["base"], base)
-        if unset:
-            raise UsageError(
-                f"{meta_file}: the table's base config has no value for {', '.join(unset)} (added to the config "
-                f"after the table was made; today's default may train another model): add each to meta.json's "
-                f"base with the value that reproduces the table's rows"
-            )
-        if args.data_root:
-            base = base.replace({"data.root": str(Path(args.data_root).resolve())})
-        elif not Path(base.data.root).is_dir():  # another machine: the default synthetic benchmark is deterministic
-            from aminet.data import synthetic
-
-            base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset))})
-        configs = meta["configs"]
-        seed_map = {int(k): v for k, v in meta["seeds"].items()}
+        base, configs, seed_map = _resume(meta_file, settings, space, args)
     else:
-        if args.only is not None:
-            raise UsageError(f"--only: {out} is not a table (no {blackbox.META})")
-        if args.configs < 1 or args.seeds < 1 or not 0 <= args.multi_seed <= args.configs:
-            raise UsageError("--configs and --seeds must be >= 1 and --multi-seed in 0..--configs")
-        try:
-            base = table_base(space, args.overrides, args.data_root)
-        except ConfigError as exc:
-            raise UsageError(f"--set: {exc}") from None
-        configs, seed_map = blackbox.design(space, base, args.configs, args.multi_seed, args.seeds, args.sobol_seed)
-        meta = {
-            "space": space.name,
-            "space_sha256": hashlib.sha256(space.text().encode()).hexdigest(),
-            "settings": settings,
-            "budget": {
-                "epochs": base.train.epochs,
-                "eval_every": 1,
-                "search_eval_every": space.budget_for(True).eval_every,
-                "grace": space.budget_for(True).grace_period,
-                "reduction_factor": space.budget_for(True).reduction_factor,
-                "trials_quick": space.budget_for(True).num_samples,
-                "trials_full": space.budget_for(False).num_samples,
-            },
-            "base": base.to_yaml(),
-            "configs": configs,
-            "seeds": {str(k): v for k, v in seed_map.items()},
-            "command": "python benchmarks/tabulate_space.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = meta_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, meta_file)
+        base, configs, seed_map = _create(meta_file, settings, space, args, argv)
 
     by_id = {c["config"]: c for c in configs}
     if args.only is not None:

@@ -228,6 +228,39 @@ def run_configuration(
     return per_trial
 
 
+def _inputs(args: argparse.Namespace) -> tuple[Drill | None, list, list[int], dict[str, str]]:
+    """The command line checked (``UsageError``, one line) and the configurations loaded and preflighted,
+    before anything is generated, cached or trained: (drill, [(label, config)], seeds, extra tags)."""
+    drill = Drill.parse(args.drill) if args.drill else None
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        root = Path(args.data_root).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"--data-root: folder not found: {root}")
+        overrides.append(f"data.root={root}")
+    if any(s < 0 for s in args.seeds or []):
+        raise UsageError(f"--seeds: seeds must be >= 0, got {args.seeds}")
+    bad = [t for t in args.trials if not 1 <= t <= 10]
+    if bad:
+        raise UsageError(f"--trials: RegDB trials are 1..10, got {bad}")
+    extra_tags = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
+        extra_tags[key.strip()] = value
+    try:
+        check_tracking_uri(args.mlflow_uri)
+    except ConnectionError as exc:
+        raise UsageError(str(exc)) from None
+    configs = load_experiment(args.config, overrides, args.preset)
+    seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]
+    if args.parent_run_id is not None and len(configs) != 1:
+        raise UsageError(f"--parent-run-id: {args.config} has {len(configs)} configurations; give one")
+    preflight(configs, args.trials, args.quiet)
+    return drill, configs, seeds, extra_tags
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python experiments/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -270,40 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        drill = Drill.parse(args.drill) if args.drill else None
-        overrides = list(args.overrides)
-        if args.data_root is not None:
-            root = Path(args.data_root).expanduser().resolve()
-            if not root.is_dir():
-                raise UsageError(f"--data-root: folder not found: {root}")
-            overrides.append(f"data.root={root}")
-        if any(s < 0 for s in args.seeds or []):
-            raise UsageError(f"--seeds: seeds must be >= 0, got {args.seeds}")
-        bad = [t for t in args.trials if not 1 <= t <= 10]
-        if bad:
-            raise UsageError(f"--trials: RegDB trials are 1..10, got {bad}")
-        extra_tags = {}
-        for item in args.tag:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
-            extra_tags[key.strip()] = value
-        try:
-            check_tracking_uri(args.mlflow_uri)  # before anything is generated, cached or trained
-        except ConnectionError as exc:
-            raise UsageError(str(exc)) from None
-        configs = load_experiment(args.config, overrides, args.preset)
-        experiment = args.experiment or Path(args.config).stem
-        seeds = args.seeds if args.seeds is not None else [configs[0][1].train.seed]
-        if args.parent_run_id is not None and len(configs) != 1:
-            raise UsageError(f"--parent-run-id: {args.config} has {len(configs)} configurations; give one")
-        preflight(configs, args.trials, args.quiet)
+        drill, configs, seeds, extra_tags = _inputs(args)
     except (UsageError, ConfigError, DrillError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    experiment = args.experiment or Path(args.config).stem
 
     from tracking.reporting import paper_table, seed_summary
 

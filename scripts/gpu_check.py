@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,100 @@ def _run(cmd: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProce
     return done
 
 
+def _environment(dev: str):
+    import torch
+
+    if dev == "cpu":
+        return "ok", f"torch {torch.__version__}, CPU (dry run)", {"torch": torch.__version__}
+    name = torch.cuda.get_device_name(0)
+    cap = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    bf16 = torch.cuda.is_bf16_supported()
+    figures = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": name, "capability": cap}
+    return "ok", f"torch {torch.__version__} CUDA {torch.version.cuda}, {name} (sm {cap}), bf16 {bf16}", figures
+
+
+def _train_preset(dev: str, tmp: Path, sysu: Path, preset: str, precision: str):
+    """A short training run of an ablation preset at ``precision`` on the tiny benchmark."""
+    from aminet.config import load_config
+    from aminet.engine.trainer import device_summary, train
+    from aminet.presets import preset_overrides
+
+    cfg = load_config(
+        None,
+        [
+            f"data.root={sysu}",
+            f"data.cache_dir={tmp / 'cache'}",
+            f"train.device={dev}",
+            f"train.precision={precision}",
+            *_overrides(),
+            *[f"{k}={v}" for k, v in preset_overrides([preset]).items()],
+        ],
+    )
+    if dev == "cpu" and precision == "fp16":
+        return "skip", "fp16 autocast with a gradient scaler is a GPU path", {}
+    res = train(cfg, None, None, quiet=True)
+    loss = res.epochs[-1]["loss"]
+    if not loss == loss:  # NaN
+        raise RuntimeError(f"non-finite loss {loss}")
+    return (
+        "ok",
+        f"{device_summary(cfg)}: loss {loss:.3f}, val R1 {100 * res.metrics['R1']:.1f}",
+        {"loss": loss, "R1": res.metrics["R1"]},
+    )
+
+
+def _compile_counters(dev: str, tmp: Path, sysu: Path):
+    """Graphs and graph breaks of the model's forward and of the criterion; on a GPU, recompilations of a
+    compiled 2-epoch run."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from aminet.config import load_config
+    from aminet.engine.trainer import train
+    from aminet.model.aminet import build_model
+
+    cfg = load_config(None, [f"train.device={dev}", *_overrides()])
+    model = build_model(cfg, 10).to(dev).eval()
+    x = torch.randn(4, 3, 64, 32, device=dev)
+    up = torch.randn(4, 3, 32, 32, device=dev)
+    explained = torch._dynamo.explain(model)(x, x, up, up)
+    from aminet.losses import AMINetCriterion
+
+    out = model.train()(x, x, up, up)
+    crit = AMINetCriterion(cfg.replace({"loss.imdal": "camera"}), 4, cameras=([1, 2, 4, 5], [3, 6])).to(dev)
+    labels = torch.arange(4, device=dev)
+    cams = (torch.tensor([1, 2, 4, 5], device=dev), torch.tensor([3, 6, 3, 6], device=dev))
+    crit_explained = torch._dynamo.explain(crit)(out, labels, cams)
+    breaks = explained.graph_break_count + crit_explained.graph_break_count
+    figures = {
+        "graph_breaks": explained.graph_break_count,
+        "graphs": explained.graph_count,
+        "criterion_graph_breaks": crit_explained.graph_break_count,
+        "criterion_graphs": crit_explained.graph_count,
+    }
+    detail = (
+        f"model forward: {explained.graph_count} graph(s), {explained.graph_break_count} break(s); "
+        f"criterion: {crit_explained.graph_count} graph(s), {crit_explained.graph_break_count} break(s)"
+    )
+    if dev == "cuda":
+        counters.clear()
+        train(
+            load_config(
+                None,
+                [f"data.root={sysu}", f"data.cache_dir={tmp / 'cache'}", "train.device=cuda", "train.compile=true",
+                 *_overrides({"train.epochs": 2, "train.eval_every": 2})],
+            ),
+            None,
+            None,
+            quiet=True,
+        )  # fmt: skip
+        recompiles = sum(v for k, v in counters["stats"].items() if "recompil" in k)
+        figures["recompiles"] = recompiles
+        detail += f"; a compiled 2-epoch run: {recompiles} recompilation(s)"
+    return ("ok" if breaks == 0 else "warn"), detail, figures
+
+
 def main(argv: list[str] | None = None) -> int:
     from aminet.cli import ArgumentParser
 
@@ -119,99 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     regdb = synthetic.generate("regdb", tmp / "RegDB", ids=10, images=2, height=64, width=32, seed=0, workers=1)
     dev = check.device
 
-    def environment():
-        if dev == "cpu":
-            return "ok", f"torch {torch.__version__}, CPU (dry run)", {"torch": torch.__version__}
-        name = torch.cuda.get_device_name(0)
-        cap = ".".join(map(str, torch.cuda.get_device_capability(0)))
-        bf16 = torch.cuda.is_bf16_supported()
-        figures = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": name, "capability": cap}
-        return "ok", f"torch {torch.__version__} CUDA {torch.version.cuda}, {name} (sm {cap}), bf16 {bf16}", figures
-
-    check.stage("environment", environment)
+    check.stage("environment", lambda: _environment(dev))
 
     from aminet.config import load_config
-    from aminet.engine.trainer import device_summary, train
-    from aminet.presets import preset_overrides
-
-    def train_preset(preset: str, precision: str):
-        def run():
-            cfg = load_config(
-                None,
-                [
-                    f"data.root={sysu}",
-                    f"data.cache_dir={tmp / 'cache'}",
-                    f"train.device={dev}",
-                    f"train.precision={precision}",
-                    *_overrides(),
-                    *[f"{k}={v}" for k, v in preset_overrides([preset]).items()],
-                ],
-            )
-            if dev == "cpu" and precision == "fp16":
-                return "skip", "fp16 autocast with a gradient scaler is a GPU path", {}
-            res = train(cfg, None, None, quiet=True)
-            loss = res.epochs[-1]["loss"]
-            if not loss == loss:  # NaN
-                raise RuntimeError(f"non-finite loss {loss}")
-            return (
-                "ok",
-                f"{device_summary(cfg)}: loss {loss:.3f}, val R1 {100 * res.metrics['R1']:.1f}",
-                {"loss": loss, "R1": res.metrics["R1"]},
-            )
-
-        return run
 
     for preset in PRESETS:
-        check.stage(f"train bf16 {preset}", train_preset(preset, "bf16"))
-    check.stage("train fp16 + scaler", train_preset("M4", "fp16"))
+        check.stage(f"train bf16 {preset}", partial(_train_preset, dev, tmp, sysu, preset, "bf16"))
+    check.stage("train fp16 + scaler", partial(_train_preset, dev, tmp, sysu, "M4", "fp16"))
 
-    def compile_counters():
-        import torch._dynamo
-        from torch._dynamo.utils import counters
-
-        from aminet.model.aminet import build_model
-
-        cfg = load_config(None, [f"train.device={dev}", *_overrides()])
-        model = build_model(cfg, 10).to(dev).eval()
-        x = torch.randn(4, 3, 64, 32, device=dev)
-        up = torch.randn(4, 3, 32, 32, device=dev)
-        explained = torch._dynamo.explain(model)(x, x, up, up)
-        from aminet.losses import AMINetCriterion
-
-        out = model.train()(x, x, up, up)
-        crit = AMINetCriterion(cfg.replace({"loss.imdal": "camera"}), 4, cameras=([1, 2, 4, 5], [3, 6])).to(dev)
-        labels = torch.arange(4, device=dev)
-        cams = (torch.tensor([1, 2, 4, 5], device=dev), torch.tensor([3, 6, 3, 6], device=dev))
-        crit_explained = torch._dynamo.explain(crit)(out, labels, cams)
-        breaks = explained.graph_break_count + crit_explained.graph_break_count
-        figures = {
-            "graph_breaks": explained.graph_break_count,
-            "graphs": explained.graph_count,
-            "criterion_graph_breaks": crit_explained.graph_break_count,
-            "criterion_graphs": crit_explained.graph_count,
-        }
-        detail = (
-            f"model forward: {explained.graph_count} graph(s), {explained.graph_break_count} break(s); "
-            f"criterion: {crit_explained.graph_count} graph(s), {crit_explained.graph_break_count} break(s)"
-        )
-        if dev == "cuda":
-            counters.clear()
-            train(
-                load_config(
-                    None,
-                    [f"data.root={sysu}", f"data.cache_dir={tmp / 'cache'}", "train.device=cuda", "train.compile=true",
-                     *_overrides({"train.epochs": 2, "train.eval_every": 2})],
-                ),
-                None,
-                None,
-                quiet=True,
-            )  # fmt: skip
-            recompiles = sum(v for k, v in counters["stats"].items() if "recompil" in k)
-            figures["recompiles"] = recompiles
-            detail += f"; a compiled 2-epoch run: {recompiles} recompilation(s)"
-        return ("ok" if breaks == 0 else "warn"), detail, figures
-
-    check.stage("compile", compile_counters)
+    check.stage("compile", partial(_compile_counters, dev, tmp, sysu))
 
     def phase():
         from aminet.model.phase import phase_congruency

@@ -269,6 +269,45 @@ def load_space(path: Path) -> SearchSpace:
     def fail(key: str, msg: str) -> SpaceError:
         return SpaceError(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
 
+    raw = _read_space(path, fail)
+    base_file, quick_file, quick_set = _config_files(raw, path, fail)
+    budgets = raw["budget"]
+    if not isinstance(budgets, dict) or "full" not in budgets:
+        raise fail("budget", "expected full: {...} and optionally quick: {...}")
+    full = _budget(budgets["full"], "budget.full", fail)
+    quick_budget = _budget(budgets.get("quick", budgets["full"]), "budget.quick", fail)
+
+    plist = raw["parameters"]
+    if not isinstance(plist, dict) or not plist:
+        raise fail("parameters", "expected a non-empty mapping name -> {type: ...}")
+    params: list[Param] = []
+    for name, spec in plist.items():
+        params.append(_param(str(name), spec, params, fail))
+    anchors = _warm_start(raw.get("warm_start") or [], params, fail)
+
+    space = SearchSpace(
+        name=path.stem,
+        path=path,
+        dataset=raw["dataset"],
+        base_file=base_file,
+        quick_file=quick_file,
+        budget=full,
+        quick_budget=quick_budget,
+        params=tuple(params),
+        anchors=tuple(anchors),
+        quick_overrides=dict(quick_set),
+    )
+    for quick_flag, key in ((False, "base"), (True, "quick")):  # the bases and every corner must be configs
+        try:
+            base = space.base(quick=quick_flag)
+        except ConfigError as exc:
+            raise fail(key, str(exc)) from None
+        _check_against(space, base, fail)
+    return space
+
+
+def _read_space(path: Path, fail) -> dict[str, Any]:
+    """The space file as a mapping with the required keys and a known dataset."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -281,9 +320,13 @@ def load_space(path: Path) -> SearchSpace:
     for key in ("dataset", "base", "budget", "parameters"):
         if key not in raw:
             raise fail(key, "missing")
-    dataset = raw["dataset"]
-    if dataset not in DATASETS:
-        raise fail("dataset", f"{dataset!r}: expected one of {list(DATASETS)}")
+    if raw["dataset"] not in DATASETS:
+        raise fail("dataset", f"{raw['dataset']!r}: expected one of {list(DATASETS)}")
+    return raw
+
+
+def _config_files(raw: dict[str, Any], path: Path, fail) -> tuple[Path, Path, dict]:
+    """The base config file, the quick budget's base file and its overrides."""
 
     def config_file(key: str, value: Any) -> Path:
         if not isinstance(value, str) or not value:
@@ -301,41 +344,7 @@ def load_space(path: Path) -> SearchSpace:
     quick_set = quick.get("set") or {}
     if not isinstance(quick_set, dict):
         raise fail("quick.set", "expected a mapping of dotted config keys to values")
-
-    budgets = raw["budget"]
-    if not isinstance(budgets, dict) or "full" not in budgets:
-        raise fail("budget", "expected full: {...} and optionally quick: {...}")
-    full = _budget(budgets["full"], "budget.full", fail)
-    quick_budget = _budget(budgets.get("quick", budgets["full"]), "budget.quick", fail)
-
-    plist = raw["parameters"]
-    if not isinstance(plist, dict) or not plist:
-        raise fail("parameters", "expected a non-empty mapping name -> {type: ...}")
-    params: list[Param] = []
-    for name, spec in plist.items():
-        params.append(_param(str(name), spec, params, fail))
-
-    anchors = _warm_start(raw.get("warm_start") or [], params, fail)
-
-    space = SearchSpace(
-        name=path.stem,
-        path=path,
-        dataset=dataset,
-        base_file=base_file,
-        quick_file=quick_file,
-        budget=full,
-        quick_budget=quick_budget,
-        params=tuple(params),
-        anchors=tuple(anchors),
-        quick_overrides=dict(quick_set),
-    )
-    for quick_flag, key in ((False, "base"), (True, "quick")):  # the bases and every corner must be configs
-        try:
-            base = space.base(quick=quick_flag)
-        except ConfigError as exc:
-            raise fail(key, str(exc)) from None
-        _check_against(space, base, fail)
-    return space
+    return base_file, quick_file, quick_set
 
 
 def _warm_start(anchors: Any, params: list[Param], fail) -> list[dict]:
@@ -403,15 +412,23 @@ def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
         raise fail(f"{key}.type", f"{kind!r}: expected float, int or categorical")
     when = _conditions(key, spec.get("when") or {}, earlier, fail)
     if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise fail(f"{key}.choices", "expected a non-empty list")
-        if len(set(map(repr, choices))) != len(choices):
-            raise fail(f"{key}.choices", "has duplicates")
-        extra = sorted(set(spec) - {"type", "choices", "when"})
-        if extra:
-            raise fail(f"{key}.{extra[0]}", "not used by a categorical parameter")
-        return Param(name, kind, choices=tuple(choices), when=tuple(when))
+        return _categorical(name, key, spec, when, fail)
+    return _numeric(name, key, kind, spec, when, fail)
+
+
+def _categorical(name: str, key: str, spec: dict, when: list, fail) -> Param:
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise fail(f"{key}.choices", "expected a non-empty list")
+    if len(set(map(repr, choices))) != len(choices):
+        raise fail(f"{key}.choices", "has duplicates")
+    extra = sorted(set(spec) - {"type", "choices", "when"})
+    if extra:
+        raise fail(f"{key}.{extra[0]}", "not used by a categorical parameter")
+    return Param(name, "categorical", choices=tuple(choices), when=tuple(when))
+
+
+def _numeric(name: str, key: str, kind: str, spec: dict, when: list, fail) -> Param:
     for k in ("low", "high"):
         if not _number(spec.get(k)):
             raise fail(f"{key}.{k}", f"expected a number, got {spec.get(k)!r}")
