@@ -107,11 +107,12 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
         [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, plan.settings.max_failures
     )
     from aminet.data.cache import dataset_fingerprint
+    from aminet.data.synthetic import is_synthetic
     from tracking.reporting import dataset_input
 
     tests = [
         dataset_input(
-            f"{d}-{'synthetic' if (Path(root) / 'SYNTHETIC.json').is_file() else 'real'}-test",
+            f"{d}-{'synthetic' if is_synthetic(root) else 'real'}-test",
             plan.fingerprint if Path(root) == Path(plan.base.data.root) else dataset_fingerprint(root),
             root,
             "test",

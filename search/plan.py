@@ -336,7 +336,6 @@ class Plan:
     state_dir: Path
     sysu_root: Path | None
     regdb_root: Path | None
-    synthetic: bool  # no data root given: the search runs on the project's synthetic benchmark
     settings: Settings
     saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
     fingerprint: str | None = None  # of the search's data folder, set by preflight
@@ -352,7 +351,9 @@ class Plan:
     @property
     def synthetic_data(self) -> bool:
         """The training data is a synthetic benchmark (the default one or one generated into a folder)."""
-        return (Path(self.base.data.root) / "SYNTHETIC.json").is_file()
+        from aminet.data.synthetic import is_synthetic
+
+        return is_synthetic(self.base.data.root)
 
 
 def plan_search(args: argparse.Namespace) -> Plan:
@@ -396,7 +397,6 @@ def plan_search(args: argparse.Namespace) -> Plan:
         state_dir=state_dir,
         sysu_root=roots["sysu"],
         regdb_root=roots["regdb"],
-        synthetic=synthetic_run,
         settings=_settings(args),
         saved_state=saved_state,
         replay=replay,

@@ -752,6 +752,11 @@ def ensure_default(
     return root
 
 
+def is_synthetic(root: str | Path) -> bool:
+    """Whether ``root`` holds a benchmark this module generated (its manifest is there)."""
+    return (Path(root) / "SYNTHETIC.json").is_file()
+
+
 def fingerprint(root: str | Path) -> str | None:
     """A stable id of a synthetic layout (from its manifest), or None for other data."""
     path = Path(root) / "SYNTHETIC.json"
