@@ -121,6 +121,7 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
             "stage": "search",
             "args": {**st.identity, "mlflow_uri": uri},
             "base_config": plan.base.to_yaml(),
+            "space_params": plan.space.signature(),
             "fingerprint": fingerprint,
             "budget": vars(plan.budget),
             "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)},

@@ -383,6 +383,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
     _check_resource_flags(args)
     base = _base_config(args, space, quick, roots, synthetic_run)
     drill = _drill(args)
+    if saved_state is not None and "space_params" in saved_state:
+        check_same_space(saved_state["space_params"], space, name)
     if saved_state is not None and "base_config" in saved_state:
         check_same_base(saved_state["base_config"], base, name)
     replay = check_replay(args, space, base) if args.replay else None
@@ -561,6 +563,21 @@ def _settings(args: argparse.Namespace) -> Settings:
         retrain_trials=tuple(args.retrain_trials),
         identity=identity(args),
     )
+
+
+def check_same_space(saved: dict[str, str], space, name: str) -> None:
+    """A resumed search samples what it started with: refuse (one line naming the parameter) a space file
+    whose parameters changed (a range, a choice, a condition, a name)."""
+    now = space.signature()
+    differ = [k for k in list(saved) + [k for k in now if k not in saved] if saved.get(k) != now.get(k)]
+    if differ:
+        k = differ[0]
+        more = f", and {len(differ) - 1} more" if len(differ) > 1 else ""
+        raise UsageError(
+            f"--resume {name}: the space's parameters differ from the saved search's ({k}: "
+            f"{saved.get(k, 'absent')!r} saved, {now.get(k, 'absent')!r} now{more}); a resumed search keeps its "
+            f"space: restore {space.path} or start a new --name"
+        )
 
 
 def check_same_base(saved_yaml: str, base, name: str) -> None:

@@ -225,6 +225,20 @@ class SearchSpace:
     def text(self) -> str:
         return self.path.read_text(encoding="utf-8")
 
+    def signature(self) -> dict[str, str]:
+        """What each parameter samples (name -> its type, range, scale and condition as text): what a resumed
+        search must find unchanged, since the study's trials were sampled from it."""
+        out = {}
+        for p in self.params:
+            spec = f"{p.type}"
+            spec += f" {list(p.choices)}" if p.type == "categorical" else f" [{p.low}, {p.high}]"
+            spec += f" step {p.step}" if p.step else ""
+            spec += " log" if p.log else ""
+            spec += " x base" if p.scale_base else ""
+            spec += f" when {dict((k, list(v)) for k, v in p.when)}" if p.when else ""
+            out[p.name] = spec
+        return out
+
 
 def shipped_spaces() -> list[str]:
     """The names of the spaces shipped under ``search/spaces/``."""

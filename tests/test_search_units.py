@@ -111,6 +111,24 @@ def test_a_resume_whose_base_config_changed_is_refused_with_the_field_named(tmp_
     assert _plan(tmp_path, "--resume").resume
 
 
+def test_a_resume_whose_space_changed_is_refused_with_the_parameter_named(tmp_path):
+    """A search saved before the parameters were renamed, or with another range, samples another space."""
+    from search.plan import UsageError
+
+    plan = _plan(tmp_path)
+    saved = plan.space.signature()
+    narrower = {**saved, "optim.warmup_share": "float [0.0, 0.25]"}
+    old_names = {("mmd_intra" if k == "loss.mmd_intra_weight" else k): v for k, v in saved.items()}
+    for changed, needle in ((narrower, "optim.warmup_share: 'float [0.0, 0.25]' saved"), (old_names, "mmd_intra:")):
+        _save(plan, tmp_path, space_params=changed)
+        with pytest.raises(UsageError) as err:
+            _plan(tmp_path, "--resume")
+        msg = str(err.value)
+        assert "\n" not in msg and needle in msg and "sysu.yaml" in msg, msg
+    _save(plan, tmp_path, space_params=saved)
+    assert _plan(tmp_path, "--resume").resume
+
+
 def test_a_resume_on_changed_data_is_refused(tmp_path):
     from search.plan import UsageError, preflight
 
