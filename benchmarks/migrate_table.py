@@ -17,7 +17,6 @@ with the old names in mind.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -40,12 +39,6 @@ OLD_NAMES = {
 
 def renamed(params: dict) -> dict:
     return {OLD_NAMES.get(k, k): v for k, v in params.items()}
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def migrate(folder: Path) -> int:
@@ -79,8 +72,8 @@ def migrate(folder: Path) -> int:
             "why": "search parameters are named by the config fields they set (trainables/params.py)",
         }
         meta["space_sha256"] = hashlib.sha256(space.text().encode()).hexdigest()
-    _write(rows_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    _write(meta_file, json.dumps(meta, indent=1) + "\n")
+    blackbox.write_atomic(rows_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    blackbox.write_atomic(meta_file, json.dumps(meta, indent=1) + "\n")
     return changed
 
 

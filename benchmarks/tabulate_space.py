@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -260,9 +259,7 @@ def _create(meta_file: Path, settings: dict, space, args, argv) -> tuple:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    tmp = meta_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, meta_file)
+    blackbox.write_atomic(meta_file, json.dumps(meta, indent=1) + "\n")
     return base, configs, seed_map
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "params_key",
     "append_row",
     "check_names",
+    "write_atomic",
 ]
 
 META = "meta.json"
@@ -331,6 +332,13 @@ def row_from_json(d: Mapping[str, Any], where: Any = "") -> Row:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TableError(f"{where}: a row without {exc}") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a table file whole or not at all: a temporary file beside it, then an atomic rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def append_row(folder: Path, row: Mapping[str, Any]) -> None:

@@ -257,6 +257,7 @@ def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, ch
     from search.champion import selection_score
     from search.tuning import mlflow_metrics, trial_run
 
+    fresh_score = selection_score(winner, list(fresh)) if fresh else None
     rows = [
         {
             "rank": i + 1,
@@ -292,7 +293,7 @@ def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, ch
             "selection_seeds": list(chosen_on),
             "selection_score": selection_score(winner, list(chosen_on)),
             "fresh_seeds": list(fresh),
-            "fresh_seeds_score": selection_score(winner, list(fresh)) if fresh else None,
+            "fresh_seeds_score": fresh_score,
         },
         "best/selection.json",
     )
@@ -300,8 +301,8 @@ def record_selection(client, parent_id: str, exp_id: str, cfg, cands, winner, ch
     # its mean over the fresh seeds only (free of the optimism of the seed it was ranked top-k on).
     client.log_metric(parent_id, "val/score", winner.mean)
     client.log_metric(parent_id, "val/score_std", winner.std)
-    if fresh:
-        client.log_metric(parent_id, "val/score_fresh_seeds", selection_score(winner, list(fresh)))
+    if fresh_score is not None:
+        client.log_metric(parent_id, "val/score_fresh_seeds", fresh_score)
     per_seed = [mlflow_metrics(r.metrics) for r in winner.results if r is not None]
     for k in per_seed[0] if per_seed else []:
         if k.startswith("val/") and k != "val/score" and all(k in m for m in per_seed):

@@ -42,11 +42,10 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     if seeds:
         reseeded = _reseed(rec, top, seeds, plan, resources, concurrent)
     cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
-    search_seed = plan.base.train.seed if champion.SELECT_ON_FRESH_SEEDS else None
-    winner = champion.choose(cands, search_seed)
-    chosen_on = champion.selection_seeds(cands, search_seed)
-    seed = plan.base.train.seed  # the seeds no candidate was selected on (none without re-seeds):
-    fresh = [s for s in champion.selection_seeds(cands, seed) if s != seed]
+    seed = plan.base.train.seed  # the search's seed, on which the candidates were ranked top-k
+    winner = champion.choose(cands, seed if champion.SELECT_ON_FRESH_SEEDS else None)
+    chosen_on = champion.selection_seeds(cands, seed if champion.SELECT_ON_FRESH_SEEDS else None)
+    fresh = [s for s in champion.selection_seeds(cands, seed) if s != seed]  # none without re-seeds
     cfg = apply_params(plan.base, winner.params)
     (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())  # what --retrain-best trains
     record_selection(rec.client, rec.parent_id, rec.exp_id, cfg, cands, winner, chosen_on, fresh)

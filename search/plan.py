@@ -565,14 +565,25 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _first_difference(saved: dict, now: dict, keys) -> tuple[str, str] | None:
+    """The first of ``keys`` whose value differs between ``saved`` and ``now``, and a note naming up to three
+    more ("" when it is the only one); None when nothing differs."""
+    differ = [k for k in keys if saved.get(k) != now.get(k)]
+    if not differ:
+        return None
+    more = ""
+    if len(differ) > 1:
+        more = f", and {len(differ) - 1} more ({', '.join(differ[1:4])}{', ...' if len(differ) > 4 else ''})"
+    return differ[0], more
+
+
 def check_same_space(saved: dict[str, str], space, name: str) -> None:
     """A resumed search samples what it started with: refuse (one line naming the parameter) a space file
     whose parameters changed (a range, a choice, a condition, a name)."""
     now = space.signature()
-    differ = [k for k in list(saved) + [k for k in now if k not in saved] if saved.get(k) != now.get(k)]
-    if differ:
-        k = differ[0]
-        more = f", and {len(differ) - 1} more" if len(differ) > 1 else ""
+    found = _first_difference(saved, now, [*saved, *(k for k in now if k not in saved)])
+    if found:
+        k, more = found
         raise UsageError(
             f"--resume {name}: the space's parameters differ from the saved search's ({k}: "
             f"{saved.get(k, 'absent')!r} saved, {now.get(k, 'absent')!r} now{more}); a resumed search keeps its "
@@ -586,14 +597,9 @@ def check_same_base(saved_yaml: str, base, name: str) -> None:
     from aminet.config import Config
 
     saved, now = Config.from_yaml(saved_yaml, source=f"{name}/{STATE_FILE}").flat(), base.flat()
-    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-    if differ:
-        k = differ[0]
-        more = (
-            f", and {len(differ) - 1} more ({', '.join(differ[1:4])}{', ...' if len(differ) > 4 else ''})"
-            if len(differ) > 1
-            else ""
-        )
+    found = _first_difference(saved, now, sorted(set(saved) | set(now)))
+    if found:
+        k, more = found
         raise UsageError(
             f"--resume {name}: the base config differs from the saved search's ({k}: {saved.get(k)!r} saved, "
             f"{now.get(k)!r} now{more}); a resumed search keeps its base config: restore it or start a new --name"

@@ -730,7 +730,7 @@ def ensure_default(
 ) -> Path:
     """The synthetic benchmark used when no data root is given: generated once, then reused."""
     root = default_root(layout, ids, seed, version)
-    if (root / "SYNTHETIC.json").is_file():
+    if is_synthetic(root):
         if not quiet:
             print(
                 f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
@@ -746,7 +746,7 @@ def ensure_default(
     try:
         generate(layout, root, ids=ids, seed=seed, overwrite=True, version=version)
     except OSError:
-        if (root / "SYNTHETIC.json").is_file():  # another process finished it first
+        if is_synthetic(root):  # another process finished it first
             return root
         raise
     return root
