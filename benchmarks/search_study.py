@@ -547,6 +547,9 @@ def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "sim_hours_mean": statistics.fmean(s["time"] for s in group) / 3600,
                 "model_based_share": sum(s["model_based"] for s in group) / max(1, sum(s["proposals"] for s in group)),
                 "wall_s_per_rep": statistics.fmean(s.get("wall_s", 0.0) for s in group),
+                # table rows a search visits: the nearest-row answer maps a concentrated search's proposals onto
+                # fewer rows than it made trials, and a row visited again teaches the search nothing new
+                "distinct_rows_mean": statistics.fmean(len({t["config"] for t in s["sequence"]}) for s in group),
             }
         )
     return rows
@@ -621,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['sampler']:7s} n={row['trials']:3d} c={row['concurrency']} {_cut(row)}: "
             f"test regret IQM {100 * row['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] "
             f"test R1 {100 * row['test_r1_iqm']:.2f} epochs {row['epochs_mean']:.0f} "
-            f"model-based {100 * row['model_based_share']:.0f} % ({row['reps']} reps, {row['wall_s_per_rep']:.2f} s each)"
+            f"model-based {100 * row['model_based_share']:.0f} % rows {row['distinct_rows_mean']:.1f} ({row['reps']} reps, {row['wall_s_per_rep']:.2f} s each)"
         )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -659,8 +662,8 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
         f"{100 * (bench.best_test() - bench.test(t.default_config())):.2f}.",
         "",
         "| sampler | trials | concurrency | ASHA (grace:rf) | reps | test regret IQM [95 % CI] | "
-        "val regret IQM [95 % CI] | test R1 IQM | epochs | model-based proposals |",
-        "|---|---:|---:|---|---:|---|---|---:|---:|---:|",
+        "val regret IQM [95 % CI] | test R1 IQM | epochs | model-based proposals | distinct rows |",
+        "|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in report["summary"]:
         lo, hi = r["test_regret_ci"]
@@ -669,7 +672,7 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
             f"| {r['sampler']} | {r['trials']} | {r['concurrency']} | {_cut(r)} | {r['reps']} | "
             f"{100 * r['test_regret_iqm']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
             f"{100 * r['val_regret_iqm']:.2f} [{100 * vlo:.2f}, {100 * vhi:.2f}] | {100 * r['test_r1_iqm']:.2f} | "
-            f"{r['epochs_mean']:.0f} | {100 * r['model_based_share']:.0f} % |"
+            f"{r['epochs_mean']:.0f} | {100 * r['model_based_share']:.0f} % | {r['distinct_rows_mean']:.1f} |"
         )
     lines += ["", "Selection validity and noise (validation score and test metrics of seed 0 unless said):", ""]
     for key, label in (

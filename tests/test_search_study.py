@@ -167,6 +167,8 @@ def test_the_study_at_toy_size_writes_its_results_and_plots(tmp_path):
     for row in report["summary"]:
         assert row["test_regret_iqm"] >= 0 and row["reps"] == 3
         assert row["model_based_share"] == 0 or row["sampler"] != "random"
+        # every search visits at least the two warm-start rows, and never more rows than it ran trials
+        assert 2 <= row["distinct_rows_mean"] <= row["trials"]
     a = report["table_analysis"]
     assert -1 <= a["spearman_val_test_r1"] <= 1 and set(a["rung_agreement"]["all"]) >= {"1", "2", "5", "n"}
     assert (out / "regret_n8_c1_asha-g1r3.png").is_file() and (out / "rung_agreement.png").is_file()
