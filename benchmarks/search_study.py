@@ -829,7 +829,8 @@ def check_driver(table: str, runs: int, trials: int | None = None) -> list[dict[
     import subprocess
     import tempfile
 
-    bench = _bench(str(Path(table).resolve()))
+    table = str(Path(table).resolve())  # the driver runs in a temporary folder: a relative path would not resolve
+    bench = _bench(table)
     n = trials or bench.budget.num_samples
     out = []
     for seed in range(runs):
