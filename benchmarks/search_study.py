@@ -576,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ASHA settings to compare (grace period : reduction factor), instead of --grace / --reduction-factor",
     )
     p.add_argument("--check-driver", type=int, default=0, metavar="N", help="compare N real-driver runs first")
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="FOLDER",
+        help="replay nothing: put the settings of FOLDER/results.json (a study on the same table, e.g. more "
+        "repetitions of one sampler) in place of the same settings in --out, and rewrite its summary and plots",
+    )
     args = p.parse_args(argv)
     try:
         grid = [tuple(int(x) for x in spec.split(":")) for spec in args.asha_grid]
@@ -589,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"search_study: error: {exc}", file=sys.stderr)
         return 2
+    if args.merge:
+        return merge(bench, Path(args.merge), Path(args.out) if args.out else None)
     trial_counts = args.trials or [bench.budget.num_samples, bench.space.budget_for(False).num_samples]
     out = Path(args.out) if args.out else None
     report: dict[str, Any] = {
@@ -637,6 +646,54 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _setting(row: dict[str, Any]) -> str:
+    return f"{row['sampler']}|{row['trials']}|{row['concurrency']}|{_cut(row, compact=True)}"
+
+
+def merge(bench: Bench, extra_folder: Path, out: Path | None) -> int:
+    """Put the settings of a supplementary study (``extra_folder/results.json``) in place of the same settings
+    of the study in ``out``; keep the rest, record the supplement's command, rewrite summary.md and the plots.
+    Both must come from this table (same digest): a merged report never mixes tables."""
+    if out is None:
+        print("search_study: error: --merge needs --out (the study to merge into)", file=sys.stderr)
+        return 2
+    reports = {}
+    for name, folder in (("--out", out), ("--merge", extra_folder)):
+        path = folder / "results.json"
+        try:
+            reports[name] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"search_study: error: {path}: cannot read a study's results ({exc})", file=sys.stderr)
+            return 2
+        if reports[name].get("table_digest") != bench.table.digest():
+            print(
+                f"search_study: error: {path}: table digest {reports[name].get('table_digest')} is not "
+                f"{bench.table.digest()} (the table given by --table)",
+                file=sys.stderr,
+            )
+            return 2
+    base, extra = reports["--out"], reports["--merge"]
+    if "curves" not in extra:
+        print(f"search_study: error: {extra_folder / 'results.json'}: no curves (run it with --out)", file=sys.stderr)
+        return 2
+    replaced = {_setting(r) for r in extra["summary"]}
+    base["summary"] = sorted(
+        [r for r in base["summary"] if _setting(r) not in replaced] + extra["summary"],
+        key=lambda r: str((r["sampler"], r["trials"], r["concurrency"], r["asha"], r["grace"], r["reduction_factor"])),
+    )
+    base.setdefault("curves", {}).update(extra["curves"])
+    base.setdefault("merged", []).append(
+        {"command": extra["command"], "settings": len(replaced), "study_wall_s": extra.get("study_wall_s")}
+    )
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(base, indent=1, default=str) + "\n")
+    tmp.replace(out / "results.json")
+    (out / "summary.md").write_text(markdown(bench, base))
+    plot(bench, base, out)
+    print(f"merged {len(replaced)} settings of {extra_folder} into {out}")
+    return 0
+
+
 def _cut(row: dict[str, Any], compact: bool = False) -> str:
     """How a setting stops trials: ``asha 2:3`` (grace : reduction factor; ``asha-g2r3`` in keys and file
     names) or ``none``."""
@@ -653,7 +710,9 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
     t = bench.table
     lines = [
         f"Table: {report['table']} ({report['table_rows']} rows, {len(t.config_ids())} configurations with seed 0, "
-        f"digest {report['table_digest']}); `{report['command']}`.",
+        f"digest {report['table_digest']}); `{report['command']}`"
+        + "".join(f"; then {m['settings']} settings replaced by `{m['command']}`" for m in report.get("merged", []))
+        + ".",
         "",
         f"Best in the table: validation score {100 * bench.best_val():.2f}, test score {100 * bench.best_test():.2f} "
         f"(test R1 {100 * bench.best_test('R1'):.2f}); the paper's default: validation "
@@ -795,7 +854,13 @@ def plot(bench: Bench, report: dict[str, Any], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for group, by_rung in agree.items():
             rungs = sorted(int(r) for r in by_rung if r != "n")
-            ax.plot(rungs, [by_rung[r] for r in rungs], marker="o", label=f"{group} (n={by_rung['n']})")
+            # int keys when fresh, str keys once read back from results.json (--merge)
+            ax.plot(
+                rungs,
+                [by_rung.get(r, by_rung.get(str(r))) for r in rungs],
+                marker="o",
+                label=f"{group} (n={by_rung['n']})",
+            )
         ax.set_xlabel("epoch of the rung")
         ax.set_ylabel("Spearman with the final validation score")
         ax.set_title("How well a rung ranks configurations")

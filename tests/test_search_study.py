@@ -174,6 +174,44 @@ def test_the_study_at_toy_size_writes_its_results_and_plots(tmp_path):
     assert (out / "regret_n8_c1_asha-g1r3.png").is_file() and (out / "rung_agreement.png").is_file()
     assert (out / "regret_n8_c1_none.png").is_file()
 
+    # a supplement (more repetitions of one setting) merged in: that setting replaced, the rest kept
+    extra = tmp_path / "extra"
+    assert (
+        main(
+            [
+                "--table",
+                str(TOY),
+                "--out",
+                str(extra),
+                "--reps",
+                "5",
+                "--samplers",
+                "random",
+                "--trials",
+                "8",
+                "--concurrency",
+                "1",
+                "--asha-grid",
+                "2:3",
+                "--schedulers",
+                "asha",
+            ]
+        )
+        == 0
+    )
+    before = {(r["sampler"], r["concurrency"], r["grace"]): r for r in report["summary"]}
+    assert main(["--table", str(TOY), "--out", str(out), "--merge", str(extra)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    after = {(r["sampler"], r["concurrency"], r["grace"]): r for r in merged["summary"]}
+    assert after.keys() == before.keys() and after[("random", 1, 2)]["reps"] == 5
+    assert all(after[k] == before[k] for k in after if k != ("random", 1, 2))
+    assert "1 settings replaced by" in (out / "summary.md").read_text()
+    # a study of another table is refused in one line, and nothing is rewritten
+    other = json.loads((extra / "results.json").read_text())
+    (extra / "results.json").write_text(json.dumps({**other, "table_digest": "0" * 16}))
+    assert main(["--table", str(TOY), "--out", str(out), "--merge", str(extra)]) == 2
+    assert json.loads((out / "results.json").read_text()) == merged
+
 
 # ------------------------------------------------------------------------------------------------
 # The replay trainable through the real driver
