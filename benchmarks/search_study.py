@@ -364,24 +364,26 @@ def table_analysis(bench: Bench) -> dict[str, Any]:
         out["test_r1_seed_sd_mean"] = float(statistics.fmean(tsds))
     out["val_spread_all_configs"] = float(np.std(val, ddof=1)) if len(val) > 1 else 0.0
     # rung agreement: Spearman of the score after epoch r with the final one, overall and by schedule
-    agree: dict[str, dict[int, float]] = {}
+    # keys are str epochs ("1", ...), as results.json keeps them, so a fresh report and one read back are alike
+    agree: dict[str, dict[str, float]] = {}
     for group in ("all", "step", "cosine"):
         members = [c for c in ids if group == "all" or t.params(c).get("optim.schedule") == group]
         if len(members) < 4:
             continue
         final = [bench.val(c) for c in members]
         agree[group] = {
-            r: float(spearmanr([t.row(c, 0).score(r) for c in members], final).statistic) for r in range(1, t.epochs)
+            str(r): float(spearmanr([t.row(c, 0).score(r) for c in members], final).statistic)
+            for r in range(1, t.epochs)
         }
         agree[group]["n"] = len(members)
     out["rung_agreement"] = agree
     # what a rung cut keeps: of the configurations in the final top third, the share in the top third at rung r
-    keep: dict[int, float] = {}
+    keep: dict[str, float] = {}
     k = max(1, len(ids) // 3)
     final_top = set(sorted(ids, key=lambda c: -bench.val(c))[:k])
     for r in range(1, t.epochs):
         rung_top = set(sorted(ids, key=lambda c: -t.row(c, 0).score(r))[:k])
-        keep[r] = len(final_top & rung_top) / k
+        keep[str(r)] = len(final_top & rung_top) / k
     out["rung_top_third_kept"] = keep
     out["reseed_rule"] = reseed_rule(bench, multi)
     return out
@@ -517,12 +519,23 @@ def run_study(
         return list(pool.map(_one, jobs, chunksize=4))
 
 
+def _group(row: dict[str, Any]) -> tuple:
+    """What makes a setting, of a replayed search or of a summary line; its ``str`` orders the summary."""
+    return (
+        row["sampler"],
+        row["trials"],
+        row["concurrency"],
+        row["asha"],
+        row.get("grace"),
+        row.get("reduction_factor"),
+    )
+
+
 def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One line per (sampler, trials, concurrency, ASHA): final regrets (IQM, 95 % CI), epochs, time, model share."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for s in sims:
-        key = (s["sampler"], s["trials"], s["concurrency"], s["asha"], s.get("grace"), s.get("reduction_factor"))
-        groups.setdefault(key, []).append(s)
+        groups.setdefault(_group(s), []).append(s)
     best_test, default = bench.best_test(), bench.table.default_config()
     rows = []
     for (sampler, trials, conc, asha, grace, rf), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -647,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setting(row: dict[str, Any]) -> str:
+    """A setting's key in ``curves`` (and the plots' file names): ``tpe|6|2|asha-g2r3``."""
     return f"{row['sampler']}|{row['trials']}|{row['concurrency']}|{_cut(row, compact=True)}"
 
 
@@ -679,7 +693,7 @@ def merge(bench: Bench, extra_folder: Path, out: Path | None) -> int:
     replaced = {_setting(r) for r in extra["summary"]}
     base["summary"] = sorted(
         [r for r in base["summary"] if _setting(r) not in replaced] + extra["summary"],
-        key=lambda r: str((r["sampler"], r["trials"], r["concurrency"], r["asha"], r["grace"], r["reduction_factor"])),
+        key=lambda r: str(_group(r)),
     )
     base.setdefault("curves", {}).update(extra["curves"])
     base.setdefault("merged", []).append(
@@ -754,7 +768,7 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
         lines += ["", "| schedules | n | " + " | ".join(f"rung at epoch {r}" for r in rungs) + " |"]
         lines.append("|---|---:|" + "---:|" * len(rungs))
         for group, by in agree.items():
-            cells = " | ".join(f"{by.get(r, by.get(str(r), float('nan'))):.2f}" for r in rungs)
+            cells = " | ".join(f"{by.get(str(r), float('nan')):.2f}" for r in rungs)
             lines.append(f"| {group} | {by['n']} | {cells} |")
     rr = a.get("reseed_rule", {})
     settings = [v for v in rr.values() if isinstance(v, dict) and "pool" in v]
@@ -794,7 +808,7 @@ def regret_curves(bench: Bench, sims: list[dict[str, Any]], points: int = 40) ->
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in sims:
-        groups.setdefault(f"{s['sampler']}|{s['trials']}|{s['concurrency']}|{_cut(s, compact=True)}", []).append(s)
+        groups.setdefault(_setting(s), []).append(s)
     out: dict[str, Any] = {}
     for key, group in groups.items():
         top = max(s["epochs"] for s in group)
@@ -854,13 +868,7 @@ def plot(bench: Bench, report: dict[str, Any], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for group, by_rung in agree.items():
             rungs = sorted(int(r) for r in by_rung if r != "n")
-            # int keys when fresh, str keys once read back from results.json (--merge)
-            ax.plot(
-                rungs,
-                [by_rung.get(r, by_rung.get(str(r))) for r in rungs],
-                marker="o",
-                label=f"{group} (n={by_rung['n']})",
-            )
+            ax.plot(rungs, [by_rung[str(r)] for r in rungs], marker="o", label=f"{group} (n={by_rung['n']})")
         ax.set_xlabel("epoch of the rung")
         ax.set_ylabel("Spearman with the final validation score")
         ax.set_title("How well a rung ranks configurations")

@@ -176,29 +176,8 @@ def test_the_study_at_toy_size_writes_its_results_and_plots(tmp_path):
 
     # a supplement (more repetitions of one setting) merged in: that setting replaced, the rest kept
     extra = tmp_path / "extra"
-    assert (
-        main(
-            [
-                "--table",
-                str(TOY),
-                "--out",
-                str(extra),
-                "--reps",
-                "5",
-                "--samplers",
-                "random",
-                "--trials",
-                "8",
-                "--concurrency",
-                "1",
-                "--asha-grid",
-                "2:3",
-                "--schedulers",
-                "asha",
-            ]
-        )
-        == 0
-    )
+    flags = "--reps 5 --samplers random --trials 8 --concurrency 1 --asha-grid 2:3 --schedulers asha".split()
+    assert main(["--table", str(TOY), "--out", str(extra), *flags]) == 0
     before = {(r["sampler"], r["concurrency"], r["grace"]): r for r in report["summary"]}
     assert main(["--table", str(TOY), "--out", str(out), "--merge", str(extra)]) == 0
     merged = json.loads((out / "results.json").read_text())
