@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
 
 from aminet.cli import ArgumentParser, UsageError  # noqa: E402
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "pibo")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,14 +60,23 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 
 @dataclass
 class Bench:
+    """A tabulated benchmark as the simulator replays it. ``model``: how a proposal is answered, ``nearest``
+    (the table's row with exactly those values, else the nearest row: ``trainables.replay.answer``, what
+    ``search/run.py --replay`` does) or ``forest`` (``search.surrogate.ForestSurrogate``: a random forest
+    fitted to the table plus a measured seed deviation). A configuration is keyed by its table id (an int)
+    under ``nearest`` and by its ``params_key`` (a str) under ``forest``; ``val`` and ``test`` take either."""
+
     table: Any  # search.blackbox.Table
     space: Any  # search.spaces.SearchSpace
     base: Any  # the table's base config with the search's evaluation interval
     space_params: tuple
     budget: Any  # search.spaces.Budget (the search's quick budget)
+    model: str = "nearest"
+    surrogate: Any = None  # search.surrogate.ForestSurrogate under model="forest"
+    _best: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Bench:
+    def load(cls, folder: str | Path, model: str = "nearest", fraction: float = 1.0, fit_seed: int = 0) -> Bench:
         from aminet.config import Config
         from search.blackbox import Table
         from search.spaces import get_space
@@ -79,7 +88,17 @@ class Bench:
         if b.epochs != table.epochs:
             raise UsageError(f"{folder}: a table of {table.epochs}-epoch runs, the space's quick budget has {b.epochs}")
         base = Config.from_yaml(table.meta["base"], source=str(folder)).replace({"train.eval_every": b.eval_every})
-        return cls(table, space, base, tuple(p.resolved(base) for p in space.params), b)
+        params = tuple(p.resolved(base) for p in space.params)
+        surrogate = None
+        if model == "forest":
+            from search.surrogate import ForestSurrogate
+
+            surrogate = ForestSurrogate(table, params, seed=fit_seed, fraction=fraction)
+        elif model != "nearest":
+            raise UsageError(f"--replay-model {model!r}: choose nearest or forest")
+        elif fraction < 1.0:
+            table = _subsampled(table, fraction, fit_seed)
+        return cls(table, space, base, params, b, model, surrogate)
 
     def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None):
         from dataclasses import replace
@@ -91,21 +110,85 @@ class Bench:
             b = replace(b, reduction_factor=int(reduction_factor))
         return b
 
-    # scores of a row: validation (final epoch) and test (SYSU all-search: (R1 + mAP) / 2, and R1)
-    def val(self, config: int, seed: int = 0) -> float:
+    def searcher(self, sampler: str, seed: int, budget):
+        """The searcher the driver builds (``search.cluster.make_searcher``) for this table's space."""
+        from search.cluster import make_searcher
+
+        return make_searcher(self.space, self.base, budget, sampler, seed, study_name=f"sim-{seed}")
+
+    def answer(self, params: dict[str, Any], seed: int, rng) -> tuple[Any, Any]:
+        """(key, row) of one simulated run of ``params`` at ``seed`` (``rng``: the surrogate's noise draws)."""
+        if self.surrogate is None:
+            from trainables.replay import answer
+
+            cid = answer(self.table, self.space_params, params)
+            return cid, self.table.row(cid, seed)
+        from search.blackbox import params_key
+
+        return params_key(params), self.surrogate.answer(params, rng, seed)
+
+    def default_key(self) -> Any:
+        c = self.table.default_config()
+        if self.surrogate is None:
+            return c
+        from search.blackbox import params_key
+
+        return params_key(self.table.params(c))
+
+    # scores of a configuration: validation (final epoch) and test (the primary setting: (R1 + mAP) / 2, or R1)
+    def val(self, config: Any, seed: int = 0) -> float:
+        if isinstance(config, str):
+            return float(self.surrogate.mean(json.loads(config))[self.table.epochs - 1])
         return self.table.row(config, seed).final
 
-    def test(self, config: int, seed: int = 0, metric: str = "score") -> float:
+    def test(self, config: Any, seed: int = 0, metric: str = "score") -> float:
+        from search.surrogate import primary_test
+
+        if isinstance(config, str):
+            y = self.surrogate.mean(json.loads(config))
+            return float(y[-2] if metric == "score" else y[-1])
         t = self.table.row(config, seed).test
-        if t is None:
-            return 0.0
-        return (t["all/R1"] + t["all/mAP"]) / 2 if metric == "score" else float(t[f"all/{metric}"])
+        if metric in ("score", "R1"):
+            score, r1 = primary_test(t)
+            return score if metric == "score" else r1
+        setting = "all" if t and "all/R1" in t else "v2t"
+        return float(t[f"{setting}/{metric}"]) if t else 0.0
+
+    def _candidates(self) -> list[dict[str, Any]]:
+        """Where the surrogate's optimum is looked for: the table's configurations and 4096 Sobol points."""
+        from search.blackbox import space_filling
+
+        return [self.table.params(c) for c in self.table.config_ids()] + space_filling(self.space_params, 4096, 1)
 
     def best_val(self) -> float:
-        return max(self.val(c) for c in self.table.config_ids())
+        if self.surrogate is None:
+            return max(self.val(c) for c in self.table.config_ids())
+        if "val" not in self._best:
+            y = self.surrogate.mean_many(self._candidates())
+            self._best.update(val=float(y[:, self.table.epochs - 1].max()), score=float(y[:, -2].max()))
+            self._best["R1"] = float(y[:, -1].max())
+        return self._best["val"]
 
     def best_test(self, metric: str = "score") -> float:
-        return max(self.test(c, 0, metric) for c in self.table.config_ids())
+        if self.surrogate is None:
+            return max(self.test(c, 0, metric) for c in self.table.config_ids())
+        self.best_val()
+        return self._best[metric]
+
+
+def _subsampled(table, fraction: float, seed: int):
+    """The table with a random ``fraction`` of its configurations (the default and warm starts always kept)."""
+    import numpy as np
+
+    from search.blackbox import Table
+
+    ids = table.config_ids()
+    keep_always = [c["config"] for c in table.meta["configs"] if c["kind"] != "sobol"]
+    rest = [c for c in ids if c not in keep_always]
+    n = max(1, int(round(fraction * len(ids)))) - len(keep_always)
+    chosen = set(np.random.default_rng(seed).choice(rest, size=max(0, n), replace=False).tolist()) | set(keep_always)
+    rows = [r for c, by_seed in table.rows.items() if c in chosen for r in by_seed.values()]
+    return Table(table.folder, table.meta, rows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,14 +240,17 @@ class _Search:
     def __init__(self, bench: Bench, sampler: str, seed: int, budget, asha: bool) -> None:
         import warnings
 
-        from search.cluster import make_scheduler, make_searcher, quiet_libraries
+        import numpy as np
+
+        from search.cluster import make_scheduler, quiet_libraries
 
         quiet_libraries()
         self.bench, self.sampler, self.seed, self.budget, self.asha = bench, sampler, seed, budget, asha
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.searcher = make_searcher(bench.space, bench.base, budget, sampler, seed, study_name=f"sim-{seed}")
+            self.searcher = bench.searcher(sampler, seed, budget)
         self.scheduler = make_scheduler(budget) if asha else None
+        self.rng = np.random.default_rng(10_000 + seed)  # a surrogate's seed-noise draws
         if self.scheduler is not None:
             self.scheduler.set_search_properties("score", "max")
         # which proposals came from the sampler's model (its relative sampling answered), by trial number
@@ -197,16 +283,13 @@ class _Search:
     def start(self, t_now: float) -> None:
         import warnings
 
-        from trainables.replay import answer
-
         trial_id = f"t{len(self.started):05d}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             config = self.searcher.suggest(trial_id)
         params = {k: v for k, v in config.items() if k != "optuna_trial"}
         number = int(config.get("optuna_trial", len(self.started)))
-        cid = answer(self.bench.table, self.bench.space_params, params)
-        row = self.bench.table.row(cid, int(self.bench.base.train.seed))
+        cid, row = self.bench.answer(params, int(self.bench.base.train.seed), self.rng)
         trial = SimTrial(trial_id, number, params, cid, row, t_now)
         if self.scheduler is not None:
             self.scheduler.on_trial_add(None, trial)
@@ -315,7 +398,7 @@ def bootstrap_ci(values: Sequence[float], stat: str = "iqm", n: int = 2000, seed
 
 def regret_at(bench: Bench, sim: dict[str, Any], grid: Sequence[int], axis: str = "epochs") -> dict[str, list[float]]:
     """Validation and test regret of one search at each point of ``grid`` (epochs consumed, or seconds)."""
-    best_val, best_test, default = bench.best_val(), bench.best_test(), bench.table.default_config()
+    best_val, best_test, default = bench.best_val(), bench.best_test(), bench.default_key()
     key = 0 if axis == "epochs" else 1
     val_out, test_out, i, sel = [], [], 0, None
     trace = sim["trace"]
@@ -469,25 +552,27 @@ def reseed_rule(
 
 
 def _one(args: tuple) -> dict[str, Any]:
-    folder, sampler, seed, trials, conc, asha, grace, rf = args
-    bench = _bench(folder)
+    spec, sampler, seed, trials, conc, asha, grace, rf = args
+    bench = _bench(spec)
     t0 = time.perf_counter()
     sim = simulate(bench, sampler, seed, trials, conc, asha, grace, rf)
     sim["wall_s"] = time.perf_counter() - t0
     return sim
 
 
-_BENCH: dict[str, Bench] = {}
+_BENCH: dict[Any, Bench] = {}
 
 
-def _bench(folder: str) -> Bench:
-    if folder not in _BENCH:
-        _BENCH[folder] = Bench.load(folder)
-    return _BENCH[folder]
+def _bench(spec: Any) -> Bench:
+    """The bench of a spec: a table folder (nearest-row answers), or (folder, model, fraction) (cached per process)."""
+    key = (spec, "nearest", 1.0) if isinstance(spec, str) else tuple(spec)
+    if key not in _BENCH:
+        _BENCH[key] = Bench.load(key[0], model=key[1], fraction=key[2])
+    return _BENCH[key]
 
 
 def run_study(
-    folder: str,
+    folder: Any,
     samplers: Sequence[str],
     trial_counts: Sequence[int],
     concurrencies: Sequence[int],
@@ -536,7 +621,7 @@ def summarise(bench: Bench, sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for s in sims:
         groups.setdefault(_group(s), []).append(s)
-    best_test, default = bench.best_test(), bench.table.default_config()
+    best_test, default = bench.best_test(), bench.default_key()
     rows = []
     for (sampler, trials, conc, asha, grace, rf), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
         test_reg = [best_test - bench.test(s["selected"] if s["selected"] is not None else default) for s in group]
@@ -588,7 +673,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="G:R",
         help="ASHA settings to compare (grace period : reduction factor), instead of --grace / --reduction-factor",
     )
+    p.add_argument(
+        "--replay-model",
+        default="forest",
+        choices=["forest", "nearest"],
+        help="how a proposal is answered: forest (a random forest fitted to the table plus measured seed noise, "
+        "search/surrogate.py; default) or nearest (the nearest row, what search/run.py --replay does)",
+    )
+    p.add_argument(
+        "--subsample",
+        type=float,
+        default=1.0,
+        help="use a random share of the table's configurations (the density check; default 1.0: all)",
+    )
     p.add_argument("--check-driver", type=int, default=0, metavar="N", help="compare N real-driver runs first")
+    p.add_argument(
+        "--check-sampler", default="tpe", choices=SAMPLERS, help="the sampler of --check-driver (default tpe)"
+    )
     p.add_argument(
         "--merge",
         default=None,
@@ -604,8 +705,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"search_study: error: --asha-grid {args.asha_grid}: expected G:R with G >= 1, R >= 2", file=sys.stderr)
         return 2
+    if not 0.0 < args.subsample <= 1.0:
+        print(f"search_study: error: --subsample {args.subsample}: expected a share in (0, 1]", file=sys.stderr)
+        return 2
+    spec = (str(Path(args.table).resolve()), args.replay_model, float(args.subsample))
     try:
-        bench = Bench.load(args.table)
+        bench = _bench(spec)
     except (UsageError, ValueError) as exc:
         print(f"search_study: error: {exc}", file=sys.stderr)
         return 2
@@ -617,16 +722,18 @@ def main(argv: list[str] | None = None) -> int:
         "table": str(Path(args.table)),
         "table_rows": sum(len(v) for v in bench.table.rows.values()),
         "table_digest": bench.table.digest(),
+        "replay_model": args.replay_model,
+        "subsample": args.subsample,
         "command": "python benchmarks/search_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     if args.check_driver:
-        report["driver_check"] = check_driver(args.table, args.check_driver)
+        report["driver_check"] = check_driver(args.table, args.check_driver, sampler=args.check_sampler)
         print(json.dumps(report["driver_check"], indent=1))
     report["table_analysis"] = table_analysis(bench)
     print(json.dumps(report["table_analysis"], indent=1, default=str))
     t0 = time.perf_counter()
     sims = run_study(
-        str(Path(args.table).resolve()),
+        spec,
         args.samplers,
         trial_counts,
         args.concurrency,
@@ -730,9 +837,14 @@ def markdown(bench: Bench, report: dict[str, Any]) -> str:
         "",
         f"Best in the table: validation score {100 * bench.best_val():.2f}, test score {100 * bench.best_test():.2f} "
         f"(test R1 {100 * bench.best_test('R1'):.2f}); the paper's default: validation "
-        f"{100 * bench.val(t.default_config()):.2f}, test {100 * bench.test(t.default_config()):.2f} "
-        f"(R1 {100 * bench.test(t.default_config(), 0, 'R1'):.2f}), test regret "
-        f"{100 * (bench.best_test() - bench.test(t.default_config())):.2f}.",
+        f"{100 * bench.val(bench.default_key()):.2f}, test {100 * bench.test(bench.default_key()):.2f} "
+        f"(R1 {100 * bench.test(bench.default_key(), 0, 'R1'):.2f}), test regret "
+        f"{100 * (bench.best_test() - bench.test(bench.default_key())):.2f}"
+        + (
+            f" (answers: {bench.model}"
+            + (f", fitted to {len(bench.surrogate.config_ids)} configurations" if bench.surrogate else "")
+            + ")."
+        ),
         "",
         "| sampler | trials | concurrency | ASHA (grace:rf) | reps | test regret IQM [95 % CI] | "
         "val regret IQM [95 % CI] | test R1 IQM | epochs | model-based proposals | distinct rows |",
@@ -841,7 +953,7 @@ def plot(bench: Bench, report: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     curves = report["curves"]
-    default_gap = bench.best_test() - bench.test(bench.table.default_config())
+    default_gap = bench.best_test() - bench.test(bench.default_key())
     settings = sorted({tuple(k.split("|")[1:]) for k in curves})
     for trials, conc, sched in settings:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -896,7 +1008,7 @@ def driver_sequence(study_db: Path) -> list[dict[str, Any]]:
     ]
 
 
-def check_driver(table: str, runs: int, trials: int | None = None) -> list[dict[str, Any]]:
+def check_driver(table: str, runs: int, trials: int | None = None, sampler: str = "tpe") -> list[dict[str, Any]]:
     """``runs`` searches through ``search/run.py --replay`` (concurrency 1, sampler seed = run) against the
     simulator with the same sampler and seed: same sampled values, same Optuna states, in the same order."""
     import subprocess
@@ -912,13 +1024,13 @@ def check_driver(table: str, runs: int, trials: int | None = None) -> list[dict[
                 sys.executable, str(REPO / "search" / "run.py"), "--space", bench.space.name, "--replay", table,
                 "--budget", "quick", "--num-samples", str(n), "--max-concurrent", "1", "--seed", str(seed),
                 "--name", "check", "--storage", f"{tmp}/ray", "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db",
-                "--no-final-eval", "--reseeds", "0", "--verbose", "0",
+                "--no-final-eval", "--reseeds", "0", "--verbose", "0", "--sampler", sampler,
             ]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
             if done.returncode != 0:
                 raise RuntimeError(f"driver run failed: {done.stderr[-2000:]}")
             real = driver_sequence(Path(tmp) / "ray" / "check" / "optuna.db")
-        sim = simulate(bench, "tpe", seed, n, 1, True)
+        sim = simulate(bench, sampler, seed, n, 1, True)
         sim_seq = [(t["params"], "PRUNED" if t["state"] != "COMPLETE" else "COMPLETE") for t in sim["sequence"]]
         real_seq = [(t["params"], t["state"]) for t in real]
         out.append({"seed": seed, "trials": n, "same": sim_seq == real_seq, "states": [s for _, s in real_seq]})

@@ -109,7 +109,7 @@ def make_searcher(space, base, budget, sampler: str, seed: int, *, study_name: s
         metric=METRIC,
         mode="max",
         points_to_evaluate=space.warm_start(base),
-        sampler=make_sampler(sampler, seed, budget.num_samples),
+        sampler=make_sampler(sampler, seed, budget.num_samples, priors=space.priors(base)),
         study_name=study_name,
         storage=storage,
         max_epochs=budget.epochs,

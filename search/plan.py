@@ -66,9 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sampler",
-        choices=["tpe", "gp", "cmaes", "random"],
+        choices=["tpe", "pibo", "gp", "cmaes", "random"],
         default="tpe",
-        help="Optuna sampler (default tpe: multivariate TPE)",
+        help="Optuna sampler (default tpe: multivariate TPE; pibo: TPE guided by the space's priors, search/priors.py)",
     )
     p.add_argument(
         "--scheduler",
@@ -367,6 +367,11 @@ def plan_search(args: argparse.Namespace) -> Plan:
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
     _check_search_flags(args)
+    if args.sampler == "pibo" and not any(p.prior is not None for p in space.params):
+        raise UsageError(
+            f"--sampler pibo: {space.path} gives no parameter a prior (prior: {{centre: ..., strength: ...}}; "
+            f"search/spaces.py); use --sampler tpe, or add priors"
+        )
     storage, name, experiment_path, state_dir, saved_state = _locate(args, space)
     check_address(args.address)  # before anything is built or written
     try:

@@ -22,7 +22,9 @@ A parameter is named by the config field it sets (``loss.mmd_intra_weight``, ``o
 as ``optim.milestone_shares.0`` / ``.1`` (``trainables.params``). Types: ``float`` (``low``, ``high``, optional ``step`` or
 ``log``), ``int`` (likewise), ``categorical`` (``choices``). ``scale: base`` makes ``low``/``high``
 multiples of the base config's value of the field. ``when: {other: value}`` (or a list of values) samples a
-parameter only when an earlier parameter took that value. A warm-start point lists some parameters; the
+parameter only when an earlier parameter took that value. ``prior: {centre: x, strength: s}`` (numeric) or
+``prior: {choice: c, weight: w}`` (categorical) says where the user believes good values lie; ``--sampler
+pibo`` follows it (``search/priors.py``), the other samplers ignore it. A warm-start point lists some parameters; the
 others take the base config's value where it lies in their range (else Optuna samples them), so the first
 point of the shipped spaces is the paper's configuration. Every error is one line naming the file and the
 key. The base config is the benchmark's YAML with ``data.purpose=search`` (validation identities held
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ import yaml
 
 import experiments
 from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
+from search import priors
 from trainables import params as sample_params
 
 __all__ = [
@@ -89,6 +92,7 @@ class Param:
     choices: tuple[Any, ...] = ()
     scale_base: bool = False  # low/high are multiples of the base config's value
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (earlier parameter, values it must take)
+    prior: Any = None  # search.priors.Prior: the user's belief about where good values lie (None: none)
 
     def resolved(self, base: Config) -> Param:
         """The parameter with ``scale: base`` turned into absolute bounds for ``base``."""
@@ -98,7 +102,8 @@ class Param:
         low, high = self.low * ref, self.high * ref
         if self.type == "int":
             low, high = math.ceil(low), math.floor(high)
-        return Param(self.name, self.type, low, high, self.step, self.log, self.choices, False, self.when)
+        prior = None if self.prior is None else priors.scaled(self.prior, ref, low, high)
+        return Param(self.name, self.type, low, high, self.step, self.log, self.choices, False, self.when, prior)
 
     def active(self, values: dict[str, Any]) -> bool:
         return all(name in values and values[name] in allowed for name, allowed in self.when)
@@ -170,6 +175,10 @@ class SearchSpace:
     def define_by_run(self, base: Config) -> DefineByRun:
         """The Optuna define-by-run function (suggest calls only; no work)."""
         return DefineByRun(tuple(p.resolved(base) for p in self.params))
+
+    def priors(self, base: Config) -> dict[str, Any]:
+        """The parameters' priors on their resolved ranges (name -> ``search.priors.Prior``; empty: none)."""
+        return {r.name: r.prior for r in (p.resolved(base) for p in self.params) if r.prior is not None}
 
     def warm_start(self, base: Config) -> list[dict[str, Any]]:
         """The warm-start points, each completed with the base config's values (see the module doc)."""
@@ -272,7 +281,7 @@ def load_base(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 _TOP = {"dataset", "base", "quick", "budget", "parameters", "warm_start", "description"}
-_PARAM_KEYS = {"type", "low", "high", "step", "log", "choices", "scale", "when"}
+_PARAM_KEYS = {"type", "low", "high", "step", "log", "choices", "scale", "when", "prior"}
 _BUDGET_KEYS = {"epochs", "eval_every", "grace", "trials", "reduction_factor"}
 
 
@@ -425,9 +434,14 @@ def _param(name: str, spec: Any, earlier: list[Param], fail) -> Param:
     if kind not in ("float", "int", "categorical"):
         raise fail(f"{key}.type", f"{kind!r}: expected float, int or categorical")
     when = _conditions(key, spec.get("when") or {}, earlier, fail)
+    bare = {k: v for k, v in spec.items() if k != "prior"}
     if kind == "categorical":
-        return _categorical(name, key, spec, when, fail)
-    return _numeric(name, key, kind, spec, when, fail)
+        param = _categorical(name, key, bare, when, fail)
+    else:
+        param = _numeric(name, key, kind, bare, when, fail)
+    if spec.get("prior") is None:
+        return param
+    return replace(param, prior=priors.parse_prior(spec["prior"], param, fail))
 
 
 def _categorical(name: str, key: str, spec: dict, when: list, fail) -> Param:

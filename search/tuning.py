@@ -171,7 +171,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random")
+SAMPLERS = ("tpe", "pibo", "gp", "cmaes", "random")
 
 
 def diverged_violation(trial) -> tuple[float]:
@@ -181,8 +181,10 @@ def diverged_violation(trial) -> tuple[float]:
     return (1.0 if trial.user_attrs.get(DIVERGED) else 0.0,)
 
 
-def make_sampler(kind: str, seed: int, num_samples: int):
+def make_sampler(kind: str, seed: int, num_samples: int, priors: dict | None = None):
     """The Optuna sampler of ``--sampler``: ``tpe`` (multivariate, grouped for the conditional milestones),
+    ``pibo`` (that TPE guided by the space's priors, ``search.priors.PriorTPESampler``: ``priors`` maps a
+    parameter to its ``Prior``),
     ``gp`` (Gaussian process), ``cmaes`` (CMA-ES on the numeric parameters, the categorical ones sampled
     independently) or ``random``. The model-based ones start after a third of the trials (2..8) sampled at
     random, after the warm-start points.
@@ -199,17 +201,22 @@ def make_sampler(kind: str, seed: int, num_samples: int):
     import optuna
 
     startup = max(2, min(8, num_samples // 3))
+    tpe_kwargs = dict(
+        multivariate=True,
+        group=True,
+        seed=seed,
+        n_startup_trials=startup,
+        constant_liar=True,
+        constraints_func=diverged_violation,
+    )
     with warnings.catch_warnings():  # the samplers we chose knowingly: their "experimental" notes are noise
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "tpe":
-            return optuna.samplers.TPESampler(
-                multivariate=True,
-                group=True,
-                seed=seed,
-                n_startup_trials=startup,
-                constant_liar=True,
-                constraints_func=diverged_violation,
-            )
+            return optuna.samplers.TPESampler(**tpe_kwargs)
+        if kind == "pibo":
+            from search.priors import PriorTPESampler
+
+            return PriorTPESampler(priors=priors or {}, beta=max(1.0, num_samples / 10), **tpe_kwargs)
         if kind == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
         if kind == "cmaes":
