@@ -110,6 +110,11 @@ class Bench:
             b = replace(b, reduction_factor=int(reduction_factor))
         return b
 
+    @property
+    def trial_seed(self) -> int:
+        """The training seed of a search's trials (the base config's)."""
+        return int(self.base.train.seed)
+
     def searcher(self, sampler: str, seed: int, budget):
         """The searcher the driver builds (``search.cluster.make_searcher``) for this table's space."""
         from search.cluster import make_searcher
@@ -289,7 +294,7 @@ class _Search:
             config = self.searcher.suggest(trial_id)
         params = {k: v for k, v in config.items() if k != "optuna_trial"}
         number = int(config.get("optuna_trial", len(self.started)))
-        cid, row = self.bench.answer(params, int(self.bench.base.train.seed), self.rng)
+        cid, row = self.bench.answer(params, self.bench.trial_seed, self.rng)
         trial = SimTrial(trial_id, number, params, cid, row, t_now)
         if self.scheduler is not None:
             self.scheduler.on_trial_add(None, trial)

@@ -102,14 +102,33 @@ def make_searcher(space, base, budget, sampler: str, seed: int, *, study_name: s
     """The search algorithm of a search (and of ``benchmarks/search_study.py``'s simulator, which drives the same
     object without Ray): ``PrunedAwareOptunaSearch`` over the space's define-by-run function, warm-started from
     its points, with the ``--sampler`` sampler; ``storage`` None keeps the study in memory."""
+    return build_searcher(
+        space.define_by_run(base),
+        space.warm_start(base),
+        budget,
+        sampler,
+        seed,
+        priors=space.priors(base),
+        study_name=study_name,
+        storage=storage,
+        deadline_file=deadline_file,
+    )
+
+
+def build_searcher(
+    define_by_run, points, budget, sampler: str, seed: int, *, priors=None, study_name: str, storage=None,
+    deadline_file=None,
+):  # fmt: skip
+    """``make_searcher`` from its parts: a define-by-run function, warm-start points and priors (the study's
+    external benchmarks build their searchers with it, so they get the driver's samplers exactly)."""
     from search.tuning import PrunedAwareOptunaSearch, make_sampler
 
     return PrunedAwareOptunaSearch(
-        space.define_by_run(base),
+        define_by_run,
         metric=METRIC,
         mode="max",
-        points_to_evaluate=space.warm_start(base),
-        sampler=make_sampler(sampler, seed, budget.num_samples, priors=space.priors(base)),
+        points_to_evaluate=list(points) or None,
+        sampler=make_sampler(sampler, seed, budget.num_samples, priors=priors),
         study_name=study_name,
         storage=storage,
         max_epochs=budget.epochs,
