@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from aminet.cli import ArgumentParser, UsageError  # noqa: E402
+from search.transfer import METHODS  # noqa: E402
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "pibo")
 
@@ -73,10 +74,19 @@ class Bench:
     budget: Any  # search.spaces.Budget (the search's quick budget)
     model: str = "nearest"
     surrogate: Any = None  # search.surrogate.ForestSurrogate under model="forest"
+    sources: tuple = ()  # search.transfer.Source: what a transferring search starts from
     _best: dict = field(default_factory=dict)
+    _spaces: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, folder: str | Path, model: str = "nearest", fraction: float = 1.0, fit_seed: int = 0) -> Bench:
+    def load(
+        cls,
+        folder: str | Path,
+        model: str = "nearest",
+        fraction: float = 1.0,
+        fit_seed: int = 0,
+        transfer_from: Sequence[str] = (),
+    ) -> Bench:
         from aminet.config import Config
         from search.blackbox import Table
         from search.spaces import get_space
@@ -98,7 +108,10 @@ class Bench:
             raise UsageError(f"--replay-model {model!r}: choose nearest or forest")
         elif fraction < 1.0:
             table = _subsampled(table, fraction, fit_seed)
-        return cls(table, space, base, params, b, model, surrogate)
+        from search.transfer import load_source
+
+        sources = tuple(load_source(str(t)) for t in transfer_from)
+        return cls(table, space, base, params, b, model, surrogate, sources)
 
     def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None):
         from dataclasses import replace
@@ -116,10 +129,20 @@ class Bench:
         return int(self.base.train.seed)
 
     def searcher(self, sampler: str, seed: int, budget):
-        """The searcher the driver builds (``search.cluster.make_searcher``) for this table's space."""
+        """The searcher the driver builds (``search.cluster.make_searcher``) for this table's space; a sampler
+        named ``SAMPLER@METHOD`` (``tpe@box``) searches the space ``search.transfer.apply`` makes from the
+        bench's transfer sources, as ``search/run.py --transfer-from ... --transfer-method METHOD`` does."""
         from search.cluster import make_searcher
 
-        return make_searcher(self.space, self.base, budget, sampler, seed, study_name=f"sim-{seed}")
+        sampler, _, method = sampler.partition("@")
+        space = self.space
+        if method:
+            if method not in self._spaces:
+                from search.transfer import apply
+
+                self._spaces[method] = apply(self.space, self.base, self.sources, method)
+            space = self._spaces[method]
+        return make_searcher(space, self.base, budget, sampler, seed, study_name=f"sim-{seed}")
 
     def answer(self, params: dict[str, Any], seed: int, rng) -> tuple[Any, Any]:
         """(key, row) of one simulated run of ``params`` at ``seed`` (``rng``: the surrogate's noise draws)."""
@@ -570,9 +593,9 @@ _BENCH: dict[Any, Bench] = {}
 
 def _bench(spec: Any) -> Bench:
     """The bench of a spec: a table folder (nearest-row answers), or (folder, model, fraction) (cached per process)."""
-    key = (spec, "nearest", 1.0) if isinstance(spec, str) else tuple(spec)
+    key = (spec, "nearest", 1.0, ()) if isinstance(spec, str) else tuple(spec)
     if key not in _BENCH:
-        _BENCH[key] = Bench.load(key[0], model=key[1], fraction=key[2])
+        _BENCH[key] = Bench.load(key[0], model=key[1], fraction=key[2], transfer_from=key[3] if len(key) > 3 else ())
     return _BENCH[key]
 
 
@@ -662,7 +685,20 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python benchmarks/search_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--table", default=str(REPO / "benchmarks" / "tables" / "sysu-quick"), help="table folder")
     p.add_argument("--out", default=None, help="folder for results.json, summary.csv and the plots")
-    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    p.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["tpe", "random", "gp", "cmaes"],
+        help="samplers to compare: tpe random gp cmaes pibo, or SAMPLER@METHOD for a transferring search "
+        "(tpe@box, pibo@prior, ...; needs --transfer-from)",
+    )
+    p.add_argument(
+        "--transfer-from",
+        nargs="+",
+        default=[],
+        metavar="SOURCE",
+        help="earlier searches or tables a SAMPLER@METHOD search transfers from (search/transfer.py)",
+    )
     p.add_argument("--trials", nargs="+", type=int, default=None, help="trial counts (default: quick and full)")
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 8])
     p.add_argument("--schedulers", nargs="+", default=["asha", "none"], choices=["asha", "none"])
@@ -713,7 +749,22 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.subsample <= 1.0:
         print(f"search_study: error: --subsample {args.subsample}: expected a share in (0, 1]", file=sys.stderr)
         return 2
-    spec = (str(Path(args.table).resolve()), args.replay_model, float(args.subsample))
+    spec = (
+        str(Path(args.table).resolve()),
+        args.replay_model,
+        float(args.subsample),
+        tuple(str(Path(t).resolve()) for t in args.transfer_from),
+    )
+    unknown = [
+        s for s in args.samplers if s.partition("@")[0] not in SAMPLERS or s.partition("@")[2] not in ("", *METHODS)
+    ]
+    if unknown or (any("@" in s for s in args.samplers) and not args.transfer_from):
+        print(
+            f"search_study: error: --samplers {unknown or args.samplers}: expected SAMPLER or SAMPLER@METHOD "
+            f"(samplers {list(SAMPLERS)}, methods {list(METHODS)}; a method needs --transfer-from)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         bench = _bench(spec)
     except (UsageError, ValueError) as exc:
@@ -728,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         "table_rows": sum(len(v) for v in bench.table.rows.values()),
         "table_digest": bench.table.digest(),
         "replay_model": args.replay_model,
+        "transfer_from": args.transfer_from,
         "subsample": args.subsample,
         "command": "python benchmarks/search_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }

@@ -71,6 +71,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Optuna sampler (default tpe: multivariate TPE; pibo: TPE guided by the space's priors, search/priors.py)",
     )
     p.add_argument(
+        "--transfer-from",
+        nargs="+",
+        default=[],
+        metavar="SOURCE",
+        help="start from what earlier searches found: their names under --storage, their folders or optuna.db "
+        "files, or tables (benchmarks/tables/...); search/transfer.py",
+    )
+    p.add_argument(
+        "--transfer-method",
+        choices=["box", "warm", "prior", "box+warm"],
+        default=None,
+        help="how: box (shrink the space to the earlier top configurations), warm (try them first), prior (make "
+        "them the prior of --sampler pibo), box+warm (default: " + "box+warm" + ")",
+    )
+    p.add_argument(
         "--scheduler",
         choices=["asha", "none"],
         default="asha",
@@ -226,6 +241,8 @@ IDENTITY = {
     "scheduler": "--scheduler",
     "time_budget": "--time-budget",
     "replay": "--replay",
+    "transfer_from": "--transfer-from",
+    "transfer_method": "--transfer-method",
 }
 
 
@@ -248,6 +265,9 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
         out[k] = _norm_path(out[k])
     out["mlflow_uri"] = absolute_tracking_uri(out["mlflow_uri"]) if out["mlflow_uri"] else None
     out["overrides"] = list(out["overrides"])
+    out["transfer_from"] = [
+        v if "/" not in v and not Path(v).exists() else _norm_path(v) for v in out["transfer_from"] or []
+    ]
     return out
 
 
@@ -367,11 +387,8 @@ def plan_search(args: argparse.Namespace) -> Plan:
     except SpaceError as exc:
         raise UsageError(str(exc)) from None
     _check_search_flags(args)
-    if args.sampler == "pibo" and not any(p.prior is not None for p in space.params):
-        raise UsageError(
-            f"--sampler pibo: {space.path} gives no parameter a prior (prior: {{centre: ..., strength: ...}}; "
-            f"search/spaces.py); use --sampler tpe, or add priors"
-        )
+    if args.sampler == "pibo" and not args.transfer_from:  # before anything is generated or written
+        _check_priors(space)
     storage, name, experiment_path, state_dir, saved_state = _locate(args, space)
     check_address(args.address)  # before anything is built or written
     try:
@@ -387,6 +404,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
         args.reseeds = 1 if quick else 2
     _check_resource_flags(args)
     base = _base_config(args, space, quick, roots, synthetic_run)
+    space = _transfer(args, space, base, storage)
+    if args.sampler == "pibo":
+        _check_priors(space)
     drill = _drill(args)
     if saved_state is not None and "space_params" in saved_state:
         check_same_space(saved_state["space_params"], space, name)
@@ -424,6 +444,35 @@ def _check_search_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.reseeds is not None and args.reseeds < 0:
         raise UsageError(f"--reseeds must be >= 0, got {args.reseeds}")
+
+
+def _check_priors(space) -> None:
+    if not any(p.prior is not None for p in space.params):
+        raise UsageError(
+            f"--sampler pibo: {space.path} gives no parameter a prior (prior: {{centre: ..., strength: ...}}; "
+            f"search/spaces.py) and no --transfer-method prior makes one; use --sampler tpe, or add priors"
+        )
+
+
+DEFAULT_TRANSFER = "box+warm"  # docs/search-study.md, "Transfer"
+
+
+def _transfer(args: argparse.Namespace, space, base, storage: str):
+    """The space with what ``--transfer-from`` brings (``search/transfer.py``), or ``space`` itself."""
+    if not args.transfer_from:
+        if args.transfer_method is not None:
+            raise UsageError("--transfer-method: give the earlier searches or tables with --transfer-from")
+        return space
+    from search.transfer import TransferError, apply, load_source
+
+    method = args.transfer_method or DEFAULT_TRANSFER
+    if method == "prior" and args.sampler != "pibo":
+        raise UsageError("--transfer-method prior: the transferred prior is followed by --sampler pibo only")
+    try:
+        sources = [load_source(spec, None if _is_uri(storage) else storage) for spec in args.transfer_from]
+        return apply(space, base, sources, method)
+    except TransferError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _locate(args: argparse.Namespace, space) -> tuple[str, str, str, Path, dict | None]:
