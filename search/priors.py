@@ -19,7 +19,10 @@ On TPE, whose acquisition is ``l(x) / g(x)`` (the density of good over bad trial
 that is ``log l(x) - log g(x) + (beta / n) log pi(x)``; the candidates are drawn from ``l`` as TPE draws them
 and, as many again, from the prior (piBO maximises the weighted acquisition over the whole space; TPE only
 looks where it samples). The start-up trials are drawn from the prior instead of uniformly (piBO's initial
-design). ``beta`` defaults to a tenth of the search's trials (at least 1), piBO's setting of ``beta = N / 10``
+design; here every other start-up trial, the rest uniform, so the trials can tell a good prior from a
+misleading one). Before each model-based proposal the prior must earn its weight: TPE's good trials must lie
+where the prior is denser than its bad trials do (``_evidence_for_prior``), else the proposal is TPE's own.
+``beta`` defaults to a tenth of the search's trials (at least 1), piBO's setting of ``beta = N / 10``
 for a budget of ``N`` evaluations. Everything else is Optuna's TPE as the driver builds it: multivariate,
 grouped, the constant liar, and the PRUNED trials an early-stopping scheduler leaves behind ranked by how far
 they got, so it learns under ASHA exactly as TPE does. Parameters without a prior are sampled as TPE samples
@@ -208,7 +211,7 @@ class PriorTPESampler(_sampler_base()):  # type: ignore[misc]
         prior = self._priors.get(param_name)
         states = (TrialState.COMPLETE, TrialState.PRUNED)
         n = len(study._get_trials(deepcopy=False, states=states, use_cache=True))
-        if prior is None or n >= self._n_startup_trials:
+        if prior is None or n >= self._n_startup_trials or trial.number % 2 == 1:
             return super().sample_independent(study, trial, param_name, param_distribution)
         return self._draw(prior, param_distribution, 1)[0]
 
@@ -237,14 +240,43 @@ class PriorTPESampler(_sampler_base()):  # type: ignore[misc]
     def _sample(self, study, trial, search_space):
         from optuna.trial import TrialState
 
-        n = len(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True))
-        self._n_obs = max(1, n)
+        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
+        self._n_obs = max(1, len(done))
         self._space = search_space
+        self._trusted = self._evidence_for_prior(study, done, search_space)
         return super()._sample(study, trial, search_space)
+
+    def prior_log_density(self, params: Mapping[str, Any], search_space) -> float:
+        """The prior's log density at a trial's values (the parameters of ``search_space`` it has a prior for)."""
+        total = 0.0
+        for k, dist in search_space.items():
+            if k in self._priors and k in params:
+                total += float(self._priors[k].log_pdf(np.asarray([dist.to_internal_repr(params[k])]))[0])
+        return total
+
+    def _evidence_for_prior(self, study, done, search_space) -> bool:
+        """Whether the trials so far support the prior: the good ones (TPE's own split into good and bad, pruned
+        trials ranked as TPE ranks them) lie where the prior is denser than the bad ones do. A misleading prior
+        fails this test once the start-up trials (half drawn from it, half uniform) have shown that good
+        results lie elsewhere; it is then switched off for this proposal (PriorBand's principle of weighing
+        the prior by how its suggestions fare against the rest; piBO's decay alone is too slow where the
+        prior's log density, summed over several parameters, outweighs TPE's ratio for many trials)."""
+        from optuna.samplers._tpe.sampler import _split_trials, default_gamma
+
+        if not any(k in self._priors for k in search_space) or len(done) < 2:
+            return True
+        below, above = _split_trials(study, list(done), (self._gamma or default_gamma)(len(done)))
+        if not below or not above:
+            return True
+
+        def mean(ts):
+            return float(np.mean([self.prior_log_density(t.params, search_space) for t in ts]))
+
+        return mean(below) > mean(above)
 
     def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
         names = [k for k in samples if k in self._priors]
-        if not names:
+        if not names or not self._trusted:
             return super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         # TPE's own candidates (from l) plus as many from the prior: the union is scored, and the arg max
         # of the union is what _compare must see; so the prior's draws are appended to ``samples`` in place

@@ -119,8 +119,13 @@ def _study(kind, centre, seed, trials=14, strength=0.75):
 
 
 def test_pibo_starts_from_the_prior_and_a_good_prior_finds_the_optimum_sooner_than_tpe():
-    starts = [t.params["x"] for s in range(10) for t in _study("pibo", 0.8, s).trials[:4]]
-    assert abs(np.mean(starts) - 0.8) < 0.06  # start-up trials drawn from the prior (sd 0.125 around 0.8)
+    trials = [_study("pibo", 0.8, s).trials for s in range(10)]
+    # start-up trials (4 of 14): the even-numbered ones drawn from the prior (sd 0.125 around 0.8), the others
+    # uniform, so the trials can tell a good prior from a misleading one
+    from_prior = [t.params["x"] for ts in trials for t in ts[:4] if t.number % 2 == 0]
+    uniform = [t.params["x"] for ts in trials for t in ts[:4] if t.number % 2 == 1]
+    assert abs(np.mean(from_prior) - 0.8) < 0.06 and np.std(from_prior) < 0.15
+    assert np.std(uniform) > 0.2
     # regret after 6 trials, mean over 10 seeds: the good prior well ahead of TPE's uniform start
     pibo = np.mean([-max(t.value for t in _study("pibo", 0.8, s).trials[:6]) for s in range(10)])
     tpe = np.mean([-max(t.value for t in _study("tpe", 0.8, s).trials[:6]) for s in range(10)])
@@ -402,3 +407,25 @@ def test_a_transferring_pibo_search_runs_the_driver_and_matches_the_simulator(tm
 
     top = top_configs(load_source(str(TOY)))[:3]
     assert [p for p, _ in real[2:5]] == top
+
+
+@pytest.mark.parametrize("good_at, trusted", [(0.85, True), (0.15, False)])
+def test_the_prior_is_weighed_only_while_the_good_trials_lie_where_it_is_dense(good_at, trusted):
+    """The evidence gate: the prior (at 0.8) stays in the acquisition when TPE's good trials lie near it and is
+    switched off when they lie elsewhere (a misleading prior, found out by the uniform start-up trials)."""
+    import optuna
+
+    from search.tuning import make_sampler
+
+    _quiet_optuna()
+    sampler = make_sampler(
+        "pibo", 0, 30, priors={"x": Prior("x", "float", centre=0.8, strength=0.5, low=0.0, high=1.0)}
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for x in np.linspace(0.0, 1.0, 11):
+        study.add_trial(
+            optuna.trial.create_trial(params={"x": float(x)}, distributions={"x": dist}, value=-abs(x - good_at))
+        )
+    done = study.get_trials(deepcopy=False)
+    assert sampler._evidence_for_prior(study, done, {"x": dist}) is trusted
