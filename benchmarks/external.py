@@ -512,7 +512,31 @@ def plot_tabular(summary: dict[str, Any], out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "tabular_rank.png", dpi=90)
     plt.close(fig)
-    return ["tabular_rank.png"]
+    # normalised regret against trials, one panel per family: the mean over the family's tasks of each task's IQM
+    families = sorted({key.split("/")[0] for key in summary["cells"]})
+    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.8), squeeze=False)
+    for ax, fam in zip(axes[0], families):
+        for s in samplers:
+            ys = []
+            for n in ns:
+                vals = [
+                    per[s]["iqm"]
+                    for key, per in summary["cells"].items()
+                    if key.startswith(fam + "/") and key.endswith(f"|{n}") and s in per
+                ]
+                ys.append(statistics.fmean(vals) if vals else math.nan)
+            ax.plot(ns, ys, marker="o", label=s, ls="--" if s == "random" else "-")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("trials (= compute: one full training each)")
+        ax.set_ylabel("normalised regret (mean of task IQMs)")
+        ax.set_title(fam)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "tabular_regret.png", dpi=90)
+    plt.close(fig)
+    return ["tabular_rank.png", "tabular_regret.png"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,7 +553,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--priors", nargs="+", default=["good", "bad"], choices=["good", "medium", "bad"])
     p.add_argument("--epochs", type=int, default=9, help="hartmann: epochs of a full trial (default 9)")
     p.add_argument("--schedulers", nargs="+", default=["asha"], choices=["asha", "none"])
+    p.add_argument(
+        "--replot", action="store_true", help="run nothing: redraw --out's plots and summary from its results"
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        out = Path(args.out or ".")
+        report = json.loads((out / "results.json").read_text())
+        summary = report["summary"]
+        tabular = args.family == "tabular"
+        text = (
+            markdown_tabular(summary, report["command"]) if tabular else markdown_hartmann(summary, report["command"])
+        )
+        (out / "summary.md").write_text(text)
+        files = plot_tabular(summary, out) if tabular else plot_hartmann(summary, out)
+        print(f"redrew {out}/summary.md and {len(files)} plots")
+        return 0
     command = "python benchmarks/external.py " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     if args.family == "tabular":
