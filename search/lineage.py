@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.plan import DEADLINE_FILE, STATE_FILE, Plan
+from search.plan import DEADLINE_FILE, DEFAULT_TRANSFER, STATE_FILE, Plan
 
 __all__ = [
     "SearchRecord",
@@ -107,9 +107,19 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
             "top_k": st.top_k,
             "space_file": str(plan.space.path),
             "reseeds": st.reseeds,
+            "transfer_from": ", ".join(st.identity.get("transfer_from") or []) or "none",
+            "transfer_method": (st.identity.get("transfer_method") or DEFAULT_TRANSFER)
+            if st.identity.get("transfer_from")
+            else "none",
         }
         for k, v in settings.items():
             client.log_param(parent_id, f"search.{k}", v)
+        if st.identity.get("transfer_from"):  # what the sources made of the space: its ranges and first points
+            client.log_dict(
+                parent_id,
+                {"signature": plan.space.signature(), "warm_start": plan.space.warm_start(plan.base)},
+                "search/transferred_space.json",
+            )
         client.log_inputs(parent_id, datasets=inputs)
         state = {
             "space": plan.space.name,

@@ -384,7 +384,7 @@ def test_the_external_harness_runs_the_drivers_samplers_at_toy_size(tmp_path):
 def test_a_transferring_pibo_search_runs_the_driver_and_matches_the_simulator(tmp_path):
     """``search/run.py --sampler pibo --transfer-from TABLE --transfer-method box+warm`` on a replayed table: the
     Optuna study holds the simulator's trial sequence for the same sampler, transfer and seed."""
-    from e2e_helpers import search_env, search_study, tiny_roots
+    from e2e_helpers import search_env, search_runs, search_study, tiny_roots
     from search_study import Bench, simulate
 
     tmp, sysu, regdb = tiny_roots(tmp_path)
@@ -407,6 +407,15 @@ def test_a_transferring_pibo_search_runs_the_driver_and_matches_the_simulator(tm
 
     top = top_configs(load_source(str(TOY)))[:3]
     assert [p for p, _ in real[2:5]] == top
+    # the parent run says where the search started from, and what the sources made of the space
+    client, parents, _ = search_runs(tmp, name)
+    params = parents[0].data.params
+    assert params["search.transfer_from"] == str(TOY) and params["search.transfer_method"] == "box+warm"
+    assert params["search.sampler"] == "pibo"
+    saved = json.loads(
+        Path(client.download_artifacts(parents[0].info.run_id, "search/transferred_space.json", str(tmp))).read_text()
+    )
+    assert saved["warm_start"][2:5] == top
 
 
 @pytest.mark.parametrize("good_at, trusted", [(0.85, True), (0.15, False)])
