@@ -356,6 +356,11 @@ def summarise_tabular(results: list[dict[str, Any]]) -> dict[str, Any]:
     table = {}
     for (task, n, s), v in sorted(cells.items()):
         table.setdefault(f"{task}|{n}", {})[s] = {"iqm": iqm(v), "ci": bootstrap_ci(v), "reps": len(v)}
+    return aggregate_tabular(table)
+
+
+def aggregate_tabular(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Ranks and the comparisons with random search from the per-cell figures (also after a merge)."""
     by_n: dict[int, dict[str, Any]] = {}
     for key, per in table.items():
         task, n = key.rsplit("|", 1)
@@ -556,15 +561,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--replot", action="store_true", help="run nothing: redraw --out's plots and summary from its results"
     )
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="FOLDER",
+        help="tabular: run nothing; add the samplers of FOLDER/results.json (e.g. GP at fewer repetitions) to --out's",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        out = Path(args.out or ".")
+        base, extra = (json.loads((f / "results.json").read_text()) for f in (out, Path(args.merge)))
+        cells = base["summary"]["cells"]
+        for key, per in extra["summary"]["cells"].items():
+            cells.setdefault(key, {}).update(per)
+        base["summary"] = aggregate_tabular(dict(sorted(cells.items())))
+        base.setdefault("merged", []).append(extra["command"])
+        (out / "results.json").write_text(json.dumps(base, indent=1, default=str) + "\n")
+        args.replot = True
     if args.replot:
         out = Path(args.out or ".")
         report = json.loads((out / "results.json").read_text())
         summary = report["summary"]
         tabular = args.family == "tabular"
-        text = (
-            markdown_tabular(summary, report["command"]) if tabular else markdown_hartmann(summary, report["command"])
-        )
+        command = "; merged: ".join([report["command"], *report.get("merged", [])])
+        text = markdown_tabular(summary, command) if tabular else markdown_hartmann(summary, command)
         (out / "summary.md").write_text(text)
         files = plot_tabular(summary, out) if tabular else plot_hartmann(summary, out)
         print(f"redrew {out}/summary.md and {len(files)} plots")
