@@ -433,10 +433,13 @@ def plan_search(args: argparse.Namespace) -> Plan:
 
 
 def _check_search_flags(args: argparse.Namespace) -> None:
-    if args.sampler in ("gp", "cmaes") and args.scheduler == "asha":
+    # CMA-ES learns only from trials trained to the full budget and, under ASHA, ends behind random search on
+    # the study's table; GP learns from the same few trials but, at 32 trials, was the one sampler ahead of
+    # random search there (docs/search-study.md, "Beating random search"), so GP under ASHA is allowed
+    if args.sampler == "cmaes" and args.scheduler == "asha":
         raise UsageError(
-            f"--sampler {args.sampler} learns only from trials trained to the full budget, and ASHA stops most "
-            f"before it (docs/search-study.md): use --scheduler none with {args.sampler}, or --sampler tpe with ASHA"
+            "--sampler cmaes learns only from trials trained to the full budget, and ASHA stops most before it "
+            "(docs/search-study.md): use --scheduler none with cmaes, or --sampler tpe or gp with ASHA"
         )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")

@@ -192,8 +192,8 @@ def make_sampler(kind: str, seed: int, num_samples: int, priors: dict | None = N
     TPE's ``constant_liar=True`` is set explicitly rather than left to the installed Optuna's default: trials
     still running count as bad points, so trials asked for at the same time are spread out instead of
     near-duplicates (Optuna 5's default; Optuna 4's was False). GP and CMA-ES learn from COMPLETE trials
-    only, and under ASHA most trials end PRUNED, so ``search.plan`` refuses both with ASHA (docs/search-study.md
-    measures their share of model-based proposals). CMA-ES's ``consider_pruned_trials=True`` is no way out:
+    only, and under ASHA most trials end PRUNED; ``search.plan`` refuses CMA-ES with ASHA and allows GP, which
+    at 32 trials still beat random search under ASHA in the study (docs/search-study.md measures both). CMA-ES's ``consider_pruned_trials=True`` is no way out:
     with the conditional milestones its search space (from the COMPLETE trials) can hold a parameter that a
     PRUNED cosine trial lacks, and Optuna 5.1 then fails the ask (an assertion in its transform)."""
     import warnings

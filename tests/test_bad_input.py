@@ -60,7 +60,6 @@ SEARCH_CASES = [
     ("tracking server down", ["--mlflow-uri", "http://127.0.0.1:9/"], "--mlflow-uri http://127.0.0.1:9/: no tracking"),
     ("database down", ["--mlflow-uri", "postgresql://u:p@127.0.0.1:9/mlflow"], "cannot reach the database"),
     ("bad number", ["--cpus-per-trial", "two"], "--cpus-per-trial: invalid float value"),
-    ("gp under asha", ["--sampler", "gp"], "--sampler gp learns only from trials trained to the full budget"),
     ("cmaes under asha", ["--sampler", "cmaes"], "--sampler cmaes learns only from trials trained to the full"),
     ("replay no table", ["--replay", "{tmp}/nowhere"], "--replay: "),
     ("replay and retrain", ["--replay", "{tmp}", "--retrain-best"], "--retrain-best trains real models"),
