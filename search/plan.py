@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--transfer-method",
         choices=["box", "warm", "prior", "box+warm"],
         default=None,
-        help="how: box (shrink the space to the earlier top configurations), warm (try them first), prior (make "
-        "them the prior of --sampler pibo), box+warm (default: " + "box+warm" + ")",
+        help="how: prior (default: the earlier top configurations become the prior of --sampler pibo, which "
+        "--transfer-from then selects), box (shrink the space to them), warm (try them first), box+warm",
     )
     p.add_argument(
         "--scheduler",
@@ -457,7 +457,7 @@ def _check_priors(space) -> None:
         )
 
 
-DEFAULT_TRANSFER = "box+warm"  # docs/search-study.md, "Transfer"
+DEFAULT_TRANSFER = "prior"  # docs/search-study.md, "Transfer": the one method never behind no transfer
 
 
 def _transfer(args: argparse.Namespace, space, base, storage: str):
@@ -470,7 +470,12 @@ def _transfer(args: argparse.Namespace, space, base, storage: str):
 
     method = args.transfer_method or DEFAULT_TRANSFER
     if method == "prior" and args.sampler != "pibo":
-        raise UsageError("--transfer-method prior: the transferred prior is followed by --sampler pibo only")
+        if "sampler" in getattr(args, "explicit", set()) or args.transfer_method:
+            raise UsageError(
+                f"--transfer-method prior: the transferred prior is followed by --sampler pibo only (not "
+                f"{args.sampler}); use --sampler pibo, or --transfer-method box, warm or box+warm"
+            )
+        args.sampler = "pibo"  # the default transfer: the sources' best as the prior of the prior-guided TPE
     try:
         sources = [load_source(spec, None if _is_uri(storage) else storage) for spec in args.transfer_from]
         return apply(space, base, sources, method)

@@ -438,3 +438,24 @@ def test_the_prior_is_weighed_only_while_the_good_trials_lie_where_it_is_dense(g
         )
     done = study.get_trials(deepcopy=False)
     assert sampler._evidence_for_prior(study, done, {"x": dist}) is trusted
+
+
+def test_transfer_by_default_makes_the_sources_best_the_prior_of_pibo(tmp_path):
+    """``--transfer-from`` alone: the measured default (``prior``), which selects the prior-guided sampler; a
+    user who asked for another sampler is told in one line instead of getting a prior nothing follows."""
+    from aminet.cli import UsageError
+    from search.plan import parse_args, plan_search
+    from search.transfer import top_configs
+
+    def argv(*extra):
+        return ["--space", "sysu", "--name", "t", "--storage", str(tmp_path / "ray"), "--mlflow-uri",
+                f"sqlite:///{tmp_path / 'm.db'}", "--transfer-from", str(TOY), *extra]  # fmt: skip
+
+    plan = plan_search(parse_args(argv()))
+    assert plan.settings.sampler == "pibo" and plan.settings.identity["transfer_from"] == [str(TOY)]
+    lrs = sorted(c["optim.lr"] for c in top_configs(_toy_source()))
+    assert plan.space.priors(plan.base)["optim.lr"].centre == pytest.approx(lrs[1], rel=1e-6)
+    with pytest.raises(UsageError, match=r"--transfer-method prior: .* --sampler pibo only \(not tpe\)"):
+        plan_search(parse_args(argv("--sampler", "tpe")))
+    boxed = plan_search(parse_args(argv("--sampler", "tpe", "--transfer-method", "box")))
+    assert boxed.settings.sampler == "tpe" and boxed.space.params != get_space("sysu").params
