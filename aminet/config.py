@@ -219,7 +219,7 @@ class Config:
     @classmethod
     def from_yaml(cls, text: str, overrides: Sequence[str] = (), source: str = "<string>") -> Config:
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml_text(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {_one_line(exc)}") from None
         if data is not None and not isinstance(data, dict):
@@ -416,6 +416,27 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return Config.load(path, overrides)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping naming the same key twice (plain YAML keeps the last one, so
+    a parameter or field written twice would silently lose its first value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (``yaml.YAMLError`` naming the key and its line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML file as a plain dict, its ``extends: base.yaml`` (relative to the file) merged in: the file's
     keys over the base's, mappings merged recursively. A base's ``name`` is not inherited."""
@@ -425,7 +446,7 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
     if path in _seen:
         raise ConfigError(f"{path}: 'extends' forms a cycle")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml_text(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(data, dict):

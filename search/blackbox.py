@@ -48,6 +48,7 @@ __all__ = [
     "params_key",
     "append_row",
     "check_names",
+    "check_meta",
     "write_atomic",
 ]
 
@@ -216,6 +217,7 @@ class Table:
             meta = json.loads(meta_file.read_text())
         except json.JSONDecodeError as exc:
             raise TableError(f"{meta_file}: not JSON ({exc})") from None
+        check_meta(meta, meta_file)
         rows = [row_from_json(d, meta_file) for d in read_rows(folder / ROWS)]
         if not rows:
             raise TableError(f"{folder / ROWS}: no rows yet")
@@ -265,6 +267,33 @@ class Table:
     def digest(self) -> str:
         """A digest of the rows file (which rows a study used)."""
         return hashlib.sha256((self.folder / ROWS).read_bytes()).hexdigest()[:16]
+
+
+def check_meta(meta: Any, where: Any) -> None:
+    """Refuse (``TableError``, one line naming the file and key) a ``meta.json`` without what a table needs:
+    ``space``, ``base``, ``budget.epochs`` and ``configs``, each configuration with an int ``config``, a
+    ``kind`` and a ``params`` mapping."""
+    if not isinstance(meta, Mapping):
+        raise TableError(f"{where}: expected a JSON object")
+    for key in ("space", "base", "budget", "configs"):
+        if key not in meta:
+            raise TableError(f"{where}: no {key!r} (not a table's meta.json)")
+    epochs = meta["budget"].get("epochs") if isinstance(meta["budget"], Mapping) else None
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise TableError(f"{where}: budget.epochs: expected an integer >= 1, got {epochs!r}")
+    if not isinstance(meta["configs"], list) or not meta["configs"]:
+        raise TableError(f"{where}: configs: expected a non-empty list")
+    for i, c in enumerate(meta["configs"]):
+        if not isinstance(c, Mapping):
+            raise TableError(f"{where}: configs[{i}]: expected an object")
+        if isinstance(c.get("config"), bool) or not isinstance(c.get("config"), int):
+            raise TableError(f"{where}: configs[{i}].config: expected an integer id, got {c.get('config')!r}")
+        if not isinstance(c.get("params"), Mapping):
+            raise TableError(f"{where}: configs[{i}].params: expected a mapping of parameter values")
+        if c.get("kind") not in ("default", "warm_start", "sobol"):
+            raise TableError(
+                f"{where}: configs[{i}].kind: expected default, warm_start or sobol, got {c.get('kind')!r}"
+            )
 
 
 def check_names(meta: Mapping[str, Any], space, where: Any) -> None:

@@ -441,8 +441,8 @@ def _check_search_flags(args: argparse.Namespace) -> None:
             "--sampler cmaes learns only from trials trained to the full budget, and ASHA stops most before it "
             "(docs/search-study.md): use --scheduler none with cmaes, or --sampler tpe or gp with ASHA"
         )
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise UsageError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise UsageError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget:g}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.reseeds is not None and args.reseeds < 0:
@@ -523,6 +523,9 @@ def _check_resource_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    for flag, value in (("--gpus-per-trial", args.gpus_per_trial), ("--cpus-per-trial", args.cpus_per_trial)):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, got {value}")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.gpus_per_trial is not None and args.gpus_per_trial > 1:

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 import experiments
-from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
+from aminet.config import Config, ConfigError, apply_overrides, load_yaml_text, read_yaml_tree, set_dotted
 from search import priors
 from trainables import params as sample_params
 
@@ -332,7 +332,7 @@ def load_space(path: Path) -> SearchSpace:
 def _read_space(path: Path, fail) -> dict[str, Any]:
     """The space file as a mapping with the required keys and a known dataset."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise fail("", f"not valid YAML: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(raw, dict):

@@ -1,6 +1,7 @@
 """Bad input, table-driven, for every command line: non-zero exit, one line naming the problem, no
 traceback, and nothing written (no MLflow database, no Ray experiment, no image cache, no dataset)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,23 @@ def world(tmp_path_factory):
     (tmp / "tiny.yaml").write_text(TINY_EXPERIMENT_YAML)
     (tmp / "occupied").mkdir()
     (tmp / "occupied" / "keep.txt").write_text("mine")
+    # tables whose meta.json lacks what a table needs: an empty object; a configuration without params
+    toy = REPO / "tests" / "data" / "toy-table"
+    for bad, edit in (("table-empty-meta", lambda m: {}), ("table-no-params", _drop_params)):
+        (tmp / bad).mkdir()
+        shutil.copy(toy / "rows.jsonl", tmp / bad / "rows.jsonl")
+        (tmp / bad / "meta.json").write_text(json.dumps(edit(json.loads((toy / "meta.json").read_text()))))
+    # a space naming one parameter twice (plain YAML would keep the last silently)
+    text = (REPO / "search" / "spaces" / "sysu.yaml").read_text()
+    (tmp / "twice.yaml").write_text(
+        text.replace("parameters:\n", "parameters:\n  optim.warmup_share: {type: float, low: 0.0, high: 0.1}\n", 1)
+    )
     return {"tmp": tmp, "good": good, "regdb": regdb, "empty_split": empty_split, "not_a_layout": not_a_layout}
+
+
+def _drop_params(meta):
+    meta["configs"][3].pop("params")
+    return meta
 
 
 def _check(out, needle, tmp, written=()):
@@ -62,6 +79,11 @@ SEARCH_CASES = [
     ("bad number", ["--cpus-per-trial", "two"], "--cpus-per-trial: invalid float value"),
     ("cmaes under asha", ["--sampler", "cmaes"], "--sampler cmaes learns only from trials trained to the full"),
     ("replay no table", ["--replay", "{tmp}/nowhere"], "--replay: "),
+    ("replay empty meta", ["--replay", "{tmp}/table-empty-meta"], "meta.json: no 'space' (not a table's meta.json)"),
+    ("replay config without params", ["--replay", "{tmp}/table-no-params"], "configs[3].params: expected a mapping"),
+    ("time budget nan", ["--time-budget", "nan"], "--time-budget must be a finite number of seconds > 0, got nan"),
+    ("gpus per trial nan", ["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number, got nan"),
+    ("parameter named twice", ["--space", "{tmp}/twice.yaml"], "the key 'optim.warmup_share' appears twice"),
     ("replay and retrain", ["--replay", "{tmp}", "--retrain-best"], "--retrain-best trains real models"),
 ]
 

@@ -151,3 +151,21 @@ def test_every_field_is_reachable_by_override():
         again = cfg.replace({key: value})
         assert again == cfg, key
     assert all(dataclasses.is_dataclass(getattr(cfg, s)) for s in ("data", "model", "loss", "optim", "train", "eval"))
+
+
+def test_a_config_naming_a_field_twice_is_refused_with_the_key_and_line(tmp_path):
+    """Plain YAML keeps the last of two equal keys, so a field written twice would lose its first value
+    silently; every config and space file is read with a loader that refuses it."""
+    from aminet.config import ConfigError, load_config
+
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("train:\n  epochs: 3\n  epochs: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg))
+    msg = str(err.value)
+    assert msg.startswith(str(cfg)) and "the key 'epochs' appears twice" in msg and "line 3" in msg
+    assert "\n" not in msg
+    from aminet.config import Config
+
+    with pytest.raises(ConfigError, match="appears twice"):
+        Config.from_yaml("optim:\n  lr: 0.1\noptim:\n  lr: 0.2\n")
