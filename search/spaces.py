@@ -509,6 +509,13 @@ def _check_against(space: SearchSpace, base: Config, fail) -> None:
         key = f"parameters.{p.name}"
         try:
             r = p.resolved(base)
+            if r.log and not r.low > 0:  # scale: base on a field whose base value is 0 (or negative)
+                raise ValueError(
+                    f"log: true with scale: base needs a base value > 0; the base config's "
+                    f"{p.name} is {sample_params.base_value(p.name, base)!r}"
+                )
+            if r.type != "categorical" and r.low > r.high:
+                raise ValueError(f"scale: base gives low {r.low:g} above high {r.high:g} (a negative base value)")
             corners = list(r.choices) if r.type == "categorical" else [r.low, r.high]
             for value in corners:
                 sample_params.apply_params(base, {p.name: value})

@@ -41,6 +41,14 @@ def world(tmp_path_factory):
     (tmp / "twice.yaml").write_text(
         text.replace("parameters:\n", "parameters:\n  optim.warmup_share: {type: float, low: 0.0, high: 0.1}\n", 1)
     )
+    # log: true with scale: base on a field whose base value is 0 (the paper's label smoothing)
+    (tmp / "log-of-zero.yaml").write_text(
+        text.replace(
+            "parameters:\n",
+            "parameters:\n  loss.label_smoothing: {type: float, low: 0.5, high: 2.0, log: true, scale: base}\n",
+            1,
+        )
+    )
     return {"tmp": tmp, "good": good, "regdb": regdb, "empty_split": empty_split, "not_a_layout": not_a_layout}
 
 
@@ -84,6 +92,7 @@ SEARCH_CASES = [
     ("time budget nan", ["--time-budget", "nan"], "--time-budget must be a finite number of seconds > 0, got nan"),
     ("gpus per trial nan", ["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number, got nan"),
     ("parameter named twice", ["--space", "{tmp}/twice.yaml"], "the key 'optim.warmup_share' appears twice"),
+    ("log scale of a zero base", ["--space", "{tmp}/log-of-zero.yaml"], "loss.label_smoothing: log: true with scale"),
     ("replay and retrain", ["--replay", "{tmp}", "--retrain-best"], "--retrain-best trains real models"),
 ]
 
