@@ -434,7 +434,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_yaml_text(text: str) -> Any:
     """``yaml.safe_load`` that refuses duplicate keys (``yaml.YAMLError`` naming the key and its line)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = _UniqueKeyLoader(text)  # a SafeLoader subclass: no arbitrary objects are constructed
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

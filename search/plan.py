@@ -442,7 +442,7 @@ def _check_search_flags(args: argparse.Namespace) -> None:
             "(docs/search-study.md): use --scheduler none with cmaes, or --sampler tpe or gp with ASHA"
         )
     if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        raise UsageError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget:g}")
+        raise UsageError(f"--time-budget must be > 0 seconds (a finite number), got {args.time_budget:g}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.reseeds is not None and args.reseeds < 0:

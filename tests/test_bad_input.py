@@ -89,7 +89,7 @@ SEARCH_CASES = [
     ("replay no table", ["--replay", "{tmp}/nowhere"], "--replay: "),
     ("replay empty meta", ["--replay", "{tmp}/table-empty-meta"], "meta.json: no 'space' (not a table's meta.json)"),
     ("replay config without params", ["--replay", "{tmp}/table-no-params"], "configs[3].params: expected a mapping"),
-    ("time budget nan", ["--time-budget", "nan"], "--time-budget must be a finite number of seconds > 0, got nan"),
+    ("time budget nan", ["--time-budget", "nan"], "--time-budget must be > 0 seconds (a finite number), got nan"),
     ("gpus per trial nan", ["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number, got nan"),
     ("parameter named twice", ["--space", "{tmp}/twice.yaml"], "the key 'optim.warmup_share' appears twice"),
     ("log scale of a zero base", ["--space", "{tmp}/log-of-zero.yaml"], "loss.label_smoothing: log: true with scale"),
