@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sampler",
         choices=["tpe", "pibo", "gp", "cmaes", "random"],
         default="tpe",
-        help="Optuna sampler (default tpe: multivariate TPE; pibo: TPE guided by the space's priors, search/priors.py)",
+        help="Optuna sampler (default tpe: multivariate TPE; pibo: TPE guided by the space's priors, search/pibo.py)",
     )
     p.add_argument(
         "--transfer-from",

@@ -24,7 +24,7 @@ as ``optim.milestone_shares.0`` / ``.1`` (``trainables.params``). Types: ``float
 multiples of the base config's value of the field. ``when: {other: value}`` (or a list of values) samples a
 parameter only when an earlier parameter took that value. ``prior: {centre: x, strength: s}`` (numeric) or
 ``prior: {choice: c, weight: w}`` (categorical) says where the user believes good values lie; ``--sampler
-pibo`` follows it (``search/priors.py``), the other samplers ignore it. A warm-start point lists some parameters; the
+pibo`` follows it (``search/pibo.py``), the other samplers ignore it. A warm-start point lists some parameters; the
 others take the base config's value where it lies in their range (else Optuna samples them), so the first
 point of the shipped spaces is the paper's configuration. Every error is one line naming the file and the
 key. The base config is the benchmark's YAML with ``data.purpose=search`` (validation identities held

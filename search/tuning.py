@@ -183,7 +183,7 @@ def diverged_violation(trial) -> tuple[float]:
 
 def make_sampler(kind: str, seed: int, num_samples: int, priors: dict | None = None):
     """The Optuna sampler of ``--sampler``: ``tpe`` (multivariate, grouped for the conditional milestones),
-    ``pibo`` (that TPE guided by the space's priors, ``search.priors.PriorTPESampler``: ``priors`` maps a
+    ``pibo`` (that TPE guided by the space's priors, ``search.pibo.PriorTPESampler``: ``priors`` maps a
     parameter to its ``Prior``),
     ``gp`` (Gaussian process), ``cmaes`` (CMA-ES on the numeric parameters, the categorical ones sampled
     independently) or ``random``. The model-based ones start after a third of the trials (2..8) sampled at
@@ -214,7 +214,7 @@ def make_sampler(kind: str, seed: int, num_samples: int, priors: dict | None = N
         if kind == "tpe":
             return optuna.samplers.TPESampler(**tpe_kwargs)
         if kind == "pibo":
-            from search.priors import PriorTPESampler
+            from search.pibo import PriorTPESampler
 
             return PriorTPESampler(priors=priors or {}, beta=max(1.0, num_samples / 10), **tpe_kwargs)
         if kind == "gp":
