@@ -39,7 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from aminet.cli import ArgumentParser  # noqa: E402
-from benchmarks.search_study import bootstrap_ci, iqm, simulate  # noqa: E402
+from benchmarks.search_study import bootstrap_ci, budget_with, iqm, simulate  # noqa: E402
 from search.blackbox import Row  # noqa: E402
 from search.spaces import Budget, DefineByRun, Param  # noqa: E402
 
@@ -85,12 +85,7 @@ class External:
     trial_seed: int = 0
 
     def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None) -> Budget:
-        b = replace(self.budget, num_samples=int(trials))
-        if grace is not None:
-            b = replace(b, grace_period=int(grace))
-        if reduction_factor is not None:
-            b = replace(b, reduction_factor=int(reduction_factor))
-        return b
+        return budget_with(self.budget, trials, grace, reduction_factor)
 
     def searcher(self, sampler: str, seed: int, budget: Budget):
         from search.cluster import build_searcher

@@ -114,14 +114,7 @@ class Bench:
         return cls(table, space, base, params, b, model, surrogate, sources)
 
     def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None):
-        from dataclasses import replace
-
-        b = replace(self.budget, num_samples=int(trials))
-        if grace is not None:
-            b = replace(b, grace_period=int(grace))
-        if reduction_factor is not None:
-            b = replace(b, reduction_factor=int(reduction_factor))
-        return b
+        return budget_with(self.budget, trials, grace, reduction_factor)
 
     @property
     def trial_seed(self) -> int:
@@ -170,7 +163,7 @@ class Bench:
         return self.table.row(config, seed).final
 
     def test(self, config: Any, seed: int = 0, metric: str = "score") -> float:
-        from search.surrogate import primary_test
+        from search.surrogate import primary_setting, primary_test
 
         if isinstance(config, str):
             y = self.surrogate.mean(json.loads(config))
@@ -179,8 +172,7 @@ class Bench:
         if metric in ("score", "R1"):
             score, r1 = primary_test(t)
             return score if metric == "score" else r1
-        setting = "all" if t and "all/R1" in t else "v2t"
-        return float(t[f"{setting}/{metric}"]) if t else 0.0
+        return float(t[f"{primary_setting(t)}/{metric}"]) if t else 0.0
 
     def _candidates(self) -> list[dict[str, Any]]:
         """Where the surrogate's optimum is looked for: the table's configurations and 4096 Sobol points."""
@@ -202,6 +194,18 @@ class Bench:
             return max(self.test(c, 0, metric) for c in self.table.config_ids())
         self.best_val()
         return self._best[metric]
+
+
+def budget_with(budget, trials: int, grace: int | None = None, reduction_factor: int | None = None):
+    """``budget`` (a ``search.spaces.Budget``) with another trial count and, when given, another ASHA cut."""
+    from dataclasses import replace
+
+    b = replace(budget, num_samples=int(trials))
+    if grace is not None:
+        b = replace(b, grace_period=int(grace))
+    if reduction_factor is not None:
+        b = replace(b, reduction_factor=int(reduction_factor))
+    return b
 
 
 def _subsampled(table, fraction: float, seed: int):

@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from search.spaces import SpaceError, get_space
+    from search.surrogate import primary_setting
 
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
@@ -331,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         blackbox.append_row(out, row)
         written += 1
         score = row["val"][-1]["score"] if row["val"] else float("nan")
-        first = "all/R1" if "all/R1" in (row["test"] or {}) else "v2t/R1"  # the primary setting (SYSU all, RegDB v2t)
-        test = f"test {first} {100 * row['test'][first]:.2f}" if row["test"] else f"diverged at {row['diverged']}"
+        if row["test"]:
+            first = f"{primary_setting(row['test'])}/R1"
+            test = f"test {first} {100 * row['test'][first]:.2f}"
+        else:
+            test = f"diverged at {row['diverged']}"
         print(
             f"[tabulate {shard}/{shards}] config {c} seed {s}: val score {100 * score:.2f}, {test}, "
             f"{row['seconds']:.0f} s",

@@ -37,15 +37,20 @@ import numpy as np
 
 from search.blackbox import Row, Table, params_key
 
-__all__ = ["ForestSurrogate", "encode", "primary_test"]
+__all__ = ["ForestSurrogate", "encode", "primary_setting", "primary_test"]
+
+
+def primary_setting(test: Mapping[str, float]) -> str:
+    """The primary setting of a row's test metrics: SYSU all-search (``all``), else RegDB visible to thermal."""
+    return "all" if "all/R1" in test else "v2t"
 
 
 def primary_test(test: Mapping[str, float] | None) -> tuple[float, float]:
-    """(score, R1) of a row's test metrics on the benchmark's primary setting (SYSU all-search, RegDB
-    visible to thermal); score = (R1 + mAP) / 2."""
+    """(score, R1) of a row's test metrics on the benchmark's primary setting (``primary_setting``);
+    score = (R1 + mAP) / 2."""
     if not test:
         return 0.0, 0.0
-    setting = "all" if "all/R1" in test else "v2t"
+    setting = primary_setting(test)
     r1, m = float(test[f"{setting}/R1"]), float(test[f"{setting}/mAP"])
     return (r1 + m) / 2.0, r1
 
