@@ -246,11 +246,13 @@ class Table:
         """The configuration with exactly these sampled values, else None."""
         return self._by_key.get(params_key(params))
 
-    def nearest(self, params: Mapping[str, Any], space_params: Sequence) -> int:
+    def nearest(self, params: Mapping[str, Any], space_params: Sequence, among: Sequence[int] | None = None) -> int:
         """The configuration nearest to ``params`` in the unit cube of the space (each float or int parameter
-        scaled to [0, 1], log parameters in log space; a categorical or condition mismatch counts 1)."""
+        scaled to [0, 1], log parameters in log space; a categorical or condition mismatch counts 1); ``among``:
+        only these configuration ids (default: every configuration lookups answer with)."""
         best, best_d = None, math.inf
-        for c in self.configs:
+        candidates = self.configs if among is None else [self._by_id[c] for c in among]
+        for c in candidates:
             d = unit_distance(params, c["params"], space_params)
             if d < best_d:
                 best, best_d = c["config"], d

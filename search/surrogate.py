@@ -94,7 +94,6 @@ class ForestSurrogate:
         self.forest.fit(x, y)
         self.noise = self._seed_deviations([c for c in ids if len(table.seeds(c)) >= 2])
         self._cache: dict[str, np.ndarray] = {}
-        self._time_rows = {c: table.row(c, 0) for c in ids}
 
     def _targets(self, row: Row) -> np.ndarray:
         curve = [row.score(e) for e in range(1, self.epochs + 1)]
@@ -126,12 +125,9 @@ class ForestSurrogate:
     def answer(self, params: Mapping[str, Any], rng: np.random.Generator, seed: int = 0) -> Row:
         """One simulated run of ``params``: the predicted curve plus a seed deviation drawn with ``rng``; its
         epoch and evaluation times are those of the nearest fitted row."""
-        from search.blackbox import unit_distance
-
         y = self.mean(params) + self.noise[rng.integers(len(self.noise))]
         curve = np.clip(y[: self.epochs], 0.0, 1.0)
-        near = min(self._time_rows, key=lambda c: unit_distance(params, self.table.params(c), self.space_params))
-        t = self._time_rows[near]
+        t = self.table.row(self.table.nearest(params, self.space_params, among=self.config_ids), 0)
         val = [
             {"epoch": e + 1, "score": float(v), "R1": float(v), "mAP": float(v), "mINP": float(v)}
             for e, v in enumerate(curve)
