@@ -203,8 +203,11 @@ def validation_protocol(cfg) -> str:
     return "; ".join(parts)
 
 
-def champion_decision(new_score: float, protocol: str, current: dict[str, str] | None) -> tuple[bool, str]:
-    """(move the alias?, why) given the current champion version's tags (None: no champion yet)."""
+def champion_decision(
+    new_score: float, protocol: str, current: dict[str, str] | None, fingerprint: str | None = None
+) -> tuple[bool, str]:
+    """(move the alias?, why) given the current champion version's tags (None: no champion yet). Two scores
+    compare only on the same validation protocol and the same data (dataset fingerprint), never across them."""
     if current is None:
         return True, "first model on this data"
     try:
@@ -213,6 +216,14 @@ def champion_decision(new_score: float, protocol: str, current: dict[str, str] |
         old = float("nan")
     if current.get("aminet.protocol") != protocol:
         return False, "the current champion was selected under another validation protocol; not comparable"
+    if fingerprint is not None and current.get("aminet.dataset_fingerprint") != fingerprint:
+        theirs = current.get("aminet.dataset_fingerprint", "none recorded")
+        return False, (
+            f"the current champion was selected on other data (dataset fingerprint {theirs[:12]}, this search's "
+            f"{fingerprint[:12]}); not comparable"
+        )
+    if current.get(RETIRED_TAG, "").lower() == "true":
+        return True, "the current champion is retired"
     if not math.isfinite(old):
         return False, "the current champion has no recorded score"
     if new_score > old:
@@ -220,46 +231,145 @@ def champion_decision(new_score: float, protocol: str, current: dict[str, str] |
     return False, f"val score {100 * new_score:.2f} does not beat the champion's {100 * old:.2f}"
 
 
+# A version tagged ``aminet.retired=true`` (by a person: a model found broken after the fact) is never made
+# champion again, and a retired champion gives way to the best comparable version.
+RETIRED_TAG = "aminet.retired"
+
+
 class RegistryError(RuntimeError):
     """The model registry could not be read or written as the champion rule needs (one line)."""
 
 
-def _current_champion(client, name: str):
+def _code(exc: Exception) -> str:
+    return getattr(exc, "error_code", None) or type(exc).__name__
+
+
+def _current_champion(client, name: str, after: str = ""):
     """(tags, version) of ``name@champion``, or (None, None) when the alias does not exist. Any other failure
     (a timeout, a dropped connection, a server error) raises ``RegistryError``: the guard fails closed, it
-    never mistakes an unreadable registry for an empty one."""
+    never mistakes an unreadable registry for an empty one. ``after`` says what this guard already did, for
+    the line (after a move, "alias not moved" would be false)."""
     from mlflow.exceptions import MlflowException
 
+    state = after or "alias not moved"
     try:
         current = client.get_model_version_by_alias(name, "champion")
     except MlflowException as exc:
         no_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc).lower()
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or no_alias:
             return None, None
-        raise RegistryError(f"champion of {name}: the registry could not be read ({exc.error_code}); alias not moved")
+        raise RegistryError(f"champion of {name}: the registry could not be read ({_code(exc)}); {state}")
     except Exception as exc:  # noqa: BLE001 - connection errors of any client: fail closed, in one line
+        raise RegistryError(f"champion of {name}: the registry could not be read ({_code(exc)}); {state}")
+    return dict(current.tags), str(current.version)
+
+
+def _comparable(tags: dict, protocol: str, fingerprint: str | None) -> float | None:
+    """The version's val score when a champion may be chosen by it (a finite recorded score, the same
+    validation protocol and data, not retired), else None."""
+    try:
+        score = float(tags.get("aminet.val_score", "nan"))
+    except ValueError:
+        return None
+    same_data = fingerprint is None or tags.get("aminet.dataset_fingerprint") == fingerprint
+    retired = tags.get(RETIRED_TAG, "").lower() == "true"
+    ok = math.isfinite(score) and tags.get("aminet.protocol") == protocol and same_data and not retired
+    return score if ok else None
+
+
+def _comparable_versions(client, name: str, protocol: str, fingerprint: str | None, after: str) -> dict[str, float]:
+    """{version: val score} of every comparable version of ``name``."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception as exc:  # noqa: BLE001 - as for the alias: fail closed, in one line
         raise RegistryError(
-            f"champion of {name}: the registry could not be read ({type(exc).__name__}); alias not moved"
+            f"champion of {name}: the registry's versions could not be listed ({_code(exc)}); {after or 'alias not moved'}"
         )
-    return dict(current.tags), current.version
+    scores = {str(v.version): _comparable(dict(v.tags or {}), protocol, fingerprint) for v in versions}
+    return {v: sc for v, sc in scores.items() if sc is not None}
 
 
-def guard_champion(client, name: str, version: str, score: float, protocol: str) -> tuple[bool, str]:
-    """Move ``name@champion`` to ``version`` only if ``champion_decision`` says so, after reading the current
-    holder (an unreadable registry raises ``RegistryError``: nothing moves), and check the move afterwards:
-    if another search moved the alias in between, the champion is decided again against the new holder
-    (so of two searches finishing together only the better one keeps it). Returns (moved, line)."""
-    current_tags, current_version = _current_champion(client, name)
-    move, why = champion_decision(score, protocol, current_tags)
-    if not move:
-        return False, (
-            f"Registered model: {name} version {version}, NOT champion: {why}; champion stays version {current_version}"
+def _best(scores: dict[str, float]) -> str:
+    """The best version; on equal scores the earlier one (a later model must beat a champion, not tie it)."""
+    return min(scores, key=lambda v: (-scores[v], int(v)))
+
+
+def _set_alias(client, name: str, version: str) -> bool:
+    """Point ``name@champion`` at ``version``. False when the write lost a race inside the store (two writers
+    inserting the alias row at once: a unique-constraint error on SQLite), so the caller reads and decides
+    again; a refusal (permissions, a server error) raises ``RegistryError`` in one line."""
+    try:
+        client.set_registered_model_alias(name, "champion", str(version))
+    except Exception as exc:  # noqa: BLE001 - classified below
+        text = f"{type(exc).__name__} {exc}"
+        if "IntegrityError" in text or "UNIQUE constraint" in text or "duplicate key" in text:
+            return False
+        raise RegistryError(
+            f"champion of {name}: the registry refused to move the alias to version {version} ({_code(exc)}); "
+            "alias not moved"
         )
-    client.set_registered_model_alias(name, "champion", str(version))
-    _, holder = _current_champion(client, name)
-    if str(holder) != str(version):  # moved by someone else after our read: theirs stands unless we beat it
-        return guard_champion(client, name, version, score, protocol)
-    return True, f"Registered model: models:/{name}@champion (version {version}; {why})"
+    return True
+
+
+def guard_champion(
+    client, name: str, version: str, score: float, protocol: str, fingerprint: str | None = None, rounds: int = 50
+) -> tuple[bool, str]:
+    """Move ``name@champion`` under the champion rule, safe against other searches guarding it at the same
+    time, on any MLflow store (the registry has no lock and no compare-and-set).
+
+    The rule, stated so that concurrent guards agree: the champion is the best version among the comparable
+    ones (same validation protocol and data, a recorded score, not retired), the earlier on a tie. Each guard
+    reads the alias and the comparable versions, writes the alias only when it does not point at that best
+    version, then reads again, until a read finds the alias on the best version. Every version's tags are
+    written before its guard starts, so a stale write (a guard that decided before a rival's better version
+    was tagged, and wrote after the rival's move) is found by the writer's own next read and undone; when all
+    guards have returned, the alias is on the best comparable version whatever the interleaving, and each
+    guard's line is what it read last. An unreadable registry or a refused write raises ``RegistryError``
+    saying whether the alias moved. Returns (this version is champion, the line)."""
+    mine = str(version)
+    wrote: str | None = None
+    first_tags = first_holder = None
+    for attempt in range(rounds):
+        after = f"the alias was moved to version {wrote}, then could not be checked" if wrote else ""
+        holder_tags, holder = _current_champion(client, name, after)
+        if attempt == 0:
+            first_tags, first_holder = holder_tags, holder
+        comparable = _comparable_versions(client, name, protocol, fingerprint, after)
+        comparable.setdefault(mine, score)  # our own tags may not be listed yet on an eventually consistent store
+        if holder is not None and holder not in comparable:
+            held = _comparable(holder_tags or {}, protocol, fingerprint)
+            if held is not None:  # listed before it was tagged: its own read of the alias counts
+                comparable[holder] = held
+            elif (holder_tags or {}).get(RETIRED_TAG, "").lower() != "true":
+                # a champion that cannot be compared (another protocol, other data, no score) is left alone
+                _, why = champion_decision(score, protocol, holder_tags, fingerprint)
+                return (
+                    False,
+                    f"Registered model: {name} version {mine}, NOT champion: {why}; champion stays version {holder}",
+                )
+        target = _best(comparable)
+        if holder == target:
+            if target == mine:
+                _, why = champion_decision(
+                    score, protocol, None if first_holder in (None, mine) else first_tags, fingerprint
+                )
+                if first_holder is None and len(comparable) > 1:
+                    why = f"val score {100 * score:.2f} is the best of {len(comparable)} comparable versions"
+                return True, f"Registered model: models:/{name}@champion (version {mine}; {why})"
+            if first_holder not in (None, holder):
+                why = f"version {holder} (val score {100 * comparable[holder]:.2f}) was registered meanwhile and is better"
+            else:
+                _, why = champion_decision(score, protocol, holder_tags, fingerprint)
+            return (
+                False,
+                f"Registered model: {name} version {mine}, NOT champion: {why}; champion stays version {holder}",
+            )
+        if _set_alias(client, name, target):
+            wrote = target
+    raise RegistryError(
+        f"champion of {name}: the alias did not settle after {rounds} rounds of other searches moving it; "
+        + (f"last moved to version {wrote} by this search" if wrote else "alias not moved")
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -74,5 +74,5 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
             f"L2-normalised features.\n\n```\n{test_text.strip()}\n```"
         ),
     )
-    moved, line = champion.guard_champion(client, name, version, winner.mean, protocol)
+    moved, line = champion.guard_champion(client, name, version, winner.mean, protocol, data_fp)
     return version, line, f"{name} v{version}" + (" @champion" if moved else "")

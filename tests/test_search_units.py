@@ -696,11 +696,18 @@ def test_a_trial_ending_with_a_nan_score_is_closed_in_optuna_at_once():
 
 class _Registry:
     """A registry client stub: ``holders`` are the successive answers to reading the alias (None: no alias,
-    an exception: the read fails), ``moves`` records the alias moves."""
+    an exception: the read fails), ``versions`` the comparable versions listed, ``moves`` records the alias
+    moves (``refuse``: the write raises it)."""
 
-    def __init__(self, *holders):
+    def __init__(self, *holders, versions=None, refuse=None):
         self.holders = list(holders)
+        self.versions = versions or {}
         self.moves = []
+        self.refuse = refuse
+
+    @staticmethod
+    def _tags(score):
+        return {"aminet.val_score": repr(score), "aminet.protocol": "p", "aminet.dataset_fingerprint": "fp"}
 
     def get_model_version_by_alias(self, name, alias):
         from types import SimpleNamespace
@@ -714,26 +721,179 @@ class _Registry:
         if h is None:
             raise MlflowException("Registered model alias champion not found.", error_code=INVALID_PARAMETER_VALUE)
         version, score = h
-        return SimpleNamespace(version=version, tags={"aminet.val_score": repr(score), "aminet.protocol": "p"})
+        return SimpleNamespace(version=version, tags=self._tags(score))
+
+    def search_model_versions(self, query):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(version=v, tags=self._tags(sc)) for v, sc in self.versions.items()]
 
     def set_registered_model_alias(self, name, alias, version):
+        if self.refuse is not None:
+            raise self.refuse
         self.moves.append(version)
 
 
 def test_the_champion_guard_fails_closed_and_checks_its_move():
+    from mlflow.exceptions import RestException
+
     from search.champion import RegistryError, guard_champion
 
     down = _Registry(ConnectionError("timed out"))
     with pytest.raises(RegistryError, match="could not be read") as info:
-        guard_champion(down, "m", "3", 0.9, "p")
+        guard_champion(down, "m", "3", 0.9, "p", "fp")
     assert down.moves == [] and "\n" not in str(info.value)  # an unreadable registry is not an empty one
-    first = _Registry(None, ("3", 0.9))
-    assert guard_champion(first, "m", "3", 0.9, "p")[0] and first.moves == ["3"]
+    first = _Registry(None, ("3", 0.9), versions={"3": 0.9})
+    assert guard_champion(first, "m", "3", 0.9, "p", "fp")[0] and first.moves == ["3"]
     # Two searches finish together: both read "no champion"; the other one's better version lands after our
-    # move. Checking the move, we decide again against it and leave it standing.
-    raced = _Registry(None, ("4", 0.95), ("4", 0.95))
-    moved, line = guard_champion(raced, "m", "3", 0.9, "p")
-    assert not moved and raced.moves == ["3"] and "champion stays version 4" in line
+    # move. Checking the move, we decide again against it and put it back.
+    raced = _Registry(None, ("4", 0.95), ("4", 0.95), versions={"3": 0.9, "4": 0.95})
+    moved, line = guard_champion(raced, "m", "3", 0.9, "p", "fp")
+    assert not moved and raced.moves == ["4"] and "champion stays version 4" in line
+    # the check after a move fails: the line says the alias moved (it did), not "alias not moved"
+    unsure = _Registry(None, ConnectionError("reset"), versions={"3": 0.9})
+    with pytest.raises(RegistryError) as info:
+        guard_champion(unsure, "m", "3", 0.9, "p", "fp")
+    assert unsure.moves == ["3"] and "moved to version 3, then could not be checked" in str(info.value)
+    assert "alias not moved" not in str(info.value)
+    # a refused write is one line naming the refusal, not the client's raw exception
+    denied = RestException({"error_code": "PERMISSION_DENIED", "message": "User lacks permission"})
+    refused = _Registry(None, versions={"3": 0.9}, refuse=denied)
+    with pytest.raises(RegistryError) as info:
+        guard_champion(refused, "m", "3", 0.9, "p", "fp")
+    assert "refused to move the alias to version 3 (PERMISSION_DENIED); alias not moved" in str(info.value)
+
+
+def test_a_champion_of_other_data_is_not_compared_score_to_score(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from search.champion import guard_champion
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'reg.db'}")
+    name = "aminet-sysu-real-00000000"
+    client.create_registered_model(name)
+
+    def version(score, fingerprint):
+        v = client.create_model_version(name, source=str(tmp_path)).version
+        for k, val in {
+            "aminet.val_score": repr(score),
+            "aminet.protocol": "p",
+            "aminet.dataset_fingerprint": fingerprint,
+        }.items():
+            client.set_model_version_tag(name, v, k, val)
+        return v
+
+    theirs = version(0.30, "other-data-fingerprint")
+    assert guard_champion(client, name, theirs, 0.30, "p", "other-data-fingerprint")[0]
+    mine = version(0.90, "this-data-fingerprint")
+    moved, line = guard_champion(client, name, mine, 0.90, "p", "this-data-fingerprint")
+    assert not moved and "other data" in line and f"champion stays version {theirs}" in line
+    assert client.get_model_version_by_alias(name, "champion").version == theirs
+    # a person retires the champion: the best comparable version takes its place at the next guard
+    client.set_model_version_tag(name, theirs, "aminet.retired", "true")
+    later = version(0.50, "this-data-fingerprint")
+    moved, line = guard_champion(client, name, later, 0.50, "p", "this-data-fingerprint")
+    assert not moved and client.get_model_version_by_alias(name, "champion").version == mine
+
+
+def _race(uri, prefix, rounds, delays=(0.0, 0.0)):
+    """Two processes guard one champion at once ``rounds`` times; returns {round: [(score, version, moved,
+    line)]} and the client."""
+    import multiprocessing as mp
+
+    from champion_race import guard_rounds
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_registered_models()  # the store exists (schema made) before the two searches start
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=guard_rounds, args=(uri, prefix, score, "p", "fp", rounds, barrier, delay, out))
+        for score, delay in zip((0.6, 0.4), delays)
+    ]
+    for p in procs:
+        p.start()
+    got = {}
+    for _ in range(2 * rounds):
+        i, score, version, moved, line = out.get(timeout=120)
+        assert i >= 0, line  # a worker that failed outright
+        got.setdefault(i, []).append((score, version, moved, line))
+    for p in procs:
+        p.join(timeout=60)
+    return got, MlflowClient(uri)
+
+
+def _check_race(got, client, prefix, rounds):
+    assert sorted(got) == list(range(rounds))
+    for i, pair in got.items():
+        (better_score, better, better_moved, better_line), (_, worse, worse_moved, worse_line) = sorted(
+            pair, reverse=True
+        )
+        assert better_score == 0.6 and better_moved is True, (i, better_line)
+        assert worse_moved is not None, (i, worse_line)  # no exception escaped
+        champion = client.get_model_version_by_alias(f"{prefix}-{i}", "champion").version
+        assert str(champion) == better, (i, better_line, worse_line)
+        if i % 2 == 0:  # both tagged before either decided: the worse search is never told it is champion
+            assert worse_moved is False and f"champion stays version {better}" in worse_line, (i, worse_line)
+
+
+def test_two_searches_guarding_one_champion_at_once_on_sqlite_leave_the_better_one(tmp_path):
+    """Issue 38: the better of two models registered and guarded at the same instant is champion every time,
+    and both searches are told what they read last (30 rounds, two processes on one SQLite file)."""
+    rounds = 30
+    got, client = _race(f"sqlite:///{tmp_path / 'reg.db'}", "race", rounds)
+    _check_race(got, client, "race", rounds)
+
+
+@pytest.mark.slow
+def test_two_searches_guarding_one_champion_through_a_tracking_server_leave_the_better_one(tmp_path):
+    """The same race through a real ``mlflow server`` (several server workers), once with both links equal
+    and once with the worse search's link 0.5 s slower per call (the case that always went wrong)."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from e2e_helpers import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'srv.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "w"),  # noqa: SIM115 - closed with the process
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+                time.sleep(0.5)
+        uri = f"http://127.0.0.1:{port}"
+        got, client = _race(uri, "even", 20)
+        _check_race(got, client, "even", 20)
+        got, client = _race(uri, "slow", 6, delays=(0.0, 0.5))
+        _check_race(got, client, "slow", 6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("name", shipped_spaces())
