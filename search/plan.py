@@ -701,7 +701,8 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
 
 def preflight(plan: Plan) -> Plan:
     """Readable layout, splits, weights and a built image cache; returns the plan with its ``fingerprint`` (a
-    digest of the data folder's content listing: the same on every machine and in the model registry)."""
+    digest of the data folder's content: file names and sizes, split lists and images by their bytes; the
+    same on every machine and in the model registry)."""
     from aminet.data.cache import ImageCache, dataset_fingerprint
     from aminet.preflight import check_inputs
 
@@ -711,7 +712,7 @@ def preflight(plan: Plan) -> Plan:
         return replace(plan, fingerprint=f"replay-{Table.load(plan.replay).digest()}")
     root = check_inputs(plan.base)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
-    fingerprint = dataset_fingerprint(root)
+    fingerprint = dataset_fingerprint(root, plan.base.data.cache_dir)
     saved = (plan.saved_state or {}).get("fingerprint")
     if saved is not None and saved != fingerprint:
         raise UsageError(

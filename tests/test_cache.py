@@ -161,3 +161,46 @@ def test_two_processes_share_the_cache_pages(tmp_path):
     # check asks that at least one process is charged about half, not that both are.
     assert min(pss for _, _, pss, _, _, _ in stats) <= 0.6 * stats[0][0]
     assert stats[0][5] == stats[1][5]
+
+
+def test_the_fingerprint_sees_moved_identities_and_replaced_pictures_but_not_copies(root, tmp_path):
+    """Issue 38: an identity moved between train_id.txt and val_id.txt (equal byte sizes) and a picture replaced
+    by another of the same size each change the dataset fingerprint; a copy with other modification times
+    does not. The images' digest is kept once per machine and data (a second call reads no image)."""
+    import shutil
+
+    from aminet.data.cache import dataset_fingerprint
+
+    cache = tmp_path / "c"
+    before = dataset_fingerprint(root, cache)
+    assert len(list((cache / "content").iterdir())) == 1  # the images' digest, kept
+
+    copy = tmp_path / "copy" / root.name
+    shutil.copytree(root, copy, copy_function=shutil.copyfile)  # new modification times
+    assert dataset_fingerprint(copy, cache) == before
+
+    train, val = copy / "exp" / "train_id.txt", copy / "exp" / "val_id.txt"
+    t, v = train.read_text().strip().split(","), val.read_text().strip().split(",")
+    same = next((i, j) for i, a in enumerate(t) for j, b in enumerate(v) if len(a) == len(b))
+    (i, j) = same
+    t[i], v[j] = v[j], t[i]  # one identity each way: both files keep their byte sizes
+    size = (train.stat().st_size, val.stat().st_size)
+    train.write_text(",".join(t) + "\n")
+    val.write_text(",".join(v) + "\n")
+    assert (train.stat().st_size, val.stat().st_size) == size
+    moved = dataset_fingerprint(copy, cache)
+    assert moved != before
+
+    picture = dataset_files(copy)[0]
+    data = bytearray(picture.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # another picture of the same size
+    picture.write_bytes(bytes(data))
+    replaced = dataset_fingerprint(copy, cache)
+    assert replaced not in (before, moved)
+
+    # the kept digest is what later calls use (no image read again while names, sizes and times are unchanged)
+    shutil.rmtree(cache / "content")
+    assert dataset_fingerprint(root, cache) == before
+    (memo,) = (cache / "content").iterdir()
+    memo.write_text("0" * 64 + "\n")
+    assert dataset_fingerprint(root, cache) != before
