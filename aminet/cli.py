@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["ArgumentParser", "UsageError"]
+__all__ = ["ArgumentParser", "UsageError", "invoked_as"]
 
 
 class UsageError(Exception):
@@ -30,3 +31,23 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} -h)\n")
         sys.exit(2)
+
+
+# The console scripts pyproject.toml installs, and the module each runs.
+CONSOLE_SCRIPTS = {"aminet-search": "search.run", "aminet-run": "experiments.run"}
+
+
+def invoked_as(module: str, default: str) -> str:
+    """The command the user ran to start ``module`` (``search.run``), for hints that tell them what to run
+    next: ``aminet-search``, ``python -m search.run`` or ``python <the path they gave>``; ``default`` when
+    the module was called from other Python code (a test, a notebook)."""
+    orig = list(getattr(sys, "orig_argv", []) or [])
+    if "-m" in orig[1:-1] and orig[orig.index("-m") + 1] == module:
+        return f"python -m {module}"
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = Path(argv0).name
+    if CONSOLE_SCRIPTS.get(name) == module:
+        return name
+    if argv0.endswith(".py") and Path(argv0).with_suffix("").parts[-2:] == tuple(module.split(".")):
+        return f"python {argv0}"
+    return default

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aminet.cli import ArgumentParser, UsageError
+from aminet.cli import ArgumentParser, UsageError, invoked_as
 from aminet.config import Config, ConfigError, apply_overrides, read_yaml_tree, set_dotted
 from aminet.engine.drills import Drill, DrillError
 from aminet.preflight import check_inputs
@@ -263,7 +263,7 @@ def _inputs(args: argparse.Namespace) -> tuple[Drill | None, list, list[int], di
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
-        prog="python experiments/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked_as("experiments.run", "python experiments/run.py"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("config", help="experiment YAML (e.g. experiments/smoke.yaml)")
     parser.add_argument(
@@ -365,5 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject.toml's ``[project.scripts]``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -199,12 +199,18 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
         run_config=tune.RunConfig(
             name=plan.name,
             storage_path=plan.storage,
-            callbacks=callbacks,
+            callbacks=[*callbacks, _interrupt_watch()],
             verbose=plan.settings.verbose,
             failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: what a retry resumes from
         ),
     )
+
+
+def _interrupt_watch():
+    from search.tuning import InterruptWatch
+
+    return InterruptWatch()
 
 
 def _reuse_workers(plan: Plan) -> bool:
@@ -256,7 +262,7 @@ def reseed_tuner(
         run_config=tune.RunConfig(
             name=f"{plan.name}-reseed",
             storage_path=plan.storage,
-            callbacks=callbacks,
+            callbacks=[*callbacks, _interrupt_watch()],
             verbose=plan.settings.verbose,
             failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -268,6 +274,7 @@ def fit_search(tuner, plan: Plan, record) -> object:
     """``tuner.fit()`` under the time budget (``search.lineage.SearchClock``: it survives a hard kill); an interrupted fit (Ray catches
     Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
     from search.lineage import SearchClock, record_time_budget
+    from search.tuning import INTERRUPTED
 
     clock = SearchClock(plan.state_dir, plan.settings.time_budget, record.state, record.state_path)
     deadline = clock.start()
@@ -277,8 +284,17 @@ def fit_search(tuner, plan: Plan, record) -> object:
         clock.stop()
     timed_out = deadline is not None and time.time() >= deadline
     ended = results.num_terminated + results.num_errors
-    if ended < len(results) or (ended < plan.budget.num_samples and not timed_out):
+    if INTERRUPTED.is_set() or ended < len(results):  # Ctrl-C (Ray saved the experiment and returned early)
         raise KeyboardInterrupt
+    if len(results) < plan.budget.num_samples and not timed_out:
+        # not an interrupt (that would loop: every resume would end here again): Ray ran out of trials to
+        # start. Say so and select among those that ran.
+        print(
+            f"\nRay ended the search after {len(results)} of {plan.budget.num_samples} trials without an interrupt; "
+            "selecting among them",
+            file=sys.stderr,
+            flush=True,
+        )
     if timed_out and len(results) < plan.budget.num_samples:
         n = f"{len(results)} of {plan.budget.num_samples}"
         print(

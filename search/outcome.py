@@ -84,7 +84,9 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
         params_of=ResolvedParams(plan.base.to_yaml(), points),
     )
     grid = reseed_tuner(plan, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
-    if grid.num_terminated + grid.num_errors < len(points) * len(seeds):
+    from search.tuning import INTERRUPTED
+
+    if INTERRUPTED.is_set() or grid.num_terminated + grid.num_errors < len(points) * len(seeds):
         raise KeyboardInterrupt  # stopped (Ctrl-C) before every re-seed ended
     return list(grid)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aminet.cli import ArgumentParser, UsageError
+from aminet.cli import ArgumentParser, UsageError, invoked_as
 
 if TYPE_CHECKING:
     from aminet.config import Config
@@ -56,7 +56,7 @@ DESCRIPTION = """Distributed hyperparameter search for AMINet: Ray Tune + Optuna
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(
-        prog="python search/run.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked_as("search.run", "python search/run.py"), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--space",
@@ -326,6 +326,7 @@ class Settings:
     verbose: int  # Ray Tune's console verbosity
     address: str | None  # the Ray cluster to join (None: a local Ray)
     storage_flag: str | None  # --storage as given (the resume hint repeats it)
+    space_flag: str  # --space as given: a shipped name or a file's path (the resume hint repeats it)
     mlflow_uri: str | None
     mlflow_experiment: str
     gpus_per_trial: float | None
@@ -413,10 +414,13 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if saved_state is not None and "base_config" in saved_state:
         check_same_base(saved_state["base_config"], base, name)
     replay = check_replay(args, space, base) if args.replay else None
+    budget = _budget(args, space, base, quick)
+    if saved_state is not None and "budget" in saved_state:
+        check_same_budget(saved_state["budget"], budget, space, name)
     return Plan(
         space=space,
         base=base,
-        budget=_budget(args, space, base, quick),
+        budget=budget,
         quick=quick,
         name=name,
         storage=storage,
@@ -615,6 +619,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         verbose=args.verbose,
         address=args.address,
         storage_flag=args.storage,
+        space_flag=args.space,
         mlflow_uri=args.mlflow_uri,
         mlflow_experiment=args.mlflow_experiment,
         gpus_per_trial=args.gpus_per_trial,
@@ -654,6 +659,28 @@ def check_same_space(saved: dict[str, str], space, name: str) -> None:
             f"{saved.get(k, 'absent')!r} saved, {now.get(k, 'absent')!r} now{more}); a resumed search keeps its "
             f"space: restore {space.path} or start a new --name"
         )
+
+
+def check_same_budget(saved: dict, budget, space, name: str) -> None:
+    """A resumed search runs the budget it started with: refuse (one line naming the field and the space file)
+    a budget that changed since (the space file's trial count edited): Ray restores the saved number of trials
+    and would never reach the new one, so every resume would end as if interrupted."""
+    now = vars(budget)
+    found = _first_difference(saved, now, [k for k in now if k in saved])
+    if found:
+        k, more = found
+        raise UsageError(
+            f"--resume {name}: the budget differs from the saved search's ({k}: {saved.get(k)!r} saved, "
+            f"{now.get(k)!r} now{more}); a resumed search keeps its budget: restore {space.path} or start a new --name"
+        )
+
+
+def resume_command(plan: Plan) -> str:
+    """The command that resumes ``plan``, as the user started it (``aminet-search``, ``python -m search.run`` or
+    ``python <path>/run.py``) and with the space as they gave it (a name or a file's path)."""
+    st = plan.settings
+    cmd = f"{invoked_as('search.run', 'python search/run.py')} --space {st.space_flag} --name {plan.name} --resume"
+    return cmd + (f" --storage {st.storage_flag}" if st.storage_flag else "")
 
 
 def check_same_base(saved_yaml: str, base, name: str) -> None:

@@ -21,7 +21,7 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
     from search import champion
     from search.tuning import trial_run
     from serving.pyfunc import log_pyfunc_model
-    from tracking.reporting import git_commit
+    from tracking.reporting import aminet_version, git_commit
 
     with best.checkpoint.as_directory() as folder:
         model, cfg = load_trained(folder, device="cpu")
@@ -57,7 +57,8 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
         "aminet.seeds": " ".join(map(str, winner.seeds)),
         "aminet.synthetic": str(plan.synthetic_data).lower(),
         "aminet.trial_id": trial_id,
-        "aminet.git_commit": git_commit(),
+        "aminet.git_commit": git_commit(),  # "unknown" unless aminet runs from its own checkout
+        "aminet.version": aminet_version(),
         "aminet.checkpoint": str(best.checkpoint.path),
     }
     for k, v in tags.items():
@@ -67,7 +68,7 @@ def register_champion(client, parent_id: str, plan: Plan, winner, best, uri: str
         version,
         description=(
             f"AMINet selected by search `{plan.name}` on {plan.space.dataset} "
-            f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), commit `{git_commit()[:12]}`.\n\n"
+            f"({'synthetic' if plan.synthetic_data else 'real'} data, fingerprint `{data_fp}`), aminet {aminet_version()} commit `{git_commit()[:12]}`.\n\n"
             f"Validation score (R1 + mAP) / 2: {100 * winner.mean:.2f} +- {100 * winner.std:.2f} % over seeds "
             f"{winner.seeds} (protocol `{protocol}`); this version is the seed model best on validation.\n\n"
             f"Input: uint8 images (N, {cfg.data.height}, {cfg.data.width}, 3); params modality, feature, flip; output: "

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.cluster import build_tuner, fit_search
     from search.lineage import close_runs, describe_parent, log_search_summary, open_search, save_state
     from search.outcome import final_evaluation, retrain_best, select_champion
+    from search.plan import resume_command
     from search.tuning import DropStoppedCheckpoints, ProgressLines, ResolvedParams, TrialRunLogger
     from tracking.reporting import runs_page
     from trainables.aminet_trainable import remove_orphaned_trial_folders
@@ -111,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         save_state(rec.state_path, rec.state)
     except KeyboardInterrupt:
         status = "KILLED"
-        print(
-            f"\ninterrupted: resume with  python search/run.py --space {plan.space.name} --name {plan.name} --resume"
-            + (f" --storage {st.storage_flag}" if st.storage_flag else ""),
-            file=sys.stderr,
-        )
+        print(f"\ninterrupted: resume with  {resume_command(plan)}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, FAILED in MLflow, non-zero exit
         print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
@@ -131,5 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject.toml's ``[project.scripts]``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

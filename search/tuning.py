@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -445,6 +447,33 @@ class DropStoppedCheckpoints(Callback):
             self.dropped += 1
         except Exception:  # noqa: BLE001 - already gone, or a store that refuses: space, not correctness
             pass
+
+
+# Set when Ray Tune's Ctrl-C handler fires during a fit (one driver per process, so one flag).
+INTERRUPTED = threading.Event()
+
+
+class InterruptWatch(Callback):
+    """Tells the driver whether a fit ended because of Ctrl-C (SIGINT). Ray Tune installs its own SIGINT
+    handler when a fit starts (it stops the loop, saves the experiment and returns normally), so counting
+    ended trials is the only other sign, and a wrong one: an interrupt while every trial of the budget is
+    training leaves as many trials as the budget asked for, all of them cut short. At ``setup`` (after Ray's
+    handler is in place) this wraps that handler so the interrupt is recorded, then handled by Ray as before."""
+
+    def setup(self, **info) -> None:
+        INTERRUPTED.clear()
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread; Ray installs none elsewhere either
+        ray_handler = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(sig, frame):
+            INTERRUPTED.set()
+            if callable(ray_handler):
+                ray_handler(sig, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
 
 
 class ProgressLines(Callback):

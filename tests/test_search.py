@@ -477,6 +477,47 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(roots):
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_every_trial_trains_is_an_interrupt_that_resumes(roots):
+    """Issue 38: Ctrl-C (SIGINT to the process group, as a terminal sends it) while every trial of the budget
+    is training. Ray counts the cut-short trials as ended, so the driver took it for a finished search: the
+    Optuna trials were failed for good, selection failed, no resume hint. Now: exit 130 with the hint, the
+    Optuna trials left RUNNING, and the resume trains them to the end."""
+    tmp, sysu, regdb = roots
+    name = "ctrlc"
+    flags = ("--num-samples", "2", "--max-concurrent", "2", "--scheduler", "none", "--no-register", "--reseeds", "0",
+             "--no-final-eval")  # fmt: skip
+    args = search_args(tmp, sysu, regdb, name, *flags)
+    err = tmp / "ctrlc.err"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=stderr, env=search_env(), cwd=tmp, start_new_session=True
+        )
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            folders = list((tmp / "ray" / name).glob("train_aminet_*"))
+            reported = [(p / "result.json").is_file() and (p / "result.json").stat().st_size > 0 for p in folders]
+            if len(folders) == 2 and all(reported):  # both trials past their first epoch, neither finished
+                break
+        else:
+            pytest.fail("the two trials did not both start training in time")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=180) == 130, err.read_text()[-3000:]
+    text = err.read_text()
+    assert f"--name {name} --resume" in text and "no trial trained to the full budget" not in text
+    states = [t.state.name for t in search_study(tmp, name).trials]
+    assert states == ["RUNNING", "RUNNING"], states  # not FAIL: they have not ended
+    _, parents, _ = search_runs(tmp, name)
+    assert parents[0].info.status == "KILLED"
+
+    out = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=900, env=search_env(), cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [t.state.name for t in search_study(tmp, name).trials] == ["COMPLETE", "COMPLETE"]
+    _, parents, trials = search_runs(tmp, name)
+    assert parents[0].info.status == "FINISHED" and sorted(r.info.status for r in trials) == ["FINISHED"] * 2
+
+
+@pytest.mark.slow
 def test_only_trials_that_reached_the_full_budget_can_win(tmp_path):
     import ray
     from ray import tune

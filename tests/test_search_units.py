@@ -129,6 +129,90 @@ def test_a_resume_whose_space_changed_is_refused_with_the_parameter_named(tmp_pa
     assert _plan(tmp_path, "--resume").resume
 
 
+def test_a_resume_after_the_space_files_trial_count_changed_is_refused_and_the_hint_names_the_file(tmp_path):
+    """Issue 38: a space file whose trial count was edited resumed, then every resume ended "interrupted"
+    (Ray restores the saved trials, the driver wanted more). Now refused in one line naming the field and the
+    file; and the resume hint repeats the space as given (a path), not a name that cannot be run."""
+    import shutil
+
+    from search.plan import UsageError, resume_command
+    from search.spaces import SPACES_DIR
+
+    space_file = tmp_path / "myspace.yaml"
+    shutil.copy(SPACES_DIR / "sysu.yaml", space_file)
+
+    def args(*extra):
+        from search.plan import parse_args, plan_search
+
+        return plan_search(parse_args(["--space", str(space_file), "--name", "s1", "--storage", str(tmp_path / "ray"),
+                                       "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra]))  # fmt: skip
+
+    plan = args()
+    from search.plan import STATE_FILE, identity, parse_args
+
+    state = {"space": plan.space.name, "base_config": plan.base.to_yaml(), "budget": vars(plan.budget),
+             "args": identity(parse_args(["--space", str(space_file), "--storage", str(tmp_path / "ray"),
+                                          "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]))}  # fmt: skip
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    (plan.state_dir / STATE_FILE).write_text(json.dumps(state))
+    resumed = args("--resume")
+    hint = resume_command(resumed)
+    assert f"--space {space_file} --name s1 --resume" in hint and "--space myspace " not in hint
+    state["budget"] = {**vars(plan.budget), "num_samples": plan.budget.num_samples - 1}  # the file said one fewer
+    (plan.state_dir / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(UsageError) as err:
+        args("--resume")
+    msg = str(err.value)
+    assert "\n" not in msg and f"num_samples: {plan.budget.num_samples - 1} saved" in msg and str(space_file) in msg
+
+
+def test_hints_name_the_command_the_user_ran(monkeypatch):
+    import sys
+
+    from aminet.cli import invoked_as
+
+    for argv0, orig, expected in [
+        ("/venv/bin/aminet-search", ["/venv/bin/python", "/venv/bin/aminet-search", "--space", "x"], "aminet-search"),
+        ("/src/search/run.py", ["python", "-m", "search.run", "--space", "x"], "python -m search.run"),
+        ("search/run.py", ["python", "search/run.py", "--space", "x"], "python search/run.py"),
+        ("../aminet/search/run.py", ["python", "../aminet/search/run.py"], "python ../aminet/search/run.py"),
+        ("/usr/bin/pytest", ["python", "-m", "pytest"], "DEFAULT"),
+    ]:
+        monkeypatch.setattr(sys, "argv", [argv0])
+        monkeypatch.setattr(sys, "orig_argv", orig)
+        assert invoked_as("search.run", "DEFAULT") == expected, (argv0, orig)
+
+
+def test_the_git_commit_is_aminets_own_never_an_enclosing_repository(tmp_path):
+    """Issue 38: installed with ``pip install .`` into a project whose venv lies inside the user's own git
+    repository, every run recorded the *user's* commit. Only a checkout of aminet itself gives a commit."""
+    import shutil
+    import subprocess
+    import sys
+
+    import tracking.reporting as reporting
+
+    user = tmp_path / "user-project"
+    site = user / ".venv" / "lib" / "site-packages"
+    (site / "tracking").mkdir(parents=True)
+    shutil.copy(reporting.__file__, site / "tracking" / "reporting.py")
+    (site / "tracking" / "__init__.py").write_text("")
+    git = ["git", "-c", "user.email=u@example.org", "-c", "user.name=u"]
+    subprocess.run([*git, "init", "-q", str(user)], check=True)
+    (user / "mine.txt").write_text("the user's project\n")
+    subprocess.run([*git, "-C", str(user), "add", "mine.txt"], check=True)
+    subprocess.run([*git, "-C", str(user), "commit", "-qm", "user"], check=True)
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from tracking.reporting import git_commit; print(git_commit())"
+    out = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "unknown"
+    tags = reporting.source_tags("search/run.py")
+    assert (
+        tags["aminet.version"] != ""
+        and "mlflow.source.git.commit" not in tags
+        or len(tags["mlflow.source.git.commit"]) == 40
+    )
+
+
 def test_a_resume_on_changed_data_is_refused(tmp_path):
     from search.plan import UsageError, preflight
 

@@ -338,25 +338,45 @@ def dataset_input(name: str, digest: str, source: str | Path, context: str):
 
 
 def source_tags(entry_point: str) -> dict[str, str]:
-    """MLflow's own source tags (the UI's Source column and the run page's git commit)."""
-    return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": git_commit()}
+    """MLflow's own source tags (the UI's Source column and the run page's git commit; the commit only from a
+    checkout of aminet itself) and ``aminet.version``, the installed package's version."""
+    tags = {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL", "aminet.version": aminet_version()}
+    commit = git_commit()
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def aminet_version() -> str:
+    """The installed aminet's version (``pip install .`` or ``-e .``), or "unknown" when it is not installed
+    (``python search/run.py`` from a checkout without an install)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aminet")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def git_commit() -> str:
-    """The commit of the checkout this package runs from, or "unknown" (not a git checkout, no git)."""
+    """The commit of the aminet checkout this code runs from, or "unknown". Only a checkout of aminet
+    counts: installed with ``pip install .`` the code lives in ``site-packages``, and ``git rev-parse`` there
+    finds whatever repository encloses the environment (a user's own project with its venv inside), whose
+    commit says nothing about aminet; so the repository's top folder must be the folder holding this
+    package."""
     import subprocess
 
+    here = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parents[1],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
         )
-        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != here:
+        return "unknown"
+    return lines[1]
 
 
 class MLflowReporter:
