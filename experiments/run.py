@@ -263,7 +263,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Drill | None, list, list[int], di
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
-        prog=invoked_as("experiments.run", "python experiments/run.py"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked_as("experiments.run", "python experiments/run.py"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="experiment YAML (e.g. experiments/smoke.yaml)")
     parser.add_argument(

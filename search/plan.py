@@ -56,7 +56,9 @@ DESCRIPTION = """Distributed hyperparameter search for AMINet: Ray Tune + Optuna
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(
-        prog=invoked_as("search.run", "python search/run.py"), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked_as("search.run", "python search/run.py"),
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--space",
@@ -726,6 +728,52 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
     return folder
 
 
+def storage_need(plan: Plan, concurrent: int) -> tuple[int, str]:
+    """(bytes, how they were counted) the search's checkpoints need under ``--storage`` at most: one kept per
+    trial that trains to the full budget (all of them without early stopping; under ASHA at most the share
+    that passes the first rung, as stopped trials' checkpoints are dropped), one more per running trial while
+    it saves, and the re-seeded runs'."""
+    from aminet.engine.checkpoint import checkpoint_bytes
+
+    b, st = plan.budget, plan.settings
+    one = checkpoint_bytes(plan.base)
+    kept = b.num_samples if st.scheduler == "none" else math.ceil(b.num_samples / b.reduction_factor)
+    reseeded = st.top_k * st.reseeds
+    n = kept + concurrent + reseeded
+    return n * one + (64 << 20), (
+        f"{n} checkpoints of {one / 2**20:.0f} MiB: {kept} kept trials + {concurrent} saving + {reseeded} re-seeded"
+    )
+
+
+def check_storage(plan: Plan) -> None:
+    """``--storage`` is writable and has room for the search's checkpoints (``storage_need``), checked before
+    Ray starts: a read-only folder was an ``OSError`` traceback after Ray started, a full disk minutes of
+    retries and thousands of lines. A remote store (``s3://``...) is left to Ray."""
+    import shutil
+    import tempfile
+
+    if _is_uri(plan.storage):
+        return
+    storage = Path(plan.storage)
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=storage, prefix=".aminet-write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--storage {storage}: cannot write there ({exc.strerror or exc})") from None
+    import os
+
+    # Ray has not started: the trials running at once are --max-concurrent or, at most, one per local core
+    concurrent = plan.settings.max_concurrent or min(plan.budget.num_samples, os.cpu_count() or 1)
+    need, how = storage_need(plan, concurrent)
+    free = shutil.disk_usage(storage).free
+    if free < need:
+        raise UsageError(
+            f"--storage {storage}: {free / 2**20:.0f} MiB free, the search needs about {need / 2**20:.0f} MiB "
+            f"({how}); free space there or give another --storage"
+        )
+
+
 def preflight(plan: Plan) -> Plan:
     """Readable layout, splits, weights and a built image cache; returns the plan with its ``fingerprint`` (a
     digest of the data folder's content: file names and sizes, split lists and images by their bytes; the
@@ -737,7 +785,12 @@ def preflight(plan: Plan) -> Plan:
         from search.blackbox import Table
 
         return replace(plan, fingerprint=f"replay-{Table.load(plan.replay).digest()}")
+    check_storage(plan)  # before the image cache or anything else is written
     root = check_inputs(plan.base)
+    if plan.settings.final_eval:  # the test protocols the end of the search reads, read now
+        from aminet.preflight import check_test_protocols
+
+        check_test_protocols(plan.sysu_root, plan.regdb_root, plan.base.eval.sysu_modes)
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     fingerprint = dataset_fingerprint(root, plan.base.data.cache_dir)
     saved = (plan.saved_state or {}).get("fingerprint")

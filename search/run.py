@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: resume with  {resume_command(plan)}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, FAILED in MLflow, non-zero exit
-        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        print(f"error: {failure_line(exc, plan)}", file=sys.stderr)
         return 1
     finally:
         close_runs(client, rec.exp_id, parent_id, status)
@@ -131,6 +131,23 @@ def main(argv: list[str] | None = None) -> int:
 def cli() -> None:
     """The console script (pyproject.toml's ``[project.scripts]``)."""
     sys.exit(main())
+
+
+def failure_line(exc: BaseException, plan) -> str:
+    """The one line a failed search ends with: a full disk is named as such (it surfaces as an ``OSError``, an
+    SQLAlchemy or Optuna storage error, or a trial's error text, depending on which write found it)."""
+    import errno
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+            return (
+                f"the disk is full (No space left on device) under --storage {plan.storage} or the MLflow store; "
+                "free space, then resume the search"
+            )
+        e = e.__cause__ or e.__context__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
 
 
 if __name__ == "__main__":

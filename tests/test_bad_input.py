@@ -49,7 +49,25 @@ def world(tmp_path_factory):
             1,
         )
     )
-    return {"tmp": tmp, "good": good, "regdb": regdb, "empty_split": empty_split, "not_a_layout": not_a_layout}
+    # a SYSU root whose test split names only people who have no images (the final evaluation's set)
+    ghost_test = tmp / "SYSU-ghost-test"
+    shutil.copytree(good, ghost_test)
+    (ghost_test / "exp" / "test_id.txt").write_text("9001,9002\n")
+    # a RegDB root whose test index of trial 7 names a picture that is not there
+    regdb_hole = tmp / "RegDB-hole"
+    shutil.copytree(regdb, regdb_hole)
+    first = (regdb_hole / "idx" / "test_thermal_7.txt").read_text().split()[0]
+    (regdb_hole / first).unlink()
+    (tmp / "in-the-way").write_text("a file where --storage wants a folder")
+    return {
+        "tmp": tmp,
+        "good": good,
+        "regdb": regdb,
+        "empty_split": empty_split,
+        "not_a_layout": not_a_layout,
+        "ghost_test": ghost_test,
+        "regdb_hole": regdb_hole,
+    }
 
 
 def _drop_params(meta):
@@ -94,6 +112,9 @@ SEARCH_CASES = [
     ("parameter named twice", ["--space", "{tmp}/twice.yaml"], "the key 'optim.warmup_share' appears twice"),
     ("log scale of a zero base", ["--space", "{tmp}/log-of-zero.yaml"], "loss.label_smoothing: log: true with scale"),
     ("replay and retrain", ["--replay", "{tmp}", "--retrain-best"], "--retrain-best trains real models"),
+    ("test split of people without images", ["--data-root", "{ghost_test}"], "test_id.txt: 2 listed identities have"),
+    ("regdb index naming a missing image", ["--regdb-root", "{regdb_hole}"], "_thermal_1.txt:3: image not found: "),
+    ("storage not writable", ["--storage", "{tmp}/in-the-way/ray"], "/in-the-way/ray: cannot write there"),
 ]
 
 
@@ -144,6 +165,19 @@ EXPERIMENT_CASES = [
     ("bad trials", ["{tmp}/tiny.yaml", "--trials", "11"], "--trials"),
     ("bad tag", ["{tmp}/tiny.yaml", "--tag", "novalue"], "--tag"),
     ("tracking server down", ["{tmp}/tiny.yaml", "--mlflow-uri", "http://127.0.0.1:9/"], "no tracking server"),
+    (
+        "regdb index naming a missing image",
+        [
+            "{tmp}/tiny.yaml",
+            "--set",
+            "data.dataset=regdb",
+            "--set",
+            "data.regdb_trial=7",
+            "--data-root",
+            "{regdb_hole}",
+        ],
+        "_thermal_1.txt:3: image not found: ",
+    ),
 ]
 
 

@@ -1033,3 +1033,57 @@ def test_tpe_ranks_a_diverged_trial_below_every_trial_that_did_not_diverge(const
         s.suggest("next")  # and the constrained sampler still proposes
     else:
         assert good == {number["full"], number["late"]}  # the defect: the divergence counts as good
+
+
+def test_a_storage_without_room_for_the_checkpoints_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    """Issue 38: a full disk under --storage was 404 s of retries and 3,091 lines. The preflight compares the
+    free space with the search's own estimate (checkpoint size from the model on the meta device) first."""
+    import shutil
+    from collections import namedtuple
+
+    from aminet.engine.checkpoint import checkpoint_bytes
+    from search.plan import UsageError, check_storage, storage_need
+
+    plan = _plan(tmp_path)
+    need, how = storage_need(plan, concurrent=2)
+    one = checkpoint_bytes(plan.base)
+    assert need > one and "checkpoints of" in how
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * need, 10 * need - 20 << 20, 20 << 20))
+    with pytest.raises(UsageError) as err:
+        check_storage(plan)
+    assert "\n" not in str(err.value) and "20 MiB free, the search needs about" in str(err.value)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * need, 0, 10 * need))
+    check_storage(plan)  # room enough: nothing said
+    assert not list((tmp_path / "ray").glob(".aminet-write-test-*"))  # the write probe is gone
+
+
+def test_the_checkpoint_estimate_matches_a_saved_checkpoint(tiny_config, tmp_path):
+    """The disk estimate is the size of what training saves (model, heads, optimizer state), within 25 %."""
+    from aminet.engine.checkpoint import checkpoint_bytes
+    from aminet.engine.trainer import train
+
+    cfg = tiny_config("train.epochs=1", "train.eval_every=1", "optim.warmup_epochs=0", "optim.milestones=[]")
+    train(cfg, run_dir=tmp_path / "run", quiet=True)
+    saved = sorted((tmp_path / "run").rglob("state.pt"))
+    assert saved, "no checkpoint written"
+    size = saved[-1].stat().st_size
+    assert 0.75 * size <= checkpoint_bytes(cfg) <= 1.25 * size, (checkpoint_bytes(cfg), size)
+
+
+def test_a_full_disk_found_mid_search_is_named_in_the_last_line():
+    import errno
+    from types import SimpleNamespace
+
+    from search.run import failure_line
+
+    plan = SimpleNamespace(storage="/data/ray")
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as low:
+            raise RuntimeError("optuna StorageInternalError: An exception is raised during the commit") from low
+    except RuntimeError as exc:
+        line = failure_line(exc, plan)
+    assert line.startswith("the disk is full") and "--storage /data/ray" in line and "\n" not in line
+    assert failure_line(ValueError("two\nlines"), plan) == "ValueError: two lines"

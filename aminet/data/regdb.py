@@ -52,7 +52,10 @@ def read_index(root: str | Path, path: str | Path) -> tuple[list[str], np.ndarra
             labels.append(int(label))
         except ValueError:
             raise ValueError(f"{path}:{line_no}: label {label!r} is not an integer") from None
-        paths.append(str(root / rel))
+        image = root / rel
+        if not image.is_file():  # one stat per line (~2 us): a missing picture is named here, not mid-training
+            raise FileNotFoundError(f"{path}:{line_no}: image not found: {image}")
+        paths.append(str(image))
     if not paths:
         raise ValueError(f"{path}: the index file lists no images")
     return paths, np.asarray(labels, dtype=np.int64)

@@ -19,7 +19,14 @@ import torch
 
 from aminet.atomic import atomic_directory
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "CheckpointError",
+    "checkpoint_bytes",
+]
 
 _NAME = re.compile(r"^epoch-(\d{4,})$")
 
@@ -71,3 +78,20 @@ def latest_checkpoint(directory: str | Path, map_location: str | torch.device = 
         except CheckpointError as exc:
             print(f"[aminet] skipping damaged checkpoint: {exc}", file=sys.stderr)
     return None
+
+
+def checkpoint_bytes(cfg, num_classes: int = 400) -> int:
+    """About how many bytes one training checkpoint of ``cfg`` takes: the model's parameters and buffers
+    (built on the meta device: no memory, no weights file read) times the optimizer's state per parameter
+    (SGD with momentum: one buffer; Adam: two), plus 10 % for the criterion's heads and the containers. For
+    the disk check before a search, not an exact figure."""
+    from aminet.model.aminet import build_model
+
+    meta_cfg = cfg.replace({"model.weights": "none"})
+    with torch.device("meta"):
+        model = build_model(meta_cfg, num_classes)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    o = cfg.optim
+    state = 2 if o.optimizer == "adam" else (1 if getattr(o, "momentum", 0) else 0)
+    return int(1.1 * (params * (1 + state) + buffers))
