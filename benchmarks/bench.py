@@ -287,9 +287,21 @@ def bench_train(
             cache_dir=f"{tmp}/cache" if tiny else None,
             warmup=1 if tiny else 2,
         )
+        peaks: dict[str, float] = {}
+
+        def measured(name: str, *args, **kwargs):
+            """``train_throughput`` and, on a GPU, the run's peak allocated memory (MiB)."""
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            r = train_throughput(*args, **kwargs)
+            if cuda:
+                peaks[name] = torch.cuda.max_memory_allocated(device) / 2**20
+            return r
+
         for preset in ("M0", "M4"):
-            base = train_throughput(preset, "baseline", **kw)
-            fast = train_throughput(preset, "aminet", **kw)
+            base = measured(f"{preset} baseline", preset, "baseline", **kw)
+            fast = measured(f"{preset} aminet", preset, "aminet", **kw)
             label = f"{preset} {arch} {h}x{w}, {ids * k}+{ids * k}, {device.type}"
             out.append(
                 (f"train {label}, baseline ({base.precision}, per-sample DataLoader)", base.images_per_s, "img/s")
@@ -321,11 +333,13 @@ def bench_train(
                     )
                 )
             if compile_too:
-                comp = train_throughput(preset, "aminet", compile=True, **kw)
+                comp = measured(f"{preset} aminet + compile", preset, "aminet", compile=True, **kw)
                 out.append((f"train {label}, aminet + torch.compile", comp.images_per_s, "img/s"))
                 out.append(("  torch.compile speed-up over baseline", comp.images_per_s / base.images_per_s, "x"))
                 runs.append(("aminet + compile", comp))
             for name, r in runs:
+                if f"{preset} {name}" in peaks:
+                    out.append((f"  peak GPU memory allocated, {name}", peaks[f"{preset} {name}"], "MiB"))
                 if r.gpu_util is not None:
                     out.append(
                         (f"  GPU utilisation, {name} (lowest 100 ms sample {r.gpu_util_min:.0f}%)", r.gpu_util, "%")
@@ -430,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "--train-steps", type=int, default=None, help="train bench: timed steps (default 20 GPU, 3 CPU)"
     )
     parser.add_argument("--compile", action="store_true", help="train bench: also time torch.compile")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON (name, value, unit)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -464,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         figures += bench_search(args.tiny)
     for name, value, unit in figures:
         print(f"{name:<78s} {value:10.4f} {unit}")
+    if args.json:  # for scripts (scripts/gpu_check.py): the figures without parsing the printed table
+        import json
+
+        Path(args.json).write_text(json.dumps([{"name": n, "value": v, "unit": u} for n, v, u in figures], indent=1))
     return 0
 
 

@@ -91,8 +91,55 @@ def _overrides(extra: dict | None = None) -> list[str]:
     return [f"{k}={v}" for k, v in {**TINY, **(extra or {})}.items()]
 
 
+def missing(*modules: str) -> list[str]:
+    """The modules of ``modules`` this Python cannot import (a GPU node may have torch and nothing else)."""
+    import importlib.util
+
+    out = []
+    for m in modules:
+        try:
+            if importlib.util.find_spec(m) is None:
+                out.append(m)
+        except (ImportError, ValueError):
+            out.append(m)
+    return out
+
+
+def needs(*modules: str):
+    """A stage wrapper: SKIP with the reason when a module the stage needs is not importable."""
+
+    def wrap(fn):
+        def stage():
+            gone = missing(*modules)
+            if gone:
+                return "skip", f"needs {', '.join(gone)}, not installed here (a torch-only node)", {}
+            return fn()
+
+        return stage
+
+    return wrap
+
+
+def _child_env() -> dict[str, str]:
+    """The children's environment: the repository first on an absolute PYTHONPATH (the stages run from a
+    temporary folder, where a relative entry such as ``.`` would name the wrong folder)."""
+    parts = [str(REPO)] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(
+        os.environ, PYTHONUNBUFFERED="1", RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONPATH=os.pathsep.join(parts)
+    )
+
+
+def recompilations() -> int:
+    """Recompilations dynamo made since its last reset: for each code object that failed a guard, its cache
+    entries beyond the first (dynamo keeps no counter of them: ``counters['stats']`` has none)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    from torch._dynamo.utils import guard_failures
+
+    return sum(max(0, len(_debug_get_cache_entry_list(code)) - 1) for code in list(guard_failures))
+
+
 def _run(cmd: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DISABLE_DOCKER_CPU_WARNING="1")
+    env = _child_env()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     if done.returncode != 0:
         tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
@@ -178,6 +225,7 @@ def _compile_counters(dev: str, tmp: Path, sysu: Path):
     )
     if dev == "cuda":
         counters.clear()
+        torch._dynamo.reset()
         train(
             load_config(
                 None,
@@ -188,10 +236,21 @@ def _compile_counters(dev: str, tmp: Path, sysu: Path):
             None,
             quiet=True,
         )  # fmt: skip
-        recompiles = sum(v for k, v in counters["stats"].items() if "recompil" in k)
+        recompiles = recompilations()
         figures["recompiles"] = recompiles
         detail += f"; a compiled 2-epoch run: {recompiles} recompilation(s)"
     return ("ok" if breaks == 0 else "warn"), detail, figures
+
+
+def trial_devices(db: Path) -> list[str]:
+    """The device type each trial of a search trained on (``cuda``, ``cpu``), from the ``aminet.device`` tag
+    its MLflow run carries (the trainer's own ``device_summary``, e.g. ``cuda:0 (NVIDIA H100) bf16``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("aminet-search")
+    runs = client.search_runs([exp.experiment_id], "tags.`aminet.role` = 'trial'") if exp else []
+    return sorted(r.data.tags.get("aminet.device", "?").split(":")[0].split()[0] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,13 +300,29 @@ def main(argv: list[str] | None = None) -> int:
         from aminet.model.aminet import build_model
 
         cfg = load_config(None, [f"train.device={dev}", *_overrides()])
-        model = build_model(cfg, 10).to(dev).eval()
-        frame = evaluate_benchmarks(model, cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device=dev)
-        n = len(frame)
-        return "ok", f"SYSU all + indoor x 10 trials, RegDB 2 trials x 2 directions: {n} rows", {"rows": n}
+        torch.manual_seed(0)
+        model = build_model(cfg, 10).eval()
+        frame = evaluate_benchmarks(
+            model.to(dev), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device=dev
+        )
+        ref = evaluate_benchmarks(
+            model.cpu(), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device="cpu"
+        )
+        cols = [c for c in ("R1", "R10", "R20", "mAP", "mINP") if c in frame.columns]
+        if len(frame) != len(ref) or not cols:
+            raise RuntimeError(f"{len(frame)} rows on {dev}, {len(ref)} on the CPU; columns {list(frame.columns)}")
+        diff = float((frame[cols].astype(float).values - ref[cols].astype(float).values).__abs__().max())
+        status = "ok" if diff <= 0.5 else "FAIL"  # percentage points: one rank flip in a tiny gallery is ~0.4
+        return (
+            status,
+            f"SYSU all + indoor x 10 trials, RegDB 2 trials x 2 directions ({len(frame)} rows): {dev} against the "
+            f"CPU, max |difference| {diff:.3f} over {', '.join(cols)}",
+            {"rows": len(frame), "max_abs_diff": diff},
+        )
 
     check.stage("test protocols", protocols)
 
+    @needs("ray", "optuna", "mlflow")
     def search():
         sets = [a for k, v in {**TINY, "train.epochs": 2, "train.eval_every": 1, "data.cache_dir": tmp / "cache"}.items()
                 for a in ("--set", f"{k}={v}")]  # fmt: skip
@@ -260,10 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         done = _run(cmd, 420, tmp)
         selected = next((line for line in done.stdout.splitlines() if line.startswith("selected")), "selected: ?")
-        return "ok", f"2 trials{' at 0.5 GPU each' if gpu else ''}; {selected[:120]}", {}
+        devices = trial_devices(tmp / "search.db")
+        if dev == "cuda" and (not devices or any(d != "cuda" for d in devices)):
+            raise RuntimeError(f"the trials did not all train on the GPU: train/device {devices}")
+        return "ok", f"2 trials{' at 0.5 GPU each' if gpu else ''} on {devices}; {selected[:100]}", {"devices": devices}
 
     check.stage("search 2 trials", search)
 
+    @needs("mlflow")
     def experiment():
         import yaml
 
@@ -282,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check.stage("experiments/run.py", experiment)
 
+    @needs("pytest")
     def pytest_gpu():
         cmd = [
             sys.executable,
@@ -303,12 +383,18 @@ def main(argv: list[str] | None = None) -> int:
     def bench():
         cmd = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "train", "--device", dev, "--repeats", "1"]
         cmd += ["--tiny"] if dev == "cpu" else ["--train-ids", "8", "--compile"]
-        done = _run(cmd, 420, REPO)
-        lines = [line for line in done.stdout.splitlines() if len(line) > 80 and line[78:].split()]
-        figures = {line[:78].strip(): float(line[78:].split()[0]) for line in lines}
+        _run([*cmd, "--json", str(tmp / "bench.json")], 420, REPO)
+        rows = json.loads((tmp / "bench.json").read_text())
+        figures = {r["name"].strip(): r["value"] for r in rows}
         m4 = {k: v for k, v in figures.items() if k.startswith("train M4") and "aminet" in k}
         detail = "; ".join(f"{k.split(', ')[-1]} {v:.0f} img/s" for k, v in m4.items())
-        return "ok", f"M4 {detail}" if detail else f"{len(figures)} figures", figures
+        peak = max((r["value"] for r in rows if r["unit"] == "MiB"), default=None)
+        if dev == "cuda" and peak is None:
+            raise RuntimeError("bench.py printed no peak-memory figure")
+        detail = (f"M4 {detail}" if detail else f"{len(figures)} figures") + (
+            f"; peak GPU memory {peak:.0f} MiB" if peak is not None else ""
+        )
+        return "ok", detail, figures
 
     check.stage("bench train", bench)
     check.write()

@@ -6,7 +6,6 @@ import socket
 import sys
 from pathlib import Path
 
-import optuna
 import yaml
 
 from aminet.data import synthetic
@@ -146,7 +145,9 @@ def search_runs(tmp, name, uri: str | None = None):
     )
 
 
-def search_study(tmp, name) -> optuna.Study:
+def search_study(tmp, name):
+    import optuna  # here, not at the top: tests/test_gpu.py runs on GPU nodes that have torch and no Optuna
+
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'ray' / name / 'optuna.db'}")
 
 
