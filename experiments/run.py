@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -287,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="discard earlier checkpoints instead of resuming")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
+        "--offline", action="store_true", help="never download (AMINET_OFFLINE=1): missing ImageNet weights are refused"
+    )
+    parser.add_argument(
         "--tag",
         action="append",
         default=[],
@@ -303,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     # fault drills for tests (aminet/engine/drills.py), handed to the engine explicitly
     parser.add_argument("--drill", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.offline:
+        from aminet.model.weights import OFFLINE_ENV
+
+        os.environ[OFFLINE_ENV] = "1"
 
     try:
         drill, configs, seeds, extra_tags = _inputs(args)

@@ -124,9 +124,7 @@ def _child_env() -> dict[str, str]:
     """The children's environment: the repository first on an absolute PYTHONPATH (the stages run from a
     temporary folder, where a relative entry such as ``.`` would name the wrong folder)."""
     parts = [str(REPO)] + [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(
-        os.environ, PYTHONUNBUFFERED="1", RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONPATH=os.pathsep.join(parts)
-    )
+    return dict(os.environ, PYTHONUNBUFFERED="1", RAY_DISABLE_DOCKER_CPU_WARNING="1", PYTHONPATH=os.pathsep.join(parts))
 
 
 def recompilations() -> int:
@@ -305,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = evaluate_benchmarks(
             model.to(dev), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device=dev
         )
-        ref = evaluate_benchmarks(
-            model.cpu(), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device="cpu"
-        )
+        ref = evaluate_benchmarks(model.cpu(), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device="cpu")
         cols = [c for c in ("R1", "R10", "R20", "mAP", "mINP") if c in frame.columns]
         if len(frame) != len(ref) or not cols:
             raise RuntimeError(f"{len(frame)} rows on {dev}, {len(ref)} on the CPU; columns {list(frame.columns)}")

@@ -13,6 +13,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import socket
 import sys
 from dataclasses import dataclass, replace
@@ -219,9 +220,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --replay: each replayed epoch sleeps its recorded time x S (default 0: no sleep)",
     )
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune console verbosity")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download (sets AMINET_OFFLINE=1 for every trial): missing ImageNet weights are refused in one line",
+    )
     # fault drills for tests (aminet/engine/drills.py), handed to every trial explicitly
     p.add_argument("--drill", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.offline:
+        from aminet.model.weights import OFFLINE_ENV
+
+        os.environ[OFFLINE_ENV] = "1"  # before Ray starts: the local workers inherit it
     args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
     return args
 

@@ -42,6 +42,10 @@ def pytest_configure(config):
     (a ``ray start`` or ``ray.cluster_utils.Cluster`` of another test would otherwise be joined). The folder
     is short, as Ray's socket paths under it must stay below 108 bytes. In a process that shares the cores
     with other test processes, torch (and the experiments it starts) take a fair share of threads."""
+    # No test downloads by accident (CI reaches package indexes only; a download there would hang until
+    # urllib gives up): missing ImageNet weights are refused as on an offline node. The download tests set
+    # their own environment.
+    os.environ.setdefault("AMINET_OFFLINE", "1")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     config._aminet_ray_tmp = tempfile.mkdtemp(prefix=f"ray-{worker}-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = config._aminet_ray_tmp

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +264,70 @@ def test_presets_take_the_mmd_weights_of_the_config_they_are_applied_to():
             assert cfg.model.pesam == (row != "M0") and cfg.model.upper_body == (row != "M0")
             [(_, shipped)] = run.load_experiment(root / "ablation" / f"{dataset}_{row}.yaml", [], [])
             assert shipped == cfg, (dataset, row)
+
+
+def _fake_imagenet_file(tmp_path, corrupt=False):
+    """A resnet18 state dict saved under torchvision's naming (``resnet18-<sha256 prefix>.pth``), served to
+    torch's own downloader from a ``file://`` URL (no network); ``corrupt``: the bytes do not match the name."""
+    import hashlib
+    import io
+
+    import torchvision
+
+    buf = io.BytesIO()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), buf)
+    data = buf.getvalue()
+    name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    served = tmp_path / "served" / name
+    served.parent.mkdir(parents=True, exist_ok=True)
+    served.write_bytes(data[:-100] + b"x" * 100 if corrupt else data)
+    return served
+
+
+def test_missing_imagenet_weights_are_downloaded_with_torchs_hash_check(tmp_path, monkeypatch):
+    """Issue 39: ``model.weights=imagenet`` with the file missing downloads it through torch's hub downloader
+    into torchvision's cache (hash checked); a corrupted download is refused in one line and leaves nothing."""
+    from aminet.model import weights as w
+
+    monkeypatch.delenv("AMINET_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    served = _fake_imagenet_file(tmp_path)
+    monkeypatch.setattr(w, "_imagenet_url", lambda arch: served.as_uri())
+    path = w.check_weights("resnet18", "imagenet")
+    assert path == tmp_path / "hub" / "checkpoints" / served.name and path.read_bytes() == served.read_bytes()
+    model = AMINet(3, arch="resnet18", weights="imagenet")  # and the model loads it
+    assert model is not None
+
+    bad = _fake_imagenet_file(tmp_path / "bad", corrupt=True)
+    monkeypatch.setattr(w, "_imagenet_url", lambda arch: bad.as_uri())
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub2"))
+    with pytest.raises(WeightsUnavailable) as err:
+        w.check_weights("resnet18", "imagenet")
+    assert "\n" not in str(err.value) and "hash" in str(err.value).lower() and bad.name in str(err.value)
+    assert not list((tmp_path / "hub2" / "checkpoints").glob("*"))  # no half-written file
+
+
+def test_offline_refuses_missing_weights_naming_the_file_and_the_fetch_command(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from aminet.model import weights as w
+
+    monkeypatch.setenv("AMINET_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(w, "_imagenet_url", lambda arch: "file:///nowhere/resnet18-00000000.pth")
+    with pytest.raises(WeightsUnavailable) as err:
+        w.check_weights("resnet18", "imagenet")
+    msg = str(err.value)
+    assert "\n" not in msg and "resnet18-00000000.pth" in msg and "python -m aminet.model.weights resnet18" in msg
+    assert "downloads are off" in msg
+    # the runners' --offline sets the switch for everything they start
+    env = {k: v for k, v in os.environ.items() if k != "AMINET_OFFLINE"}
+    env["TORCH_HOME"] = str(tmp_path / "torch-home")
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "experiments" / "run.py"), "experiments/smoke.yaml",
+         "--offline", "--set", "model.weights=imagenet", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert out.returncode == 2 and "downloads are off" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "m.db").exists()

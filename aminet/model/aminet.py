@@ -36,10 +36,8 @@ Evaluation embedding (``extract``): per image, one modality at a time: the intra
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -48,6 +46,7 @@ import torchvision
 
 from aminet.imaging import IMAGENET_MEAN, IMAGENET_STD, upper_view
 from aminet.model.phase import phase_congruency_rgb
+from aminet.model.weights import WeightsUnavailable, check_weights, imagenet_weights_path  # noqa: F401 - re-exported
 
 __all__ = [
     "AMINet",
@@ -63,10 +62,6 @@ __all__ = [
 ]
 
 MODALITIES = ("visible", "infrared")
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,31 +160,6 @@ class PESAM(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------
-
-
-def imagenet_weights_path(arch: str) -> Path:
-    """Where torchvision keeps the ImageNet weights of ``arch`` (they are never downloaded here)."""
-    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-
-
-def check_weights(arch: str, weights: str) -> Path | None:
-    """The weights file a model would load (None for ``none``); ``WeightsUnavailable`` if it is missing."""
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        path = imagenet_weights_path(arch)
-        if not path.is_file():
-            raise WeightsUnavailable(
-                f"model.weights=imagenet: the torchvision ImageNet weights of {arch} are not on this machine "
-                f"(expected {path}); nothing is downloaded at run time. Copy the file there, give a path "
-                f"with model.weights=/path/to/{path.name}, or train from scratch with model.weights=none"
-            )
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(f"model.weights: file not found: {path}")
-    return path
 
 
 def _load_resnet(arch: str, weights: str) -> nn.Module:
