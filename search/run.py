@@ -24,6 +24,8 @@ before any trial or MLflow run starts.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.aminet_trainable import remove_orphaned_trial_folders
 
     st = plan.settings
+    # SIGTERM (scancel, a Kubernetes pod's stop, `kill`) is a Ctrl-C: Ray saves the experiment, the runs end
+    # KILLED and the resume hint is printed, instead of the process dying mid-write.
+    signal.signal(signal.SIGTERM, lambda sig, frame: os.kill(os.getpid(), signal.SIGINT))
     rec = open_search(plan, resources, concurrent)
     client, parent_id = rec.client, rec.parent_id
     logger = TrialRunLogger(
