@@ -52,9 +52,9 @@ if str(REPO) not in sys.path:
 from aminet.cli import ArgumentParser  # noqa: E402
 from benchmarks.search_study import bootstrap_ci, budget_with, iqm, simulate  # noqa: E402
 from search.blackbox import Row  # noqa: E402
+from search.samplers import SAMPLERS  # noqa: E402 - the one sampler table
 from search.spaces import Budget, DefineByRun, Param  # noqa: E402
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "pibo")
 TABULAR = {
     "hpobench": (
         "HPOBench",

@@ -9,7 +9,7 @@
 the scheduler are the objects the driver builds (``search.cluster.make_searcher`` / ``make_scheduler``: the
 same space, warm start, Optuna sampler, ASHA), called in the order Ray's trial controller calls them
 (scheduler first on each result; on a stop, the scheduler's then the searcher's ``on_trial_complete``).
-Each trial is answered by the table (``trainables.replay.answer``: the exact row, else the nearest) and
+Each trial is answered by the table (``search.replay.answer``: the exact row, else the nearest) and
 advances on a simulated clock by its recorded epoch and evaluation times, with ``concurrency`` workers
 (Syne Tune's simulator backend): a new trial is asked for whenever a worker is free. ``--check-driver N``
 runs N searches through the real driver (``search/run.py --replay``, concurrency 1) and compares their trial
@@ -49,10 +49,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from aminet.cli import ArgumentParser, UsageError  # noqa: E402
+from search.samplers import SAMPLERS  # noqa: E402 - the one sampler table
 from search.transfer import METHODS  # noqa: E402
-
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "pibo")
-
 
 # ------------------------------------------------------------------------------------------------
 # The benchmark: a table, its space and base config, the scores a study compares
@@ -62,7 +60,7 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes", "pibo")
 @dataclass
 class Bench:
     """A tabulated benchmark as the simulator replays it. ``model``: how a proposal is answered, ``nearest``
-    (the table's row with exactly those values, else the nearest row: ``trainables.replay.answer``, what
+    (the table's row with exactly those values, else the nearest row: ``search.replay.answer``, what
     ``search/run.py --replay`` does) or ``forest`` (``search.surrogate.ForestSurrogate``: a random forest
     fitted to the table plus a measured seed deviation). A configuration is keyed by its table id (an int)
     under ``nearest`` and by its ``params_key`` (a str) under ``forest``; ``val`` and ``test`` take either."""
@@ -140,7 +138,7 @@ class Bench:
     def answer(self, params: dict[str, Any], seed: int, rng) -> tuple[Any, Any]:
         """(key, row) of one simulated run of ``params`` at ``seed`` (``rng``: the surrogate's noise draws)."""
         if self.surrogate is None:
-            from trainables.replay import answer
+            from search.replay import answer
 
             cid = answer(self.table, self.space_params, params)
             return cid, self.table.row(cid, seed)

@@ -3,7 +3,7 @@
 Following Syne Tune's blackbox repository and HPOBench's tabular benchmarks: a fixed set of
 configurations of a space is trained once (``benchmarks/tabulate_space.py``), and every configuration's
 validation curve (the score at every epoch), time per epoch and final test metrics are kept in a small
-table. A search is then replayed on the table (``trainables/replay.py``, ``benchmarks/search_study.py``)
+table. A search is then replayed on the table (``search/replay.py``, ``benchmarks/search_study.py``)
 many times, at no training cost.
 
 The table is a folder:

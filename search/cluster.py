@@ -160,7 +160,7 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
     from trainables.aminet_trainable import train_aminet
 
     if plan.replay is not None:
-        from trainables.replay import train_replay
+        from search.replay import train_replay
 
         trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), resources)
     else:
@@ -236,7 +236,7 @@ def reseed_tuner(
     from trainables.aminet_trainable import train_reseed
 
     if plan.replay is not None:
-        from trainables.replay import replay_reseed
+        from search.replay import replay_reseed
 
         trainable = tune.with_resources(
             tune.with_parameters(replay_reseed, points=points, **_replay_kwargs(plan)), resources

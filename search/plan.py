@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aminet.cli import ArgumentParser, UsageError, invoked_as
+from search.samplers import SAMPLERS, asha_refusal
 
 if TYPE_CHECKING:
     from aminet.config import Config
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sampler",
-        choices=["tpe", "pibo", "gp", "cmaes", "random"],
+        choices=list(SAMPLERS),
         default="tpe",
         help="Optuna sampler (default tpe: multivariate TPE; pibo: TPE guided by the space's priors, search/pibo.py)",
     )
@@ -372,7 +373,7 @@ class Plan:
     settings: Settings
     saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
     fingerprint: str | None = None  # of the search's data folder, set by preflight
-    replay: Path | None = None  # --replay: the table folder that answers every trial (trainables/replay.py)
+    replay: Path | None = None  # --replay: the table folder that answers every trial (search/replay.py)
     replay_time_scale: float = 0.0
     drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
 
@@ -449,14 +450,9 @@ def plan_search(args: argparse.Namespace) -> Plan:
 
 
 def _check_search_flags(args: argparse.Namespace) -> None:
-    # CMA-ES learns only from trials trained to the full budget and, under ASHA, ends behind random search on
-    # the study's table; GP learns from the same few trials but, at 32 trials, was the one sampler ahead of
-    # random search there (docs/search-study.md, "Beating random search"), so GP under ASHA is allowed
-    if args.sampler == "cmaes" and args.scheduler == "asha":
-        raise UsageError(
-            "--sampler cmaes learns only from trials trained to the full budget, and ASHA stops most before it "
-            "(docs/search-study.md): use --scheduler none with cmaes, or --sampler tpe or gp with ASHA"
-        )
+    refusal = asha_refusal(args.sampler, args.scheduler)  # search/samplers.py says which and why
+    if refusal:
+        raise UsageError(refusal)
     if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
         raise UsageError(f"--time-budget must be > 0 seconds (a finite number), got {args.time_budget:g}")
     if args.top_k is not None and args.top_k < 1:

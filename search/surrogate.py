@@ -1,6 +1,6 @@
 """A surrogate of a tabulated benchmark: answers any configuration of the space, not only the table's rows.
 
-The nearest-row answer (``trainables.replay.answer``) makes a 150-row table a piecewise-constant objective
+The nearest-row answer (``search.replay.answer``) makes a 150-row table a piecewise-constant objective
 with 150 cells: a sampler that concentrates its proposals in a good region is answered by the same few rows
 again and again (the same recorded score, nothing new learned) and by rows up to a cell's width away from what
 it proposed. Surrogate benchmarks (Eggensperger et al., AAAI 2015; YAHPO Gym; Syne Tune's blackbox repository

@@ -42,6 +42,7 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from search.samplers import SAMPLER_TABLE, SAMPLERS  # the one sampler table (SAMPLERS re-exported)
 from trainables.params import LABELS, OPTUNA_TRIAL, SEED
 
 __all__ = [
@@ -173,9 +174,6 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-SAMPLERS = ("tpe", "pibo", "gp", "cmaes", "random")
-
-
 def diverged_violation(trial) -> tuple[float]:
     """TPE's constraint: a trial whose loss diverged violates it. TPE splits trials into good and bad as
     COMPLETE by value, then PRUNED by the step they reached (deepest first) and value, then infeasible ones
@@ -211,21 +209,11 @@ def make_sampler(kind: str, seed: int, num_samples: int, priors: dict | None = N
         constant_liar=True,
         constraints_func=diverged_violation,
     )
+    if kind not in SAMPLER_TABLE:
+        raise ValueError(f"--sampler {kind!r}: choose one of {list(SAMPLERS)}")
     with warnings.catch_warnings():  # the samplers we chose knowingly: their "experimental" notes are noise
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "tpe":
-            return optuna.samplers.TPESampler(**tpe_kwargs)
-        if kind == "pibo":
-            from search.pibo import PriorTPESampler
-
-            return PriorTPESampler(priors=priors or {}, beta=max(1.0, num_samples / 10), **tpe_kwargs)
-        if kind == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
-        if kind == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"--sampler {kind!r}: choose one of {list(SAMPLERS)}")
+        return SAMPLER_TABLE[kind].build(seed, startup, tpe_kwargs, priors, num_samples)
 
 
 class TrialRunLogger(LoggerCallback):

@@ -47,3 +47,24 @@ def test_the_model_and_the_losses_do_not_import_the_data_layer(module):
 def test_the_command_line_helpers_are_a_leaf():
     loaded = _imported("aminet.cli")
     assert not {m for m in loaded if m.startswith("aminet.") and m not in ("aminet.cli",)}
+
+
+@pytest.mark.parametrize("module", ["trainables.aminet_trainable", "trainables.params"])
+def test_the_trainables_import_nothing_from_the_search(module):
+    """Issue 40: the Ray adapters sit below the search; the replay trainable (a study feature) lives in
+    ``search/`` so no arrow points up from ``trainables/``."""
+    assert not {m for m in _imported(module) if m.split(".")[0] == "search"}, module
+
+
+def test_the_sampler_table_is_the_one_list():
+    """Issue 40: argparse's choices, the ASHA refusal, the factory and the benchmarks read one table."""
+    from benchmarks import external, search_study
+    from search.plan import parse_args
+    from search.samplers import SAMPLER_TABLE, SAMPLERS, asha_refusal
+    from search.tuning import SAMPLERS as TUNING
+
+    assert SAMPLERS == tuple(SAMPLER_TABLE) == TUNING == search_study.SAMPLERS == external.SAMPLERS
+    for name in SAMPLERS:
+        assert parse_args(["--sampler", name, "--scheduler", "none"]).sampler == name
+        assert (asha_refusal(name, "asha") is None) == SAMPLER_TABLE[name].with_asha
+        assert asha_refusal(name, "none") is None

@@ -225,7 +225,7 @@ def test_a_replayed_search_runs_the_real_driver_and_matches_the_simulator(tmp_pa
     parent = parents[0]
     assert parent.data.tags["aminet.replay"].startswith(str(TOY))
     # the parent's test figures are the table's recorded test metrics of the selected configuration's rows
-    from trainables.replay import answer
+    from search.replay import answer
 
     winner = json.loads(
         Path(client.download_artifacts(parent.info.run_id, "best/selection.json", str(tmp))).read_text()
