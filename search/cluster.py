@@ -7,7 +7,8 @@ import os
 import sys
 import time
 
-from search.plan import DEADLINE_FILE, METRIC, Plan, Settings, UsageError
+from search.context import DEADLINE_FILE, METRIC, Plan, Settings
+from search.plan import UsageError
 
 __all__ = [
     "quiet_libraries",

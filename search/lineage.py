@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.plan import DEADLINE_FILE, DEFAULT_TRANSFER, STATE_FILE, Plan
+from search.context import DEADLINE_FILE, DEFAULT_TRANSFER, STATE_FILE, Plan
 
 __all__ = [
     "SearchRecord",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from search.cluster import reseed_tuner
+from search.context import Plan
 from search.lineage import (
     SearchRecord,
     describe_parent,
@@ -16,7 +17,6 @@ from search.lineage import (
     record_test_evaluation,
     save_state,
 )
-from search.plan import Plan
 from search.registry import register_champion
 
 __all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units"]

@@ -16,17 +16,18 @@ import math
 import os
 import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aminet.cli import ArgumentParser, UsageError, invoked_as
+from search.context import DEADLINE_FILE, DEFAULT_TRANSFER, METRIC, STATE_FILE, Plan, Settings  # noqa: F401
 from search.samplers import SAMPLERS, asha_refusal
 
 if TYPE_CHECKING:
     from aminet.config import Config
     from aminet.engine.drills import Drill
-    from search.spaces import Budget, SearchSpace
+    from search.spaces import Budget
 
 __all__ = [
     "UsageError",
@@ -44,9 +45,6 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-STATE_FILE = "aminet_search.json"
-DEADLINE_FILE = "deadline"  # the Unix time after which no new trial starts (--time-budget)
-METRIC = "score"
 DESCRIPTION = """Distributed hyperparameter search for AMINet: Ray Tune + Optuna + ASHA, tracked in MLflow.
 
     python search/run.py --space sysu                       # synthetic benchmark, CPU-sized budget
@@ -325,71 +323,6 @@ def check_address(address: str | None) -> None:
         raise UsageError(f"--address {address}: cannot reach a Ray head there ({exc.strerror or exc})") from None
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How the search runs, resolved once from the flags (a resumed search's from its saved identity)."""
-
-    sampler: str  # tpe, gp, cmaes, random
-    scheduler: str  # asha, none
-    seed: int  # the sampler's
-    top_k: int  # finished trials re-seeded
-    reseeds: int  # extra seeds per re-seeded trial
-    time_budget: float | None  # seconds of searching after which no trial starts
-    max_failures: int  # retries of a crashed trial
-    verbose: int  # Ray Tune's console verbosity
-    address: str | None  # the Ray cluster to join (None: a local Ray)
-    storage_flag: str | None  # --storage as given (the resume hint repeats it)
-    space_flag: str  # --space as given: a shipped name or a file's path (the resume hint repeats it)
-    mlflow_uri: str | None
-    mlflow_experiment: str
-    gpus_per_trial: float | None
-    cpus_per_trial: float | None
-    max_concurrent: int | None
-    dashboard: bool
-    final_eval: bool
-    register: bool
-    retrain_best: bool
-    retrain_seeds: tuple[int, ...]
-    retrain_trials: tuple[int, ...]
-    identity: dict[str, Any]  # the identity flags, normalised, as the state file keeps them
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The search context: one resolved, typed, frozen value made by ``plan_search`` (and completed by
-    ``preflight`` with the data's fingerprint); every step of the search takes it and its own inputs. The
-    command line's namespace never leaves this module."""
-
-    space: SearchSpace
-    base: Config
-    budget: Budget
-    quick: bool
-    name: str
-    storage: str
-    experiment_path: str
-    state_dir: Path
-    sysu_root: Path | None
-    regdb_root: Path | None
-    settings: Settings
-    saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
-    fingerprint: str | None = None  # of the search's data folder, set by preflight
-    replay: Path | None = None  # --replay: the table folder that answers every trial (search/replay.py)
-    replay_time_scale: float = 0.0
-    drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
-
-    @property
-    def resume(self) -> bool:
-        """This search continues a saved one (its settings and base config are the saved search's)."""
-        return self.saved_state is not None
-
-    @property
-    def synthetic_data(self) -> bool:
-        """The training data is a synthetic benchmark (the default one or one generated into a folder)."""
-        from aminet.data.synthetic import is_synthetic
-
-        return is_synthetic(self.base.data.root)
-
-
 def plan_search(args: argparse.Namespace) -> Plan:
     """The search's context from its command line: each step below checks its flags (``UsageError``, one
     line) in this order, before anything is built or written."""
@@ -467,9 +400,6 @@ def _check_priors(space) -> None:
             f"--sampler pibo: {space.path} gives no parameter a prior (prior: {{centre: ..., strength: ...}}; "
             f"search/spaces.py) and no --transfer-method prior makes one; use --sampler tpe, or add priors"
         )
-
-
-DEFAULT_TRANSFER = "prior"  # docs/search-study.md, "Transfer": the one method never behind no transfer
 
 
 def _transfer(args: argparse.Namespace, space, base, storage: str):

@@ -3,7 +3,7 @@ benchmark and data fingerprint, the ``champion`` alias moved only under the guar
 
 from __future__ import annotations
 
-from search.plan import Plan
+from search.context import Plan
 
 __all__ = ["register_champion"]
 

@@ -1,0 +1,88 @@
+"""The search's context in one place: the constants of a search's folder, ``Settings`` (how it runs) and
+``Plan`` (what it is: space, base config, budget, data roots, settings, saved state), the one typed, frozen
+value every step of the search takes. Made by ``search.plan.plan_search`` from the command line (the
+namespace never leaves that module) and completed by ``preflight``; the modules that record, run and choose
+(``lineage``, ``cluster``, ``outcome``, ``registry``) import it from here, not from the command-line module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aminet.config import Config
+    from aminet.engine.drills import Drill
+    from search.spaces import Budget, SearchSpace
+
+__all__ = ["Plan", "Settings", "STATE_FILE", "DEADLINE_FILE", "METRIC", "DEFAULT_TRANSFER"]
+
+STATE_FILE = "aminet_search.json"  # the search's saved state, in its experiment folder
+DEADLINE_FILE = "deadline"  # the Unix time after which no new trial starts (--time-budget)
+METRIC = "score"  # what trials report and Optuna maximises: (R1 + mAP) / 2 on validation identities
+DEFAULT_TRANSFER = "prior"  # docs/search-study.md, "Transfer": the one method never behind no transfer
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the search runs, resolved once from the flags (a resumed search's from its saved identity)."""
+
+    sampler: str  # tpe, gp, cmaes, random
+    scheduler: str  # asha, none
+    seed: int  # the sampler's
+    top_k: int  # finished trials re-seeded
+    reseeds: int  # extra seeds per re-seeded trial
+    time_budget: float | None  # seconds of searching after which no trial starts
+    max_failures: int  # retries of a crashed trial
+    verbose: int  # Ray Tune's console verbosity
+    address: str | None  # the Ray cluster to join (None: a local Ray)
+    storage_flag: str | None  # --storage as given (the resume hint repeats it)
+    space_flag: str  # --space as given: a shipped name or a file's path (the resume hint repeats it)
+    mlflow_uri: str | None
+    mlflow_experiment: str
+    gpus_per_trial: float | None
+    cpus_per_trial: float | None
+    max_concurrent: int | None
+    dashboard: bool
+    final_eval: bool
+    register: bool
+    retrain_best: bool
+    retrain_seeds: tuple[int, ...]
+    retrain_trials: tuple[int, ...]
+    identity: dict[str, Any]  # the identity flags, normalised, as the state file keeps them
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The search context: one resolved, typed, frozen value made by ``plan_search`` (and completed by
+    ``preflight`` with the data's fingerprint); every step of the search takes it and its own inputs. The
+    command line's namespace never leaves this module."""
+
+    space: SearchSpace
+    base: Config
+    budget: Budget
+    quick: bool
+    name: str
+    storage: str
+    experiment_path: str
+    state_dir: Path
+    sysu_root: Path | None
+    regdb_root: Path | None
+    settings: Settings
+    saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
+    fingerprint: str | None = None  # of the search's data folder, set by preflight
+    replay: Path | None = None  # --replay: the table folder that answers every trial (search/replay.py)
+    replay_time_scale: float = 0.0
+    drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
+
+    @property
+    def resume(self) -> bool:
+        """This search continues a saved one (its settings and base config are the saved search's)."""
+        return self.saved_state is not None
+
+    @property
+    def synthetic_data(self) -> bool:
+        """The training data is a synthetic benchmark (the default one or one generated into a folder)."""
+        from aminet.data.synthetic import is_synthetic
+
+        return is_synthetic(self.base.data.root)
