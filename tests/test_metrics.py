@@ -142,3 +142,44 @@ def test_bad_input_names_the_problem(kwargs, message):
 def test_sysu_requires_cameras_of_matching_length():
     with pytest.raises(ValueError, match="g_cams: length 1"):
         sysu_metrics(np.zeros((1, 2)), [0], [0, 1], [3], [1])
+
+
+def _random_llcm(seed, n_ids=20, n_query=200, n_gallery=150, integer_dist=False):
+    """Queries and gallery from the same nine camera numbers (LLCM's visible and near-infrared cameras)."""
+    rng = np.random.default_rng(200 + seed)
+    q_pids, g_pids = rng.integers(0, n_ids, n_query), rng.integers(0, n_ids, n_gallery)
+    q_cams, g_cams = rng.choice([1, 2, 4, 5, 6, 7, 8, 9], n_query), rng.integers(1, 10, n_gallery)
+    if integer_dist:
+        dist = rng.integers(0, 6, (n_query, n_gallery)).astype(np.float64)
+    else:
+        dist = rng.normal(size=(n_query, n_gallery)) - 0.8 * (q_pids[:, None] == g_pids[None, :])
+    return dist, q_pids, g_pids, q_cams, g_cams
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_llcm_matches_reference(seed, ties):
+    from aminet.evaluation import llcm_metrics
+
+    dist, qp, gp, qc, gc = _random_llcm(seed, integer_dist=ties)
+    cmc, mAP, mINP = llcm_metrics(dist, qp, gp, qc, gc)
+    ref = reference_metrics(dist, qp, gp, qc, gc, sysu=False, llcm=True)
+    np.testing.assert_allclose(cmc, ref[0], atol=1e-6)
+    assert mAP == pytest.approx(ref[1], abs=1e-6) and mINP == pytest.approx(ref[2], abs=1e-6)
+
+
+def test_llcm_by_hand():
+    """One query (identity 7, camera 4) and five gallery images, ranked by distance:
+    g0 id 7 cam 4 (removed: own identity, own camera), g1 id 3 cam 1, g2 id 7 cam 4 (removed), g3 id 3 cam 2,
+    g4 id 7 cam 9. Kept list: id 3, id 3, id 7 -> the positive at kept position 3: AP = INP = 1/3;
+    deduplicated CMC: [id 3, id 7] -> rank 2. SYSU's rule (camera-3 queries only) would keep g0 (rank 1)."""
+    from aminet.evaluation import llcm_metrics
+
+    dist = np.array([[0.1, 0.2, 0.3, 0.4, 0.5]])
+    q_pids, g_pids = np.array([7]), np.array([7, 3, 7, 3, 7])
+    q_cams, g_cams = np.array([4]), np.array([4, 1, 4, 2, 9])
+    cmc, mAP, mINP = llcm_metrics(dist, q_pids, g_pids, q_cams, g_cams, max_rank=3)
+    np.testing.assert_allclose(cmc, [0.0, 1.0, 1.0])
+    assert mAP == pytest.approx(1 / 3) and mINP == pytest.approx(1 / 3)
+    cmc_s, map_s, _ = sysu_metrics(dist, q_pids, g_pids, q_cams, g_cams, max_rank=3)
+    assert cmc_s[0] == 1.0 and map_s > mAP

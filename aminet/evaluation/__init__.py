@@ -1,7 +1,7 @@
 """Rank-k, mAP and mINP under the SYSU-MM01 and RegDB rules, the full test protocols over any feature
 extractor, and a saved checkpoint on both benchmarks' test protocols (``aminet.evaluation.trained``)."""
 
-from aminet.evaluation.metrics import rank_metrics, regdb_metrics, sysu_metrics
+from aminet.evaluation.metrics import llcm_metrics, rank_metrics, regdb_metrics, sysu_metrics
 from aminet.evaluation.protocol import (
     ProtocolResult,
     extract_features,
@@ -14,6 +14,7 @@ from aminet.evaluation.protocol import (
 __all__ = [
     "sysu_metrics",
     "regdb_metrics",
+    "llcm_metrics",
     "rank_metrics",
     "ProtocolResult",
     "extract_features",

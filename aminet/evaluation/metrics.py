@@ -13,6 +13,11 @@ SYSU-MM01 (``sysu_metrics``)
 RegDB (``regdb_metrics``)
     * no removal; CMC is image-level (rank of the first positive); AP and INP as above.
 
+LLCM (``llcm_metrics``; the benchmark's public code, ZYK100/LLCM ``eval_llcm``)
+    * a query drops the gallery entries of its own identity from its own camera number (LLCM's visible
+      and near-infrared images come from the same nine cameras, ``test_vis/camN`` and ``test_nir/camN``);
+    * CMC identity-deduplicated, AP and INP on the kept list, as for SYSU-MM01.
+
 Definitions, for one query with positives at 1-based kept positions p_1 < ... < p_n:
     AP  = mean_i (i / p_i)
     INP = n / p_n
@@ -31,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sysu_metrics", "regdb_metrics", "rank_metrics"]
+__all__ = ["sysu_metrics", "regdb_metrics", "llcm_metrics", "rank_metrics"]
 
 # Queries are processed in chunks so that (Q, G) int64 work tensors stay small on huge galleries.
 _CHUNK_ELEMENTS = 1 << 24
@@ -53,6 +58,15 @@ def regdb_metrics(distmat: Any, q_pids: Any, g_pids: Any, max_rank: int = 20) ->
     )
 
 
+def llcm_metrics(
+    distmat: Any, q_pids: Any, g_pids: Any, q_cams: Any, g_cams: Any, max_rank: int = 20
+) -> tuple[np.ndarray, float, float]:
+    """CMC (length ``max_rank``), mAP and mINP under the LLCM rules. Fractions in [0, 1]."""
+    return rank_metrics(
+        distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank, remove_same_camera=True, dedup_cmc=True
+    )
+
+
 def rank_metrics(
     distmat: Any,
     q_pids: Any,
@@ -62,6 +76,7 @@ def rank_metrics(
     *,
     max_rank: int = 20,
     remove_cam2_for_cam3: bool = False,
+    remove_same_camera: bool = False,
     dedup_cmc: bool = False,
 ) -> tuple[np.ndarray, float, float]:
     dist = _as_tensor(distmat, "distmat", None)
@@ -81,7 +96,9 @@ def rank_metrics(
     device = dist.device
     qp = _as_vector(q_pids, "q_pids", num_q, device)
     gp = _as_vector(g_pids, "g_pids", num_g, device)
-    if remove_cam2_for_cam3:
+    if remove_cam2_for_cam3 and remove_same_camera:
+        raise ValueError("one camera rule at a time: remove_cam2_for_cam3 (SYSU) or remove_same_camera (LLCM)")
+    if remove_cam2_for_cam3 or remove_same_camera:
         qc = _as_vector(q_cams, "q_cams", num_q, device)
         gc = _as_vector(g_cams, "g_cams", num_g, device)
     else:
@@ -107,9 +124,7 @@ def rank_metrics(
         d = dist[start:stop]
         n = stop - start
         matches = gp[None, :] == qp[start:stop, None]
-        keep = None
-        if qc is not None:
-            keep = ~((qc[start:stop, None] == 3) & (gc[None, :] == 2))
+        keep = _keep(matches, None if qc is None else qc[start:stop], gc, remove_cam2_for_cam3, remove_same_camera)
         hits = matches & keep if keep is not None else matches
         qi, gj = hits.nonzero(as_tuple=True)  # positive (query, gallery) pairs, query-major
         n_pos = torch.bincount(qi, minlength=n)
@@ -159,6 +174,18 @@ def rank_metrics(
         raise ValueError("no query has a matching identity in the gallery (after camera removal)")
     cmc = (rank_hits / total).cpu().numpy()
     return cmc, float(ap_sum.item() / total), float(inp_sum.item() / total)
+
+
+def _keep(
+    matches: torch.Tensor, qc: torch.Tensor | None, gc: torch.Tensor | None, sysu_rule: bool, same_camera: bool
+) -> torch.Tensor | None:
+    """The gallery entries each query keeps (None: all). SYSU-MM01: a camera-3 query drops camera 2; LLCM: a
+    query drops its own identity seen by its own camera number."""
+    if sysu_rule:
+        return ~((qc[:, None] == 3) & (gc[None, :] == 2))
+    if same_camera:
+        return ~(matches & (qc[:, None] == gc[None, :]))
+    return None
 
 
 def _before_mask(
