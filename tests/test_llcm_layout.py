@@ -102,3 +102,30 @@ def test_the_protocol_end_to_end_with_the_llcm_metric(tmp_path):
         dist = (qp[:, None] != gp[None, :]).astype(np.float64) + 0.01 * np.abs(qc[:, None] - gc[None, :])
         cmc, mAP, mINP = llcm_metrics(dist, qp, gp, qc, gc)
         assert cmc[0] == 1.0 and mAP == pytest.approx(1.0) and mINP == pytest.approx(1.0)
+
+
+def test_the_synthetic_llcm_layout_reads_as_the_official_one(tmp_path):
+    """The synthetic LLCM (issue 40) in the official layout: the reader and the protocol run on it unchanged,
+    the training lists point at real files with labels 0..N-1, and its visible images are low-light."""
+    from PIL import Image
+
+    from aminet.data import synthetic
+
+    root = synthetic.generate("llcm", tmp_path / "LLCM", ids=9, images=2, height=32, width=16, workers=1)
+    test_ids = llcm.read_test_ids(root)
+    assert len(test_ids) == 3
+    for direction in llcm.DIRECTIONS:
+        _, qp, _ = llcm.query_set(root, direction)
+        _, gp, _ = llcm.gallery_set(root, direction, 0)
+        assert set(qp.tolist()) <= set(test_ids) and set(gp.tolist()) <= set(test_ids)
+    paths, labels = llcm.read_train_list(root, "visible")
+    nir, nir_labels = llcm.read_train_list(root, "infrared")
+    assert set(labels.tolist()) == set(nir_labels.tolist()) == set(range(6))  # every train id in both modalities
+    assert all("/train_vis/" in p for p in paths) and all("/train_nir/" in p for p in nir)
+    vis_q = llcm.query_set(root, "vis2ir")[0]
+    nir_q = llcm.query_set(root, "ir2vis")[0]
+    vis_mean = np.mean([np.asarray(Image.open(p)).mean() for p in vis_q])
+    nir_mean = np.mean([np.asarray(Image.open(p)).mean() for p in nir_q])
+    assert vis_mean < 0.5 * nir_mean  # low light in the visible images
+    again = synthetic.generate("llcm", tmp_path / "again", ids=9, images=2, height=32, width=16, workers=1)
+    assert (again / "idx" / "train_vis.txt").read_text() == (root / "idx" / "train_vis.txt").read_text()

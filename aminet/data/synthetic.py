@@ -2,6 +2,7 @@
 
     python -m aminet.data.synthetic --layout sysu --out DIR --ids 60 --seed 0
     python -m aminet.data.synthetic --layout regdb --out DIR --ids 40 --seed 0
+    python -m aminet.data.synthetic --layout llcm --out DIR --ids 60 --seed 0     # low-light visible images
 
 An *identity* fixes body shape and proportions, head and hair, clothing (colour, material, texture:
 plain, stripes or a logo; trousers or shorts), and accessories (bag, backpack, hat). Each *image*
@@ -49,7 +50,10 @@ VERSIONS = (3, 4)
 DEFAULTS = {
     "sysu": {"ids": 100, "images": 6, "height": 128, "width": 64},
     "regdb": {"ids": 40, "images": 10, "height": 128, "width": 64},
+    "llcm": {"ids": 60, "images": 4, "height": 128, "width": 64},
 }
+LLCM_VISIBLE = tuple(range(1, 10))
+LLCM_INFRARED = (1, 2, 4, 5, 6, 7, 8, 9)
 SYSU_VISIBLE = (1, 2, 4, 5)
 SYSU_INFRARED = (3, 6)
 INDOOR = (1, 2, 3)
@@ -620,6 +624,57 @@ def _render_regdb(args: tuple) -> None:
         Image.fromarray(img).save(path, "BMP")
 
 
+def _llcm_plan(ids: int, seed: int, images: int) -> tuple[dict[str, list[int]], list[tuple[int, str, int, int]]]:
+    """LLCM's split (a third of the identities for test, as 351 of 1,064) and the images: each identity in a
+    random subset of the nine visible and eight near-infrared cameras."""
+    rng = np.random.default_rng([seed, 3])
+    pids = list(range(1, ids + 1))
+    order = rng.permutation(pids)
+    n_test = max(2, round(ids * 351 / 1064))
+    splits = {"train": sorted(int(p) for p in order[n_test:]), "test": sorted(int(p) for p in order[:n_test])}
+    jobs = []
+    for pid in pids:
+        part = "test" if pid in splits["test"] else "train"
+        vis = [c for c in LLCM_VISIBLE if rng.random() < 0.4] or [int(rng.choice(LLCM_VISIBLE))]
+        nir = [c for c in LLCM_INFRARED if rng.random() < 0.4] or [int(rng.choice(LLCM_INFRARED))]
+        for modality, cams in (("vis", vis), ("nir", nir)):
+            for cam in cams:
+                n = int(max(1, images + rng.integers(-1, 2)))
+                jobs += [(pid, f"{part}_{modality}", cam, k) for k in range(1, n + 1)]
+    return splits, jobs
+
+
+def _render_llcm(args: tuple) -> None:
+    """LLCM's images: the near-infrared ones as any infrared camera's; the visible ones in low light (LLCM's
+    point: dark scenes, where the visible image has little left, gain noise and a colour cast)."""
+    out, seed, h, w, batch, version = args
+    for pid, folder, cam, k in batch:
+        infrared = folder.endswith("nir")
+        person = make_person(_person_rng(seed, pid))
+        rng = _image_rng(seed, pid, cam + (100 if infrared else 0), k)
+        img = render(person, rng, h, w, infrared, cam, *_v4(seed, pid, cam + (100 if infrared else 0), k, version))
+        if not infrared:
+            dark = img.astype(np.float32) / 255 * rng.uniform(0.15, 0.4)
+            dark = dark * np.array([0.9, 1.0, 1.15], np.float32) + rng.normal(0, 0.02, dark.shape).astype(np.float32)
+            img = (np.clip(dark, 0, 1) * 255 + 0.5).astype(np.uint8)
+        path = Path(out) / folder / f"cam{cam}" / f"{pid:04d}" / f"{pid:04d}_c{cam:02d}_{k:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, "JPEG", quality=92)
+
+
+def _write_llcm_index(tmp: Path, splits: dict[str, list[int]], jobs: list) -> None:
+    (tmp / "idx").mkdir()
+    (tmp / "idx" / "test_id.txt").write_text(",".join(str(p) for p in splits["test"]) + "\n")
+    label = {pid: i for i, pid in enumerate(splits["train"])}
+    for modality in ("vis", "nir"):
+        lines = [
+            f"train_{modality}/cam{cam}/{pid:04d}/{pid:04d}_c{cam:02d}_{k:04d}.jpg {label[pid]}"
+            for pid, folder, cam, k in jobs
+            if folder == f"train_{modality}"
+        ]
+        (tmp / "idx" / f"train_{modality}.txt").write_text("\n".join(lines) + "\n")
+
+
 def _run_jobs(fn, out: Path, seed: int, h: int, w: int, jobs: list, workers: int, version: int) -> None:
     chunks = [jobs[i :: max(1, workers * 4)] for i in range(max(1, workers * 4))]
     tasks = [(str(out), seed, h, w, c, version) for c in chunks if c]
@@ -645,10 +700,10 @@ def generate(
     overwrite: bool = False,
     version: int = GENERATOR_VERSION,
 ) -> Path:
-    """Write a synthetic benchmark in the ``layout`` ("sysu" or "regdb") layout to ``out``; ``version`` 3
+    """Write a synthetic benchmark in the ``layout`` ("sysu", "regdb" or "llcm") layout to ``out``; ``version`` 3
     is the benchmark without the version-4 cues (head-shoulder, lower-body occlusion, illumination)."""
     if layout not in DEFAULTS:
-        raise ValueError(f"layout {layout!r}: choose sysu or regdb")
+        raise ValueError(f"layout {layout!r}: choose sysu, regdb or llcm")
     if version not in VERSIONS:
         raise ValueError(f"version {version!r}: choose one of {', '.join(map(str, VERSIONS))}")
     d = DEFAULTS[layout]
@@ -656,8 +711,9 @@ def generate(
     images = d["images"] if images is None else images
     h = d["height"] if height is None else height
     w = d["width"] if width is None else width
-    if not isinstance(ids, int) or ids < (6 if layout == "sysu" else 2):
-        raise ValueError(f"ids {ids!r}: need at least {6 if layout == 'sysu' else 2} identities")
+    least = {"sysu": 6, "regdb": 2, "llcm": 6}[layout]
+    if not isinstance(ids, int) or ids < least:
+        raise ValueError(f"ids {ids!r}: need at least {least} identities")
     if layout == "regdb" and ids % 2:
         raise ValueError(f"ids {ids}: RegDB splits the identities in halves; give an even number")
     if images < 1:
@@ -670,7 +726,11 @@ def generate(
             raise FileExistsError(f"output folder {out} exists and is not empty (pass overwrite=True / --overwrite)")
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with atomic_directory(out) as tmp:
-        if layout == "sysu":
+        if layout == "llcm":
+            splits, jobs = _llcm_plan(ids, seed, images)
+            _run_jobs(_render_llcm, tmp, seed, h, w, jobs, workers, version)
+            _write_llcm_index(tmp, splits, jobs)
+        elif layout == "sysu":
             splits, jobs = _sysu_plan(ids, seed, images)
             _run_jobs(_render_sysu, tmp, seed, h, w, jobs, workers, version)
             (tmp / "exp").mkdir()
@@ -770,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m aminet.data.synthetic",
         description="Write the synthetic VI-ReID benchmark in the SYSU-MM01 or RegDB layout.",
     )
-    parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu or regdb")
+    parser.add_argument("--layout", required=True, choices=sorted(DEFAULTS), help="sysu, regdb or llcm")
     parser.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     parser.add_argument("--ids", type=int, default=None, help="number of identities (default: sysu 100, regdb 40)")
     parser.add_argument("--seed", type=int, default=0)
