@@ -691,6 +691,7 @@ def check_storage(plan: Plan) -> None:
     if _is_uri(plan.storage):
         return
     storage = Path(plan.storage)
+    created = not storage.exists()  # a refused search leaves no folder of its own behind
     try:
         storage.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=storage, prefix=".aminet-write-test-"):
@@ -702,8 +703,13 @@ def check_storage(plan: Plan) -> None:
     # Ray has not started: the trials running at once are --max-concurrent or, at most, one per local core
     concurrent = plan.settings.max_concurrent or min(plan.budget.num_samples, os.cpu_count() or 1)
     need, how = storage_need(plan, concurrent)
+    if plan.resume:  # what the search already wrote there counts towards its need
+        done = sum(f.stat().st_size for f in Path(plan.experiment_path).rglob("*") if f.is_file())
+        need, how = max(0, need - done), how + f", less {done / 2**20:.0f} MiB already written"
     free = shutil.disk_usage(storage).free
     if free < need:
+        if created:
+            storage.rmdir()
         raise UsageError(
             f"--storage {storage}: {free / 2**20:.0f} MiB free, the search needs about {need / 2**20:.0f} MiB "
             f"({how}); free space there or give another --storage"

@@ -152,7 +152,29 @@ def failure_line(exc: BaseException, plan) -> str:
                 "free space, then resume the search"
             )
         e = e.__cause__ or e.__context__
+    free = _free_bytes(plan)
+    if free is not None and free < FULL_DISK:  # the error surfaced elsewhere (a truncated file read back later)
+        return (
+            f"the disk under --storage {plan.storage} is full ({free / 2**20:.1f} MiB free; the search stopped with "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}); free space, then resume the search"
+        )
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+
+
+FULL_DISK = 64 << 20  # below this much free space under --storage, a failed search is called a full disk
+
+
+def _free_bytes(plan) -> int | None:
+    """Free bytes under a local --storage (None for a remote store or when it cannot be read)."""
+    import shutil
+
+    storage = getattr(plan, "storage", None)
+    if not storage or "://" in str(storage):
+        return None
+    try:
+        return shutil.disk_usage(storage).free
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 tests/test_search.py)."""
 
 import json
+import os
 import pickle
 import time
 from pathlib import Path
@@ -1087,3 +1088,42 @@ def test_a_full_disk_found_mid_search_is_named_in_the_last_line():
         line = failure_line(exc, plan)
     assert line.startswith("the disk is full") and "--storage /data/ray" in line and "\n" not in line
     assert failure_line(ValueError("two\nlines"), plan) == "ValueError: two lines"
+
+
+def test_a_failure_on_a_full_storage_disk_is_called_a_full_disk(tmp_path, monkeypatch):
+    """Measured on a 1.1 GB tmpfs filled mid-search: Ray's syncer logged the ENOSPC errors, and the driver then
+    failed reading a truncated file back (``EOFError: Ran out of input``), with no ENOSPC in the chain. The last
+    line names the full disk from the free space under --storage."""
+    import shutil
+    from collections import namedtuple
+    from types import SimpleNamespace
+
+    from search.run import failure_line
+
+    plan = SimpleNamespace(storage=str(tmp_path))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 200_000, 200_000))
+    line = failure_line(EOFError("Ran out of input"), plan)
+    assert line.startswith(f"the disk under --storage {tmp_path} is full (0.2 MiB free") and "EOFError" in line
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 0, 1 << 30))
+    assert failure_line(EOFError("Ran out of input"), plan) == "EOFError: Ran out of input"
+
+
+def test_a_resume_counts_what_the_search_already_wrote_towards_its_disk_need(tmp_path, monkeypatch):
+    """After a full disk is freed, the resume must not be refused for the space its own checkpoints hold."""
+    import shutil
+    from collections import namedtuple
+    from dataclasses import replace
+
+    from search.plan import UsageError, check_storage, storage_need
+
+    plan = _plan(tmp_path)
+    need, _ = storage_need(plan, concurrent=min(plan.budget.num_samples, os.cpu_count() or 1))
+    folder = Path(plan.experiment_path)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.bin").write_bytes(b"\0" * (8 << 20))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(need * 4, 0, need - (4 << 20)))
+    with pytest.raises(UsageError, match="MiB free, the search needs about"):
+        check_storage(plan)  # a new search: 4 MiB short
+    check_storage(replace(plan, saved_state={"space": "sysu"}))  # the resume: its 8 MiB already written count
