@@ -304,15 +304,32 @@ def fit_search(tuner, plan: Plan, record) -> object:
             flush=True,
         )
         record_time_budget(record.client, record.parent_id, n)
-    end_orphaned_trials(plan.name, record.study_url)
+    end_orphaned_trials(plan.name, record.study_url, list(results), plan.budget.epochs)
     return results
 
 
-def end_orphaned_trials(name: str, study_url: str) -> None:
-    """Every Ray trial has ended: an Optuna trial still RUNNING was asked for by a driver killed before Ray
-    recorded the trial, so it never ran. It ends as FAIL (which no sampler learns from)."""
+def end_orphaned_trials(name: str, study_url: str, results=(), max_epochs: int | None = None) -> None:
+    """Every Ray trial has ended, so no Optuna trial should still be RUNNING. One that is either ran in Ray
+    while the searcher's record of it was lost (its state file truncated by a full disk, then the search
+    resumed: measured, issue 38) — it is told what Ray's result says: COMPLETE with its last score when it
+    trained to the full budget, PRUNED when it stopped early with a score (marked ``diverged`` when it
+    diverged), else FAIL — or it was asked for by a driver killed before Ray recorded the trial, so it never
+    ran, and ends as FAIL (which no sampler learns from)."""
     import optuna
 
+    from search.champion import reached_full_budget
+    from search.tuning import DIVERGED
+
+    by_id = {str((r.metrics or {}).get("trial_id")): r for r in results}
     study = optuna.load_study(study_name=name, storage=study_url)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        r = by_id.get(str(t.user_attrs.get("ray_trial_id")))
+        m = (r.metrics or {}) if r is not None else {}
+        if r is not None and max_epochs is not None and reached_full_budget(r, max_epochs):
+            study.tell(t.number, float(m[METRIC]), state=optuna.trial.TrialState.COMPLETE)
+        elif r is not None and r.error is None and m.get(METRIC) is not None:
+            if m.get("diverged"):
+                study._storage.set_trial_user_attr(t._trial_id, DIVERGED, True)
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)

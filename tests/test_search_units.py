@@ -1127,3 +1127,35 @@ def test_a_resume_counts_what_the_search_already_wrote_towards_its_disk_need(tmp
     with pytest.raises(UsageError, match="MiB free, the search needs about"):
         check_storage(plan)  # a new search: 4 MiB short
     check_storage(replace(plan, saved_state={"space": "sysu"}))  # the resume: its 8 MiB already written count
+
+
+def test_optuna_trials_whose_record_was_lost_are_told_what_ray_says(tmp_path):
+    """Issue 38, measured: a search resumed after a full disk had lost the searcher's record of its trials (its
+    state file truncated); Ray trained them to the end, and the end-of-search sweep failed them in Optuna for
+    good. The sweep now tells each RUNNING trial what its Ray result says."""
+    from types import SimpleNamespace
+
+    from search.cluster import end_orphaned_trials
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for rid in ("full", "stopped", "crashed", None):
+        t = study.ask()
+        if rid:
+            t.set_user_attr("ray_trial_id", rid)
+    results = [
+        SimpleNamespace(metrics={"trial_id": "full", "score": 0.5, "epoch": 4}, error=None),
+        SimpleNamespace(metrics={"trial_id": "stopped", "score": 0.3, "epoch": 2}, error=None),
+        SimpleNamespace(metrics={"trial_id": "crashed", "epoch": 1}, error=RuntimeError("boom")),
+    ]
+    end_orphaned_trials("s", url, results, max_epochs=4)
+    got = {
+        t.user_attrs.get("ray_trial_id"): (t.state.name, t.value)
+        for t in optuna.load_study(study_name="s", storage=url).trials
+    }
+    assert got == {
+        "full": ("COMPLETE", 0.5),
+        "stopped": ("PRUNED", None),
+        "crashed": ("FAIL", None),
+        None: ("FAIL", None),
+    }
