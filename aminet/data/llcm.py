@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aminet.data.sysu import IMAGE_SUFFIXES
+from aminet.data.regdb import read_index
+from aminet.data.sysu import IMAGE_SUFFIXES, read_id_file
 
 __all__ = [
     "VISIBLE_CAMS",
@@ -55,53 +56,17 @@ def _cams(folder: str) -> tuple[int, ...]:
 
 
 def read_test_ids(root: str | Path) -> list[int]:
-    """Sorted identities of ``idx/test_id.txt``."""
-    path = Path(root) / "idx" / "test_id.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"LLCM test id file not found: {path}")
-    ids: list[int] = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        for token in line.replace(",", " ").split():
-            try:
-                ids.append(int(token))
-            except ValueError:
-                raise ValueError(f"{path}:{line_no}: {token!r} is not an integer identity") from None
-    if not ids:
-        raise ValueError(f"{path}: no identities listed")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: identities listed twice: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    return sorted(ids)
+    """Sorted identities of ``idx/test_id.txt`` (parsed as SYSU-MM01's id files are)."""
+    return read_id_file(Path(root) / "idx" / "test_id.txt", "LLCM test id file")
 
 
 def read_train_list(root: str | Path, modality: str) -> tuple[list[str], np.ndarray]:
     """Absolute paths and labels of ``idx/train_vis.txt`` (``modality="visible"``) or ``idx/train_nir.txt``
-    (``"infrared"``); every listed image must exist (the file and line are named otherwise)."""
+    (``"infrared"``), read as RegDB's index files are: every listed image must exist (file and line named)."""
     name = {"visible": "train_vis.txt", "infrared": "train_nir.txt"}.get(modality)
     if name is None:
         raise ValueError(f"LLCM modality {modality!r}: visible or infrared")
-    root = Path(root)
-    path = root / "idx" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"LLCM index file not found: {path}")
-    paths, labels = [], []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            raise ValueError(f"{path}:{line_no}: expected '<relative path> <label>', got {line.strip()!r}")
-        try:
-            label = int(fields[1])
-        except ValueError:
-            raise ValueError(f"{path}:{line_no}: label {fields[1]!r} is not an integer") from None
-        image = root / fields[0]
-        if not image.is_file():
-            raise FileNotFoundError(f"{path}:{line_no}: image not found: {image}")
-        paths.append(str(image))
-        labels.append(label)
-    if not paths:
-        raise ValueError(f"{path}: the index file lists no images")
-    return paths, np.asarray(labels, dtype=np.int64)
+    return read_index(root, Path(root) / "idx" / name, "LLCM index file")
 
 
 def _files(root: Path, folder: str, cam: int, pid: int) -> list[Path]:

@@ -34,11 +34,12 @@ class RegDBSplit:
         return self.visible if name == "visible" else self.thermal
 
 
-def read_index(root: str | Path, path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Absolute image paths and integer labels of one index file."""
+def read_index(root: str | Path, path: str | Path, what: str = "RegDB index file") -> tuple[list[str], np.ndarray]:
+    """Absolute image paths and integer labels of one ``<relative path> <label>`` index file (RegDB's, and
+    LLCM's training lists); ``what`` names the file in the not-found message."""
     root, path = Path(root), Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"RegDB index file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     paths: list[str] = []
     labels: list[int] = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -47,9 +47,14 @@ def read_ids(root: str | Path, split: str) -> list[int]:
     """Sorted identities of ``exp/{split}_id.txt`` (split in train / val / test)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"SYSU-MM01 split {split!r}: choose train, val or test")
-    path = Path(root) / "exp" / f"{split}_id.txt"
+    return read_id_file(Path(root) / "exp" / f"{split}_id.txt", "SYSU-MM01 id file")
+
+
+def read_id_file(path: Path, what: str) -> list[int]:
+    """Sorted identities of a comma- or space-separated id file (SYSU-MM01's and LLCM's); ``what`` names the
+    file in the not-found message. Non-integers, duplicates and an empty file are errors naming the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"SYSU-MM01 id file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     ids: list[int] = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         for token in line.replace(",", " ").split():
