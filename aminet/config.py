@@ -46,7 +46,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: Literal["sysu", "regdb"] = "sysu"
+    # A registered benchmark (aminet.data.registry): "sysu", "regdb" or "llcm".
+    dataset: str = "sysu"
     # Dataset root in the official layout. None means the project's synthetic benchmark.
     root: str | None = None
     # "search": validation identities held out (SYSU val_id / a share of RegDB's training ids);
@@ -54,6 +55,8 @@ class DataConfig:
     purpose: Literal["search", "final"] = "search"
     regdb_trial: int = 1
     regdb_val_share: float = 0.2
+    # LLCM has no validation split: this share of its training identities is held out for the search.
+    llcm_val_share: float = 0.2
     height: int = 288
     width: int = 144
     # Height of the upper-body view. null (default): the top round(model.upper_body_ratio * height) rows
@@ -188,6 +191,7 @@ class EvalConfig:
     sysu_modes: list[str] = field(default_factory=lambda: ["all", "indoor"])
     trials: int = 10
     regdb_directions: list[str] = field(default_factory=lambda: ["v2t", "t2v"])
+    llcm_directions: list[str] = field(default_factory=lambda: ["ir2vis", "vis2ir"])
     feature: Literal["bn", "pool"] = "bn"  # headline feature; both are always reported
     flip: bool = False
     rerank: bool = False
@@ -262,9 +266,14 @@ class Config:
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
+        from aminet.data import registry
+
         d, m, lo, o, t, e = self.data, self.model, self.loss, self.optim, self.train, self.eval
+        _check(d.dataset in registry.names(), "data.dataset", d.dataset, f"one of {', '.join(registry.names())}")
+        bench = registry.get(d.dataset)
         _check(d.regdb_trial in range(1, 11), "data.regdb_trial", d.regdb_trial, "an integer in 1..10")
         _check(0.0 < d.regdb_val_share < 1.0, "data.regdb_val_share", d.regdb_val_share, "in (0, 1)")
+        _check(0.0 < d.llcm_val_share < 1.0, "data.llcm_val_share", d.llcm_val_share, "in (0, 1)")
         for name in ("height", "width"):
             v = getattr(d, name)
             _check(16 <= v <= 2048, f"data.{name}", v, "an integer in 16..2048")
@@ -304,10 +313,10 @@ class Config:
         _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
         _check(lo.triplet_margin >= 0.0, "loss.triplet_margin", lo.triplet_margin, ">= 0")
         _check(
-            not (d.dataset == "regdb" and lo.imdal == "camera" and lo.mmd_intra_weight > 0),
+            not (not bench.cameras and lo.imdal == "camera" and lo.mmd_intra_weight > 0),
             "loss.imdal",
             lo.imdal,
-            "branch or halves on RegDB (one camera per modality: no camera to align)",
+            f"branch or halves on {bench.title} (one camera per modality: no camera to align)",
         )
         _check(
             not (lo.imdal == "branch" and lo.mmd_intra_weight > 0 and not m.upper_body),
@@ -371,17 +380,11 @@ class Config:
             "an integer in 0..10000 (0: automatic)",
         )
 
-        _check(len(e.sysu_modes) > 0, "eval.sysu_modes", e.sysu_modes, 'a non-empty subset of ["all", "indoor"]')
-        for i, v in enumerate(e.sysu_modes):
-            _check(v in ("all", "indoor"), f"eval.sysu_modes[{i}]", v, '"all" or "indoor"')
-        _check(
-            len(e.regdb_directions) > 0,
-            "eval.regdb_directions",
-            e.regdb_directions,
-            'a non-empty subset of ["v2t", "t2v"]',
-        )
-        for i, v in enumerate(e.regdb_directions):
-            _check(v in ("v2t", "t2v"), f"eval.regdb_directions[{i}]", v, '"v2t" or "t2v"')
+        for b in registry.entries():  # each benchmark's settings field: a non-empty subset of its settings
+            values, allowed = getattr(e, b.settings_field), ", ".join(f'"{v}"' for v in b.settings)
+            _check(len(values) > 0, f"eval.{b.settings_field}", values, f"a non-empty subset of [{allowed}]")
+            for i, v in enumerate(values):
+                _check(v in b.settings, f"eval.{b.settings_field}[{i}]", v, " or ".join(f'"{s}"' for s in b.settings))
         _check(1 <= e.trials <= 10, "eval.trials", e.trials, "an integer in 1..10")
         _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
         _check(e.max_rank >= 1, "eval.max_rank", e.max_rank, ">= 1")

@@ -319,11 +319,14 @@ def hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float = 0
 
 
 def resolve_imdal(cfg) -> str:
-    """What IMDAL compares: ``loss.imdal``, with ``auto`` = camera on SYSU-MM01 (four visible and two
-    infrared cameras) and branch on RegDB (one camera per modality; halves without the upper body)."""
+    """What IMDAL compares: ``loss.imdal``, with ``auto`` = camera on a benchmark with several cameras per
+    modality (SYSU-MM01: four visible and two infrared; LLCM: nine and eight) and branch on RegDB (one camera
+    per modality; halves without the upper body)."""
+    from aminet.data import registry
+
     if cfg.loss.imdal != "auto":
         return cfg.loss.imdal
-    if cfg.data.dataset == "sysu":
+    if registry.get(cfg.data.dataset).cameras:
         return "camera"
     return "branch" if cfg.model.upper_body else "halves"
 

@@ -131,11 +131,8 @@ def train_row(base, config: dict[str, Any], seed: int) -> dict[str, Any]:
         frame = evaluate_benchmarks(  # SYSU: all + indoor, 10 gallery trials; RegDB: the row's trial, both ways
             res.model.eval(),
             cfg,
-            cfg.data.root if sysu else None,
-            None if sysu else cfg.data.root,
-            sysu_modes=settings,
-            sysu_trials=10,
-            directions=settings,
+            {cfg.data.dataset: cfg.data.root},
+            settings={cfg.data.dataset: settings},
             device=res.extra["device"],
         )
         test_seconds = time.perf_counter() - t1

@@ -300,10 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(None, [f"train.device={dev}", *_overrides()])
         torch.manual_seed(0)
         model = build_model(cfg, 10).eval()
-        frame = evaluate_benchmarks(
-            model.to(dev), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device=dev
-        )
-        ref = evaluate_benchmarks(model.cpu(), cfg, sysu, regdb, sysu_trials=10, regdb_trials=range(1, 3), device="cpu")
+        roots, trials = {"sysu": sysu, "regdb": regdb}, {"regdb": [1, 2]}
+        frame = evaluate_benchmarks(model.to(dev), cfg, roots, trials=trials, device=dev)
+        ref = evaluate_benchmarks(model.cpu(), cfg, roots, trials=trials, device="cpu")
         cols = [c for c in ("R1", "R10", "R20", "mAP", "mINP") if c in frame.columns]
         if len(frame) != len(ref) or not cols:
             raise RuntimeError(f"{len(frame)} rows on {dev}, {len(ref)} on the CPU; columns {list(frame.columns)}")

@@ -377,9 +377,9 @@ def guard_champion(
 # ------------------------------------------------------------------------------------------------
 
 
-def evaluate_checkpoint(checkpoint, sysu_root: str | None, regdb_root: str | None):
-    """A trained model's per-trial test metrics on both benchmarks (run as a Ray task: on a GPU when the task
-    holds one). ``checkpoint``: a ``ray.tune.Checkpoint``."""
+def evaluate_checkpoint(checkpoint, roots: dict[str, str | None]):
+    """A trained model's per-trial test metrics on every benchmark of ``roots`` (name -> folder; run as a Ray
+    task: on a GPU when the task holds one). ``checkpoint``: a ``ray.tune.Checkpoint``."""
     import torch
 
     from aminet.evaluation.trained import evaluate_benchmarks, load_trained
@@ -387,13 +387,11 @@ def evaluate_checkpoint(checkpoint, sysu_root: str | None, regdb_root: str | Non
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with checkpoint.as_directory() as folder:
         model, cfg = load_trained(folder, device=device)
-    return evaluate_benchmarks(
-        model, cfg, sysu_root, regdb_root, sysu_trials=10, regdb_trials=range(1, 11), device=device
-    )
+    return evaluate_benchmarks(model, cfg, roots, device=device)
 
 
 def evaluate_on_cluster(
-    checkpoints: Sequence, sysu_root: Path | None, regdb_root: Path | None, resources: dict[str, float], retries: int
+    checkpoints: Sequence, roots: dict[str, Path | None], resources: dict[str, float], retries: int
 ) -> list:
     """``evaluate_checkpoint`` for each checkpoint as parallel Ray tasks; the frames in order."""
     import ray
@@ -404,10 +402,8 @@ def evaluate_on_cluster(
         max_retries=retries,
         retry_exceptions=False,
     )
-    refs = [
-        task.remote(ck, str(sysu_root) if sysu_root else None, str(regdb_root) if regdb_root else None)
-        for ck in checkpoints
-    ]
+    given = {name: str(root) for name, root in roots.items() if root is not None}
+    refs = [task.remote(ck, given) for ck in checkpoints]
     return ray.get(refs)
 
 

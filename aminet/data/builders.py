@@ -3,7 +3,7 @@
 ``resolve_root`` finds ``data.root`` (or generates the synthetic benchmark of the layout once);
 ``build_training_data`` gives the training identities of ``data.purpose`` (train+val ids for ``final``,
 train ids for ``search``), ``evaluation_set`` the validation (``search``) or test (``final``) probes of the
-configured benchmark. The trainer and both runners' checks before a run (``aminet.cli.preflight``) use
+configured benchmark, each from the benchmark's entry in ``aminet.data.registry``. The trainer and both runners' checks before a run (``aminet.cli.preflight``) use
 them, so a run and its preflight read the data the same way.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aminet.config import Config
-from aminet.data import splits, synthetic
+from aminet.data import registry, splits, synthetic
 
 __all__ = ["resolve_root", "build_training_data", "evaluation_set"]
 
@@ -28,15 +28,13 @@ def resolve_root(cfg: Config, quiet: bool = False) -> Path:
 
 
 def build_training_data(cfg: Config, root: Path) -> splits.TrainSet:
-    d = cfg.data
-    if d.dataset == "sysu":
-        return splits.sysu_train(root, d.purpose)
-    return splits.regdb_train(root, d.regdb_trial, d.purpose, d.regdb_val_share)
+    return registry.get(cfg.data.dataset).train_set(Path(root), cfg.data)
 
 
 def evaluation_set(cfg: Config, root: Path, trials: int | None = None) -> splits.EvalSet:
-    """Validation probes (search) or test probes (final) of the configured benchmark."""
-    d, e = cfg.data, cfg.eval
-    if d.dataset == "sysu":
-        return splits.sysu_eval(root, d.purpose, e.sysu_modes, e.trials if trials is None else trials)
-    return splits.regdb_eval(root, d.regdb_trial, d.purpose, e.regdb_directions, d.regdb_val_share)
+    """Validation probes (search) or test probes (final) of the configured benchmark; ``trials`` (a count of
+    gallery draws) replaces ``eval.trials`` on a benchmark whose trials are gallery draws."""
+    bench = registry.get(cfg.data.dataset)
+    if trials is not None and not bench.model_per_trial:
+        return bench.run_eval_set(root, cfg, list(range(trials)))
+    return bench.run_eval_set(root, cfg)

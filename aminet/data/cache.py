@@ -50,17 +50,20 @@ class CacheError(RuntimeError):
 
 
 def dataset_files(root: str | Path) -> list[Path]:
-    """Every image file of a SYSU-MM01 or RegDB root, sorted by relative path."""
+    """Every image file of a root in a registered benchmark's layout (SYSU-MM01, RegDB, LLCM: the folders its
+    registry entry names), sorted by relative path."""
+    from aminet.data import registry
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
-    tops = [
-        p
-        for p in sorted(root.iterdir())
-        if p.is_dir() and ((p.name.startswith("cam") and p.name[3:].isdigit()) or p.name in ("Visible", "Thermal"))
-    ]
+    bench = registry.detect(root)
+    tops = bench.image_folders(root) if bench is not None else []
     if not tops:
-        raise ValueError(f"{root}: neither a SYSU-MM01 layout (cam1..cam6/) nor a RegDB layout (Visible/, Thermal/)")
+        raise ValueError(
+            f"{root}: neither a SYSU-MM01 layout (cam1..cam6/) nor a RegDB layout (Visible/, Thermal/) nor an LLCM "
+            f"layout (idx/test_id.txt, test_vis/, test_nir/)"
+        )
     files = [p for top in tops for p in top.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise ValueError(f"{root}: no images found under {', '.join(t.name for t in tops)}")
@@ -190,7 +193,7 @@ def dataset_fingerprint(root: str | Path, cache_dir: str | Path | None = None) -
         h.update(line.encode())
     try:
         images = image_content_digest(root, cache_dir=cache_dir)
-    except ValueError:  # not a SYSU-MM01 or RegDB layout: the listing is all there is
+    except ValueError:  # not a registered benchmark's layout: the listing is all there is
         images = "none"
     h.update(f"images\t{images}\n".encode())
     return h.hexdigest()[:16]

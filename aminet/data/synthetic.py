@@ -794,13 +794,13 @@ def ensure_default(
         if not quiet:
             print(
                 f"[aminet] no --data-root given: using the SYNTHETIC {layout} benchmark at {root}. "
-                f"Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+                f"Pass --data-root /path/to/{_title(layout)} for real data.",
                 file=sys.stderr,
             )
         return root
     print(
         f"[aminet] no --data-root given: GENERATING the SYNTHETIC {layout} benchmark into {root} "
-        f"(once). Pass --data-root /path/to/{'SYSU-MM01' if layout == 'sysu' else 'RegDB'} for real data.",
+        f"(once). Pass --data-root /path/to/{_title(layout)} for real data.",
         file=sys.stderr,
     )
     try:
@@ -810,6 +810,12 @@ def ensure_default(
             return root
         raise
     return root
+
+
+def _title(layout: str) -> str:
+    from aminet.data.registry import get
+
+    return get(layout).title
 
 
 def is_synthetic(root: str | Path) -> bool:

@@ -17,9 +17,13 @@ character offsets.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from aminet.data.registry import Benchmark, register
+from aminet.data.sets import EvalSet, Probe, TrainSet, as_list, relabel
 
 __all__ = [
     "VISIBLE_CAMS",
@@ -32,6 +36,10 @@ __all__ = [
     "parse_path",
     "camera_images",
     "images_of",
+    "sysu_train",
+    "sysu_eval",
+    "check_listed_identities",
+    "BENCHMARK",
 ]
 
 VISIBLE_CAMS = (1, 2, 4, 5)
@@ -146,3 +154,96 @@ def images_of(root: str | Path, ids: list[int], cams: tuple[int, ...]) -> Sample
         for cam in cams:
             paths.extend(camera_images(root, cam, pid) or [])
     return _pack(paths, f"image set of {len(ids)} ids in cams {list(cams)}", root)
+
+
+# ------------------------------------------------------------------------------------------------
+# The training and evaluation sets, and the registry entry
+# ------------------------------------------------------------------------------------------------
+
+
+def sysu_train(root: str | Path, purpose: str) -> TrainSet:
+    if purpose == "search":
+        ids = read_ids(root, "train")
+    elif purpose == "final":
+        ids = read_ids(root, "train") + read_ids(root, "val")
+    else:
+        raise ValueError(f"purpose {purpose!r}: choose search or final")
+    visible = as_list(images_of(root, ids, VISIBLE_CAMS))
+    infrared = as_list(images_of(root, ids, INFRARED_CAMS))
+    return relabel(f"sysu-{purpose}-train", visible, infrared)
+
+
+def sysu_eval(
+    root: str | Path, purpose: str, modes: Iterable[str] = ("all",), trials: int | Iterable[int] = 10, shots: int = 1
+) -> EvalSet:
+    """Validation (search: ``val_id``) or test (final: ``test_id``) probes under the SYSU rules;
+    ``trials`` is a count (0..n-1) or the trial numbers."""
+    if purpose not in ("search", "final"):
+        raise ValueError(f"purpose {purpose!r}: choose search or final")
+    modes = list(modes)
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"SYSU-MM01 mode {mode!r}: choose one of {', '.join(MODES)}")
+    trial_ids = list(range(trials)) if isinstance(trials, int) else list(trials)
+    if not trial_ids:
+        raise ValueError("trials: at least one trial is needed")
+    split = "val" if purpose == "search" else "test"
+    query = as_list(query_set(root, split))
+    probes = [
+        Probe(mode, t, query, "infrared", as_list(gallery_set(root, mode, t, shots=shots, split=split)), "visible")
+        for mode in modes
+        for t in trial_ids
+    ]
+    return EvalSet("sysu", f"sysu-{'val' if purpose == 'search' else 'test'}", probes)
+
+
+def check_listed_identities(root: Path) -> None:
+    """Every identity a SYSU-MM01 split file lists has at least one image in some camera: the loaders skip an
+    identity without images (real SYSU-MM01 has identities missing from some cameras), so a split file naming
+    people who are not there would otherwise shrink a set silently or empty it late. Raises ``ValueError``
+    naming the file and the first such identity."""
+    root = Path(root)
+    cams = (*VISIBLE_CAMS, *INFRARED_CAMS)
+    for split in ("train", "val", "test"):
+        if not (root / "exp" / f"{split}_id.txt").is_file():
+            continue  # a missing split file is reported by the loader that needs it
+        missing = [pid for pid in read_ids(root, split) if not any(camera_images(root, c, pid) for c in cams)]
+        if missing:
+            raise ValueError(
+                f"{root / 'exp' / f'{split}_id.txt'}: {len(missing)} listed identit{'y has' if len(missing) == 1 else 'ies have'} "
+                f"no image in any camera (first: {missing[0]}, expected under {root}/cam*/{missing[0]:04d}/)"
+            )
+
+
+def _check_test(root: Path, modes: Sequence[str]) -> None:
+    query_set(root, "test")
+    for mode in modes:
+        gallery_set(root, mode, trial=0, split="test")
+    check_listed_identities(root)
+
+
+def _image_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("cam") and p.name[3:].isdigit()]
+
+
+BENCHMARK = register(
+    Benchmark(
+        name="sysu",
+        title="SYSU-MM01",
+        settings=tuple(MODES),
+        settings_field="sysu_modes",
+        test_trials=tuple(range(10)),
+        model_per_trial=False,
+        cameras=True,
+        rank_rules={"remove_cam2_for_cam3": True, "dedup_cmc": True},
+        image_folders=_image_folders,
+        train_set=lambda root, data: sysu_train(root, data.purpose),
+        eval_set=lambda root, purpose, settings, trials, data: sysu_eval(root, purpose, settings, trials),
+        config_trials=lambda cfg: list(range(cfg.eval.trials)),
+        protocol_parts=lambda cfg: [f"modes={','.join(cfg.eval.sysu_modes)}", f"gallery_trials={cfg.eval.trials}"],
+        check_data=check_listed_identities,
+        check_test=_check_test,
+    )
+)

@@ -1,4 +1,5 @@
-"""The full SYSU-MM01 and RegDB test protocols around any feature extractor.
+"""The full test protocols (SYSU-MM01, RegDB, LLCM: any benchmark of ``aminet.data.registry``) around any
+feature extractor.
 
 An *extractor* is a callable ``f(images, modality) -> features`` where ``images`` is a float tensor
 (B, 3, H, W) normalised with the ImageNet statistics, ``modality`` is ``"visible"`` or ``"infrared"``,
@@ -27,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from aminet.data import regdb as regdb_data
-from aminet.data import splits
+from aminet.data import registry, splits
 from aminet.data.augment import normalize, to_device
 from aminet.data.images import load_images
 from aminet.data.splits import EvalSet
-from aminet.evaluation.metrics import regdb_metrics, sysu_metrics
+from aminet.evaluation.metrics import rank_metrics
 
 if TYPE_CHECKING:
     from aminet.config import Config
@@ -226,7 +227,7 @@ def evaluate_set(
             feats[modality] = extract_features(
                 extractor, load(list(table)), modality, batch_size=batch_size, device=device, flip=flip
             )
-    metric = sysu_metrics if evalset.benchmark == "sysu" else regdb_metrics
+    rules = registry.get(evalset.benchmark).rank_rules  # the benchmark's ranking rules (camera removal, dedup)
     rows = []
     for probe in evalset.probes:
         q_feats, g_feats = feats[probe.query_modality], feats[probe.gallery_modality]
@@ -235,12 +236,8 @@ def evaluate_set(
         gi = torch.as_tensor([wanted[probe.gallery_modality][p] for p in probe.gallery.paths], device=dev)
         for name in q_feats:
             dist = _distance(q_feats[name][qi], g_feats[name][gi])
-            if evalset.benchmark == "sysu":
-                cmc, mAP, mINP = metric(
-                    dist, probe.query.pids, probe.gallery.pids, probe.query.cams, probe.gallery.cams, max_rank=max_rank
-                )
-            else:
-                cmc, mAP, mINP = metric(dist, probe.query.pids, probe.gallery.pids, max_rank=max_rank)
+            cams = (probe.query.cams, probe.gallery.cams) if rules else (None, None)
+            cmc, mAP, mINP = rank_metrics(dist, probe.query.pids, probe.gallery.pids, *cams, max_rank=max_rank, **rules)
             rows.append(_row(evalset.benchmark, probe.setting, name, probe.trial, cmc, mAP, mINP))
     return pd.DataFrame(rows)
 
@@ -336,22 +333,42 @@ def run_protocol(
     trials: Any = None,
     **kwargs: Any,
 ) -> ProtocolResult:
-    """Dispatch: ``benchmark="sysu"`` (settings = modes, trials = count or list, default 10) or
-    ``benchmark="regdb"`` (settings = directions, trials = trial numbers, default 1..10)."""
+    """The test protocol of any registered benchmark: ``settings`` (default: all of the benchmark's), ``trials``
+    (a count or the trial numbers; default the protocol's ten). ``benchmark="sysu"`` and ``"regdb"`` are
+    ``sysu_protocol`` and ``regdb_protocol``; another benchmark embeds each image once over all its trials, or
+    (one model per trial) takes a ``{trial: extractor}`` mapping as RegDB does."""
+    bench = registry.get(benchmark)
     if benchmark == "sysu":
-        return sysu_protocol(extractor, root, settings or ("all", "indoor"), 10 if trials is None else trials, **kwargs)
+        return sysu_protocol(extractor, root, settings or bench.settings, 10 if trials is None else trials, **kwargs)
     if benchmark == "regdb":
         return regdb_protocol(
-            extractor, root, regdb_data.TRIALS if trials is None else trials, settings or ("v2t", "t2v"), **kwargs
+            extractor, root, bench.test_trials if trials is None else trials, settings or bench.settings, **kwargs
         )
-    raise ValueError(f"benchmark {benchmark!r}: choose sysu or regdb")
+    settings = list(settings or bench.settings)
+    trial_ids = list(bench.test_trials if trials is None else range(trials) if isinstance(trials, int) else trials)
+    height, width = kwargs.pop("height", 288), kwargs.pop("width", 144)
+    load = kwargs.pop("loader", None) or (lambda paths: load_images(paths, height, width))
+    groups = [[t] for t in trial_ids] if bench.model_per_trial else [trial_ids]
+    frames = []
+    for group in groups:
+        evalset = bench.eval_set(Path(root), "final", settings, group, _default_data())
+        ext = extractor[group[0]] if isinstance(extractor, Mapping) else extractor
+        frames.append(evaluate_set(ext, evalset, load, **kwargs))
+    meta = {"benchmark": benchmark, "root": str(root), "settings": settings, "trials": trial_ids}
+    return ProtocolResult(pd.concat(frames, ignore_index=True), meta)
+
+
+def _default_data():
+    from aminet.config import DataConfig
+
+    return DataConfig()
 
 
 def metrics_from_frame(df: pd.DataFrame, cfg: Config) -> dict[str, float]:
     """Means over trials of the headline feature: the primary setting unprefixed (R1, mAP, mINP,
     score = (R1 + mAP) / 2), every setting as ``<setting>/<metric>``."""
     rows = df[df.feature == cfg.eval.feature]
-    primary = cfg.eval.sysu_modes[0] if cfg.data.dataset == "sysu" else cfg.eval.regdb_directions[0]
+    primary = registry.get(cfg.data.dataset).settings_of(cfg)[0]
     out: dict[str, float] = {}
     for setting, group in rows.groupby("setting", sort=False):
         for m in ("R1", "R5", "R10", "R20", "mAP", "mINP"):

@@ -1,9 +1,10 @@
-"""Evaluation separate from training: a saved checkpoint on the test protocols of both benchmarks.
+"""Evaluation separate from training: a saved checkpoint on the test protocols of every benchmark given.
 
 ``load_trained(checkpoint_dir)`` rebuilds the model a checkpoint holds (its own ``config.yaml``,
-weights loaded with ``weights_only=True``); ``evaluate_benchmarks`` runs the full test protocols:
-SYSU-MM01 all + indoor search over the gallery trials, RegDB visible->thermal and thermal->visible over
-its trials, with the model's own image size.
+weights loaded with ``weights_only=True``); ``evaluate_benchmarks`` runs the full test protocols of each
+benchmark whose root is given (``aminet.data.registry``): SYSU-MM01 all + indoor search over the gallery
+trials, RegDB visible->thermal and thermal->visible over its trials, LLCM both directions over its gallery
+trials, with the model's own image size.
 
 RegDB's ten trials are ten random halvings of the same 412 identities, so a model trained on the
 training ids of trial t has seen most test ids of every other trial. A model trained on RegDB is
@@ -14,14 +15,14 @@ evaluated on all its trials (a cross-dataset figure, labelled as such).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from aminet.config import Config
-from aminet.data import splits
+from aminet.data import registry
 from aminet.data.cache import ImageCache
 from aminet.engine.checkpoint import CheckpointError, load_checkpoint
 from aminet.evaluation.protocol import evaluate_set
@@ -52,33 +53,36 @@ def model_from_weights(cfg: Config, weights: dict[str, torch.Tensor]) -> AMINet:
 def evaluate_benchmarks(
     model: AMINet,
     cfg: Config,
-    sysu_root: str | Path | None,
-    regdb_root: str | Path | None,
+    roots: Mapping[str, str | Path | None],
     *,
-    sysu_modes: Iterable[str] = ("all", "indoor"),
-    sysu_trials: int = 10,
-    regdb_trials: Iterable[int] = range(1, 11),
-    directions: Iterable[str] = ("v2t", "t2v"),
+    settings: Mapping[str, Sequence[str]] | None = None,
+    trials: Mapping[str, Sequence[int]] | None = None,
     device: str | torch.device = "cpu",
     quiet: bool = True,
 ) -> pd.DataFrame:
     """Per-trial test metrics (one row per benchmark, setting, feature and trial) with a ``scope`` column:
-    ``in-domain`` or ``cross-dataset``. A root of None skips that benchmark."""
+    ``in-domain`` (the benchmark the model was trained on) or ``cross-dataset``. ``roots`` maps benchmark
+    names to their folders (None or absent: skipped); ``settings`` and ``trials`` per benchmark default to the
+    whole protocol (every setting, the protocol's ten trials), except that a model trained on a benchmark
+    with one model per trial (RegDB) is tested on its own trial only."""
     trained_on = cfg.data.dataset
     frames = []
     kw = dict(batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip, max_rank=cfg.eval.max_rank)
-    if sysu_root is not None:
-        cache = ImageCache.open(sysu_root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
-        evalset = splits.sysu_eval(sysu_root, "final", list(sysu_modes), sysu_trials)
-        df = evaluate_set(model, evalset, cache.load, **kw)
-        frames.append(df.assign(scope="in-domain" if trained_on == "sysu" else "cross-dataset"))
-    if regdb_root is not None:
-        cache = ImageCache.open(regdb_root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
-        trials = [cfg.data.regdb_trial] if trained_on == "regdb" else list(regdb_trials)
-        for t in trials:
-            evalset = splits.regdb_eval(regdb_root, t, "final", list(directions))
+    for name, root in roots.items():
+        if root is None:
+            continue
+        bench = registry.get(name)
+        in_domain = name == trained_on
+        chosen = list((trials or {}).get(name, bench.test_trials))
+        if in_domain and bench.model_per_trial:
+            chosen = bench.config_trials(cfg)
+        wanted = list((settings or {}).get(name, bench.settings))
+        cache = ImageCache.open(root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
+        groups = [[t] for t in chosen] if bench.model_per_trial else [chosen]
+        for group in groups:
+            evalset = bench.eval_set(Path(root), "final", wanted, group, cfg.data)
             df = evaluate_set(model, evalset, cache.load, **kw)
-            frames.append(df.assign(scope="in-domain" if trained_on == "regdb" else "cross-dataset"))
+            frames.append(df.assign(scope="in-domain" if in_domain else "cross-dataset"))
     if not frames:
         raise ValueError("evaluate_benchmarks: no benchmark root given")
     return pd.concat(frames, ignore_index=True)
