@@ -195,8 +195,12 @@ def run_unit(
 
 
 def units(cfg: Config, seeds: list[int], trials: list[int]) -> list[tuple[int, int | None]]:
-    """The models of a configuration: one per seed, and per RegDB trial (the protocol trains one each)."""
-    return [(s, t) for s in seeds for t in (trials if cfg.data.dataset == "regdb" else [None])]
+    """The models of a configuration: one per seed, and per trial on a benchmark whose protocol trains one model
+    per trial (RegDB)."""
+    from aminet.data import registry
+
+    per_trial = registry.get(cfg.data.dataset).model_per_trial
+    return [(s, t) for s in seeds for t in (trials if per_trial else [None])]
 
 
 def run_configuration(

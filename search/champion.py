@@ -192,14 +192,9 @@ def validation_protocol(cfg) -> str:
         f"rerank={e.rerank}",
         "score=(R1+mAP)/2",
     ]
-    if d.dataset == "sysu":
-        parts += [f"modes={','.join(e.sysu_modes)}", f"gallery_trials={e.trials}"]
-    else:
-        parts += [
-            f"regdb_trial={d.regdb_trial}",
-            f"val_share={d.regdb_val_share}",
-            f"directions={','.join(e.regdb_directions)}",
-        ]
+    from aminet.data import registry
+
+    parts += registry.get(d.dataset).protocol_parts(cfg)
     return "; ".join(parts)
 
 

@@ -66,8 +66,7 @@ class Plan:
     storage: str
     experiment_path: str
     state_dir: Path
-    sysu_root: Path | None
-    regdb_root: Path | None
+    roots: dict[str, Path | None]  # every registered benchmark's data folder (None: not evaluated on it)
     settings: Settings
     saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
     fingerprint: str | None = None  # of the search's data folder, set by preflight
@@ -79,6 +78,19 @@ class Plan:
     def resume(self) -> bool:
         """This search continues a saved one (its settings and base config are the saved search's)."""
         return self.saved_state is not None
+
+    @property
+    def sysu_root(self) -> Path | None:
+        return self.roots.get("sysu")
+
+    @property
+    def regdb_root(self) -> Path | None:
+        return self.roots.get("regdb")
+
+    @property
+    def given_roots(self) -> dict[str, Path]:
+        """The benchmarks the final evaluation reads, name -> folder (registry order)."""
+        return {name: root for name, root in self.roots.items() if root is not None}
 
     @property
     def synthetic_data(self) -> bool:

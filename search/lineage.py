@@ -134,7 +134,7 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
             "space_params": plan.space.signature(),
             "fingerprint": fingerprint,
             "budget": vars(plan.budget),
-            "roots": {"sysu": str(plan.sysu_root), "regdb": str(plan.regdb_root)},
+            "roots": {name: str(root) for name, root in plan.given_roots.items()},
         }
         save_state(state_path, state)
     except BaseException:

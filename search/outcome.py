@@ -1,11 +1,12 @@
 """After the search: the champion chosen among finished trials (re-seeded on the cluster), its test
-evaluation on both benchmarks (Ray tasks), and the fixed-config re-training of ``--retrain-best``."""
+evaluation on every benchmark whose data is given (Ray tasks), and the fixed-config re-training of ``--retrain-best``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from aminet.data import registry as benchmark_registry
 from search.cluster import reseed_tuner
 from search.context import Plan
 from search.lineage import (
@@ -105,7 +106,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")
     frames = champion.evaluate_on_cluster(
-        [r.checkpoint for _, r in models], plan.sysu_root, plan.regdb_root, resources, plan.settings.max_failures
+        [r.checkpoint for _, r in models], plan.given_roots, resources, plan.settings.max_failures
     )
     from aminet.data.cache import dataset_fingerprint
     from aminet.data.synthetic import is_synthetic
@@ -118,8 +119,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
             root,
             "test",
         )
-        for d, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root))
-        if root is not None
+        for d, root in plan.given_roots.items()
     ]
     frame = pd.concat([f.assign(seed=seed) for (seed, _), f in zip(models, frames)], ignore_index=True)
     feature = plan.base.eval.feature
@@ -196,7 +196,7 @@ def retrain_units(plan: Plan, uri: str, summaries: dict[str, str], search_parent
     out = []
     for dataset, parent in summaries.items():
         path = plan.state_dir / f"final_{dataset}.yaml"
-        trials = plan.settings.retrain_trials if dataset == "regdb" else [None]
+        trials = plan.settings.retrain_trials if benchmark_registry.get(dataset).model_per_trial else [None]
         for seed in plan.settings.retrain_seeds:
             for trial in trials:
                 cmd = [
@@ -248,9 +248,9 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, floa
     client = MlflowClient(uri)
     summaries: dict[str, str] = {}
     configs: dict[str, Config] = {}
-    for dataset, root in (("sysu", plan.sysu_root), ("regdb", plan.regdb_root)):
+    for dataset, root in plan.roots.items():
         if root is None:
-            print(f"--retrain-best: no {dataset} root: skipped (pass --{dataset}-root)", file=sys.stderr)
+            print(f"--retrain-best: no {dataset} root: skipped (pass --data-root {dataset}=PATH)", file=sys.stderr)
             continue
         raw = dict(best)
         raw["data"] = {**best["data"], "dataset": dataset, "purpose": "final", "root": str(root)}

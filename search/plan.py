@@ -104,16 +104,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--data-root",
-        default=None,
-        help="dataset root of the space's benchmark in the official layout (default: the synthetic benchmark)",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="PATH: dataset root of the space's benchmark in the official layout (default: the synthetic "
+        "benchmark); NAME=PATH (repeatable; NAME a registered benchmark: sysu, regdb, llcm): that benchmark's "
+        "root, trained on when it is the space's and evaluated on at the end of the search",
     )
     p.add_argument(
         "--sysu-root",
         default=None,
-        help="SYSU-MM01 root for the final evaluation (default: "
-        "--data-root for the sysu space, synthetic without data)",
+        help="SYSU-MM01 root for the final evaluation (the same as --data-root sysu=PATH)",
     )
-    p.add_argument("--regdb-root", default=None, help="RegDB root for the final evaluation (likewise)")
+    p.add_argument("--regdb-root", default=None, help="RegDB root for the final evaluation (--data-root regdb=PATH)")
     p.add_argument(
         "--budget",
         choices=["auto", "quick", "full"],
@@ -232,11 +235,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
         os.environ[OFFLINE_ENV] = "1"  # before Ray starts: the local workers inherit it
     args.explicit = explicit_flags(p, sys.argv[1:] if argv is None else argv)
+    _split_data_roots(args)
     return args
+
+
+def _split_data_roots(args: argparse.Namespace) -> None:
+    """``--data-root`` values into the plain one (``args.data_root``: the space's benchmark) and the named
+    ones (``args.data_roots``: benchmark -> path); each is its own identity flag."""
+    plain, named = [], {}
+    for value in args.data_root:
+        name, sep, path = value.partition("=")
+        if sep and name and name.replace("_", "").replace("-", "").isalnum() and "/" not in name:
+            named[name] = path  # likewise the last NAME=PATH of a name
+        else:
+            plain.append(value)
+    args.data_root = plain[-1] if plain else None  # the last plain one wins, as with any repeated option
+    args.data_roots = named
+    if "data_root" in args.explicit:
+        args.explicit.discard("data_root")
+        if plain:
+            args.explicit.add("data_root")
+        if named:
+            args.explicit.add("data_roots")
 
 
 IDENTITY = {
     "data_root": "--data-root",
+    "data_roots": "--data-root NAME=PATH",
     "sysu_root": "--sysu-root",
     "regdb_root": "--regdb-root",
     "budget": "--budget",
@@ -276,6 +301,7 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
         out[k] = _norm_path(out[k])
     out["mlflow_uri"] = absolute_tracking_uri(out["mlflow_uri"]) if out["mlflow_uri"] else None
     out["overrides"] = list(out["overrides"])
+    out["data_roots"] = {k: _norm_path(v) for k, v in sorted((out["data_roots"] or {}).items())}
     out["transfer_from"] = [
         v if "/" not in v and not Path(v).exists() else _norm_path(v) for v in out["transfer_from"] or []
     ]
@@ -372,8 +398,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
         storage=storage,
         experiment_path=experiment_path,
         state_dir=state_dir,
-        sysu_root=roots["sysu"],
-        regdb_root=roots["regdb"],
+        roots=roots,
         settings=_settings(args),
         saved_state=saved_state,
         replay=replay,
@@ -451,12 +476,29 @@ def _locate(args: argparse.Namespace, space) -> tuple[str, str, str, Path, dict 
 
 
 def _data_roots(args: argparse.Namespace, space) -> dict[str, Path | None]:
-    data_root = _abs_dir(args.data_root, "--data-root")
-    roots = {"sysu": _abs_dir(args.sysu_root, "--sysu-root"), "regdb": _abs_dir(args.regdb_root, "--regdb-root")}
-    if data_root is not None:
-        if roots[space.dataset] not in (None, data_root):
-            raise UsageError(f"--data-root and --{space.dataset}-root name different folders")
-        roots[space.dataset] = data_root
+    """Every registered benchmark's root from ``--data-root [NAME=]PATH``, ``--sysu-root`` and ``--regdb-root``
+    (None where none is given); two flags naming different folders for one benchmark are refused."""
+    from aminet.data import registry
+
+    roots: dict[str, Path | None] = dict.fromkeys(registry.names())
+    given: dict[str, tuple[str, Path]] = {}
+
+    def put(name: str, path: str | None, flag: str) -> None:
+        folder = _abs_dir(path, flag)
+        if folder is None:
+            return
+        if name in given and given[name][1] != folder:
+            raise UsageError(f"{given[name][0]} and {flag} name different folders for {name}")
+        given[name] = (flag, folder)
+        roots[name] = folder
+
+    put("sysu", args.sysu_root, "--sysu-root")
+    put("regdb", args.regdb_root, "--regdb-root")
+    for name, path in (getattr(args, "data_roots", None) or {}).items():
+        if name not in roots:
+            raise UsageError(f"--data-root {name}={path}: {name!r} is not a registered benchmark ({', '.join(roots)})")
+        put(name, path, f"--data-root {name}=")
+    put(space.dataset, args.data_root, "--data-root")
     return roots
 
 
@@ -505,7 +547,7 @@ def _base_config(args: argparse.Namespace, space, quick: bool, roots: dict, synt
         raise UsageError(f"--set: {exc}") from None
     if base.data.root is None:  # the synthetic benchmark, generated once, passed to trials as an absolute path
         base = base.replace({"data.root": str(synthetic.ensure_default(space.dataset, quiet=False))})
-    for d in ("sysu", "regdb"):
+    for d in roots:
         if roots[d] is None and (synthetic_run or d == space.dataset):
             roots[d] = Path(base.data.root) if d == space.dataset else synthetic.ensure_default(d, quiet=False)
     if base.data.cache_dir is not None:
@@ -732,7 +774,7 @@ def preflight(plan: Plan) -> Plan:
     if plan.settings.final_eval:  # the test protocols the end of the search reads, read now
         from aminet.preflight import check_test_protocols
 
-        check_test_protocols(plan.sysu_root, plan.regdb_root, plan.base.eval.sysu_modes)
+        check_test_protocols(plan.given_roots, {"sysu": plan.base.eval.sysu_modes})
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     fingerprint = dataset_fingerprint(root, plan.base.data.cache_dir)
     saved = (plan.saved_state or {}).get("fingerprint")

@@ -3,7 +3,7 @@
 ``--space sysu`` reads ``search/spaces/sysu.yaml``; ``--space path/to/mine.yaml`` reads that file. A space
 file (the shipped ones are commented examples)::
 
-    dataset: sysu                       # sysu | regdb: the benchmark searched
+    dataset: sysu                       # a registered benchmark (sysu | regdb | llcm): the one searched
     base: sysu.yaml                     # the benchmark's paper setting (next to this file, else experiments/)
     quick: {base: smoke.yaml, set: {eval.trials: 3}}   # the CPU-sized variant of --budget quick
     budget:
@@ -63,7 +63,6 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = Path(experiments.__file__).resolve().parent  # the installed configs (the package's YAML files)
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-DATASETS = ("sysu", "regdb")
 
 
 class SpaceError(ValueError):
@@ -343,8 +342,10 @@ def _read_space(path: Path, fail) -> dict[str, Any]:
     for key in ("dataset", "base", "budget", "parameters"):
         if key not in raw:
             raise fail(key, "missing")
-    if raw["dataset"] not in DATASETS:
-        raise fail("dataset", f"{raw['dataset']!r}: expected one of {list(DATASETS)}")
+    from aminet.data import registry
+
+    if raw["dataset"] not in registry.names():
+        raise fail("dataset", f"{raw['dataset']!r}: expected one of {list(registry.names())}")
     return raw
 
 

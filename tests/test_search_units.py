@@ -267,7 +267,7 @@ def test_warm_start_reproduces_the_papers_config(name):
     ):
         assert first.flat()[key] == paper.flat()[key], key
     assert first.data.purpose == "search"  # a search never trains on, or looks at, the test ids
-    expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6)}[name]
+    expected = {"sysu": (0.4, 0.6, 0.5), "regdb": (0.2, 0.8, 0.6), "llcm": (0.4, 0.6, 0.5)}[name]
     assert (first.loss.mmd_intra_weight, first.loss.mmd_inter_weight, first.model.upper_body_ratio) == expected
 
 
@@ -305,7 +305,12 @@ def test_full_budget_takes_any_training_length(name):
 
 
 def test_shipped_spaces_are_the_yaml_files():
-    assert shipped_spaces() == ["regdb", "sysu"]
+    from aminet.data import registry
+
+    assert shipped_spaces() == ["llcm", "regdb", "sysu"]
+    for bench in registry.entries():  # each benchmark ships its space and its fixed config, for its own data
+        assert get_space(bench.space_name).dataset == bench.name
+        assert Config.from_dict(load_base(REPO / bench.config_file)).data.dataset == bench.name
     assert get_space("sysu").path == REPO / "search" / "spaces" / "sysu.yaml"
 
 
@@ -1159,3 +1164,29 @@ def test_optuna_trials_whose_record_was_lost_are_told_what_ray_says(tmp_path):
         "crashed": ("FAIL", None),
         None: ("FAIL", None),
     }
+
+
+def test_data_roots_are_keyed_by_benchmark_and_named_on_the_command_line(tmp_path):
+    """``--data-root NAME=PATH`` gives any registered benchmark its folder (the plan's ``roots``); the plain
+    form is the space's benchmark; an unknown name, a missing folder and two folders for one benchmark are
+    one line each; a resume given another named root is refused."""
+    from aminet.data import synthetic
+    from search.plan import UsageError
+
+    llcm = synthetic.generate("llcm", tmp_path / "LLCM", ids=8, images=1, height=32, width=16, workers=1)
+    sysu = synthetic.generate("sysu", tmp_path / "SYSU", ids=8, images=1, height=32, width=16, workers=1)
+    plan = _plan(tmp_path, "--data-root", str(sysu), "--data-root", f"llcm={llcm}")
+    assert plan.roots["sysu"] == sysu and plan.roots["llcm"] == llcm and plan.roots["regdb"] is None
+    assert list(plan.given_roots) == ["sysu", "llcm"] and plan.base.data.root == str(sysu)
+    assert _plan(tmp_path, "--data-root", f"sysu={sysu}").base.data.root == str(sysu)  # the named form of the same
+    for extra, needle in (
+        (["--data-root", f"market={llcm}"], "'market' is not a registered benchmark (sysu, regdb, llcm)"),
+        (["--data-root", f"llcm={tmp_path / 'nowhere'}"], "--data-root llcm=: folder not found"),
+        (["--data-root", f"sysu={llcm}", "--sysu-root", str(sysu)], "name different folders for sysu"),
+    ):
+        with pytest.raises(UsageError) as err:
+            _plan(tmp_path, *extra)
+        assert needle in str(err.value) and "\n" not in str(err.value)
+    _save(plan, tmp_path, args=__import__("search.plan").plan.identity(_args(tmp_path, "--data-root", str(sysu))))
+    with pytest.raises(UsageError, match="--data-root NAME=PATH differs from the saved search"):  # noqa: RUF043
+        _plan(tmp_path, "--resume", "--data-root", f"llcm={llcm}")

@@ -79,10 +79,12 @@ def log_summary_inputs(client, run_id: str, cfg, seeds: list[int], trials: list[
     trials (``-`` on SYSU) as ``run.seeds`` / ``run.trials``, and the config as ``config.yaml``."""
     from mlflow.entities import Param
 
+    from aminet.data import registry
+
     params = {
         **flatten_config(cfg.flat()),
         "run.seeds": " ".join(map(str, seeds)),
-        "run.trials": " ".join(map(str, trials)) if cfg.data.dataset == "regdb" else "-",
+        "run.trials": " ".join(map(str, trials)) if registry.get(cfg.data.dataset).model_per_trial else "-",
     }
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -113,11 +115,14 @@ def paper_table(summary: pd.DataFrame) -> str:
     if summary.empty:
         return "(no results)"
     benchmark = summary.benchmark.iloc[0]
-    cols = _SYSU_COLS if benchmark == "sysu" else _REGDB_COLS
+    # the paper's columns on SYSU-MM01 and RegDB; another benchmark: R-1, R-10, R-20, mAP, mINP of each setting
+    cols = {"sysu": _SYSU_COLS, "regdb": _REGDB_COLS}.get(benchmark) or [
+        (s, m) for s in dict.fromkeys(summary.setting) for m in ("R1", "R10", "R20", "mAP", "mINP")
+    ]
     present = [c for c in cols if c[0] in set(summary.setting)]
     labels = list(dict.fromkeys(summary["label"])) if "label" in summary.columns else [""]
     head1 = f"{'':<24s}" + "".join(
-        f"{_SETTING_NAMES[s]:<{17 * sum(1 for c in present if c[0] == s)}s}"
+        f"{_SETTING_NAMES.get(s, s):<{17 * sum(1 for c in present if c[0] == s)}s}"
         for s in dict.fromkeys(c[0] for c in present)
     )
     head2 = f"{'':<24s}" + "".join(f"{m.replace('R', 'R-'):<17s}" for _, m in present)

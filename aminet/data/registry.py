@@ -91,15 +91,19 @@ def _load() -> None:
         importlib.import_module(module)
 
 
+def _order(name: str) -> tuple[int, str]:
+    shipped = [m.rsplit(".", 1)[1] for m in BUILTIN]
+    return (shipped.index(name), "") if name in shipped else (len(shipped), name)
+
+
 def names() -> tuple[str, ...]:
-    """The registered benchmarks' names, in registration order."""
+    """The registered benchmarks' names: the shipped ones in ``BUILTIN`` order, then others by name."""
     _load()
-    return tuple(_REGISTRY)
+    return tuple(sorted(_REGISTRY, key=_order))
 
 
 def entries() -> tuple[Benchmark, ...]:
-    _load()
-    return tuple(_REGISTRY.values())
+    return tuple(_REGISTRY[n] for n in names())
 
 
 def get(name: Any) -> Benchmark:
@@ -107,7 +111,7 @@ def get(name: Any) -> Benchmark:
     _load()
     entry = _REGISTRY.get(name) if isinstance(name, str) else None
     if entry is None:
-        raise ValueError(f"benchmark {name!r}: choose one of {', '.join(_REGISTRY)}")
+        raise ValueError(f"benchmark {name!r}: choose one of {', '.join(names())}")
     return entry
 
 

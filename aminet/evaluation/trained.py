@@ -68,7 +68,7 @@ def evaluate_benchmarks(
     trained_on = cfg.data.dataset
     frames = []
     kw = dict(batch_size=cfg.eval.batch_size, device=device, flip=cfg.eval.flip, max_rank=cfg.eval.max_rank)
-    for name, root in roots.items():
+    for name, root in sorted(roots.items(), key=lambda item: item[0] != trained_on):  # in-domain first
         if root is None:
             continue
         bench = registry.get(name)
