@@ -27,6 +27,7 @@ import copy
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +193,47 @@ def run_unit(
         result.frame = result.frame.assign(seed=seed, label=label)
         log_child_artifacts(result, c, prefix)
     return result.frame
+
+
+@dataclass(frozen=True)
+class RetrainUnit:
+    """One model of a fixed configuration trained as a function call (the search's ``--retrain-best`` hands one
+    to each Ray task): the config file, seed, trial (None: not a per-trial benchmark), the MLflow experiment, the
+    checkpoints folder, the summary run it is a child of, and extra tags."""
+
+    dataset: str
+    config_file: str
+    seed: int
+    trial: int | None
+    experiment: str
+    run_dir: str
+    parent_run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.dataset} seed {self.seed}" + (f" trial {self.trial}" if self.trial is not None else "")
+
+
+def train_model(unit: RetrainUnit, uri: str) -> pd.DataFrame:
+    """Train and test one model of ``unit`` as a child of its summary run in the MLflow store ``uri``; returns its
+    per-trial frame (what ``run_unit`` returns). What ``main`` does for one seed (and trial) with
+    ``--parent-run-id``, as a function: the caller takes the results as returned."""
+    import mlflow
+
+    from tracking.reporting import git_commit, mlflow_store, source_tags
+
+    ((label, cfg),) = load_experiment(unit.config_file, [], [])
+    check_inputs(cfg, regdb_trials=[unit.trial] if unit.trial is not None else None, quiet=True)
+    uri, exp_id = mlflow_store(uri, unit.experiment)
+    mlflow.set_tracking_uri(uri)
+    tags = {
+        "aminet.config_file": str(Path(unit.config_file).resolve()),
+        "aminet.git_commit": git_commit(),
+        "aminet.presets": "",
+        **source_tags("search/run.py --retrain-best"),
+        **unit.tags,
+    }
+    return run_unit(label, cfg, unit.seed, unit.trial, exp_id, Path(unit.run_dir), True, tags, unit.parent_run_id)
 
 
 def units(cfg: Config, seeds: list[int], trials: list[int]) -> list[tuple[int, int | None]]:

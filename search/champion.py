@@ -402,30 +402,23 @@ def evaluate_on_cluster(
     return ray.get(refs)
 
 
-def run_fixed(argv: list[str]) -> tuple[int, str, str]:
-    """A fixed-config run (``experiments.run.main(argv)``, an installed function) as a Ray task: (exit status,
-    what it printed, the tail of what it printed to stderr)."""
-    import contextlib
-    import io
+def retrain_model(unit, uri: str):
+    """One ``--retrain-best`` model as a Ray task: the fixed-config runner's function
+    (``experiments.run.train_model``), its per-trial frame returned, or the one line its error left (a string;
+    its MLflow run ended FAILED)."""
+    from experiments.run import train_model
 
-    from experiments.run import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as exc:  # argparse's own exits
-            rc = exc.code if isinstance(exc.code, int) else 1
-    return rc, out.getvalue(), err.getvalue()[-3000:]
+    try:
+        return train_model(unit, uri)
+    except Exception as exc:  # noqa: BLE001 - reported in one line by the driver, the run already FAILED
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
 
 
-def retrain_on_cluster(
-    commands: Sequence[list[str]], resources: dict[str, float], retries: int, local_store: bool
-) -> list[tuple[int, str, str]]:
-    """Fixed-config runs as Ray tasks (one GPU each when the cluster has GPUs), in parallel with a tracking
-    server. ``local_store``: the tracking store is a SQLite file on this machine, so the tasks run on this
-    node (the only one that can write it) and one at a time (SQLite takes one writer; two runners writing at
-    once can fail with "database is locked")."""
+def retrain_on_cluster(units: Sequence, uri: str, resources: dict[str, float], retries: int, local_store: bool) -> list:
+    """``retrain_model`` for each unit as Ray tasks (one GPU each when the cluster has GPUs), in parallel with a
+    tracking server. ``local_store``: the tracking store is a SQLite file on this machine, so the tasks run on
+    this node (the only one that can write it) and one at a time (SQLite takes one writer; two runners writing
+    at once can fail with "database is locked")."""
     import ray
 
     opts: dict[str, Any] = dict(
@@ -440,7 +433,7 @@ def retrain_on_cluster(
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False
         )
-    task = ray.remote(run_fixed).options(**opts)
+    task = ray.remote(retrain_model).options(**opts)
     if local_store:
-        return [ray.get(task.remote(cmd)) for cmd in commands]
-    return ray.get([task.remote(cmd) for cmd in commands])
+        return [ray.get(task.remote(unit, uri)) for unit in units]
+    return ray.get([task.remote(unit, uri) for unit in units])

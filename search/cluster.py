@@ -154,7 +154,7 @@ def _replay_kwargs(plan: Plan) -> dict:
     return dict(table_dir=str(plan.replay), eval_every=b.eval_every, epochs=b.epochs, time_scale=plan.replay_time_scale)
 
 
-def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callbacks: list, study_url: str):
+def build_tuner(plan: Plan, callbacks: list, study_url: str):
     import optuna
     from ray import tune
 
@@ -163,10 +163,10 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
     if plan.replay is not None:
         from search.replay import train_replay
 
-        trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), resources)
+        trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), plan.resources)
     else:
         trainable = tune.with_resources(
-            tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml(), drill=plan.drill), resources
+            tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml(), drill=plan.drill), plan.resources
         )
     if plan.resume:
         from ray.tune import Tuner
@@ -194,7 +194,7 @@ def build_tuner(plan: Plan, resources: dict[str, float], concurrent: int, callba
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=b.num_samples,
-            max_concurrent_trials=concurrent,
+            max_concurrent_trials=plan.concurrent,
             reuse_actors=_reuse_workers(plan),
         ),
         run_config=tune.RunConfig(
@@ -224,8 +224,6 @@ def _reuse_workers(plan: Plan) -> bool:
 
 def reseed_tuner(
     plan: Plan,
-    resources: dict[str, float],
-    concurrent: int,
     callbacks: list,
     points: list[dict],
     seeds: list[int],
@@ -240,12 +238,12 @@ def reseed_tuner(
         from search.replay import replay_reseed
 
         trainable = tune.with_resources(
-            tune.with_parameters(replay_reseed, points=points, **_replay_kwargs(plan)), resources
+            tune.with_parameters(replay_reseed, points=points, **_replay_kwargs(plan)), plan.resources
         )
     else:
         trainable = tune.with_resources(
             tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points, drill=plan.drill),
-            resources,
+            plan.resources,
         )
     path = f"{plan.experiment_path}-reseed"
     if tune.Tuner.can_restore(path):
@@ -257,7 +255,7 @@ def reseed_tuner(
             metric=METRIC,
             mode="max",
             num_samples=1,
-            max_concurrent_trials=concurrent,
+            max_concurrent_trials=plan.concurrent,
             reuse_actors=_reuse_workers(plan),
         ),
         run_config=tune.RunConfig(
@@ -274,7 +272,7 @@ def reseed_tuner(
 def fit_search(tuner, plan: Plan, record) -> object:
     """``tuner.fit()`` under the time budget (``search.lineage.SearchClock``: it survives a hard kill); an interrupted fit (Ray catches
     Ctrl-C, saves the experiment and returns early) raises ``KeyboardInterrupt``. Returns Ray's results."""
-    from search.lineage import SearchClock, record_time_budget
+    from search.lineage import SearchClock
     from search.tuning import INTERRUPTED
 
     clock = SearchClock(plan.state_dir, plan.settings.time_budget, record.state, record.state_path)
@@ -303,7 +301,7 @@ def fit_search(tuner, plan: Plan, record) -> object:
             file=sys.stderr,
             flush=True,
         )
-        record_time_budget(record.client, record.parent_id, n)
+        record.record_time_budget(n)
     end_orphaned_trials(plan.name, record.study_url, list(results), plan.budget.epochs)
     return results
 

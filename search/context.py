@@ -6,7 +6,9 @@ namespace never leaves that module) and completed by ``preflight``; the modules 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +17,54 @@ if TYPE_CHECKING:
     from aminet.engine.drills import Drill
     from search.spaces import Budget, SearchSpace
 
-__all__ = ["Plan", "Settings", "STATE_FILE", "DEADLINE_FILE", "METRIC", "DEFAULT_TRANSFER"]
+__all__ = ["Plan", "Settings", "SearchState", "STATE_FILE", "DEADLINE_FILE", "METRIC", "DEFAULT_TRANSFER"]
 
 STATE_FILE = "aminet_search.json"  # the search's saved state, in its experiment folder
 DEADLINE_FILE = "deadline"  # the Unix time after which no new trial starts (--time-budget)
 METRIC = "score"  # what trials report and Optuna maximises: (R1 + mAP) / 2 on validation identities
 DEFAULT_TRANSFER = "prior"  # docs/search-study.md, "Transfer": the one method never behind no transfer
+
+
+@dataclass
+class SearchState:
+    """The search's state file (``STATE_FILE`` in its folder), typed: what a resume and a finished search read
+    back. Written whole or not at all (``write``); a field left None is not written, and an older file's
+    missing field reads as its default (its unknown keys, e.g. the ``roots`` and ``reseed_points`` earlier
+    versions wrote and nothing read, are dropped)."""
+
+    space: str  # the space's name: a resume must name the same
+    parent_run_id: str = ""  # the MLflow parent run a resume reopens
+    mlflow_uri: str = ""
+    experiment_id: str = ""
+    study: str = ""  # the Optuna storage URL
+    created: float = 0.0  # Unix time
+    stage: str = "search"  # search -> reseed -> finished
+    args: dict[str, Any] = field(default_factory=dict)  # the identity flags, normalised (plan.identity)
+    base_config: str | None = None  # YAML: a resume refuses another base config
+    space_params: dict[str, str] | None = None  # the space's signature: a resume refuses another space
+    fingerprint: str | None = None  # the data's: a resume refuses other data
+    budget: dict[str, Any] | None = None  # a resume refuses another budget
+    summary: str | None = None  # a finished search's summary, printed again when it is run again
+    search_seconds: float | None = None  # --time-budget: the searching time of earlier runs
+    clock_closed: float | None = None  # --time-budget: the start of the last run whose time was charged
+
+    @classmethod
+    def read(cls, path: Path) -> SearchState:
+        """The state file at ``path``; one line naming it if it is not a search's state file."""
+        try:
+            raw = json.loads(Path(path).read_text())
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a search state file ({' '.join(str(exc).split())})") from None
+
+    def write(self, path: Path) -> None:
+        """Write the file whole or not at all (a kill mid-write leaves the previous one)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -68,11 +112,15 @@ class Plan:
     state_dir: Path
     roots: dict[str, Path | None]  # every registered benchmark's data folder (None: not evaluated on it)
     settings: Settings
-    saved_state: dict | None = None  # the saved search this one resumes (None: a new search)
+    saved_state: SearchState | None = None  # the saved search this one resumes (None: a new search)
     fingerprint: str | None = None  # of the search's data folder, set by preflight
     replay: Path | None = None  # --replay: the table folder that answers every trial (search/replay.py)
     replay_time_scale: float = 0.0
     drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
+    # Set once, where Ray is started (search/run.py, from search.cluster.trial_resources): what each trial
+    # holds ({"cpu": n, "gpu": g}) and how many run at once. None until then.
+    resources: dict[str, float] | None = None
+    concurrent: int | None = None
 
     @property
     def resume(self) -> bool:

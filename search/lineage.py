@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.context import DEADLINE_FILE, DEFAULT_TRANSFER, STATE_FILE, Plan
+from search.context import DEADLINE_FILE, DEFAULT_TRANSFER, STATE_FILE, Plan, SearchState
 
 __all__ = [
     "SearchRecord",
@@ -40,14 +40,46 @@ class SearchRecord:
     uri: str
     exp_id: str
     parent_id: str
-    state: dict
+    state: SearchState
     state_path: Path
     study_url: str
     run_tags: dict = field(default_factory=dict)
     inputs: list = field(default_factory=list)
 
+    # Every write to the parent run and the state file, as a method of the record (the functions below do
+    # the work; the record supplies where).
+    def save(self) -> None:
+        """The state file, written atomically."""
+        self.state.write(self.state_path)
 
-def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
+    def close(self, status: str) -> None:
+        """The parent run and any trial run still RUNNING end with ``status``."""
+        close_runs(self.client, self.exp_id, self.parent_id, status)
+
+    def log_summary(self, plan: Plan, results) -> None:
+        log_search_summary(self.client, self.parent_id, plan, results, self.study_url)
+
+    def record_selection(self, cfg, cands, winner, chosen_on=(), fresh=()) -> None:
+        record_selection(self.client, self.parent_id, self.exp_id, cfg, cands, winner, chosen_on, fresh)
+
+    def record_test_evaluation(self, inputs, per_trial, benchmarks, table: str) -> None:
+        record_test_evaluation(self.client, self.parent_id, inputs, per_trial, benchmarks, table)
+
+    def record_replay_test(self, figures: dict[str, float], where: str, table: str) -> None:
+        record_replay_test(self.client, self.parent_id, figures, where, table)
+
+    def record_registration(self, label: str) -> None:
+        record_registration(self.client, self.parent_id, label)
+
+    def record_time_budget(self, ran: str) -> None:
+        record_time_budget(self.client, self.parent_id, ran)
+
+    def describe(self, plan: Plan, winner, table: str | None = None, registered: str | None = None) -> None:
+        """The parent run's description (the winner, its scores, the test table, the registration)."""
+        describe_parent(self.client, self.parent_id, plan, winner, self.exp_id, table, registered)
+
+
+def open_search(plan: Plan) -> SearchRecord:
     """The search's parent run (created, or reopened on a resume) and its state file."""
     import datetime as _dt
 
@@ -67,8 +99,8 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
     inputs = [dataset_input(f"{data_name}-{c}", fingerprint, plan.base.data.root, c) for c in ("train", "validation")]
     run_tags = {"aminet.space": plan.space.name, "aminet.search": plan.name, **source_tags("search/run.py")}
     if plan.resume:
-        state = json.loads(state_path.read_text())
-        parent_id = state["parent_run_id"]
+        state = SearchState.read(state_path)
+        parent_id = state.parent_run_id
         client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, "aminet.resumed_at", _dt.datetime.now().isoformat(timespec="seconds"))
         print(f"resuming search {plan.name} (MLflow parent run {parent_id})", file=sys.stderr)
@@ -96,9 +128,9 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
             "eval_every": b.eval_every,
             "grace_period": b.grace_period,
             "reduction_factor": b.reduction_factor,
-            "max_concurrent": concurrent,
-            "cpus_per_trial": resources["cpu"],
-            "gpus_per_trial": resources["gpu"],
+            "max_concurrent": plan.concurrent,
+            "cpus_per_trial": plan.resources["cpu"],
+            "gpus_per_trial": plan.resources["gpu"],
             "sampler": st.sampler,
             "scheduler": st.scheduler,
             "replay": str(plan.replay) if plan.replay else "none",
@@ -121,22 +153,20 @@ def open_search(plan: Plan, resources: dict, concurrent: int) -> SearchRecord:
                 "search/transferred_space.json",
             )
         client.log_inputs(parent_id, datasets=inputs)
-        state = {
-            "space": plan.space.name,
-            "parent_run_id": parent_id,
-            "mlflow_uri": uri,
-            "experiment_id": exp_id,
-            "study": study_url,
-            "created": time.time(),
-            "stage": "search",
-            "args": {**st.identity, "mlflow_uri": uri},
-            "base_config": plan.base.to_yaml(),
-            "space_params": plan.space.signature(),
-            "fingerprint": fingerprint,
-            "budget": vars(plan.budget),
-            "roots": {name: str(root) for name, root in plan.given_roots.items()},
-        }
-        save_state(state_path, state)
+        state = SearchState(
+            space=plan.space.name,
+            parent_run_id=parent_id,
+            mlflow_uri=uri,
+            experiment_id=exp_id,
+            study=study_url,
+            created=time.time(),
+            args={**st.identity, "mlflow_uri": uri},
+            base_config=plan.base.to_yaml(),
+            space_params=plan.space.signature(),
+            fingerprint=fingerprint,
+            budget=vars(plan.budget),
+        )
+        state.write(state_path)
     except BaseException:
         close_runs(client, exp_id, parent_id, "FAILED")
         raise
@@ -363,11 +393,9 @@ def record_time_budget(client, parent_id: str, ran: str) -> None:
     client.set_tag(parent_id, "aminet.time_budget_reached", f"{ran} trials")
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Write the search's state file whole or not at all (a kill mid-write leaves the previous one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1, default=str))
-    tmp.replace(path)
+def save_state(path: Path, state: SearchState) -> None:
+    """Write the search's state file whole or not at all (``SearchState.write``)."""
+    state.write(path)
 
 
 CLOCK_FILE = "clock.json"  # the running search's clock: when this run started searching, when it was last seen
@@ -384,7 +412,7 @@ class SearchClock:
     kill between that write and the clock file's removal is never charged twice."""
 
     def __init__(
-        self, state_dir: Path, budget_s: float | None, state: dict, state_path: Path, beat: float = CLOCK_BEAT_S
+        self, state_dir: Path, budget_s: float | None, state: SearchState, state_path: Path, beat: float = CLOCK_BEAT_S
     ):
         self.file, self.deadline_file = state_dir / CLOCK_FILE, state_dir / DEADLINE_FILE
         self.budget_s, self.state, self.state_path, self.beat = budget_s, state, state_path, beat
@@ -398,12 +426,12 @@ class SearchClock:
             last = json.loads(self.file.read_text())
         except (FileNotFoundError, ValueError):
             return
-        if last.get("started") != self.state.get("clock_closed"):
-            self.state["search_seconds"] = float(self.state.get("search_seconds", 0.0)) + max(
+        if last.get("started") != self.state.clock_closed:
+            self.state.search_seconds = (self.state.search_seconds or 0.0) + max(
                 0.0, float(last["seen"]) - float(last["started"])
             )
-            self.state["clock_closed"] = last["started"]
-            save_state(self.state_path, self.state)
+            self.state.clock_closed = last["started"]
+            self.state.write(self.state_path)
         self.file.unlink(missing_ok=True)
 
     def _write(self, seen: float) -> None:
@@ -422,7 +450,7 @@ class SearchClock:
             self.deadline_file.unlink(missing_ok=True)
             return None
         self.started = time.time()
-        self.deadline = self.started + self.budget_s - float(self.state.get("search_seconds", 0.0))
+        self.deadline = self.started + self.budget_s - (self.state.search_seconds or 0.0)
         self.deadline_file.write_text(f"{self.deadline:.3f}\n")
         self._write(self.started)
         self._thread = threading.Thread(target=self._beat, name="aminet-search-clock", daemon=True)
@@ -436,9 +464,9 @@ class SearchClock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.state["search_seconds"] = float(self.state.get("search_seconds", 0.0)) + time.time() - self.started
-        self.state["clock_closed"] = self.started
-        save_state(self.state_path, self.state)
+        self.state.search_seconds = (self.state.search_seconds or 0.0) + time.time() - self.started
+        self.state.clock_closed = self.started
+        self.state.write(self.state_path)
         self.file.unlink(missing_ok=True)
         self.started = None
 

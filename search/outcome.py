@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aminet.data import registry as benchmark_registry
 from search.cluster import reseed_tuner
 from search.context import Plan
-from search.lineage import (
-    SearchRecord,
-    describe_parent,
-    record_registration,
-    record_replay_test,
-    record_selection,
-    record_test_evaluation,
-    save_state,
-)
+from search.lineage import SearchRecord
 from search.registry import register_champion
 
 __all__ = ["select_champion", "final_evaluation", "retrain_best", "retrain_units"]
 
+if TYPE_CHECKING:
+    from experiments.run import RetrainUnit
+
 FINAL_EXPERIMENT = "aminet-final"  # the MLflow experiment of --retrain-best's fixed-config runs
 
 
-def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurrent):
+def select_champion(rec: SearchRecord, plan: Plan, results):
     """Finished trials only, the top k re-seeded on the cluster, the best mean over seeds. Returns the winner."""
     from search import champion
     from trainables.params import apply_params
@@ -41,7 +37,7 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     seeds = champion.reseed_seeds(plan.base.train.seed, plan.settings.reseeds)
     reseeded = []
     if seeds:
-        reseeded = _reseed(rec, top, seeds, plan, resources, concurrent)
+        reseeded = _reseed(rec, top, seeds, plan)
     cands = champion.candidates_from(top, plan.base.train.seed, reseeded, b.epochs)
     seed = plan.base.train.seed  # the search's seed, on which the candidates were ranked top-k
     winner = champion.choose(cands, seed if champion.SELECT_ON_FRESH_SEEDS else None)
@@ -49,7 +45,7 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     fresh = [s for s in champion.selection_seeds(cands, seed) if s != seed]  # none without re-seeds
     cfg = apply_params(plan.base, winner.params)
     (plan.state_dir / "best_config.yaml").write_text(cfg.to_yaml())  # what --retrain-best trains
-    record_selection(rec.client, rec.parent_id, rec.exp_id, cfg, cands, winner, chosen_on, fresh)
+    rec.record_selection(cfg, cands, winner, chosen_on, fresh)
     print(
         f"\nselected: trial {winner.trial_id}, val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} over "
         f"seeds {winner.seeds} (finished trials only; top {len(cands)} re-seeded, compared on seeds {chosen_on}); "
@@ -58,7 +54,7 @@ def select_champion(rec: SearchRecord, plan: Plan, results, resources, concurren
     return winner
 
 
-def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
+def _reseed(rec: SearchRecord, top, seeds, plan: Plan):
     """The top finished trials' parameters trained again with each of ``seeds``, as Ray trials logged under the
     search's parent run. The stage is saved first, so that --resume re-seeds instead of searching again."""
     from search.tuning import ProgressLines, ResolvedParams, TrialRunLogger
@@ -66,8 +62,8 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
 
     b = plan.budget
     points = [{k: v for k, v in r.config.items() if k != OPTUNA_TRIAL} for r in top]
-    rec.state.update(stage="reseed", reseed_points=points)
-    save_state(rec.state_path, rec.state)
+    rec.state.stage = "reseed"
+    rec.save()
     print(
         f"\nre-seeding the top {len(points)} finished trial(s) with seeds {seeds} "
         f"({len(points) * len(seeds)} Ray trials)",
@@ -84,7 +80,7 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
         inputs=rec.inputs,
         params_of=ResolvedParams(plan.base.to_yaml(), points),
     )
-    grid = reseed_tuner(plan, resources, concurrent, [logger, ProgressLines(b.epochs)], points, seeds).fit()
+    grid = reseed_tuner(plan, [logger, ProgressLines(b.epochs)], points, seeds).fit()
     from search.tuning import INTERRUPTED
 
     if INTERRUPTED.is_set() or grid.num_terminated + grid.num_errors < len(points) * len(seeds):
@@ -92,7 +88,7 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan, resources, concurrent):
     return list(grid)
 
 
-def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resources, exp_id: str) -> str:
+def final_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
     """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
     seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
     import pandas as pd
@@ -101,12 +97,12 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
     from tracking.reporting import paper_table, seed_summary
 
     if plan.replay is not None:
-        return replay_evaluation(client, parent_id, plan, winner, exp_id)
+        return replay_evaluation(rec, plan, winner)
     models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")
     frames = champion.evaluate_on_cluster(
-        [r.checkpoint for _, r in models], plan.given_roots, resources, plan.settings.max_failures
+        [r.checkpoint for _, r in models], plan.given_roots, plan.resources, plan.settings.max_failures
     )
     from aminet.data.cache import dataset_fingerprint
     from aminet.data.synthetic import is_synthetic
@@ -129,7 +125,7 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
         summary = seed_summary(g.drop(columns=["scope"]).assign(label=scope), feature)
         benchmarks.append((str(bench), scope, int(g.trial.nunique()), summary))
     table = "\n\n".join(paper_table(summary) for *_, summary in benchmarks)
-    record_test_evaluation(client, parent_id, tests, frame, benchmarks, table)
+    rec.record_test_evaluation(tests, frame, benchmarks, table)
     text = (
         f"\nTEST protocols of the selected configuration ({feature} feature; mean +- std over seeds "
         f"{[s for s, _ in models]}, each seed the mean over the protocol's trials; selected on validation ids "
@@ -137,17 +133,17 @@ def final_evaluation(client, parent_id: str, plan: Plan, winner, uri: str, resou
     )
     print(text)
     if not plan.settings.register:
-        describe_parent(client, parent_id, plan, winner, exp_id, table)
+        rec.describe(plan, winner, table)
         return text
     best = winner.best_model()
-    version, line, label = register_champion(client, parent_id, plan, winner, best, uri, text)
-    record_registration(client, parent_id, label)
-    describe_parent(client, parent_id, plan, winner, exp_id, table, line)
+    version, line, label = register_champion(rec.client, rec.parent_id, plan, winner, best, rec.uri, text)
+    rec.record_registration(label)
+    rec.describe(plan, winner, table, line)
     print("\n" + line)
     return text + "\n\n" + line
 
 
-def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -> str:
+def replay_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
     """A replayed search's "test evaluation": the recorded test metrics of the table rows that answered the
     winner's seeds (no model exists, so none is registered). Logged on the parent run as the real evaluation
     is, under ``test/sysu/<setting>/<metric>``, with the tag ``aminet.replay``."""
@@ -178,8 +174,8 @@ def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -
         lines.append(f"{setting:8s} " + " ".join(f"{c:>14s}" for c in cells))
     where = f"{plan.replay} (rows {[(row.config, row.seed) for row in rows]})"
     table_text = "\n".join(lines)
-    record_replay_test(client, parent_id, figures, where, table_text)
-    describe_parent(client, parent_id, plan, winner, exp_id, table_text)
+    rec.record_replay_test(figures, where, table_text)
+    rec.describe(plan, winner, table_text)
     text = (
         f"\nREPLAYED test metrics of the selected configuration (SYSU-MM01 protocol as recorded in the table {where}; "
         f"mean +- std over its seeds; no model is registered in a replay):\n{table_text}"
@@ -188,42 +184,34 @@ def replay_evaluation(client, parent_id: str, plan: Plan, winner, exp_id: str) -
     return text
 
 
-def retrain_units(plan: Plan, uri: str, summaries: dict[str, str], search_parent: str) -> list[tuple[str, list[str]]]:
-    """The arguments of one fixed-config run (``experiments.run.main``) per model of ``--retrain-best``: per
-    benchmark in ``summaries``
-    (dataset -> its summary run), per seed of ``--retrain-seeds`` and, on RegDB, per trial of
+def retrain_units(plan: Plan, summaries: dict[str, str], search_parent: str) -> list[RetrainUnit]:
+    """One model of ``--retrain-best`` per benchmark in ``summaries`` (dataset -> its summary run), per seed of
+    ``--retrain-seeds`` and, on a benchmark that trains one model per trial (RegDB), per trial of
     ``--retrain-trials``. Each logs its model as a child of the benchmark's summary run."""
+    from experiments.run import RetrainUnit
+
     out = []
     for dataset, parent in summaries.items():
         path = plan.state_dir / f"final_{dataset}.yaml"
         trials = plan.settings.retrain_trials if benchmark_registry.get(dataset).model_per_trial else [None]
         for seed in plan.settings.retrain_seeds:
             for trial in trials:
-                cmd = [
-                    str(path),
-                    "--mlflow-uri",
-                    uri,
-                    "--experiment",
-                    FINAL_EXPERIMENT,
-                    "--seeds",
-                    str(seed),
-                    "--quiet",
-                    "--run-dir",
-                    str(plan.state_dir / "final_runs" / dataset),
-                    "--parent-run-id",
-                    parent,
-                    "--tag",
-                    f"aminet.search_parent={search_parent}",
-                    "--tag",
-                    f"aminet.search_name={plan.name}",
-                ]
-                if trial is not None:
-                    cmd += ["--trials", str(trial)]
-                out.append((dataset, cmd))
+                out.append(
+                    RetrainUnit(
+                        dataset=dataset,
+                        config_file=str(path),
+                        seed=seed,
+                        trial=trial,
+                        experiment=FINAL_EXPERIMENT,
+                        run_dir=str(plan.state_dir / "final_runs" / dataset),
+                        parent_run_id=parent,
+                        tags={"aminet.search_parent": search_parent, "aminet.search_name": plan.name},
+                    )
+                )
     return out
 
 
-def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, float]) -> int:
+def retrain_best(plan: Plan, uri: str, parent_id: str) -> int:
     """Fixed-config final runs of the best config on both benchmarks: one summary run per benchmark, one
     Ray task per model (seed, and RegDB trial), in parallel where the tracking store allows, each model a
     child run of its benchmark's summary; then the mean +- std over seeds on each summary run."""
@@ -273,36 +261,32 @@ def retrain_best(plan: Plan, uri: str, parent_id: str, resources: dict[str, floa
         log_summary_inputs(
             client, run.info.run_id, cfg, list(plan.settings.retrain_seeds), list(plan.settings.retrain_trials)
         )
-    commands = retrain_units(plan, uri, summaries, parent_id)
+    units = retrain_units(plan, summaries, parent_id)
     print(
-        f"\n=== retrain best: {len(commands)} model(s) as Ray tasks "
-        f"({', '.join(f'{d}: {sum(1 for x, _ in commands if x == d)}' for d in summaries)})",
+        f"\n=== retrain best: {len(units)} model(s) as Ray tasks "
+        f"({', '.join(f'{d}: {sum(1 for u in units if u.dataset == d)}' for d in summaries)})",
         flush=True,
     )
+    # each task calls the fixed-config runner's function (experiments.run.train_model) and returns the model's
+    # per-trial frame, or the one line its error left
     outcomes = champion.retrain_on_cluster(
-        [cmd for _, cmd in commands], resources, plan.settings.max_failures, local_store=is_local_store(uri)
+        units, uri, plan.resources, plan.settings.max_failures, local_store=is_local_store(uri)
     )
     status = 0
+    frames: dict[str, list] = {d: [] for d in summaries}
     failed: set[str] = set()
-    for (dataset, cmd), (code, stdout, stderr) in zip(commands, outcomes):
-        if code:
-            print(f"error: retrain run failed (exit {code}): {' '.join(cmd[1:])}\n{stderr}", file=sys.stderr)
-            status = status or code
-            failed.add(dataset)
+    for unit, outcome in zip(units, outcomes):
+        if isinstance(outcome, str):
+            print(f"error: retrain run failed: {unit.describe()}: {outcome}", file=sys.stderr)
+            status = 1
+            failed.add(unit.dataset)
+        else:
+            frames[unit.dataset].append(outcome)
     for dataset, run_id in summaries.items():
         if dataset in failed:
             client.set_terminated(run_id, "FAILED")
             continue
-        children = client.search_runs(
-            [exp_id], f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`aminet.role` = 'model'"
-        )
-        frames = []
-        for child in children:
-            if child.info.status != "FINISHED":  # a task's attempt that was lost and retried by Ray
-                continue
-            local = client.download_artifacts(child.info.run_id, "results/per_trial.csv")
-            frames.append(pd.read_csv(local))
-        per_trial = pd.concat(frames, ignore_index=True)
+        per_trial = pd.concat(frames[dataset], ignore_index=True)
         summary = log_seed_summary(client, run_id, per_trial, configs[dataset])
         client.set_terminated(run_id, "FINISHED")
         print(

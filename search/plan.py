@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import socket
@@ -21,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aminet.cli import ArgumentParser, UsageError, invoked_as
-from search.context import DEADLINE_FILE, DEFAULT_TRANSFER, METRIC, STATE_FILE, Plan, Settings  # noqa: F401
+from search.context import (  # noqa: F401
+    DEADLINE_FILE,
+    DEFAULT_TRANSFER,
+    METRIC,
+    STATE_FILE,
+    Plan,
+    SearchState,
+    Settings,
+)
 from search.samplers import SAMPLERS, asha_refusal
 
 if TYPE_CHECKING:
@@ -381,14 +388,14 @@ def plan_search(args: argparse.Namespace) -> Plan:
     if args.sampler == "pibo":
         _check_priors(space)
     drill = _drill(args)
-    if saved_state is not None and "space_params" in saved_state:
-        check_same_space(saved_state["space_params"], space, name)
-    if saved_state is not None and "base_config" in saved_state:
-        check_same_base(saved_state["base_config"], base, name)
+    if saved_state is not None and saved_state.space_params is not None:
+        check_same_space(saved_state.space_params, space, name)
+    if saved_state is not None and saved_state.base_config is not None:
+        check_same_base(saved_state.base_config, base, name)
     replay = check_replay(args, space, base) if args.replay else None
     budget = _budget(args, space, base, quick)
-    if saved_state is not None and "budget" in saved_state:
-        check_same_budget(saved_state["budget"], budget, space, name)
+    if saved_state is not None and saved_state.budget is not None:
+        check_same_budget(saved_state.budget, budget, space, name)
     return Plan(
         space=space,
         base=base,
@@ -464,14 +471,17 @@ def _locate(args: argparse.Namespace, space) -> tuple[str, str, str, Path, dict 
     existing = (state_dir / STATE_FILE).is_file()
     if args.resume and not existing:
         raise UsageError(f"--resume: no search named {name!r} under {storage} (no {STATE_FILE})")
-    saved_state = json.loads((state_dir / STATE_FILE).read_text()) if existing else None
+    try:
+        saved_state = SearchState.read(state_dir / STATE_FILE) if existing else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if saved_state is not None:
-        if saved_state["space"] != space.name:
+        if saved_state.space != space.name:
             raise UsageError(
-                f"--name {name}: that search used --space {saved_state['space']}; a resumed search keeps its space"
+                f"--name {name}: that search used --space {saved_state.space}; a resumed search keeps its space"
             )
-        if "args" in saved_state:
-            adopt_saved_identity(args, saved_state["args"], name)
+        if saved_state.args:
+            adopt_saved_identity(args, saved_state.args, name)
     return storage, name, experiment_path, state_dir, saved_state
 
 
@@ -777,7 +787,7 @@ def preflight(plan: Plan) -> Plan:
         check_test_protocols(plan.given_roots, {"sysu": plan.base.eval.sysu_modes})
     ImageCache.open(root, plan.base.data.height, plan.base.data.width, plan.base.data.cache_dir, progress=True)
     fingerprint = dataset_fingerprint(root, plan.base.data.cache_dir)
-    saved = (plan.saved_state or {}).get("fingerprint")
+    saved = plan.saved_state.fingerprint if plan.saved_state is not None else None
     if saved is not None and saved != fingerprint:
         raise UsageError(
             f"--resume {plan.name}: the data folder {root} is not the data the search started on (content "

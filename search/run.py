@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +40,16 @@ from search.plan import UsageError, parse_args, plan_search, preflight  # noqa: 
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_search(parse_args(argv))  # the namespace goes no further: the plan is the search's context
-        if plan.saved_state and plan.saved_state.get("stage") == "finished":
+        if plan.saved_state and plan.saved_state.stage == "finished":
             print(f"search {plan.name} has finished; its summary:", file=sys.stderr)
-            print(plan.saved_state.get("summary", "(no summary saved)"))
+            print(plan.saved_state.summary or "(no summary saved)")
             return 0
         plan = preflight(plan)
         from search.cluster import init_ray, trial_resources
 
         init_ray(plan.settings, plan.budget.num_samples)
         resources, concurrent = trial_resources(plan.settings, plan.budget.num_samples)
+        plan = replace(plan, resources=resources, concurrent=concurrent)  # set once, here, where Ray started
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from search.cluster import build_tuner, fit_search
-    from search.lineage import close_runs, describe_parent, log_search_summary, open_search, save_state
+    from search.lineage import open_search
     from search.outcome import final_evaluation, retrain_best, select_champion
     from search.plan import resume_command
     from search.tuning import DropStoppedCheckpoints, ProgressLines, ResolvedParams, TrialRunLogger
@@ -67,12 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (scancel, a Kubernetes pod's stop, `kill`) is a Ctrl-C: Ray saves the experiment, the runs end
     # KILLED and the resume hint is printed, instead of the process dying mid-write.
     signal.signal(signal.SIGTERM, lambda sig, frame: os.kill(os.getpid(), signal.SIGINT))
-    rec = open_search(plan, resources, concurrent)
-    client, parent_id = rec.client, rec.parent_id
+    rec = open_search(plan)
     logger = TrialRunLogger(
         rec.uri,
         rec.exp_id,
-        parent_id,
+        rec.parent_id,
         plan.budget.epochs,
         tags=rec.run_tags,
         inputs=rec.inputs,
@@ -83,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tuner = build_tuner(
                 plan,
-                resources,
-                concurrent,
                 [logger, ProgressLines(plan.budget.epochs), DropStoppedCheckpoints(plan.budget.epochs)],
                 rec.study_url,
             )
@@ -93,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         b = plan.budget
         print(
-            f"search {plan.name}: {b.num_samples} trials, {concurrent} at once, {resources} each; {b.epochs} epochs, "
+            f"search {plan.name}: {b.num_samples} trials, {plan.concurrent} at once, {plan.resources} each; "
+            f"{b.epochs} epochs, "
             f"eval every {b.eval_every}, "
             + (f"ASHA grace {b.grace_period}" if st.scheduler == "asha" else "no early stopping")
             + f"; then the top {st.top_k} finished trial(s) "
@@ -102,19 +102,19 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results = fit_search(tuner, plan, rec)
-        log_search_summary(client, parent_id, plan, results, rec.study_url)
-        winner = select_champion(rec, plan, results, resources, concurrent)
+        rec.log_summary(plan, results)
+        winner = select_champion(rec, plan, results)
         summary = (
             f"selected trial {winner.trial_id}: val score {100 * winner.mean:.2f} +- {100 * winner.std:.2f} "
             f"over seeds {winner.seeds}; {winner.params}"
         )
         if st.final_eval:
-            summary += "\n" + final_evaluation(client, parent_id, plan, winner, rec.uri, resources, rec.exp_id)
+            summary += "\n" + final_evaluation(rec, plan, winner)
         else:
-            describe_parent(client, parent_id, plan, winner, rec.exp_id)
+            rec.describe(plan, winner)
         status = "FINISHED"
-        rec.state.update(stage="finished", summary=summary)
-        save_state(rec.state_path, rec.state)
+        rec.state.stage, rec.state.summary = "finished", summary
+        rec.save()
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"\ninterrupted: resume with  {resume_command(plan)}", file=sys.stderr)
@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failure_line(exc, plan)}", file=sys.stderr)
         return 1
     finally:
-        close_runs(client, rec.exp_id, parent_id, status)
+        rec.close(status)
         remove_orphaned_trial_folders()  # this machine's folders of trials whose process Ray ended (early stops)
     print(f"\nMLflow: mlflow ui --backend-store-uri {rec.uri}   (experiment '{st.mlflow_experiment}', run {plan.name})")
     print(f"  then open {runs_page(rec.exp_id)}")
     print(f"Optuna: optuna-dashboard {rec.study_url}")
     if st.retrain_best:
-        return retrain_best(plan, rec.uri, parent_id, resources)
+        return retrain_best(plan, rec.uri, rec.parent_id)
     return 0
 
 

@@ -18,6 +18,7 @@ from aminet.config import Config
 # ------------------------------------------------------------------------------------------------
 # Pure parts
 # ------------------------------------------------------------------------------------------------
+from search.context import SearchState
 from search.lineage import CLOCK_FILE, SearchClock, save_state
 from search.plan import DEADLINE_FILE
 from search.spaces import SpaceError, get_space, load_base, load_space, shipped_spaces
@@ -27,7 +28,7 @@ from trainables.params import BANDWIDTH_SETS, apply_params, to_overrides
 
 def _state(tmp_path):
     path = tmp_path / "aminet_search.json"
-    state = {"stage": "search"}
+    state = SearchState(space="sysu", parent_run_id="P", mlflow_uri="", experiment_id="1", study="", created=0.0)
     save_state(path, state)
     return state, path
 
@@ -44,7 +45,7 @@ def test_the_time_budget_survives_a_hard_kill(tmp_path):
     killed._thread.join()
     assert (tmp_path / CLOCK_FILE).is_file()
 
-    state = json.loads(path.read_text())  # a new driver process reads the saved state
+    state = SearchState.read(path)  # a new driver process reads the saved state
     resumed = SearchClock(tmp_path, 100.0, state, path, beat=0.05)
     deadline = resumed.start()
     charged = json.loads(path.read_text())["search_seconds"]
@@ -56,8 +57,8 @@ def test_the_time_budget_survives_a_hard_kill(tmp_path):
     assert after_stop >= charged and not (tmp_path / CLOCK_FILE).exists()
 
     # killed between the state write and the clock file's removal: the next start does not charge it again
-    state = json.loads(path.read_text())
-    (tmp_path / CLOCK_FILE).write_text(json.dumps({"started": state["clock_closed"], "seen": time.time() + 50}))
+    state = SearchState.read(path)
+    (tmp_path / CLOCK_FILE).write_text(json.dumps({"started": state.clock_closed, "seen": time.time() + 50}))
     again = SearchClock(tmp_path, 100.0, state, path)
     again.start()
     assert json.loads(path.read_text())["search_seconds"] == pytest.approx(after_stop)
@@ -607,26 +608,20 @@ def test_retrain_best_plans_one_task_per_model(tmp_path):
     plan = SimpleNamespace(
         state_dir=tmp_path, name="s", settings=SimpleNamespace(retrain_seeds=(0, 1), retrain_trials=(1, 2))
     )
-    units = retrain_units(plan, "sqlite:///x.db", {"sysu": "P1", "regdb": "P2"}, "SEARCH")
-    assert [d for d, _ in units] == ["sysu"] * 2 + ["regdb"] * 4
-
-    def flag(cmd, name):
-        i = cmd.index(name)
-        return cmd[i + 1 : i + 2]
-
-    got = [
-        (d, flag(c, "--seeds"), flag(c, "--trials") if "--trials" in c else None, flag(c, "--parent-run-id"))
-        for d, c in units
-    ]
+    units = retrain_units(plan, {"sysu": "P1", "regdb": "P2", "llcm": "P3"}, "SEARCH")
+    got = [(u.dataset, u.seed, u.trial, u.parent_run_id) for u in units]
     assert got == [
-        ("sysu", ["0"], None, ["P1"]),
-        ("sysu", ["1"], None, ["P1"]),
-        ("regdb", ["0"], ["1"], ["P2"]),
-        ("regdb", ["0"], ["2"], ["P2"]),
-        ("regdb", ["1"], ["1"], ["P2"]),
-        ("regdb", ["1"], ["2"], ["P2"]),
+        ("sysu", 0, None, "P1"),
+        ("sysu", 1, None, "P1"),
+        ("regdb", 0, 1, "P2"),
+        ("regdb", 0, 2, "P2"),
+        ("regdb", 1, 1, "P2"),
+        ("regdb", 1, 2, "P2"),
+        ("llcm", 0, None, "P3"),
+        ("llcm", 1, None, "P3"),
     ]
-    assert all("aminet.search_parent=SEARCH" in c for _, c in units)
+    assert all(u.tags == {"aminet.search_parent": "SEARCH", "aminet.search_name": "s"} for u in units)
+    assert {u.config_file for u in units if u.dataset == "regdb"} == {str(tmp_path / "final_regdb.yaml")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1131,7 +1126,7 @@ def test_a_resume_counts_what_the_search_already_wrote_towards_its_disk_need(tmp
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(need * 4, 0, need - (4 << 20)))
     with pytest.raises(UsageError, match="MiB free, the search needs about"):
         check_storage(plan)  # a new search: 4 MiB short
-    check_storage(replace(plan, saved_state={"space": "sysu"}))  # the resume: its 8 MiB already written count
+    check_storage(replace(plan, saved_state=SearchState(space="sysu")))  # the resume: its 8 MiB already written count
 
 
 def test_optuna_trials_whose_record_was_lost_are_told_what_ray_says(tmp_path):
