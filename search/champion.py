@@ -433,7 +433,16 @@ def retrain_on_cluster(units: Sequence, uri: str, resources: dict[str, float], r
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False
         )
+    from ray.exceptions import RayError
+
     task = ray.remote(retrain_model).options(**opts)
+
+    def result(ref):  # a task Ray could not run at all (a worker lost past the retries, an argument it could not
+        try:  # load) is the one line of its error too, as a failed training is
+            return ray.get(ref)
+        except RayError as exc:
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+
     if local_store:
-        return [ray.get(task.remote(unit, uri)) for unit in units]
-    return ray.get([task.remote(unit, uri) for unit in units])
+        return [result(task.remote(unit, uri)) for unit in units]
+    return [result(ref) for ref in [task.remote(unit, uri) for unit in units]]
