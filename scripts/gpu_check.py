@@ -63,8 +63,13 @@ class Check:
         self.lines: list[str] = []
         self.figures: dict[str, dict] = {}
         self.failed = 0
+        self.only: set[str] = set()  # --only: the stages to run (empty: all)
+        self.names: list[str] = []  # every stage's name, run or not
 
     def stage(self, name: str, fn) -> None:
+        self.names.append(name)
+        if self.only and name not in self.only:
+            return
         t0 = time.perf_counter()
         try:
             status, detail, figures = fn()
@@ -257,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dry", action="store_true", help="run every stage on the CPU at toy size (CI)")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.txt / .json (default $OUT)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run this stage only (repeatable; the names of gpu_check.txt's first column); default every stage",
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -264,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: error: no CUDA device visible to torch (use --dry on a CPU machine)", file=sys.stderr)
         return 2
     check = Check(args.dry, Path(args.out) if args.out else None)
+    check.only = set(args.only)
     tmp = Path(tempfile.mkdtemp(prefix="aminet-gpu-check-"))
     from aminet.data import synthetic
 
@@ -392,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
         return "ok", detail, figures
 
     check.stage("bench train", bench)
+    unknown = sorted(check.only - set(check.names))
+    if unknown:
+        print(
+            f"gpu_check: error: --only {unknown[0]!r}: no such stage (stages: {', '.join(check.names)})",
+            file=sys.stderr,
+        )
+        return 2
     check.write()
     print(f"gpu_check: {len(check.lines)} stages, {check.failed} failed{' (dry run on the CPU)' if args.dry else ''}")
     return 1 if check.failed else 0

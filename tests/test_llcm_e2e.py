@@ -67,7 +67,7 @@ def test_a_search_on_llcm_selects_evaluates_and_registers(tiny_llcm):
     client = mlflow.tracking.MlflowClient(uri)
     versions = client.search_model_versions("name LIKE 'aminet-llcm-%'")
     assert len(versions) == 1 and versions[0].name.startswith("aminet-llcm-synthetic-")
-    assert "dataset=llcm" in versions[0].tags["aminet.val_protocol"]
+    assert "dataset=llcm" in versions[0].tags["aminet.protocol"]
     runs = _runs(uri)
     parent = runs[runs["tags.aminet.role"] == "search"].iloc[0] if "tags.aminet.role" in runs else None
     assert parent is not None
