@@ -149,25 +149,11 @@ def make_scheduler(budget):
     )
 
 
-def _replay_kwargs(plan: Plan) -> dict:
-    b = plan.budget
-    return dict(table_dir=str(plan.replay), eval_every=b.eval_every, epochs=b.epochs, time_scale=plan.replay_time_scale)
-
-
 def build_tuner(plan: Plan, callbacks: list, study_url: str):
     import optuna
     from ray import tune
 
-    from trainables.aminet_trainable import train_aminet
-
-    if plan.replay is not None:
-        from search.replay import train_replay
-
-        trainable = tune.with_resources(tune.with_parameters(train_replay, **_replay_kwargs(plan)), plan.resources)
-    else:
-        trainable = tune.with_resources(
-            tune.with_parameters(train_aminet, base_yaml=plan.base.to_yaml(), drill=plan.drill), plan.resources
-        )
+    trainable = tune.with_resources(plan.backend.trial(plan), plan.resources)
     if plan.resume:
         from ray.tune import Tuner
 
@@ -195,7 +181,7 @@ def build_tuner(plan: Plan, callbacks: list, study_url: str):
             scheduler=scheduler,
             num_samples=b.num_samples,
             max_concurrent_trials=plan.concurrent,
-            reuse_actors=_reuse_workers(plan),
+            reuse_actors=plan.backend.reuse_workers,
         ),
         run_config=tune.RunConfig(
             name=plan.name,
@@ -214,14 +200,6 @@ def _interrupt_watch():
     return InterruptWatch()
 
 
-def _reuse_workers(plan: Plan) -> bool:
-    """A real trial gets a fresh worker process (its CUDA memory, compiled graphs, data loader threads and a
-    fault drill's kill end with it; its start-up is seconds against minutes of training). A replayed trial
-    holds nothing but the table, so its worker is reused: on a simulated cluster the trials' start-ups
-    would otherwise be what the machine measures, not the driver (docs/performance.md)."""
-    return plan.replay is not None
-
-
 def reseed_tuner(
     plan: Plan,
     callbacks: list,
@@ -232,19 +210,7 @@ def reseed_tuner(
     the search's trainable, resources and retries; restored when an interrupted re-seed is resumed."""
     from ray import tune
 
-    from trainables.aminet_trainable import train_reseed
-
-    if plan.replay is not None:
-        from search.replay import replay_reseed
-
-        trainable = tune.with_resources(
-            tune.with_parameters(replay_reseed, points=points, **_replay_kwargs(plan)), plan.resources
-        )
-    else:
-        trainable = tune.with_resources(
-            tune.with_parameters(train_reseed, base_yaml=plan.base.to_yaml(), points=points, drill=plan.drill),
-            plan.resources,
-        )
+    trainable = tune.with_resources(plan.backend.reseed(plan, points), plan.resources)
     path = f"{plan.experiment_path}-reseed"
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -256,7 +222,7 @@ def reseed_tuner(
             mode="max",
             num_samples=1,
             max_concurrent_trials=plan.concurrent,
-            reuse_actors=_reuse_workers(plan),
+            reuse_actors=plan.backend.reuse_workers,
         ),
         run_config=tune.RunConfig(
             name=f"{plan.name}-reseed",

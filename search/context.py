@@ -128,6 +128,13 @@ class Plan:
         return self.saved_state is not None
 
     @property
+    def backend(self):
+        """What answers the trials (``search/backends.py``): the replay of ``--replay``'s table, or training."""
+        from search.backends import REPLAY, TRAINING
+
+        return REPLAY if self.replay is not None else TRAINING
+
+    @property
     def sysu_root(self) -> Path | None:
         return self.roots.get("sysu")
 

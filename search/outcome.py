@@ -89,15 +89,19 @@ def _reseed(rec: SearchRecord, top, seeds, plan: Plan):
 
 
 def final_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
-    """The winner's seed models on both benchmarks' test protocols (Ray tasks), logged and printed; the best
-    seed model (on validation) registered under the guarded champion rule. Returns the printed text."""
+    """The winner's test evaluation, as the plan's backend gives it (``search/backends.py``)."""
+    return plan.backend.evaluate(rec, plan, winner)
+
+
+def test_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
+    """The winner's seed models on the test protocols of every benchmark whose data is given (Ray tasks),
+    logged and printed; the best seed model (on validation) registered under the guarded champion rule.
+    Returns the printed text."""
     import pandas as pd
 
     from search import champion
     from tracking.reporting import paper_table, seed_summary
 
-    if plan.replay is not None:
-        return replay_evaluation(rec, plan, winner)
     models = [(seed, r) for seed, r in zip(winner.seeds, winner.results) if r is not None and r.checkpoint]
     if not models:
         raise RuntimeError("the selected configuration left no checkpoint")

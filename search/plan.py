@@ -775,10 +775,9 @@ def preflight(plan: Plan) -> Plan:
     from aminet.data.cache import ImageCache, dataset_fingerprint
     from aminet.preflight import check_inputs
 
-    if plan.replay is not None:  # no data is read: the table answers; its digest stands for the data
-        from search.blackbox import Table
-
-        return replace(plan, fingerprint=f"replay-{Table.load(plan.replay).digest()}")
+    replayed = plan.backend.replay_fingerprint(plan)  # a replay reads no data: the table's digest stands for it
+    if replayed is not None:
+        return replayed
     check_storage(plan)  # before the image cache or anything else is written
     root = check_inputs(plan.base)
     if plan.settings.final_eval:  # the test protocols the end of the search reads, read now

@@ -246,13 +246,11 @@ def test_upper_body_view_follows_the_share_without_distortion(ratio):
 
 def test_presets_take_the_mmd_weights_of_the_config_they_are_applied_to():
     """Issue 13.3: M2-M4 switch terms off but keep the config's weights (RegDB 0.2 / 0.8, SYSU 0.4 / 0.6)."""
-    import importlib.util
     from pathlib import Path
 
+    from experiments import run
+
     root = Path(__file__).resolve().parents[1] / "experiments"
-    spec = importlib.util.spec_from_file_location("exp_run", root / "run.py")
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
     want = {
         "regdb": {"M0": (0, 0), "M1": (0, 0), "M2": (0.2, 0), "M3": (0, 0.8), "M4": (0.2, 0.8)},
         "sysu": {"M0": (0, 0), "M1": (0, 0), "M2": (0.4, 0), "M3": (0, 0.6), "M4": (0.4, 0.6)},
