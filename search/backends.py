@@ -73,7 +73,13 @@ class Backend:
 
 def _replay_kwargs(plan: Plan) -> dict:
     b = plan.budget
-    return dict(table_dir=str(plan.replay), eval_every=b.eval_every, epochs=b.epochs, time_scale=plan.replay_time_scale)
+    return dict(
+        table_dir=str(plan.replay),
+        eval_every=b.eval_every,
+        epochs=b.epochs,
+        time_scale=plan.replay_time_scale,
+        model=plan.replay_model,
+    )
 
 
 TRAINING = Backend("training")

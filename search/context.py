@@ -116,6 +116,7 @@ class Plan:
     fingerprint: str | None = None  # of the search's data folder, set by preflight
     replay: Path | None = None  # --replay: the table folder that answers every trial (search/replay.py)
     replay_time_scale: float = 0.0
+    replay_model: str = "nearest"  # --replay-model: nearest (the table's row) or forest (its surrogate)
     drill: Drill | None = None  # faults injected on purpose (tests); None in normal use
     # Set once, where Ray is started (search/run.py, from search.cluster.trial_resources): what each trial
     # holds ({"cpu": n, "gpu": g}) and how many run at once. None until then.

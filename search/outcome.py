@@ -149,17 +149,23 @@ def test_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
 
 def replay_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
     """A replayed search's "test evaluation": the recorded test metrics of the table rows that answered the
-    winner's seeds (no model exists, so none is registered). Logged on the parent run as the real evaluation
+    winner's seeds, or under ``--replay-model forest`` the surrogate's expected test metrics of its
+    configuration (no model exists, so none is registered). Logged on the parent run as the real evaluation
     is, under ``test/sysu/<setting>/<metric>``, with the tag ``aminet.replay``."""
     import statistics
+    from types import SimpleNamespace
 
     from search.blackbox import Table
+    from search.replay import TEST_PREFIX
 
     table = Table.load(plan.replay)
     rows = []
     for seed, r in zip(winner.seeds, winner.results):
         m = (r.metrics or {}) if r is not None else {}
-        if "replay_config" in m:
+        if int(m.get("replay_config", 0)) == -1:  # the surrogate answered: its expected test metrics
+            test = {k[len(TEST_PREFIX) :]: float(v) for k, v in m.items() if k.startswith(TEST_PREFIX)}
+            rows.append(SimpleNamespace(config="forest", seed=int(m.get("replay_seed", seed)), test=test or None))
+        elif "replay_config" in m:
             rows.append(table.row(int(m["replay_config"]), int(m.get("replay_seed", seed))))
     rows = [row for row in rows if row.test is not None]
     if not rows:
@@ -167,8 +173,13 @@ def replay_evaluation(rec: SearchRecord, plan: Plan, winner) -> str:
     lines = [f"{'setting':8s} {'R1':>14s} {'mAP':>14s} {'mINP':>14s}"]
     figures: dict[str, float] = {}  # test/sysu/<setting>/<metric>[_std], fractions
     for setting in ("all", "indoor"):
+        if not all(f"{setting}/R1" in row.test for row in rows):
+            continue  # the surrogate predicts the primary setting only
         cells = []
         for metric in ("R1", "mAP", "mINP"):
+            if not all(f"{setting}/{metric}" in row.test for row in rows):
+                cells.append("-")
+                continue
             values = [100 * float(row.test[f"{setting}/{metric}"]) for row in rows]
             mean = statistics.fmean(values)
             std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -222,6 +222,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "e.g. benchmarks/tables/sysu-quick) instead of training: the search itself runs unchanged",
     )
     p.add_argument(
+        "--replay-model",
+        choices=["nearest", "forest"],
+        default="nearest",
+        help="with --replay: answer a proposal from the table's nearest row (default) or from its random-forest "
+        "surrogate (search/surrogate.py: the proposed configuration's predicted curve plus a measured seed "
+        "deviation; a sampler that concentrates is not answered by the same few rows)",
+    )
+    p.add_argument(
         "--replay-time-scale",
         type=float,
         default=0.0,
@@ -284,6 +292,7 @@ IDENTITY = {
     "scheduler": "--scheduler",
     "time_budget": "--time-budget",
     "replay": "--replay",
+    "replay_model": "--replay-model",
     "transfer_from": "--transfer-from",
     "transfer_method": "--transfer-method",
 }
@@ -410,6 +419,7 @@ def plan_search(args: argparse.Namespace) -> Plan:
         saved_state=saved_state,
         replay=replay,
         replay_time_scale=float(args.replay_time_scale),
+        replay_model=args.replay_model,
         drill=drill,
     )
 
@@ -702,6 +712,8 @@ def check_replay(args: argparse.Namespace, space, base) -> Path:
         raise UsageError(f"--replay: {exc}") from None
     if args.replay_time_scale < 0:
         raise UsageError(f"--replay-time-scale must be >= 0, got {args.replay_time_scale:g}")
+    if args.replay_model == "forest" and len(table.config_ids()) < 2:
+        raise UsageError(f"--replay-model forest: {folder} holds fewer than 2 configurations to fit a surrogate to")
     if table.meta["space"] != space.name:
         raise UsageError(f"--replay {folder}: a table of space {table.meta['space']!r}, not {space.name!r}")
     try:

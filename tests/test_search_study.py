@@ -239,6 +239,45 @@ def test_a_replayed_search_runs_the_real_driver_and_matches_the_simulator(tmp_pa
     assert parent.data.metrics["test/sysu/all/R1"] == pytest.approx(sum(recorded) / len(recorded), abs=1e-6)
 
 
+@pytest.mark.slow
+def test_a_replay_answered_by_the_surrogate_runs_the_real_driver(tmp_path):
+    """``--replay-model forest``: each proposal is answered by the table's forest surrogate at exactly its values
+    (one configuration and seed the same answer again, another seed another draw of the seed noise), and the
+    parent's test figure is the surrogate's expected test R1 of the winner's configuration."""
+    from e2e_helpers import search_env, search_runs, tiny_roots
+    from search_study import Bench
+
+    from search.replay import _surrogate_row, load_surrogate
+
+    tmp, sysu, regdb = tiny_roots(tmp_path)
+    name = "forest"
+    cmd = [
+        sys.executable, str(REPO / "search" / "run.py"), "--space", "sysu", "--budget", "quick",
+        "--data-root", str(sysu), "--regdb-root", str(regdb), "--replay", str(TOY), "--replay-model", "forest",
+        "--num-samples", "3", "--scheduler", "none", "--top-k", "1", "--reseeds", "0", "--max-concurrent", "1",
+        "--name", name, "--storage", str(tmp / "ray"), "--mlflow-uri", f"sqlite:///{tmp / (name + '.db')}",
+        "--verbose", "0",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=search_env(), cwd=tmp, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REPLAYED test metrics" in done.stdout
+    client, parents, trials = search_runs(tmp, name)
+    assert len(trials) == 3 and all(t.data.metrics["train/replay_config"] == -1 for t in trials)
+    assert not any("test" in k for t in trials for k in t.data.metrics)  # a trial shows no test figure
+    winner = json.loads(
+        Path(client.download_artifacts(parents[0].info.run_id, "best/selection.json", str(tmp))).read_text()
+    )
+    params = {k: v for k, v in winner["params"].items() if k != "optuna_trial"}
+    expected_r1 = min(max(float(load_surrogate(str(TOY.resolve())).mean(params)[-1]), 0.0), 1.0)
+    assert parents[0].data.metrics["test/sysu/all/R1"] == pytest.approx(expected_r1, abs=1e-6)
+    # the answers: fixed by (configuration, seed), so a resumed or repeated trial replays the same run
+    bench = Bench.load(TOY)
+    a = dict(bench.table.params(bench.table.config_ids()[0]))
+    folder = str(TOY.resolve())
+    assert _surrogate_row(folder, a, 0).val == _surrogate_row(folder, a, 0).val
+    assert _surrogate_row(folder, a, 0).val != _surrogate_row(folder, a, 1).val
+
+
 def test_the_shipped_spaces_make_the_first_rung_neutral_and_the_old_bounds_did_not(tmp_path):
     from search.spaces import load_space
 
