@@ -64,7 +64,27 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# The longest end-to-end tests as CI measured them (--durations, 2 cores), longest first: handed out first so
+# that none of them starts near the end and becomes the suite's tail (longest-processing-time-first).
+LONGEST = (
+    "test_slurm.py::test_a_search_runs_under_sbatch_survives_scancel_and_resumes",  # ~180 s
+    "test_search.py::test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint",  # ~110 s
+    "test_postgres.py::test_the_search_and_its_final_runs_on_a_postgresql_tracking_server",  # ~95 s
+    "test_gpu_check.py::test_the_gpu_check_runs_every_stage_dry_on_the_cpu",  # ~93 s
+    "test_reliability.py::test_driver_killed_then_resume_finishes_without_duplicates",  # ~87 s
+    "test_reliability.py::test_multi_node_drill_with_ray_start_processes",  # ~85 s
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The end-to-end tests (``slow``) first, in collection order, then the rest: with the tests handed out
-    one at a time (``--maxschedchunk 1``), the many short tests fill the cores while the long ones finish."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest end-to-end tests first (``LONGEST``, in that order), then the other end-to-end tests
+    (``slow``) in collection order, then the rest: with the tests handed out one at a time
+    (``--maxschedchunk 1``), the many short tests fill the cores while the long ones finish."""
+
+    def rank(item) -> tuple[int, int]:
+        name = item.nodeid.split("/")[-1]
+        if name in LONGEST:
+            return (0, LONGEST.index(name))
+        return (1 if item.get_closest_marker("slow") else 2, 0)
+
+    items.sort(key=rank)
