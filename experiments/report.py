@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from aminet.cli import ArgumentParser
+from aminet.data import registry
 
 ORDER = ["M0", "M1", "M2", "M3", "M4"]
-SETTINGS = ["all", "indoor", "t2v", "v2t"]
+SETTINGS = [s for bench in registry.entries() for s in bench.settings]  # every registered benchmark's
 METRICS = ["R1", "R10", "R20", "mAP", "mINP"]
 
 
