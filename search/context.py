@@ -53,6 +53,8 @@ class SearchState:
         """The state file at ``path``; one line naming it if it is not a search's state file."""
         try:
             raw = json.loads(Path(path).read_text())
+            if not isinstance(raw, dict):
+                raise ValueError(f"a JSON {type(raw).__name__}, not an object")
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in raw.items() if k in known})
         except (ValueError, TypeError) as exc:

@@ -1185,3 +1185,23 @@ def test_data_roots_are_keyed_by_benchmark_and_named_on_the_command_line(tmp_pat
     _save(plan, tmp_path, args=__import__("search.plan").plan.identity(_args(tmp_path, "--data-root", str(sysu))))
     with pytest.raises(UsageError, match="--data-root NAME=PATH differs from the saved search"):  # noqa: RUF043
         _plan(tmp_path, "--resume", "--data-root", f"llcm={llcm}")
+
+
+def test_the_state_file_is_typed_and_a_broken_one_is_one_line(tmp_path):
+    """``SearchState``: written whole, None fields left out, an older file's unknown keys dropped on reading; a
+    state file that is not one (truncated, or a list) refuses the resume in one line naming it."""
+    from search.plan import STATE_FILE, UsageError
+
+    path = tmp_path / STATE_FILE
+    SearchState(space="sysu", parent_run_id="P", stage="reseed").write(path)
+    raw = json.loads(path.read_text())
+    assert raw["stage"] == "reseed" and "summary" not in raw and "search_seconds" not in raw
+    path.write_text(json.dumps({**raw, "roots": {"sysu": "/x"}, "reseed_points": [{}]}))  # an older file's keys
+    assert SearchState.read(path) == SearchState(space="sysu", parent_run_id="P", stage="reseed")
+    plan = _plan(tmp_path)
+    for broken in ('{"space": "sysu", "parent_run', "[1, 2]"):
+        plan.state_dir.mkdir(parents=True, exist_ok=True)
+        (plan.state_dir / STATE_FILE).write_text(broken)
+        with pytest.raises(UsageError) as err:
+            _plan(tmp_path, "--resume")
+        assert "not a search state file" in str(err.value) and "\n" not in str(err.value)
