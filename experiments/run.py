@@ -220,20 +220,28 @@ def train_model(unit: RetrainUnit, uri: str) -> pd.DataFrame:
     ``--parent-run-id``, as a function: the caller takes the results as returned."""
     import mlflow
 
-    from tracking.reporting import git_commit, mlflow_store, source_tags
+    from tracking.reporting import mlflow_store
 
     ((label, cfg),) = load_experiment(unit.config_file, [], [])
     check_inputs(cfg, regdb_trials=[unit.trial] if unit.trial is not None else None, quiet=True)
     uri, exp_id = mlflow_store(uri, unit.experiment)
     mlflow.set_tracking_uri(uri)
-    tags = {
-        "aminet.config_file": str(Path(unit.config_file).resolve()),
-        "aminet.git_commit": git_commit(),
-        "aminet.presets": "",
-        **source_tags("search/run.py --retrain-best"),
-        **unit.tags,
-    }
+    tags = run_tags(unit.config_file, [], "search/run.py --retrain-best", unit.tags)
     return run_unit(label, cfg, unit.seed, unit.trial, exp_id, Path(unit.run_dir), True, tags, unit.parent_run_id)
+
+
+def run_tags(config_file: str, presets: list[str], source: str, extra: dict[str, str]) -> dict[str, str]:
+    """The tags of every run a fixed-config run writes: the config file, the commit, the presets, where it was
+    started from (``source``), and the caller's own tags."""
+    from tracking.reporting import git_commit, source_tags
+
+    return {
+        "aminet.config_file": str(Path(config_file).resolve()),
+        "aminet.git_commit": git_commit(),
+        "aminet.presets": " ".join(presets),
+        **source_tags(source),
+        **extra,
+    }
 
 
 def units(cfg: Config, seeds: list[int], trials: list[int]) -> list[tuple[int, int | None]]:
@@ -375,17 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_root)
     import mlflow
 
-    from tracking.reporting import git_commit, mlflow_store, source_tags
+    from tracking.reporting import mlflow_store
 
     uri, exp_id = mlflow_store(args.mlflow_uri, experiment)
     mlflow.set_tracking_uri(uri)  # the runs below use MLflow's fluent API
-    tags = {
-        "aminet.config_file": str(Path(args.config).resolve()),
-        "aminet.git_commit": git_commit(),
-        "aminet.presets": " ".join(args.preset),
-        **source_tags("experiments/run.py"),
-        **extra_tags,
-    }
+    tags = run_tags(args.config, args.preset, "experiments/run.py", extra_tags)
     results = []
     try:
         for label, cfg in configs:

@@ -138,14 +138,6 @@ class Plan:
         return REPLAY if self.replay is not None else TRAINING
 
     @property
-    def sysu_root(self) -> Path | None:
-        return self.roots.get("sysu")
-
-    @property
-    def regdb_root(self) -> Path | None:
-        return self.roots.get("regdb")
-
-    @property
     def given_roots(self) -> dict[str, Path]:
         """The benchmarks the final evaluation reads, name -> folder (registry order)."""
         return {name: root for name, root in self.roots.items() if root is not None}

@@ -260,7 +260,7 @@ def _split_data_roots(args: argparse.Namespace) -> None:
     plain, named = [], {}
     for value in args.data_root:
         name, sep, path = value.partition("=")
-        if sep and name and name.replace("_", "").replace("-", "").isalnum() and "/" not in name:
+        if sep and name and name.replace("_", "").replace("-", "").isalnum():
             named[name] = path  # likewise the last NAME=PATH of a name
         else:
             plain.append(value)

@@ -130,6 +130,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def all_runs(uri: str):
+    """Every run of every experiment in the MLflow store ``uri``, as a pandas frame."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(search_all_experiments=True, output_format="pandas")
+
+
 def search_runs(tmp, name, uri: str | None = None):
     """(client, [the search's parent run], [its trial runs]) from the search's MLflow store: ``uri``, or the
     SQLite database ``search_args`` points the search at."""

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_helpers import TINY_EXPERIMENT_YAML, tiny_sysu
+from e2e_helpers import TINY_EXPERIMENT_YAML, all_runs, tiny_sysu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,13 +28,6 @@ def _run(tmp, *args, env=None, timeout=600):
         timeout=timeout,
         env=env,
     )
-
-
-def _runs(uri):
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(search_all_experiments=True, output_format="pandas")
 
 
 @pytest.mark.slow
@@ -59,7 +52,7 @@ def test_run_logs_everything_to_mlflow(setup):
     )
     assert out.returncode == 0, out.stderr
     assert "All Search" in out.stdout and "Indoor Search" in out.stdout and "(n=2)" in out.stdout
-    runs = _runs(uri)
+    runs = all_runs(uri)
     assert set(runs.status) == {"FINISHED"} and len(runs) == 3  # parent + one child per seed
     parent = runs[runs["tags.aminet.role"] == "summary"].iloc[0]
     assert parent["params.loss.mmd_intra_weight"] == "0.4" and parent["params.model.arch"] == "resnet18"
@@ -111,7 +104,7 @@ def test_nan_in_the_loss_fails_the_mlflow_run(setup):
     assert out.returncode == 1
     assert "NonFiniteLossError: non-finite loss nan at epoch 1, step 3" in out.stderr
     assert "Traceback" not in out.stderr
-    runs = _runs(uri)
+    runs = all_runs(uri)
     assert len(runs) == 2 and set(runs.status) == {"FAILED"}
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from e2e_helpers import REPO, RUN, TINY, TINY_EXPERIMENT_YAML
+from e2e_helpers import REPO, RUN, TINY, TINY_EXPERIMENT_YAML, all_runs
 
 from aminet.data import synthetic
 
@@ -16,13 +16,6 @@ from aminet.data import synthetic
 def tiny_llcm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("llcm")
     return tmp, synthetic.generate("llcm", tmp / "LLCM", ids=12, images=2, height=64, width=32, workers=1)
-
-
-def _runs(uri):
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(search_all_experiments=True, output_format="pandas")
 
 
 @pytest.mark.slow
@@ -38,7 +31,7 @@ def test_a_fixed_config_run_on_llcm_reports_both_directions(tiny_llcm):
     out = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "ir2vis" in out.stdout and "vis2ir" in out.stdout
-    runs = _runs(uri)
+    runs = all_runs(uri)
     parent = runs[runs["tags.aminet.role"] == "summary"].iloc[0]
     assert parent["params.data.dataset"] == "llcm" and parent["params.run.trials"] == "-"
     for direction in ("ir2vis", "vis2ir"):
@@ -68,7 +61,7 @@ def test_a_search_on_llcm_selects_evaluates_and_registers(tiny_llcm):
     versions = client.search_model_versions("name LIKE 'aminet-llcm-%'")
     assert len(versions) == 1 and versions[0].name.startswith("aminet-llcm-synthetic-")
     assert "dataset=llcm" in versions[0].tags["aminet.protocol"]
-    runs = _runs(uri)
+    runs = all_runs(uri)
     parent = runs[runs["tags.aminet.role"] == "search"].iloc[0] if "tags.aminet.role" in runs else None
     assert parent is not None
     assert any(c.startswith("metrics.test/llcm/ir2vis/") for c in runs.columns)

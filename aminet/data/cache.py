@@ -57,8 +57,8 @@ def dataset_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
-    bench = registry.detect(root)
-    tops = bench.image_folders(root) if bench is not None else []
+    found = registry.layout(root)  # one listing: LLCM's reads its index files to find its folders
+    tops = found[1] if found is not None else []
     if not tops:
         raise ValueError(
             f"{root}: neither a SYSU-MM01 layout (cam1..cam6/) nor a RegDB layout (Visible/, Thermal/) nor an LLCM "

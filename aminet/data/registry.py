@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from aminet.config import Config, DataConfig
     from aminet.data.sets import EvalSet, TrainSet
 
-__all__ = ["Benchmark", "register", "get", "names", "entries", "BUILTIN", "detect"]
+__all__ = ["Benchmark", "register", "get", "names", "entries", "BUILTIN", "detect", "layout"]
 
 # The modules that register the shipped benchmarks, imported on the first lookup (each imports this module).
 BUILTIN = ("aminet.data.sysu", "aminet.data.regdb", "aminet.data.llcm")
@@ -115,10 +115,17 @@ def get(name: Any) -> Benchmark:
     return entry
 
 
-def detect(root: str | Path) -> Benchmark | None:
-    """The benchmark whose layout ``root`` holds (its image folders are there), or None."""
+def layout(root: str | Path) -> tuple[Benchmark, list[Path]] | None:
+    """The benchmark whose layout ``root`` holds and the folders of it that hold its images, or None."""
     root = Path(root)
     for entry in entries():
-        if entry.image_folders(root):
-            return entry
+        folders = entry.image_folders(root)
+        if folders:
+            return entry, folders
     return None
+
+
+def detect(root: str | Path) -> Benchmark | None:
+    """The benchmark whose layout ``root`` holds (its image folders are there), or None."""
+    found = layout(root)
+    return found[0] if found is not None else None

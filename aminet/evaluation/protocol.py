@@ -44,6 +44,7 @@ __all__ = [
     "sysu_protocol",
     "regdb_protocol",
     "run_protocol",
+    "benchmark_frames",
     "format_summary",
     "METRIC_COLUMNS",
     "metrics_from_frame",
@@ -344,24 +345,37 @@ def run_protocol(
         return regdb_protocol(
             extractor, root, bench.test_trials if trials is None else trials, settings or bench.settings, **kwargs
         )
+    from aminet.config import DataConfig
+
     settings = list(settings or bench.settings)
     trial_ids = list(bench.test_trials if trials is None else range(trials) if isinstance(trials, int) else trials)
     height, width = kwargs.pop("height", 288), kwargs.pop("width", 144)
     load = kwargs.pop("loader", None) or (lambda paths: load_images(paths, height, width))
-    groups = [[t] for t in trial_ids] if bench.model_per_trial else [trial_ids]
+    df = benchmark_frames(extractor, bench, root, settings, trial_ids, load, DataConfig(), **kwargs)
+    meta = {"benchmark": benchmark, "root": str(root), "settings": settings, "trials": trial_ids}
+    return ProtocolResult(df, meta)
+
+
+def benchmark_frames(
+    extractor: Any | Mapping[int, Any],
+    bench: registry.Benchmark,
+    root: str | Path,
+    settings: Sequence[str],
+    trials: Sequence[int],
+    load: Loader,
+    data: Any,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Per-trial test metrics of one benchmark: one evaluation set over all ``trials`` (each image embedded
+    once), or, where the protocol trains one model per trial (RegDB), one set per trial, evaluated by
+    ``extractor[trial]`` when ``extractor`` is a mapping. ``data``: the ``DataConfig`` the entry's sets read."""
+    groups = [[t] for t in trials] if bench.model_per_trial else [list(trials)]
     frames = []
     for group in groups:
-        evalset = bench.eval_set(Path(root), "final", settings, group, _default_data())
+        evalset = bench.eval_set(Path(root), "final", settings, group, data)
         ext = extractor[group[0]] if isinstance(extractor, Mapping) else extractor
         frames.append(evaluate_set(ext, evalset, load, **kwargs))
-    meta = {"benchmark": benchmark, "root": str(root), "settings": settings, "trials": trial_ids}
-    return ProtocolResult(pd.concat(frames, ignore_index=True), meta)
-
-
-def _default_data():
-    from aminet.config import DataConfig
-
-    return DataConfig()
+    return pd.concat(frames, ignore_index=True)
 
 
 def metrics_from_frame(df: pd.DataFrame, cfg: Config) -> dict[str, float]:

@@ -25,7 +25,7 @@ from aminet.config import Config
 from aminet.data import registry
 from aminet.data.cache import ImageCache
 from aminet.engine.checkpoint import CheckpointError, load_checkpoint
-from aminet.evaluation.protocol import evaluate_set
+from aminet.evaluation.protocol import benchmark_frames
 from aminet.model.aminet import AMINet, build_model
 
 __all__ = ["load_trained", "model_from_weights", "evaluate_benchmarks"]
@@ -78,11 +78,8 @@ def evaluate_benchmarks(
             chosen = bench.config_trials(cfg)
         wanted = list((settings or {}).get(name, bench.settings))
         cache = ImageCache.open(root, cfg.data.height, cfg.data.width, cfg.data.cache_dir, progress=not quiet)
-        groups = [[t] for t in chosen] if bench.model_per_trial else [chosen]
-        for group in groups:
-            evalset = bench.eval_set(Path(root), "final", wanted, group, cfg.data)
-            df = evaluate_set(model, evalset, cache.load, **kw)
-            frames.append(df.assign(scope="in-domain" if in_domain else "cross-dataset"))
+        df = benchmark_frames(model, bench, root, wanted, chosen, cache.load, cfg.data, **kw)
+        frames.append(df.assign(scope="in-domain" if in_domain else "cross-dataset"))
     if not frames:
         raise ValueError("evaluate_benchmarks: no benchmark root given")
     return pd.concat(frames, ignore_index=True)
