@@ -97,24 +97,56 @@ class PriorTPESampler(TPESampler):
         return total
 
     def _evidence_for_prior(self, study, done, search_space) -> bool:
-        """Whether the trials so far support the prior: the good ones (TPE's own split into good and bad, pruned
-        trials ranked as TPE ranks them) lie where the prior is denser than the bad ones do. A misleading prior
-        fails this test once the start-up trials (half drawn from it, half uniform) have shown that good
-        results lie elsewhere; it is then switched off for this proposal (PriorBand's principle of weighing
-        the prior by how its suggestions fare against the rest; piBO's decay alone is too slow where the
-        prior's log density, summed over several parameters, outweighs TPE's ratio for many trials)."""
-        from optuna.samplers._tpe.sampler import _split_trials, default_gamma
+        """Whether the trials so far support the prior: the good ones lie where the prior is denser than the
+        bad ones do. A misleading prior fails this test once the start-up trials (half drawn from it, half
+        uniform) have shown that good results lie elsewhere; it is then switched off for this proposal
+        (PriorBand's principle of weighing the prior by how its suggestions fare against the rest; piBO's decay
+        alone is too slow where the prior's log density, summed over several parameters, outweighs TPE's ratio
+        for many trials).
 
+        Good and bad are judged at the deepest rung of evidence (PriorBand's rule too): the latest step that
+        at least ``EVIDENCE_MIN`` trials reached, each trial ranked by its value at that step. Without early
+        stopping that is the final result; under ASHA it is the deepest rung with enough survivors, not the
+        first rung, whose low-fidelity noise can make a misleading prior look good."""
         if not any(k in self._priors for k in search_space) or len(done) < 2:
             return True
-        below, above = _split_trials(study, list(done), (self._gamma or default_gamma)(len(done)))
-        if not below or not above:
+        step, ranked = self._deepest_evidence(study, done)
+        if len(ranked) < 2:
             return True
+        n_good = max(1, int(np.ceil(self.EVIDENCE_SHARE * len(ranked))))
+        below, above = ranked[:n_good], ranked[n_good:]
 
-        def mean(ts):
-            return float(np.mean([self.prior_log_density(t.params, search_space) for t in ts]))
+        good = np.asarray([self.prior_log_density(t.params, search_space) for t in below])
+        bad = np.asarray([self.prior_log_density(t.params, search_space) for t in above])
+        if not bad.size:
+            return True
+        spread = np.sqrt(good.var() / good.size + bad.var() / bad.size)
+        return bool(good.mean() - bad.mean() > self.EVIDENCE_Z * spread)
 
-        return mean(below) > mean(above)
+    EVIDENCE_MIN = 6  # trials a rung must hold before its ranking is the evidence
+    EVIDENCE_SHARE = 0.25  # the best quarter of them are "good"
+    EVIDENCE_Z = 1.0  # how many standard errors the good trials' prior density must exceed the bad ones' by
+
+    def _deepest_evidence(self, study, done):
+        """(step, trials best first) at the deepest step that ``EVIDENCE_MIN`` trials reached (or, before any
+        did, the step most trials reached), each trial ranked by its value at that step."""
+        from optuna.study import StudyDirection
+
+        def last_value_at(t, step):
+            if t.intermediate_values and step in t.intermediate_values:
+                return t.intermediate_values[step]
+            return t.value if t.value is not None and not t.intermediate_values else None
+
+        steps: dict[int, int] = {}
+        for t in done:
+            for s in t.intermediate_values or {-1: None}:
+                steps[s] = steps.get(s, 0) + 1
+        deep = [s for s, n in steps.items() if n >= self.EVIDENCE_MIN]
+        step = max(deep) if deep else max(steps, key=lambda s: (steps[s], s))
+        scored = [(v, t) for t in done if (v := last_value_at(t, step)) is not None and np.isfinite(v)]
+        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        scored.sort(key=lambda vt: sign * vt[0])
+        return step, [t for _, t in scored]
 
     def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
         names = [k for k in samples if k in self._priors]

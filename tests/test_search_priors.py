@@ -459,3 +459,56 @@ def test_transfer_by_default_makes_the_sources_best_the_prior_of_pibo(tmp_path):
         plan_search(parse_args(argv("--sampler", "tpe")))
     boxed = plan_search(parse_args(argv("--sampler", "tpe", "--transfer-method", "box")))
     assert boxed.settings.sampler == "tpe" and boxed.space.params != get_space("sysu").params
+
+
+def _gate(trials):
+    """The pibo gate's verdict on ``trials``: (x, {step: value}) with the prior at 0.8 (maximised)."""
+    import optuna
+
+    from search.tuning import make_sampler
+
+    _quiet_optuna()
+    sampler = make_sampler(
+        "pibo", 0, 30, priors={"x": Prior("x", "float", centre=0.8, strength=0.5, low=0.0, high=1.0)}
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for x, curve in trials:
+        last = max(curve)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": float(x)},
+                distributions={"x": dist},
+                intermediate_values=curve,
+                value=curve[last] if last == 9 else None,
+                state=optuna.trial.TrialState.COMPLETE if last == 9 else optuna.trial.TrialState.PRUNED,
+            )
+        )
+    return sampler._evidence_for_prior(study, study.get_trials(deepcopy=False), {"x": dist})
+
+
+@pytest.mark.parametrize("deep_good_at, trusted", [(0.2, False), (0.8, True)])
+def test_the_gate_reads_the_deepest_rung_that_enough_trials_reached(deep_good_at, trusted):
+    """Under ASHA the first rung can say the opposite of the deeper ones (a noisy low fidelity). 12 trials: at
+    step 1 the ones near the prior (0.8) score best; the 7 that reached step 3 are ranked there, by their
+    distance to ``deep_good_at``. The gate follows step 3, the deepest step at least 6 trials reached."""
+    xs = np.linspace(0.0, 1.0, 12)
+    trials = []
+    for i, x in enumerate(xs):
+        curve = {1: -abs(x - 0.8)}
+        if i % 2 == 0 or i == 11:  # 7 trials went on to step 3
+            curve[3] = -abs(x - deep_good_at)
+        trials.append((x, curve))
+    assert _gate(trials) is trusted
+
+
+def test_the_gate_wants_the_good_trials_clearly_denser_under_the_prior():
+    """Good results at 0.8, 0.6 and 0.2 (on both sides of the space: no evidence for a prior at 0.8) no longer
+    switch it on: the good trials' mean prior density beats the rest's, but by less than its standard error
+    (a misleading prior in a flat region was trusted on such coin flips)."""
+    good = {0.8: 3.0, 0.6: 2.0, 0.2: 1.0}
+    trials = [(x, {9: good.get(round(x, 1), -1.0 - x)}) for x in np.linspace(0.0, 1.0, 11)]
+    assert _gate(trials) is False
+    near = {0.8: 3.0, 0.6: 2.0, 0.9: 1.0}
+    trials = [(x, {9: near.get(round(x, 1), -1.0 - x)}) for x in np.linspace(0.0, 1.0, 11)]
+    assert _gate(trials) is True  # good at 0.8, 0.6 and 0.9: evidence enough
