@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -38,6 +39,55 @@ def quiet_libraries() -> None:
         ("alembic", logging.WARNING),
     ):
         logging.getLogger(name).setLevel(level)
+    for name in FULL_DISK_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, FullDiskTracebacks) for f in log.filters):
+            log.addFilter(FullDiskTracebacks())
+
+
+# how a full disk reads where no OSError carries its errno: the OS's words, and SQLite's (Optuna's study
+# database under --storage, the default MLflow store), which Ray's TuneError passes on as text
+FULL_DISK_TEXTS = ("No space left on device", "database or disk is full")
+# the loggers that print a write's error with its traceback (a logger's filter sees only the records made by
+# that logger itself, not its children's: each is named): Ray's "Error stopping trial" (the searcher's failed
+# Optuna commit) and its syncer's "Last sync command failed"
+FULL_DISK_LOGGERS = ("ray.tune.execution.tune_controller", "ray.train._internal.syncer")
+
+
+def full_disk_words(exc: BaseException | None) -> str | None:
+    """The words that say ``exc`` (or an error in its chain) is a full disk, or None."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return "No space left on device"
+        said = next((w for w in FULL_DISK_TEXTS if w in str(exc)), None)
+        if said:
+            return said
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class FullDiskTracebacks(logging.Filter):
+    """A library error logged with its traceback because the disk is full (measured: a tmpfs under --storage
+    filled mid-search, Ray's "Error stopping trial" printed three chained tracebacks, 130 lines, for Optuna's
+    failed commit; its syncer's "Last sync command failed" a traceback in the message text) is shown as its one message line plus "the disk is full"; the search then ends with one
+    line saying so (``search.run.failure_line``). Every other record passes untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        said = full_disk_words(exc)
+        if said:
+            record.msg, record.args = f"{record.getMessage()} (the disk is full: {said})", ()
+            record.exc_info, record.exc_text = None, None
+            return True
+        text = record.getMessage()  # Ray's syncer puts the formatted traceback into the message itself
+        said = next((w for w in FULL_DISK_TEXTS if w in text), None)
+        if said and "Traceback (most recent call last)" in text:
+            record.msg, record.args = f"{text.splitlines()[0]} (the disk is full: {said})", ()
+        return True
 
 
 def snapshot_period(num_samples: int) -> float:

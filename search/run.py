@@ -141,24 +141,31 @@ def cli() -> None:
 def failure_line(exc: BaseException, plan) -> str:
     """The one line a failed search ends with: a full disk is named as such (it surfaces as an ``OSError``, an
     SQLAlchemy or Optuna storage error, or a trial's error text, depending on which write found it)."""
-    import errno
+    from search.cluster import full_disk_words
 
-    seen, e = set(), exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
-            return (
-                f"the disk is full (No space left on device) under --storage {plan.storage} or the MLflow store; "
-                "free space, then resume the search"
-            )
-        e = e.__cause__ or e.__context__
+    said = full_disk_words(exc)
+    if said:
+        return (
+            f"the disk is full ({said}) under --storage {plan.storage} or the MLflow store; "
+            "free space, then resume the search"
+        )
     free = _free_bytes(plan)
     if free is not None and free < FULL_DISK:  # the error surfaced elsewhere (a truncated file read back later)
         return (
             f"the disk under --storage {plan.storage} is full ({free / 2**20:.1f} MiB free; the search stopped with "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}); free space, then resume the search"
+            f"{_one_line(exc, 200)}); free space, then resume the search"
         )
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+    return _one_line(exc, 500)
+
+
+def _one_line(exc: BaseException, limit: int) -> str:
+    """``Type: message`` on one line; an error whose text is a whole traceback (Ray's ``TuneError`` wraps the
+    trial's or the searcher's) is given by the traceback's last line, the error it ended with."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+        text = last[-1] if last else text
+    return f"{type(exc).__name__}: {' '.join(text.split())[:limit]}"
 
 
 FULL_DISK = 64 << 20  # below this much free space under --storage, a failed search is called a full disk

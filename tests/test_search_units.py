@@ -1205,3 +1205,64 @@ def test_the_state_file_is_typed_and_a_broken_one_is_one_line(tmp_path):
         with pytest.raises(UsageError) as err:
             _plan(tmp_path, "--resume")
         assert "not a search state file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_full_sqlite_database_is_a_full_disk_and_a_wrapped_traceback_is_its_last_line():
+    """Measured on a 40 MB tmpfs under --storage filled mid-search: Optuna's study database (SQLite, under
+    --storage) failed first, and Ray's ``TuneError`` handed the driver the whole traceback as text, which the
+    last line quoted (a traceback in one line). SQLite's words are a full disk; a wrapped traceback is shown by
+    the error it ended with."""
+    from types import SimpleNamespace
+
+    from search.run import failure_line
+
+    plan = SimpleNamespace(storage="/data/ray")
+    wrapped = (
+        'Traceback (most recent call last):\n  File "sqlalchemy/engine/base.py", line 1977, in _exec\n'
+        "    self.dialect.do_execute(\nsqlite3.OperationalError: database or disk is full\n"
+    )
+    line = failure_line(RuntimeError(wrapped), plan)
+    assert line.startswith("the disk is full (database or disk is full) under --storage /data/ray")
+    other = wrapped.replace("database or disk is full", "no such table: trials")
+    assert failure_line(RuntimeError(other), plan) == "RuntimeError: sqlite3.OperationalError: no such table: trials"
+
+
+def test_a_library_traceback_of_a_full_disk_is_one_line_and_others_are_untouched():
+    """Ray logs a failed searcher write ("Error stopping trial") with three chained tracebacks; for a full disk
+    the record keeps its message and says why, in one line, with no traceback."""
+    import io
+    import logging
+    import sqlite3
+
+    from search.cluster import quiet_libraries
+
+    quiet_libraries()
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    try:
+        for error in (sqlite3.OperationalError("database or disk is full"), ValueError("a real bug")):
+            try:
+                try:
+                    raise error
+                except Exception as low:
+                    raise RuntimeError("An exception is raised during the commit") from low
+            except RuntimeError:
+                log.exception("Trial %s: Error stopping trial.", "t1")
+        sync = logging.getLogger("ray.train._internal.syncer")  # Ray's syncer formats the traceback into its message
+        sync.addHandler(handler)
+        sync.warning(
+            "Last sync command failed with the following error:\n%s",
+            'Traceback (most recent call last):\n  File "x.py", line 1\nOSError: [Errno 28] No space left on device',
+        )
+        sync.removeHandler(handler)
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert (
+        lines.pop() == "Last sync command failed with the following error: (the disk is full: No space left on device)"
+    )
+    assert lines[0] == "Trial t1: Error stopping trial. (the disk is full: database or disk is full)"
+    assert lines[1] == "Trial t1: Error stopping trial." and "Traceback (most recent call last):" in lines[2:]
+    assert sum("Traceback" in line for line in lines) == 2  # the other error keeps its two chained tracebacks
