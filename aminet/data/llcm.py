@@ -164,8 +164,8 @@ def llcm_train(root: str | Path, purpose: str, val_share: float = 0.2) -> TrainS
     visible, infrared = _train_lists(Path(root))
     if purpose == "search":
         val = llcm_val_ids(visible.pids, val_share)
-        visible = visible.subset(~np.isin(visible.pids, val))
-        infrared = infrared.subset(~np.isin(infrared.pids, val))
+        visible = visible.without_ids(val)
+        infrared = infrared.without_ids(val)
     elif purpose != "final":
         raise ValueError(f"purpose {purpose!r}: choose search or final")
     return relabel(f"llcm-{purpose}-train", visible, infrared)
@@ -202,8 +202,8 @@ def llcm_eval(
         visible, infrared = _train_lists(Path(root))
         val = llcm_val_ids(visible.pids, val_share)
         lists = {
-            "test_vis": visible.subset(np.isin(visible.pids, val)),
-            "test_nir": infrared.subset(np.isin(infrared.pids, val)),
+            "test_vis": visible.of_ids(val),
+            "test_nir": infrared.of_ids(val),
         }
         for d in directions:
             q, g = DIRECTIONS[d]

@@ -112,8 +112,8 @@ def regdb_train(root: str | Path, trial: int, purpose: str, val_share: float = 0
     visible, thermal = _regdb_lists(split(root, trial, "train"))
     if purpose == "search":
         val = regdb_val_ids(visible.pids, trial, val_share)
-        visible = visible.subset(~np.isin(visible.pids, val))
-        thermal = thermal.subset(~np.isin(thermal.pids, val))
+        visible = visible.without_ids(val)
+        thermal = thermal.without_ids(val)
     elif purpose != "final":
         raise ValueError(f"purpose {purpose!r}: choose search or final")
     return relabel(f"regdb-{trial}-{purpose}-train", visible, thermal)
@@ -125,8 +125,8 @@ def regdb_eval(
     if purpose == "search":
         visible, thermal = _regdb_lists(split(root, trial, "train"))
         val = regdb_val_ids(visible.pids, trial, val_share)
-        visible = visible.subset(np.isin(visible.pids, val))
-        thermal = thermal.subset(np.isin(thermal.pids, val))
+        visible = visible.of_ids(val)
+        thermal = thermal.of_ids(val)
         name = f"regdb-val-{trial}"
     elif purpose == "final":
         visible, thermal = _regdb_lists(split(root, trial, "test"))

@@ -26,6 +26,14 @@ class ImageList:
         idx = np.flatnonzero(mask)
         return ImageList([self.paths[i] for i in idx], self.pids[idx], self.cams[idx])
 
+    def of_ids(self, ids: np.ndarray) -> ImageList:
+        """The images of identities ``ids`` (a held-out validation split)."""
+        return self.subset(np.isin(self.pids, ids))
+
+    def without_ids(self, ids: np.ndarray) -> ImageList:
+        """The images of every other identity (the training side of a held-out split)."""
+        return self.subset(~np.isin(self.pids, ids))
+
 
 @dataclass(frozen=True)
 class Probe:

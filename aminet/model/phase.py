@@ -163,7 +163,13 @@ def phase_congruency(
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("aminet::phase_congruency_rgb", mutates_args=())
+# The schema is written out: torch 2.4 (the lowest torch pyproject.toml allows) cannot infer it from this
+# module's postponed (string) annotations, and failed at import (found installing the lowest set, issue 39).
+@torch.library.custom_op(
+    "aminet::phase_congruency_rgb",
+    mutates_args=(),
+    schema="(Tensor x, Tensor mean, Tensor std, float eps) -> Tensor",
+)
 def phase_congruency_rgb(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float) -> torch.Tensor:
     """Phase congruency (float32, (B, 1, H, W)) of ImageNet-normalised images ``x`` (B, 3, H, W), computed in
     float32 outside any autocast. A custom op: ``torch.compile`` sees one opaque node with a known output
