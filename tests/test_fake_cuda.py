@@ -22,7 +22,14 @@ def fake_cuda(monkeypatch):
     previous = torch.__future__.get_overwrite_module_params_on_conversion()
     torch.__future__.set_overwrite_module_params_on_conversion(True)
     try:
-        yield FakeTensorMode(allow_non_fake_inputs=True)
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        try:  # older torch (measured: 2.9.0) initialises the real CUDA runtime for a fake module move
+            probe = torch.nn.Linear(1, 1)  # made outside the mode, as the models of the tests are
+            with mode:
+                probe.to("cuda")
+        except RuntimeError as exc:  # torch.AcceleratorError is a RuntimeError
+            pytest.skip(f"torch {torch.__version__}: FakeTensorMode touches the real CUDA runtime here ({exc})"[:200])
+        yield mode
     finally:
         torch.__future__.set_overwrite_module_params_on_conversion(previous)
 
