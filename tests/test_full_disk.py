@@ -52,7 +52,7 @@ def test_a_disk_that_fills_mid_search_ends_in_one_line_and_the_resume_finishes(t
     cmd = [
         sys.executable, str(REPO / "search" / "run.py"), "--space", "sysu", "--budget", "quick",
         "--data-root", str(sysu), "--regdb-root", str(regdb), "--replay", str(TOY), "--replay-time-scale", "0.05",
-        "--num-samples", "6", "--max-concurrent", "2", "--seed", "4", "--name", name,
+        "--num-samples", "4", "--max-concurrent", "2", "--reseeds", "0", "--seed", "4", "--name", name,
         "--storage", str(small_disk / "ray"), "--mlflow-uri", uri, "--verbose", "0",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=search_env(), cwd=tmp)

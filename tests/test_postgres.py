@@ -147,7 +147,7 @@ def test_the_search_and_its_final_runs_on_a_postgresql_tracking_server(tmp_path,
         env=search_env(),
         cwd=tmp,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "champion" in out.stdout and "2 model(s) as Ray tasks (sysu: 1, regdb: 1)" in out.stdout
 
     client, (parent,), trials = search_runs(tmp, name, uri)
