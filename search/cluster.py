@@ -50,8 +50,13 @@ def quiet_libraries() -> None:
 FULL_DISK_TEXTS = ("No space left on device", "database or disk is full")
 # the loggers that print a write's error with its traceback (a logger's filter sees only the records made by
 # that logger itself, not its children's: each is named): Ray's "Error stopping trial" (the searcher's failed
-# Optuna commit) and its syncer's "Last sync command failed"
-FULL_DISK_LOGGERS = ("ray.tune.execution.tune_controller", "ray.train._internal.syncer")
+# Optuna commit), its syncer's "Last sync command failed" and its experiment-state snapshot's failure (the
+# last found by the CI drill, tests/test_full_disk.py)
+FULL_DISK_LOGGERS = (
+    "ray.tune.execution.tune_controller",
+    "ray.train._internal.syncer",
+    "ray.tune.execution.experiment_state",  # "Saving experiment state to storage ... failed with exception"
+)
 
 
 def full_disk_words(exc: BaseException | None) -> str | None:

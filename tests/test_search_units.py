@@ -1250,6 +1250,13 @@ def test_a_library_traceback_of_a_full_disk_is_one_line_and_others_are_untouched
                     raise RuntimeError("An exception is raised during the commit") from low
             except RuntimeError:
                 log.exception("Trial %s: Error stopping trial.", "t1")
+        state = logging.getLogger("ray.tune.execution.experiment_state")  # found by the CI drill
+        state.addHandler(handler)
+        try:
+            raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        except OSError:
+            state.error("Saving experiment state to storage at '/x' failed with exception: ", exc_info=True)
+        state.removeHandler(handler)
         sync = logging.getLogger("ray.train._internal.syncer")  # Ray's syncer formats the traceback into its message
         sync.addHandler(handler)
         sync.warning(
@@ -1262,6 +1269,9 @@ def test_a_library_traceback_of_a_full_disk_is_one_line_and_others_are_untouched
     lines = stream.getvalue().splitlines()
     assert (
         lines.pop() == "Last sync command failed with the following error: (the disk is full: No space left on device)"
+    )
+    assert lines.pop() == (
+        "Saving experiment state to storage at '/x' failed with exception:  (the disk is full: No space left on device)"
     )
     assert lines[0] == "Trial t1: Error stopping trial. (the disk is full: database or disk is full)"
     assert lines[1] == "Trial t1: Error stopping trial." and "Traceback (most recent call last):" in lines[2:]
