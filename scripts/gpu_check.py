@@ -145,8 +145,10 @@ def _run(cmd: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProce
     env = _child_env()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     if done.returncode != 0:
-        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
-        raise RuntimeError(f"{' '.join(cmd[1:3])} exited {done.returncode}: {tail[0][:300]}")
+        # the command's own one-line error where it printed one (Ray may log after it), else its last line
+        lines = [line for line in (done.stdout + "\n" + done.stderr).splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("error:")] or lines[-1:] or ["(no output)"]
+        raise RuntimeError(f"{' '.join(cmd[1:3])} exited {done.returncode}: {said[-1][:300]}")
     return done
 
 
