@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         figures.append(("search: ray.init (once per search)", time.perf_counter() - t0, "s"))
         try:
             uri = f"sqlite:///{tmp}/mlflow.db"

@@ -120,10 +120,23 @@ def init_ray(settings: Settings, num_samples: int = 0) -> None:
             ray.init(address=settings.address, include_dashboard=False, log_to_driver=settings.verbose > 1)
         else:  # the dashboard is off unless asked for, and then only on this machine's loopback
             ray.init(
-                include_dashboard=settings.dashboard, dashboard_host="127.0.0.1", log_to_driver=settings.verbose > 1
+                address=local_address(),
+                include_dashboard=settings.dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=settings.verbose > 1,
             )
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
         raise UsageError(f"ray.init(address={settings.address!r}) failed: {' '.join(str(exc).split())[:300]}") from None
+
+
+def local_address() -> str:
+    """Where a search without ``--address`` runs: the cluster ``RAY_ADDRESS`` names (a Ray job's entrypoint,
+    KubeRay) or else a new local instance ("local"). Not Ray's default for no address, which joins the newest
+    cluster recorded in its temp folder: a ``ray start`` of another job on a shared node, or a cluster already
+    killed whose record stayed behind (measured in CI: a search after a test that had killed its own ``ray
+    start`` cluster tried to join it and failed after 60 s, "Failed to connect to GCS", or "node timed out
+    during startup")."""
+    return os.environ.get("RAY_ADDRESS") or "local"
 
 
 def trial_resources(settings: Settings, num_samples: int) -> tuple[dict[str, float], int]:

@@ -1276,3 +1276,24 @@ def test_a_library_traceback_of_a_full_disk_is_one_line_and_others_are_untouched
     assert lines[0] == "Trial t1: Error stopping trial. (the disk is full: database or disk is full)"
     assert lines[1] == "Trial t1: Error stopping trial." and "Traceback (most recent call last):" in lines[2:]
     assert sum("Traceback" in line for line in lines) == 2  # the other error keeps its two chained tracebacks
+
+
+def test_a_search_without_an_address_starts_its_own_ray_and_never_joins_a_recorded_cluster(monkeypatch):
+    """Ray's ``ray.init()`` without an address joins the newest cluster recorded in its temp folder, even one
+    killed since (three CI failures of the GPU check's search stage: a test before it on the same process had
+    killed its own ``ray start`` cluster). Without ``--address`` the search starts its own instance, or joins
+    the cluster ``RAY_ADDRESS`` names."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from search.cluster import init_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings = SimpleNamespace(address=None, dashboard=False, verbose=0)
+    init_ray(settings)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    init_ray(settings)
+    assert [c["address"] for c in calls] == ["local", "10.0.0.1:6379"]
