@@ -259,7 +259,10 @@ def test_multi_node_drill_with_ray_start_processes(roots, tmp_path):
                 for rows in _results(tmp, name).values()
             )
 
-        assert _wait_for(on_worker, 600, proc), "no trial reported from the worker node"
+        if not _wait_for(on_worker, 600, proc):
+            ended = proc.poll() is not None
+            said = proc.communicate(timeout=60)[1][-3000:] if ended else "(the search still runs)"
+            pytest.fail(f"no trial reported from the worker node; the search: {said}")
         # The node is lost mid-trial: its raylet is SIGKILLed (its workers die with it). A SIGTERM to `ray start`
         # would drain the node first and let the trial finish there.
         assert _kill_raylet(worker_id), "the worker node's raylet was not found"
