@@ -70,10 +70,11 @@ LONGEST = (
     "test_slurm.py::test_a_search_runs_under_sbatch_survives_scancel_and_resumes",  # ~190 s
     "test_search.py::test_search_end_to_end_with_a_crashed_trial_retried_from_its_checkpoint",  # ~120 s
     "test_postgres.py::test_the_search_and_its_final_runs_on_a_postgresql_tracking_server",  # ~95 s
-    "test_reliability.py::test_multi_node_drill_with_ray_start_processes",  # ~90 s
-    "test_search.py::test_interrupted_search_resumes_without_rerunning_or_duplicating",  # ~85 s
     "test_gpu_check.py::test_the_gpu_check_runs_every_stage_dry_on_the_cpu",  # ~85 s
     "test_reliability.py::test_driver_killed_then_resume_finishes_without_duplicates",  # ~85 s
+    # not earlier: started 4th (beside the SLURM drill's cluster) it failed in two CI runs of two, 6th in none
+    "test_reliability.py::test_multi_node_drill_with_ray_start_processes",  # ~90 s
+    "test_search.py::test_interrupted_search_resumes_without_rerunning_or_duplicating",  # ~85 s
     "test_search.py::test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_and_retrains",  # 80
     "test_search.py::test_ctrl_c_while_every_trial_trains_is_an_interrupt_that_resumes",  # ~75 s
     "test_reliability.py::test_killed_trial_resumes_and_a_nan_trial_fails_visibly",  # ~60 s
