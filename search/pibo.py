@@ -110,7 +110,7 @@ class PriorTPESampler(TPESampler):
         first rung, whose low-fidelity noise can make a misleading prior look good."""
         if not any(k in self._priors for k in search_space) or len(done) < 2:
             return True
-        step, ranked = self._deepest_evidence(study, done)
+        ranked = self._deepest_evidence(study, done)
         if len(ranked) < 2:
             return True
         n_good = max(1, int(np.ceil(self.EVIDENCE_SHARE * len(ranked))))
@@ -118,8 +118,6 @@ class PriorTPESampler(TPESampler):
 
         good = np.asarray([self.prior_log_density(t.params, search_space) for t in below])
         bad = np.asarray([self.prior_log_density(t.params, search_space) for t in above])
-        if not bad.size:
-            return True
         spread = np.sqrt(good.var() / good.size + bad.var() / bad.size)
         return bool(good.mean() - bad.mean() > self.EVIDENCE_Z * spread)
 
@@ -128,7 +126,7 @@ class PriorTPESampler(TPESampler):
     EVIDENCE_Z = 1.0  # how many standard errors the good trials' prior density must exceed the bad ones' by
 
     def _deepest_evidence(self, study, done):
-        """(step, trials best first) at the deepest step that ``EVIDENCE_MIN`` trials reached (or, before any
+        """The trials, best first, at the deepest step that ``EVIDENCE_MIN`` trials reached (or, before any
         did, the step most trials reached), each trial ranked by its value at that step."""
         from optuna.study import StudyDirection
 
@@ -146,7 +144,7 @@ class PriorTPESampler(TPESampler):
         scored = [(v, t) for t in done if (v := last_value_at(t, step)) is not None and np.isfinite(v)]
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         scored.sort(key=lambda vt: sign * vt[0])
-        return step, [t for _, t in scored]
+        return [t for _, t in scored]
 
     def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
         names = [k for k in samples if k in self._priors]
