@@ -133,6 +133,17 @@ def test_a_search_runs_under_sbatch_survives_scancel_and_resumes(slurm):
         )  # fmt: skip
         return out.stdout.strip().split(";")[0]
 
+    # a bystander that `ray stop` would end (Ray's own process filter: "default_worker.py" in the command line),
+    # standing for another job's Ray on the same node: the script must stop its own Ray and nothing else
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", "default_worker.py"])
+    try:
+        _drill(env, tools, tmp, shared, name, sbatch)
+        assert bystander.poll() is None, "the job's clean-up ended another Ray process on the node (ray stop?)"
+    finally:
+        bystander.kill()
+
+
+def _drill(env, tools, tmp, shared, name, sbatch):
     first = sbatch()
     trial_folders = shared / "ray" / name
     _wait(
@@ -157,3 +168,23 @@ def test_a_search_runs_under_sbatch_survives_scancel_and_resumes(slurm):
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
     champions = [m for m in client.search_registered_models() if "champion" in (m.aliases or {})]
     assert champions, "no champion registered"
+    # and none of the job's own Ray processes outlives it (they carry its temporary folder, /tmp/ray-<job id>)
+    for job in (first, second):
+        left = _wait_gone(f"/tmp/ray-{job}/", 30)
+        assert not left, f"Ray processes of job {job} left running: {left}"
+
+
+def _wait_gone(marker: str, seconds: float) -> list[str]:
+    deadline = time.time() + seconds
+    while True:
+        left = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # the process ended meanwhile
+                continue
+            if marker in line:
+                left.append(line[:120])
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(1)
