@@ -108,3 +108,18 @@ def test_parse_path_uses_components_not_offsets():
     assert sysu.parse_path("cam6/0491/0001.jpg") == (491, 6)
     with pytest.raises(ValueError, match="not a SYSU-MM01 image path"):
         sysu.parse_path("/data/Visible/12/x.bmp")
+
+
+def test_listed_identities_are_read_once_per_unchanged_split_files(root, monkeypatch):
+    calls = []
+    real = sysu.camera_images
+    monkeypatch.setattr(sysu, "camera_images", lambda *a: calls.append(a) or real(*a))
+    sysu.check_listed_identities(root)
+    first = len(calls)
+    assert first > 0
+    sysu.check_listed_identities(root)  # the preflight's second visit (data check, then test check)
+    assert len(calls) == first
+    # an edited split file is read again: a listed identity without images is caught
+    (root / "exp" / "test_id.txt").write_text("5,7,9,12,404\n")
+    with pytest.raises(ValueError, match=r"test_id.txt: 1 listed identity has no image in any camera \(first: 404"):
+        sysu.check_listed_identities(root)

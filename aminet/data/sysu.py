@@ -201,18 +201,27 @@ def check_listed_identities(root: Path) -> None:
     """Every identity a SYSU-MM01 split file lists has at least one image in some camera: the loaders skip an
     identity without images (real SYSU-MM01 has identities missing from some cameras), so a split file naming
     people who are not there would otherwise shrink a set silently or empty it late. Raises ``ValueError``
-    naming the file and the first such identity."""
+    naming the file and the first such identity. A root that passed, with its split files unchanged, is not
+    read again in this process (a search's preflight reaches it through the data check and the test check)."""
     root = Path(root)
+    files = [root / "exp" / f"{split}_id.txt" for split in ("train", "val", "test")]
+    key = (str(root.resolve()), tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files))
+    if key in _LISTED_OK:
+        return
     cams = (*VISIBLE_CAMS, *INFRARED_CAMS)
-    for split in ("train", "val", "test"):
-        if not (root / "exp" / f"{split}_id.txt").is_file():
+    for split, file in zip(("train", "val", "test"), files):
+        if not file.is_file():
             continue  # a missing split file is reported by the loader that needs it
         missing = [pid for pid in read_ids(root, split) if not any(camera_images(root, c, pid) for c in cams)]
         if missing:
             raise ValueError(
-                f"{root / 'exp' / f'{split}_id.txt'}: {len(missing)} listed identit{'y has' if len(missing) == 1 else 'ies have'} "
+                f"{file}: {len(missing)} listed identit{'y has' if len(missing) == 1 else 'ies have'} "
                 f"no image in any camera (first: {missing[0]}, expected under {root}/cam*/{missing[0]:04d}/)"
             )
+    _LISTED_OK.add(key)
+
+
+_LISTED_OK: set[tuple] = set()  # (root, its split files' mtimes and sizes) that passed check_listed_identities
 
 
 def _check_test(root: Path, modes: Sequence[str]) -> None:
