@@ -83,15 +83,26 @@ class External:
     budget: Budget
     priors: dict[str, Any] = field(default_factory=dict)
     trial_seed: int = 0
+    sources: tuple = ()  # search.transfer.Source: what a SAMPLER@METHOD search transfers from
 
     def budget_with(self, trials: int, grace: int | None = None, reduction_factor: int | None = None) -> Budget:
         return budget_with(self.budget, trials, grace, reduction_factor)
 
     def searcher(self, sampler: str, seed: int, budget: Budget):
+        """The driver's searcher; ``SAMPLER@METHOD`` (``tpe@box``, ``pibo@prior``) searches the space
+        ``search.transfer.apply`` makes from ``sources``, as ``search/run.py --transfer-from`` does."""
         from search.cluster import build_searcher
 
+        sampler, _, method = sampler.partition("@")
+        params, points, priors = self.params, [], self.priors
+        if method:
+            from search.transfer import apply
+
+            space = apply(_Space(self.params), None, self.sources, method)
+            params, points = space.params, list(space.anchors)
+            priors = {p.name: p.prior for p in params if p.prior is not None}
         return build_searcher(
-            DefineByRun(self.params), [], budget, sampler, seed, priors=self.priors, study_name=f"sim-{seed}"
+            DefineByRun(params), points, budget, sampler, seed, priors=priors, study_name=f"sim-{seed}"
         )
 
     # implemented by each benchmark
@@ -106,6 +117,14 @@ class External:
             return 1.0
         span = self.optimum() - self.worst()
         return (self.optimum() - self.expected(key)) / span if span > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Space:
+    """The part of ``search.spaces.SearchSpace`` that ``search.transfer.apply`` reads and replaces."""
+
+    params: tuple[Param, ...]
+    anchors: tuple[dict[str, Any], ...] = ()
 
 
 class Tabular(External):
@@ -299,6 +318,44 @@ def _tabular_job(args: tuple) -> dict[str, Any]:
     }
 
 
+TRANSFER_METHODS = ["random", "tpe", "tpe@box", "tpe@warm", "tpe@box+warm", "pibo@prior"]
+
+
+def transfer_sources(family: str, target: str, seed: int, source_trials: int) -> tuple:
+    """What a user who searched the family's other datasets before has: one earlier search per other dataset
+    (the shipped sampler, TPE, ``source_trials`` trials, its own seed), each as a ``search.transfer.Source`` of
+    the values it saw (one seeded run per configuration, as a search sees them)."""
+    from search.transfer import Source
+
+    sources = []
+    for d in TABULAR[family][1]:
+        if d == target:
+            continue
+        sim = simulate(_cached(("tab", family, d)), "tpe", 1000 + seed, source_trials, 1, asha=False)
+        configs = tuple(
+            (dict(t["params"]), float(t["score"]))
+            for t in sim["sequence"]
+            if t["state"] == "COMPLETE" and t["score"] is not None
+        )
+        sources.append(Source(f"{family}/{d}", configs))
+    return tuple(sources)
+
+
+def _transfer_job(args: tuple) -> list[dict[str, Any]]:
+    family, target, seed, methods, trials, source_trials = args
+    import copy
+
+    bench = copy.copy(_cached(("tab", family, target)))
+    bench.sources = transfer_sources(family, target, seed, source_trials)
+    out = []
+    for method in methods:
+        for n in trials:
+            sim = simulate(bench, method, seed, n, 1, asha=False)
+            out.append({"task": bench.name, "sampler": method, "seed": seed, "trials": n,
+                        "regret": regret_trace(bench, sim, [n])[0]})  # fmt: skip
+    return out
+
+
 def _hartmann_job(args: tuple) -> dict[str, Any]:
     dims, variant, prior, sampler, seed, trials, asha, epochs = args
     bench = _cached(("mfh", dims, variant, prior, epochs))
@@ -402,6 +459,91 @@ def markdown_tabular(summary: dict[str, Any], command: str) -> str:
             cells.append(f"{c['iqm']:.4f} [{c['ci'][0]:.4f}, {c['ci'][1]:.4f}]")
         lines.append(f"| {task} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_transfer(summary: dict[str, Any], command: str, methods: Sequence[str]) -> str:
+    """Per task and trial count: each method's IQM regret [95 % CI]; then issue 37's target per task: does a
+    6-trial (the smallest count) transferring search reach random search's regret at the largest count, or
+    beat a random search of its own size by more than the intervals?"""
+    cells = summary["cells"]
+    counts = sorted({int(k.rsplit("|", 1)[1]) for k in cells})
+    lines = [f"`{command}`", ""]
+    for n, agg in summary["by_trials"].items():
+        ranked = sorted(agg["rank"], key=lambda m: agg["rank"][m])
+        lines.append(
+            f"* {n} trials, {agg['tasks']} tasks: average rank "
+            + ", ".join(f"{m} {agg['rank'][m]:.2f}" for m in ranked)
+            + "; interval below random search's on "
+            + ", ".join(f"{m} {len(agg['beats_random'].get(m, []))}" for m in ranked if m != "random")
+            + " tasks; above it on "
+            + ", ".join(f"{m} {len(agg['worse_than_random'].get(m, []))}" for m in ranked if m != "random")
+        )
+    lines += ["", "| task | trials | " + " | ".join(methods) + " |", "|---|---:|" + "---|" * len(methods)]
+    for key, per in cells.items():
+        task, n = key.rsplit("|", 1)
+        row = [
+            f"{per[m]['iqm']:.4f} [{per[m]['ci'][0]:.4f}, {per[m]['ci'][1]:.4f}]" if m in per else "" for m in methods
+        ]
+        lines.append(f"| {task} | {n} | " + " | ".join(row) + " |")
+    if len(counts) > 1:
+        small, large = counts[0], counts[-1]
+        lines += ["", f"Target: a {small}-trial transferring search reaches random search's {large}-trial regret "
+                  f"(IQM), or its interval lies below a {small}-trial random search's:", "",
+                  "| task | " + " | ".join(m for m in methods if "@" in m) + " |",
+                  "|---|" + "---|" * sum("@" in m for m in methods)]  # fmt: skip
+        tasks = sorted({k.rsplit("|", 1)[0] for k in cells})
+        met = {m: 0 for m in methods if "@" in m}
+        for task in tasks:
+            lo, hi = cells.get(f"{task}|{small}", {}), cells.get(f"{task}|{large}", {})
+            row = []
+            for m in met:
+                if m not in lo or "random" not in lo or "random" not in hi:
+                    row.append("")
+                    continue
+                reach = lo[m]["iqm"] <= hi["random"]["iqm"]
+                beats = lo[m]["ci"][1] < lo["random"]["ci"][0]
+                met[m] += reach or beats
+                row.append(("reaches" if reach else "") + (" + " if reach and beats else "") + ("beats" if beats else "")
+                           or "missed")  # fmt: skip
+            lines.append(f"| {task} | " + " | ".join(row) + " |")
+        lines += ["", "Met on " + ", ".join(f"{m} {k} of {len(tasks)}" for m, k in met.items()) + " tasks."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_transfer(summary: dict[str, Any], out: Path, methods: Sequence[str]) -> list[str]:
+    """One panel per family: the mean over its target tasks of each method's IQM regret against the trials."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = summary["cells"]
+    families = sorted({k.split("/", 1)[0] for k in cells})
+    counts = sorted({int(k.rsplit("|", 1)[1]) for k in cells})
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.6), squeeze=False)
+    for ax, fam in zip(axes[0], families):
+        for m in methods:
+            ys = []
+            for n in counts:
+                v = [
+                    per[m]["iqm"]
+                    for k, per in cells.items()
+                    if k.startswith(fam + "/") and k.endswith(f"|{n}") and m in per
+                ]
+                ys.append(statistics.fmean(v) if v else float("nan"))
+            style = {"random": dict(color="black", ls="--"), "tpe": dict(color="grey")}.get(m, {})
+            ax.plot(counts, ys, marker="o", label=m, **style)
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_xlabel("trials")
+        ax.set_ylabel("normalised regret (mean of task IQMs)")
+        ax.set_title(f"{fam}: leave-one-dataset-out transfer")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "transfer_regret.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
 
 
 def summarise_hartmann(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -541,7 +683,7 @@ def plot_tabular(summary: dict[str, Any], out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python benchmarks/external.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("family", choices=["tabular", "hartmann"])
+    p.add_argument("family", choices=["tabular", "hartmann", "transfer"])
     p.add_argument("--out", default=None, help="folder for results.json, summary.md and the plots")
     p.add_argument("--samplers", nargs="+", default=None, choices=SAMPLERS)
     p.add_argument("--trials", nargs="+", type=int, default=None, help="tabular: 8 16 32 100; hartmann: 32")
@@ -553,6 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--priors", nargs="+", default=["good", "bad"], choices=["good", "medium", "bad"])
     p.add_argument("--epochs", type=int, default=9, help="hartmann: epochs of a full trial (default 9)")
     p.add_argument("--schedulers", nargs="+", default=["asha"], choices=["asha", "none"])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=TRANSFER_METHODS,
+        help="transfer: samplers and SAMPLER@METHOD transferring searches (default: %(default)s)",
+    )
+    p.add_argument("--source-trials", type=int, default=32, help="transfer: trials of each earlier search (default 32)")
     p.add_argument(
         "--replot", action="store_true", help="run nothing: redraw --out's plots and summary from its results"
     )
@@ -577,11 +726,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or ".")
         report = json.loads((out / "results.json").read_text())
         summary = report["summary"]
-        tabular = args.family == "tabular"
         command = "; merged: ".join([report["command"], *report.get("merged", [])])
-        text = markdown_tabular(summary, command) if tabular else markdown_hartmann(summary, command)
-        (out / "summary.md").write_text(text)
-        files = plot_tabular(summary, out) if tabular else plot_hartmann(summary, out)
+        text, files = _report(args, summary, command, out)
         print(f"redrew {out}/summary.md and {len(files)} plots")
         return 0
     command = "python benchmarks/external.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -599,6 +745,25 @@ def main(argv: list[str] | None = None) -> int:
         results = _map(_tabular_job, jobs, args.workers)
         summary = summarise_tabular(results)
         text = markdown_tabular(summary, command)
+    elif args.family == "transfer":
+        _check_methods(args.methods)
+        trials = args.trials or [6, 8, 32]
+        families = args.tasks or ["hpolib", "hpobench"]
+        unknown = [f for f in families if f not in TABULAR]
+        if unknown:
+            raise SystemExit(
+                f"external: error: --tasks {unknown}: transfer takes families, choose from {list(TABULAR)}"
+            )
+        jobs = [
+            (f, d, seed, tuple(args.methods), tuple(trials), args.source_trials)
+            for f in families
+            for d in TABULAR[f][1]
+            for seed in range(args.reps)
+        ]
+        results = [r for rs in _map(_transfer_job, jobs, args.workers) for r in rs]
+        summary = summarise_tabular(results)
+        summary["methods"] = list(args.methods)
+        text = markdown_transfer(summary, command, args.methods)
     else:
         samplers = args.samplers or ["tpe", "random", "pibo"]
         trials = args.trials or [32]
@@ -620,10 +785,36 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         report = {"command": command, "wall_s": time.perf_counter() - t0, "summary": summary}
         (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-        (out / "summary.md").write_text(text)
-        files = plot_tabular(summary, out) if args.family == "tabular" else plot_hartmann(summary, out)
+        _, files = _report(args, summary, command, out)
         print(f"wrote {out}/results.json, summary.md and {len(files)} plots")
     return 0
+
+
+def _check_methods(methods: Sequence[str]) -> None:
+    from search.transfer import METHODS
+
+    for m in methods:
+        sampler, _, method = m.partition("@")
+        if sampler not in SAMPLERS or (method and method not in METHODS):
+            raise SystemExit(
+                f"external: error: --methods {m!r}: a sampler of {list(SAMPLERS)}, or SAMPLER@METHOD with a method "
+                f"of {list(METHODS)}"
+            )
+        if method == "prior" and sampler != "pibo":
+            raise SystemExit(f"external: error: --methods {m!r}: the prior method needs the pibo sampler (pibo@prior)")
+
+
+def _report(args, summary: dict[str, Any], command: str, out: Path) -> tuple[str, list[str]]:
+    """summary.md and the plots of a family's results into ``out``."""
+    if args.family == "tabular":
+        text, files = markdown_tabular(summary, command), plot_tabular(summary, out)
+    elif args.family == "transfer":
+        methods = summary.get("methods", args.methods)
+        text, files = markdown_transfer(summary, command, methods), plot_transfer(summary, out, methods)
+    else:
+        text, files = markdown_hartmann(summary, command), plot_hartmann(summary, out)
+    (out / "summary.md").write_text(text)
+    return text, files
 
 
 if __name__ == "__main__":

