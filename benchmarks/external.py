@@ -321,38 +321,46 @@ def _tabular_job(args: tuple) -> dict[str, Any]:
 TRANSFER_METHODS = ["random", "tpe", "tpe@box", "tpe@warm", "tpe@box+warm", "pibo@prior"]
 
 
-def transfer_sources(family: str, target: str, seed: int, source_trials: int) -> tuple:
-    """What a user who searched the family's other datasets before has: one earlier search per other dataset
-    (the shipped sampler, TPE, ``source_trials`` trials, its own seed), each as a ``search.transfer.Source`` of
-    the values it saw (one seeded run per configuration, as a search sees them)."""
+def earlier_search(family: str, dataset: str, seed: int, trials: int):
+    """The earlier search a user ran on ``dataset``: the shipped sampler (TPE), ``trials`` trials, its own seed,
+    as a ``search.transfer.Source`` of the values it saw (one seeded run per configuration, as a search sees
+    them)."""
     from search.transfer import Source
 
-    sources = []
+    sim = simulate(_cached(("tab", family, dataset)), "tpe", 1000 + seed, trials, 1, asha=False)
+    configs = tuple(
+        (dict(t["params"]), float(t["score"]))
+        for t in sim["sequence"]
+        if t["state"] == "COMPLETE" and t["score"] is not None
+    )
+    return Source(f"{family}/{dataset}", configs)
+
+
+def transfer_sources(family: str, target: str, seed: int, source_trials: int, searched: dict | None = None) -> tuple:
+    """What a user who searched the family's other datasets before has: one earlier search per other dataset
+    (``earlier_search``; ``searched``: those already run, by dataset)."""
+    searched = {} if searched is None else searched
     for d in TABULAR[family][1]:
-        if d == target:
-            continue
-        sim = simulate(_cached(("tab", family, d)), "tpe", 1000 + seed, source_trials, 1, asha=False)
-        configs = tuple(
-            (dict(t["params"]), float(t["score"]))
-            for t in sim["sequence"]
-            if t["state"] == "COMPLETE" and t["score"] is not None
-        )
-        sources.append(Source(f"{family}/{d}", configs))
-    return tuple(sources)
+        if d != target and d not in searched:
+            searched[d] = earlier_search(family, d, seed, source_trials)
+    return tuple(searched[d] for d in TABULAR[family][1] if d != target)
 
 
 def _transfer_job(args: tuple) -> list[dict[str, Any]]:
-    family, target, seed, methods, trials, source_trials = args
+    """Every target dataset of ``family`` at one repetition ``seed`` (the earlier searches run once each)."""
+    family, seed, methods, trials, source_trials = args
     import copy
 
-    bench = copy.copy(_cached(("tab", family, target)))
-    bench.sources = transfer_sources(family, target, seed, source_trials)
+    searched: dict = {}
     out = []
-    for method in methods:
-        for n in trials:
-            sim = simulate(bench, method, seed, n, 1, asha=False)
-            out.append({"task": bench.name, "sampler": method, "seed": seed, "trials": n,
-                        "regret": regret_trace(bench, sim, [n])[0]})  # fmt: skip
+    for target in TABULAR[family][1]:
+        bench = copy.copy(_cached(("tab", family, target)))
+        bench.sources = transfer_sources(family, target, seed, source_trials, searched)
+        for method in methods:
+            for n in trials:
+                sim = simulate(bench, method, seed, n, 1, asha=False)
+                out.append({"task": bench.name, "sampler": method, "seed": seed, "trials": n,
+                            "regret": regret_trace(bench, sim, [n])[0]})  # fmt: skip
     return out
 
 
@@ -755,9 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"external: error: --tasks {unknown}: transfer takes families, choose from {list(TABULAR)}"
             )
         jobs = [
-            (f, d, seed, tuple(args.methods), tuple(trials), args.source_trials)
+            (f, seed, tuple(args.methods), tuple(trials), args.source_trials)
             for f in families
-            for d in TABULAR[f][1]
             for seed in range(args.reps)
         ]
         results = [r for rs in _map(_transfer_job, jobs, args.workers) for r in rs]
