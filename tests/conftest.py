@@ -72,7 +72,8 @@ LONGEST = (
     "test_postgres.py::test_the_search_and_its_final_runs_on_a_postgresql_tracking_server",  # ~95 s
     "test_gpu_check.py::test_the_gpu_check_runs_every_stage_dry_on_the_cpu",  # ~85 s
     "test_reliability.py::test_driver_killed_then_resume_finishes_without_duplicates",  # ~85 s
-    # not earlier: started 4th (beside the SLURM drill's cluster) it failed in two CI runs of two, 6th in none
+    # started 4th, beside the SLURM drill, it failed in two CI runs: the drill's job ended with `ray stop`, which
+    # kills every Ray on the machine (session 22: the job now stops only its own Ray; the order stays)
     "test_reliability.py::test_multi_node_drill_with_ray_start_processes",  # ~90 s
     "test_search.py::test_interrupted_search_resumes_without_rerunning_or_duplicating",  # ~85 s
     "test_search.py::test_a_time_budget_stops_starting_trials_then_the_search_selects_registers_and_retrains",  # 80
