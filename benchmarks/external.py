@@ -336,26 +336,35 @@ def earlier_search(family: str, dataset: str, seed: int, trials: int):
     return Source(f"{family}/{dataset}", configs)
 
 
-def transfer_sources(family: str, target: str, seed: int, source_trials: int, searched: dict | None = None) -> tuple:
+def transfer_sources(
+    family: str, target: str, seed: int, source_trials: int, searched: dict | None = None, misleading: bool = False
+) -> tuple:
     """What a user who searched the family's other datasets before has: one earlier search per other dataset
-    (``earlier_search``; ``searched``: those already run, by dataset)."""
+    (``earlier_search``; ``searched``: those already run, by dataset). ``misleading``: each source's scores
+    negated, so what it offers as its best are its worst trials (the robustness check: transfer from a source
+    that points away from the good region, as a misleading prior does on MF-Hartmann)."""
+    from search.transfer import Source
+
     searched = {} if searched is None else searched
     for d in TABULAR[family][1]:
         if d != target and d not in searched:
             searched[d] = earlier_search(family, d, seed, source_trials)
-    return tuple(searched[d] for d in TABULAR[family][1] if d != target)
+    sources = tuple(searched[d] for d in TABULAR[family][1] if d != target)
+    if misleading:
+        sources = tuple(Source(s.name, tuple((p, -v) for p, v in s.configs)) for s in sources)
+    return sources
 
 
 def _transfer_job(args: tuple) -> list[dict[str, Any]]:
     """Every target dataset of ``family`` at one repetition ``seed`` (the earlier searches run once each)."""
-    family, seed, methods, trials, source_trials = args
+    family, seed, methods, trials, source_trials, misleading = args
     import copy
 
     searched: dict = {}
     out = []
     for target in TABULAR[family][1]:
         bench = copy.copy(_cached(("tab", family, target)))
-        bench.sources = transfer_sources(family, target, seed, source_trials, searched)
+        bench.sources = transfer_sources(family, target, seed, source_trials, searched, misleading)
         for method in methods:
             for n in trials:
                 sim = simulate(bench, method, seed, n, 1, asha=False)
@@ -711,6 +720,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--source-trials", type=int, default=32, help="transfer: trials of each earlier search (default 32)")
     p.add_argument(
+        "--misleading-sources",
+        action="store_true",
+        help="transfer: each earlier search offers its worst trials as its best (a robustness check)",
+    )
+    p.add_argument(
         "--replot", action="store_true", help="run nothing: redraw --out's plots and summary from its results"
     )
     p.add_argument(
@@ -763,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"external: error: --tasks {unknown}: transfer takes families, choose from {list(TABULAR)}"
             )
         jobs = [
-            (f, seed, tuple(args.methods), tuple(trials), args.source_trials)
+            (f, seed, tuple(args.methods), tuple(trials), args.source_trials, args.misleading_sources)
             for f in families
             for seed in range(args.reps)
         ]

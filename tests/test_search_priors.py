@@ -395,6 +395,10 @@ def test_the_transfer_harness_starts_from_earlier_searches_of_the_other_datasets
     tried = [t["params"] for t in sim["sequence"]]
     firsts = [top_configs(s)[0] for s in sources]  # each source's best comes first of its top three
     assert tried[0] == firsts[0] and firsts[1] in tried[:6]
+    # the robustness check's sources offer their worst trials as their best
+    misleading = transfer_sources("nb201", "cifar10", seed=0, source_trials=6, misleading=True)
+    worst = min(sources[0].configs, key=lambda cv: cv[1])[0]
+    assert top_configs(misleading[0])[0] == worst != firsts[0]
 
     out = tmp_path / "transfer"
     argv = ["transfer", "--tasks", "nb201", "--reps", "2", "--trials", "4", "6", "--source-trials", "6",
