@@ -2,6 +2,7 @@
 script cannot rot before a GPU machine is lent."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,14 @@ def test_the_gpu_check_runs_every_stage_dry_on_the_cpu(tmp_path):
     assert figures["train fp16 + scaler"]["status"] == "skip"  # a GPU path, said so on the CPU
     lines = (tmp_path / "gpu_check.txt").read_text().splitlines()
     assert len(lines) == len(figures) and all(line.split()[0] for line in lines)
+    # the issue's budgets: every stage's seconds in the whole sum, the torch-only stages' in theirs
+    total = sum(f["seconds"] for f in figures.values())
+    torch_only = sum(f["seconds"] for n, f in figures.items() if n not in ("search 2 trials", "experiments/run.py"))
+    budget = re.search(
+        r"time all (\d+) s \(budget on one GPU 480 s\); torch-only (\d+) s \(budget on one GPU 240 s\)", done.stdout
+    )
+    assert budget, done.stdout[-500:]
+    assert abs(int(budget[1]) - total) <= 1 and abs(int(budget[2]) - torch_only) <= 1
 
 
 @pytest.mark.slow
@@ -86,3 +95,16 @@ def test_the_recompilation_count_sees_forced_recompilations():
         compiled(torch.ones(3), n)
     assert gpu_check.recompilations() == 4
     torch._dynamo.reset()
+
+
+def test_the_budget_line_says_over_only_on_a_gpu_and_only_past_the_budget():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    within = gpu_check.budget_line({"all": 470.0, "torch-only": 200.0}, dry=False)
+    assert "OVER" not in within and "all 470 s" in within
+    over = gpu_check.budget_line({"all": 500.0, "torch-only": 200.0}, dry=False)
+    assert over.count("OVER") == 1 and "480 s OVER" in over
+    assert "OVER" not in gpu_check.budget_line({"all": 900.0, "torch-only": 500.0}, dry=True)  # a CPU's seconds
