@@ -460,6 +460,12 @@ def aggregate_tabular(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_tabular(summary: dict[str, Any], command: str) -> str:
+    return "\n".join(_ranked_cells(summary, command, SAMPLERS)) + "\n"
+
+
+def _ranked_cells(summary: dict[str, Any], command: str, columns: Sequence[str]) -> list[str]:
+    """The command, each trial count's average ranks and comparisons with random search, then per task and
+    trial count each column's IQM regret [95 % CI] (the tabular and transfer summaries share it)."""
     lines = [f"`{command}`", ""]
     for n, agg in summary["by_trials"].items():
         samplers = sorted(agg["rank"], key=lambda s: agg["rank"][s])
@@ -471,18 +477,14 @@ def markdown_tabular(summary: dict[str, Any], command: str) -> str:
             + " tasks; above it on "
             + ", ".join(f"{s} {len(agg['worse_than_random'].get(s, []))}" for s in samplers if s != "random")
         )
-    lines += ["", "| task | trials | " + " | ".join(SAMPLERS) + " |", "|---|---:|" + "---|" * len(SAMPLERS)]
+    lines += ["", "| task | trials | " + " | ".join(columns) + " |", "|---|---:|" + "---|" * len(columns)]
     for key, per in summary["cells"].items():
         task, n = key.rsplit("|", 1)
-        cells = []
-        for s in SAMPLERS:
-            if s not in per:
-                cells.append("")
-                continue
-            c = per[s]
-            cells.append(f"{c['iqm']:.4f} [{c['ci'][0]:.4f}, {c['ci'][1]:.4f}]")
+        cells = [
+            f"{per[s]['iqm']:.4f} [{per[s]['ci'][0]:.4f}, {per[s]['ci'][1]:.4f}]" if s in per else "" for s in columns
+        ]
         lines.append(f"| {task} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def markdown_transfer(summary: dict[str, Any], command: str, methods: Sequence[str]) -> str:
@@ -491,24 +493,7 @@ def markdown_transfer(summary: dict[str, Any], command: str, methods: Sequence[s
     beat a random search of its own size by more than the intervals?"""
     cells = summary["cells"]
     counts = sorted({int(k.rsplit("|", 1)[1]) for k in cells})
-    lines = [f"`{command}`", ""]
-    for n, agg in summary["by_trials"].items():
-        ranked = sorted(agg["rank"], key=lambda m: agg["rank"][m])
-        lines.append(
-            f"* {n} trials, {agg['tasks']} tasks: average rank "
-            + ", ".join(f"{m} {agg['rank'][m]:.2f}" for m in ranked)
-            + "; interval below random search's on "
-            + ", ".join(f"{m} {len(agg['beats_random'].get(m, []))}" for m in ranked if m != "random")
-            + " tasks; above it on "
-            + ", ".join(f"{m} {len(agg['worse_than_random'].get(m, []))}" for m in ranked if m != "random")
-        )
-    lines += ["", "| task | trials | " + " | ".join(methods) + " |", "|---|---:|" + "---|" * len(methods)]
-    for key, per in cells.items():
-        task, n = key.rsplit("|", 1)
-        row = [
-            f"{per[m]['iqm']:.4f} [{per[m]['ci'][0]:.4f}, {per[m]['ci'][1]:.4f}]" if m in per else "" for m in methods
-        ]
-        lines.append(f"| {task} | {n} | " + " | ".join(row) + " |")
+    lines = _ranked_cells(summary, command, methods)
     if len(counts) > 1:
         small, large = counts[0], counts[-1]
         lines += ["", f"Target: a {small}-trial transferring search reaches random search's {large}-trial regret "
